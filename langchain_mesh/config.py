@@ -1,0 +1,280 @@
+"""mesh.yaml -> validated configuration.
+
+Two rules shape this module:
+
+* every problem is reported with the dotted path of the key at fault
+  (``connections.myopenai.api_kye: unknown key``), all problems at once;
+* secrets are *references* (``{{env:NAME}}``, ``{{file:/path}}``) resolved only when a connection
+  first needs them, and a :class:`Secret` never shows its value in a repr, str, log or error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import core_schema
+
+from .errors import ConfigError, CredentialError
+from .schema import ModelCapabilities, Purpose
+
+__all__ = [
+    "Secret", "ModelConfig", "ConnectionConfig", "KnowledgeBankConfig", "ServerConfig",
+    "MeshConfig", "load_config", "DEFAULT_CONFIG",
+]
+
+_REF = re.compile(r"^\{\{\s*(env|file)\s*:\s*(.+?)\s*\}\}$")
+
+
+class Secret:
+    """A credential or a reference to one. ``get()`` resolves it; nothing else ever shows it.
+
+    ``masked=False`` is for non-secret settings that may still come from the environment (a
+    Databricks host, an Azure endpoint): resolved the same way, shown in reprs.
+    """
+
+    __slots__ = ("_raw", "_kind", "_target", "masked")
+
+    def __init__(self, raw: str, masked: bool = True):
+        if not isinstance(raw, str):
+            raise TypeError("a secret must be a string or a {{env:NAME}} / {{file:PATH}} reference")
+        self._raw = raw
+        m = _REF.match(raw.strip())
+        self._kind, self._target = (m.group(1), m.group(2)) if m else ("literal", "")
+        self.masked = masked
+
+    @property
+    def is_reference(self) -> bool:
+        return self._kind != "literal"
+
+    def get(self, where: str = "") -> str:
+        """Resolve now. Raises :class:`CredentialError` naming the variable or file, never a value."""
+        at = f" (referenced by {where})" if where else ""
+        if self._kind == "env":
+            value = os.environ.get(self._target)
+            if value is None or value == "":
+                raise CredentialError(
+                    f"environment variable {self._target} is not set{at}; export it or change the reference")
+            return value
+        if self._kind == "file":
+            path = Path(self._target).expanduser()
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise CredentialError(f"cannot read secret file {path}{at}: {e.strerror}") from None
+        return self._raw
+
+    def describe(self) -> str:
+        """Safe to show: the reference itself, or asterisks for a literal."""
+        if self.is_reference:
+            return "{{" + f"{self._kind}:{self._target}" + "}}"
+        return "**********" if self.masked else self._raw
+
+    def __repr__(self) -> str:
+        return f"Secret({self.describe()!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._raw))
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Pickling (multiprocessing, caches) keeps the reference; a literal would travel in clear,
+        # so refuse that rather than leak.
+        if not self.is_reference and self.masked:
+            raise TypeError("a literal secret cannot be pickled; use a {{env:...}} or {{file:...}} reference")
+        return (Secret, (self._raw, self.masked))
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        def to_secret(v: Any) -> "Secret":
+            if isinstance(v, Secret):
+                return v
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = str(v)
+            if not isinstance(v, str):
+                raise ValueError("must be a string or a {{env:NAME}} / {{file:PATH}} reference")
+            return cls(v)
+
+        return core_schema.no_info_plain_validator_function(
+            to_secret,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda s: s.describe()),
+        )
+
+
+def resolve_optional(value: Union[str, Secret, None], where: str = "") -> Optional[str]:
+    if value is None:
+        return None
+    return value.get(where) if isinstance(value, Secret) else value
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+
+
+class ModelConfig(_Strict):
+    """One model a connection exposes. Connection types may subclass it with their own fields."""
+
+    id: str
+    purposes: list[Purpose] = Field(default_factory=lambda: [Purpose.GENERIC_COMPLETION])
+    description: str = ""
+    capabilities: Optional[ModelCapabilities] = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("model id must not be empty")
+        return v
+
+
+class ConnectionConfig(_Strict):
+    """Fields every connection has. Each connection type subclasses this with its own settings."""
+
+    type: str
+    description: str = ""
+    models: Optional[list[ModelConfig]] = None
+    timeout: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+    model_config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+
+class KnowledgeBankConfig(_Strict):
+    backend: Literal["faiss", "elasticsearch", "azure_search"] = "faiss"
+    description: str = ""
+    path: Optional[str] = None
+    embedding_llm: str = "huggingfacelocal:local:all-MiniLM-L6-v2"
+    metadata_schema: dict[str, Literal["string", "int", "float", "bool", "date"]] = Field(default_factory=dict)
+    # engine-specific connection settings (urls, index names, credentials) validated by the backend
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServerKeyConfig(_Strict):
+    key: Secret
+    name: str = "default"
+    allowed_llms: Optional[list[str]] = None
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: list[ServerKeyConfig] = Field(default_factory=list)
+
+
+class MeshConfig(_Strict):
+    connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
+    knowledge_banks: dict[str, KnowledgeBankConfig] = Field(default_factory=dict)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    def __repr__(self) -> str:
+        return f"MeshConfig(connections={sorted(self.connections)}, knowledge_banks={sorted(self.knowledge_banks)})"
+
+
+DEFAULT_CONFIG: dict[str, Any] = {"connections": {"local": {"type": "huggingfacelocal"}}}
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _problems_from(e: ValidationError, prefix: str, known: Optional[Mapping[str, Any]] = None) -> list[tuple[str, str]]:
+    out = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        if err["type"] == "extra_forbidden":
+            key = str(err["loc"][-1])
+            msg = "unknown key"
+            if known is not None:
+                hint = difflib.get_close_matches(key, list(known), n=1)
+                if hint:
+                    msg += f" (did you mean {hint[0]!r}?)"
+        else:
+            msg = err["msg"]
+        out.append((path, msg))
+    return out
+
+
+def _format_problems(problems: list[tuple[str, str]], source: str) -> str:
+    lines = [f"invalid mesh configuration{source}:"] + [f"  {p}: {m}" for p, m in problems]
+    return "\n".join(lines)
+
+
+def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConfig, None]) -> MeshConfig:
+    """Read and validate a mesh config from a YAML path, a dict or an existing :class:`MeshConfig`."""
+    from .connections import connection_types, get_connection_class
+
+    if isinstance(source, MeshConfig):
+        return source
+    where = ""
+    if source is None:
+        raw: Any = DEFAULT_CONFIG
+    elif isinstance(source, Mapping):
+        raw = source
+    else:
+        path = Path(source)
+        where = f" in {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read mesh config {path}: {e.strerror}") from None
+        import yaml
+
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"mesh config {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"mesh config{where} must be a mapping at the top level, got {type(raw).__name__}")
+
+    problems: list[tuple[str, str]] = []
+    top = dict(raw)
+    raw_conns = top.pop("connections", None) or {}
+    if not isinstance(raw_conns, Mapping):
+        problems.append(("connections", "must be a mapping of connection name to settings"))
+        raw_conns = {}
+    try:
+        base = MeshConfig.model_validate(top)
+    except ValidationError as e:
+        problems += _problems_from(e, "", MeshConfig.model_fields)
+        base = None
+
+    conns: dict[str, ConnectionConfig] = {}
+    for name, conn in raw_conns.items():
+        at = f"connections.{name}"
+        if not isinstance(name, str) or not name or ":" in name:
+            problems.append((at, "connection names must be non-empty and contain no ':'"))
+            continue
+        if not isinstance(conn, Mapping):
+            problems.append((at, "must be a mapping with at least a 'type'"))
+            continue
+        ctype = conn.get("type")
+        if not ctype:
+            problems.append((f"{at}.type", f"missing; one of {', '.join(connection_types())}"))
+            continue
+        try:
+            cls = get_connection_class(ctype)
+        except LookupError as e:
+            problems.append((f"{at}.type", str(e)))
+            continue
+        model = cls.config_model
+        try:
+            conns[name] = model.model_validate(dict(conn))
+        except ValidationError as e:
+            problems += _problems_from(e, at, model.model_fields)
+
+    if problems:
+        raise ConfigError(_format_problems(problems, where), problems)
+    assert base is not None
+    base.connections = conns
+    return base

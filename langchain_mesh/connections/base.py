@@ -1,0 +1,171 @@
+"""The interface every connection implements.
+
+A connection is a thin translator between :mod:`langchain_mesh.schema` and one provider. It knows
+nothing of LangChain or HTTP serving. It must keep its module import light: provider SDKs, torch and
+friends are imported inside methods, the first time they are needed.
+
+Minimum to implement: ``list_models`` and whichever of ``complete``/``stream``/``embed``/
+``generate_images`` the provider offers. ``complete`` defaults to draining ``stream`` (and vice
+versa), and the async variants default to running the sync path in a worker thread, so a plugin can
+start small; built-in connections override the async ones with native async clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, AsyncIterator, ClassVar, Iterator, Optional
+
+from ..config import ConnectionConfig
+from ..errors import CapabilityError, StreamInterruptedError
+from ..schema import (
+    CompletionRequest,
+    CompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ImageGenerationRequest,
+    ImageGenerationResponse,
+    ModelCapabilities,
+    ModelInfo,
+    StreamChunk,
+    StreamEvent,
+    StreamFooter,
+    ToolCall,
+    FunctionCall,
+)
+
+__all__ = ["Connection", "collect_stream", "ToolCallAssembler"]
+
+
+class Connection:
+    #: the connection type, i.e. the first part of LLM ids (``openai``, ``huggingfacelocal``)
+    type_name: ClassVar[str] = ""
+    #: the pydantic model validating this type's config section
+    config_model: ClassVar[type[ConnectionConfig]] = ConnectionConfig
+
+    def __init__(self, name: str, config: ConnectionConfig):
+        self.name = name
+        self.config = config
+        self._lock = threading.Lock()
+
+    # ---- what the connection offers ----------------------------------------------------------------
+
+    def default_models(self) -> list[ModelInfo]:
+        """Models offered when the config lists none. Override for connections with a default set."""
+        return []
+
+    def list_models(self) -> list[ModelInfo]:
+        if self.config.models is None:
+            return self.default_models()
+        defaults = {m.id: m for m in self.default_models()}
+        out = []
+        for m in self.config.models:
+            known = defaults.get(m.id)
+            caps = m.capabilities or (known.capabilities if known else self.capabilities_for(m.id))
+            out.append(ModelInfo(id=m.id, purposes=m.purposes,
+                                 description=m.description or (known.description if known else ""),
+                                 capabilities=caps))
+        return out
+
+    def capabilities_for(self, model: str) -> ModelCapabilities:
+        """Capabilities of a configured model that declares none. Override per provider."""
+        return ModelCapabilities()
+
+    # ---- completion ---------------------------------------------------------------------------------
+
+    def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:
+        if type(self).stream is Connection.stream:
+            raise CapabilityError(f"connection type {self.type_name!r} does not offer completions")
+        return collect_stream(self.stream(model, request))
+
+    def stream(self, model: str, request: CompletionRequest) -> Iterator[StreamEvent]:
+        if type(self).complete is Connection.complete:
+            raise CapabilityError(f"connection type {self.type_name!r} does not offer completions")
+        # A provider without streaming still honours the stream contract: chunks, then one footer.
+        resp = self.complete(model, request)
+        if resp.text:
+            yield StreamChunk(text=resp.text)
+        yield StreamFooter(finish_reason=resp.finish_reason, usage=resp.usage,
+                           tool_calls=resp.tool_calls, model=resp.model)
+
+    async def acomplete(self, model: str, request: CompletionRequest) -> CompletionResponse:
+        return await asyncio.to_thread(self.complete, model, request)
+
+    async def astream(self, model: str, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        # Pull the sync iterator from a worker thread one event at a time so the loop stays free.
+        it = self.stream(model, request)
+        sentinel = object()
+        while True:
+            ev = await asyncio.to_thread(next, it, sentinel)
+            if ev is sentinel:
+                return
+            yield ev  # type: ignore[misc]
+
+    # ---- embeddings and images -----------------------------------------------------------------------
+
+    def embed(self, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
+        raise CapabilityError(f"connection type {self.type_name!r} does not offer embeddings")
+
+    async def aembed(self, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
+        return await asyncio.to_thread(self.embed, model, request)
+
+    def generate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
+        raise CapabilityError(f"connection type {self.type_name!r} does not generate images")
+
+    async def agenerate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
+        return await asyncio.to_thread(self.generate_images, model, request)
+
+    def close(self) -> None:
+        """Release clients and pools. Called by :meth:`Mesh.close`."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class ToolCallAssembler:
+    """Reassembles streamed tool-call fragments by index (the bug gateways keep shipping)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, chunk: StreamChunk) -> None:
+        for d in chunk.tool_call_deltas:
+            cur = self._calls.setdefault(d.index, {"id": None, "name": None, "arguments": ""})
+            if d.id:
+                cur["id"] = d.id
+            if d.name:
+                cur["name"] = (cur["name"] or "") + d.name
+            cur["arguments"] += d.arguments or ""
+
+    def calls(self) -> list[ToolCall]:
+        out = []
+        for idx in sorted(self._calls):
+            c = self._calls[idx]
+            out.append(ToolCall(id=c["id"] or f"call_{idx}",
+                                function=FunctionCall(name=c["name"] or "", arguments=c["arguments"] or "{}")))
+        return out
+
+
+def collect_stream(events: Iterator[StreamEvent]) -> CompletionResponse:
+    """Drain a stream into one response; a stream without its footer is an interrupted stream."""
+    text: list[str] = []
+    tools = ToolCallAssembler()
+    log_probs: Optional[list[Any]] = None
+    for ev in events:
+        if isinstance(ev, StreamChunk):
+            if ev.text:
+                text.append(ev.text)
+            if ev.tool_call_deltas:
+                tools.add(ev)
+            if ev.log_probs:
+                log_probs = (log_probs or []) + list(ev.log_probs)
+        else:
+            return CompletionResponse(
+                text="".join(text),
+                tool_calls=ev.tool_calls or tools.calls(),
+                finish_reason=ev.finish_reason,
+                usage=ev.usage,
+                model=ev.model,
+                log_probs=log_probs,
+            )
+    raise StreamInterruptedError("the stream ended without its final event", partial_text="".join(text))

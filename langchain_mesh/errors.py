@@ -1,0 +1,161 @@
+"""One error hierarchy for the whole mesh.
+
+Every error says what went wrong and how to fix it. Provider errors carry the HTTP status, the
+provider's own message and whether retrying can help, so policies (retries, fallbacks) and the HTTP
+server decide from the type alone, whichever provider raised it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+
+class MeshError(Exception):
+    """Base of every error langchain-mesh raises."""
+
+
+class ConfigError(MeshError, ValueError):
+    """The mesh configuration is invalid. ``problems`` lists (dotted key path, reason) pairs."""
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+class CredentialError(MeshError):
+    """A secret reference could not be resolved (unset variable, unreadable file)."""
+
+
+class UnknownLLMError(MeshError, LookupError):
+    """An LLM id names a connection or model the mesh does not have."""
+
+    def __init__(self, message: str, llm_id: str = "", available: Sequence[str] = ()):
+        super().__init__(message)
+        self.llm_id = llm_id
+        self.available = list(available)
+
+
+class InvalidLLMIdError(MeshError, ValueError):
+    """An LLM id is not of the form ``<connection type>:<connection name>:<model>``."""
+
+
+class SettingsError(MeshError, ValueError):
+    """Completion settings are misspelt, ill-typed or incoherent. ``settings`` names the bad ones."""
+
+    def __init__(self, message: str, settings: Sequence[str] = ()):
+        super().__init__(message)
+        self.settings = list(settings)
+
+
+class ToolSchemaError(SettingsError):
+    """A tool definition is malformed (bad name, parameters that are not a JSON Schema object)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ["tools"])
+
+
+class CapabilityError(MeshError):
+    """The model cannot do what was asked (embeddings from a chat model, images from a text model...)."""
+
+
+class ProviderError(MeshError):
+    """The provider answered with an error, or could not be reached."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: Optional[int] = None,
+        provider: Optional[str] = None,
+        provider_message: Optional[str] = None,
+        retry_after: Optional[float] = None,
+        retryable: Optional[bool] = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.provider = provider
+        self.provider_message = provider_message
+        self.retry_after = retry_after
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class BadRequestError(ProviderError):
+    """400/422: the request was rejected as malformed; retrying the same request cannot help."""
+
+
+class AuthenticationError(ProviderError):
+    """401/403: the credential is missing, wrong or lacks permission."""
+
+
+class NotFoundError(ProviderError):
+    """404: the model, deployment or endpoint does not exist on the provider's side."""
+
+
+class RateLimitError(ProviderError):
+    """429: slow down; ``retry_after`` holds the provider's hint in seconds when it gave one."""
+
+    retryable = True
+
+
+class ServerError(ProviderError):
+    """5xx: the provider failed; usually transient."""
+
+    retryable = True
+
+
+class ProviderTimeoutError(ProviderError):
+    """The provider did not answer in time."""
+
+    retryable = True
+
+
+class ProviderConnectionError(ProviderError):
+    """The provider could not be reached at all (DNS, refused connection, TLS)."""
+
+    retryable = True
+
+
+class StreamInterruptedError(ProviderError):
+    """A stream ended before its final event: the partial text is not a complete answer."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, partial_text: str = "", **kw):  # type: ignore[no-untyped-def]
+        super().__init__(message, **kw)
+        self.partial_text = partial_text
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    provider: Optional[str] = None,
+    retry_after: Optional[float] = None,
+) -> ProviderError:
+    """Map an HTTP status to the mesh error class a caller can act on."""
+    cls: type[ProviderError]
+    if status in (400, 409, 413, 422):
+        cls = BadRequestError
+    elif status in (401, 403):
+        cls = AuthenticationError
+    elif status == 404:
+        cls = NotFoundError
+    elif status == 408:
+        cls = ProviderTimeoutError
+    elif status == 429:
+        cls = RateLimitError
+    elif status >= 500:
+        cls = ServerError
+    else:
+        cls = ProviderError
+    where = f"{provider} " if provider else ""
+    return cls(
+        f"{where}answered HTTP {status}: {message}",
+        status=status,
+        provider=provider,
+        provider_message=message,
+        retry_after=retry_after,
+    )

@@ -1,0 +1,40 @@
+"""LLM ids: ``<connection type>:<connection name>:<model>``.
+
+Only the first two ``:`` separate fields; the model part keeps any further ``:`` (Bedrock ids such as
+``anthropic.claude-3-sonnet-20240229-v1:0``, local model options such as ``...:promptDriven=true``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .errors import InvalidLLMIdError
+
+
+class LLMId(NamedTuple):
+    connection_type: str
+    connection_name: str
+    model: str
+
+    def __str__(self) -> str:
+        return format_llm_id(self.connection_type, self.connection_name, self.model)
+
+
+def parse_llm_id(llm_id: str) -> LLMId:
+    if not isinstance(llm_id, str):
+        raise InvalidLLMIdError(f"an LLM id must be a string, got {type(llm_id).__name__}")
+    parts = llm_id.split(":", 2)
+    if len(parts) != 3 or not all(p.strip() for p in parts):
+        raise InvalidLLMIdError(
+            f"invalid LLM id {llm_id!r}: expected '<connection type>:<connection name>:<model>', "
+            "for example 'openai:myopenai:gpt-4o' (list the ids with `mesh models`)")
+    return LLMId(*parts)
+
+
+def format_llm_id(connection_type: str, connection_name: str, model: str) -> str:
+    for label, part in (("connection type", connection_type), ("connection name", connection_name)):
+        if not part or ":" in part:
+            raise InvalidLLMIdError(f"the {label} {part!r} must be non-empty and contain no ':'")
+    if not model:
+        raise InvalidLLMIdError("the model part of an LLM id must be non-empty")
+    return f"{connection_type}:{connection_name}:{model}"

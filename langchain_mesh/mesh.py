@@ -1,0 +1,217 @@
+"""The registry: which connections exist, which LLMs they offer, and the one dispatch path to them.
+
+Data flows one way: caller (builder, LangChain adapter, HTTP server) -> :class:`Mesh` -> policies ->
+connection -> provider. Connections are created on first use and then reused (one client and pool
+per connection for the life of the mesh), so nothing is rebuilt on the request path.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optional, Union
+
+from .config import DEFAULT_CONFIG, MeshConfig, load_config
+from .errors import StreamInterruptedError, UnknownLLMError
+from .ids import format_llm_id, parse_llm_id
+from .schema import (
+    CompletionRequest,
+    CompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ImageGenerationRequest,
+    ImageGenerationResponse,
+    ModelCapabilities,
+    ModelInfo,
+    Purpose,
+    StreamEvent,
+    StreamFooter,
+)
+
+if TYPE_CHECKING:
+    from .connections.base import Connection
+    from .queries import LLM
+
+__all__ = ["Mesh", "LLMListItem"]
+
+
+@dataclass(frozen=True)
+class LLMListItem:
+    """One entry of :meth:`Mesh.list_llms` (the seed's ``DSSLLMListItem``)."""
+
+    id: str
+    type: str
+    description: str
+    purposes: list[str]
+    connection: str
+    capabilities: ModelCapabilities = field(default_factory=ModelCapabilities, repr=False)
+
+
+class Mesh:
+    """A set of connections and knowledge banks, described by a config (``Mesh()`` = embedded default)."""
+
+    def __init__(self, config: Union[MeshConfig, Mapping[str, Any], str, os.PathLike[str], None] = None):
+        self.config: MeshConfig = load_config(config)
+        self._connections: dict[str, "Connection"] = {}
+        self._models: dict[str, dict[str, ModelInfo]] = {}
+        self._handles: dict[str, "LLM"] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_config(cls, source: Union[MeshConfig, Mapping[str, Any], str, os.PathLike[str]]) -> "Mesh":
+        return cls(source)
+
+    _default: Optional["Mesh"] = None
+    _default_key: Optional[str] = None
+    _default_lock = threading.Lock()
+
+    @classmethod
+    def default(cls) -> "Mesh":
+        """The process-wide mesh: ``MESH_CONFIG`` if set, else the embedded default. Built once."""
+        key = os.environ.get("MESH_CONFIG") or ""
+        with cls._default_lock:
+            if cls._default is None or cls._default_key != key:
+                cls._default = cls(Path(key) if key else DEFAULT_CONFIG)
+                cls._default_key = key
+            return cls._default
+
+    # ---- connections -----------------------------------------------------------------------------------
+
+    def connection(self, name: str) -> "Connection":
+        conn = self._connections.get(name)
+        if conn is not None:
+            return conn
+        with self._lock:
+            conn = self._connections.get(name)
+            if conn is None:
+                from .connections import get_connection_class
+
+                cfg = self.config.connections.get(name)
+                if cfg is None:
+                    raise UnknownLLMError(
+                        f"no connection named {name!r}; connections: {', '.join(sorted(self.config.connections)) or 'none'}")
+                conn = get_connection_class(cfg.type)(name, cfg)
+                self._connections[name] = conn
+        return conn
+
+    def _models_of(self, name: str) -> dict[str, ModelInfo]:
+        models = self._models.get(name)
+        if models is None:
+            models = {m.id: m for m in self.connection(name).list_models()}
+            self._models[name] = models
+        return models
+
+    # ---- listing and lookup -----------------------------------------------------------------------------
+
+    def list_llms(self, purpose: Union[str, Purpose, None] = None) -> list[LLMListItem]:
+        want = Purpose(purpose) if purpose is not None else None
+        items = []
+        for name, cfg in self.config.connections.items():
+            for m in self._models_of(name).values():
+                if want is not None and want not in m.purposes:
+                    continue
+                items.append(LLMListItem(
+                    id=format_llm_id(cfg.type, name, m.id),
+                    type=cfg.type,
+                    description=m.description or f"{m.id} ({name})",
+                    purposes=[p.value for p in m.purposes],
+                    connection=name,
+                    capabilities=m.capabilities,
+                ))
+        return items
+
+    def get_llm(self, llm_id: str) -> "LLM":
+        handle = self._handles.get(llm_id)
+        if handle is not None:
+            return handle
+        from .queries import LLM
+
+        ctype, cname, model = parse_llm_id(llm_id)
+        cfg = self.config.connections.get(cname)
+        if cfg is None or cfg.type != ctype:
+            have = [f"{c.type}:{n}" for n, c in self.config.connections.items()]
+            what = (f"connection {cname!r} is of type {cfg.type!r}, not {ctype!r}" if cfg is not None
+                    else f"there is no connection {cname!r} of type {ctype!r}")
+            raise UnknownLLMError(
+                f"unknown LLM {llm_id!r}: {what}. Connections: {', '.join(have) or 'none'}. "
+                "Run `mesh models` to list every LLM id.", llm_id, [i.id for i in self.list_llms()])
+        models = self._models_of(cname)
+        info = models.get(model)
+        if info is None:
+            ids = [format_llm_id(ctype, cname, m) for m in models]
+            raise UnknownLLMError(
+                f"unknown LLM {llm_id!r}: connection {cname!r} offers no model {model!r}. "
+                f"Its models: {', '.join(ids) or 'none'}", llm_id, ids)
+        handle = LLM(self, llm_id, self.connection(cname), model, info)
+        self._handles[llm_id] = handle
+        return handle
+
+    # ---- dispatch (the one path every call takes to a connection) -------------------------------
+
+    def complete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
+        return llm.connection.complete(llm.model, request)
+
+    async def acomplete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
+        return await llm.connection.acomplete(llm.model, request)
+
+    def stream(self, llm: "LLM", request: CompletionRequest) -> Iterator[StreamEvent]:
+        return _ensure_footer(llm.connection.stream(llm.model, request), llm.id)
+
+    def astream(self, llm: "LLM", request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        return _aensure_footer(llm.connection.astream(llm.model, request), llm.id)
+
+    def embed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
+        return llm.connection.embed(llm.model, request)
+
+    async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
+        return await llm.connection.aembed(llm.model, request)
+
+    def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
+        return llm.connection.generate_images(llm.model, request)
+
+    async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
+        return await llm.connection.agenerate_images(llm.model, request)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections.values():
+                conn.close()
+            self._connections.clear()
+            self._models.clear()
+            self._handles.clear()
+
+    def __enter__(self) -> "Mesh":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Mesh(connections={sorted(self.config.connections)})"
+
+
+def _ensure_footer(events: Iterator[StreamEvent], llm_id: str) -> Iterator[StreamEvent]:
+    """Every stream ends with exactly one footer; one that stops short is an error, not an answer."""
+    text_seen = []
+    for ev in events:
+        yield ev
+        if isinstance(ev, StreamFooter):
+            return
+        if ev.text:
+            text_seen.append(ev.text)
+    raise StreamInterruptedError(f"the stream from {llm_id} ended before its final event",
+                                 partial_text="".join(text_seen))
+
+
+async def _aensure_footer(events: AsyncIterator[StreamEvent], llm_id: str) -> AsyncIterator[StreamEvent]:
+    text_seen = []
+    async for ev in events:
+        yield ev
+        if isinstance(ev, StreamFooter):
+            return
+        if ev.text:
+            text_seen.append(ev.text)
+    raise StreamInterruptedError(f"the stream from {llm_id} ended before its final event",
+                                 partial_text="".join(text_seen))

@@ -1,0 +1,564 @@
+"""The types every layer speaks: messages and their parts, tools, requests, responses, stream events.
+
+Connections translate *to and from* these types and nothing else; the builders, the LangChain
+adapters and the HTTP server only ever see these. Names of the user-facing settings follow the seed
+API (camelCase: ``maxOutputTokens``, ``topK``...) because that is what users type into
+``completion.settings``; everything else is snake_case Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+import re
+from enum import Enum
+from typing import Annotated, Any, Iterable, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SettingsError, ToolSchemaError
+
+__all__ = [
+    "Purpose", "Role", "TextPart", "ImagePart", "ImageURLPart", "ContentPart", "Message",
+    "FunctionSpec", "ToolSpec", "ToolChoice", "FunctionCall", "ToolCall", "ToolCallDelta",
+    "ResponseFormat", "CompletionSettings", "CompletionRequest", "Usage", "TokenLogProb",
+    "CompletionResponse", "StreamChunk", "StreamFooter", "StreamEvent", "EmbeddingRequest",
+    "EmbeddingResponse", "ImageGenerationRequest", "ImageGenerationResponse", "GeneratedImage",
+    "ModelCapabilities", "ModelInfo", "validate_settings",
+]
+
+
+class Purpose(str, Enum):
+    GENERIC_COMPLETION = "GENERIC_COMPLETION"
+    TEXT_EMBEDDING_EXTRACTION = "TEXT_EMBEDDING_EXTRACTION"
+    IMAGE_GENERATION = "IMAGE_GENERATION"
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------------
+# Message content
+
+
+class TextPart(_Model):
+    type: Literal["text"] = "text"
+    text: str
+
+
+def sniff_image_mime(data: bytes) -> str:
+    """Mime type from the magic number; providers reject images sent with the wrong type."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise ValueError("could not recognise the image format; pass mime_type= explicitly "
+                     "(image/png, image/jpeg, image/gif or image/webp)")
+
+
+class ImagePart(_Model):
+    """An image carried inline as bytes (base64 on the wire)."""
+
+    type: Literal["image"] = "image"
+    data: bytes
+    mime_type: str
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _decode_b64(cls, v: Any) -> Any:
+        # JSON round trips carry base64 text; Python callers pass raw bytes.
+        if isinstance(v, str):
+            return base64.b64decode(v)
+        return v
+
+    @property
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    @property
+    def data_url(self) -> str:
+        return f"data:{self.mime_type};base64,{self.base64}"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, mime_type: str | None = None) -> "ImagePart":
+        return cls(data=data, mime_type=mime_type or sniff_image_mime(data))
+
+    @classmethod
+    def from_data_url(cls, url: str) -> "ImagePart":
+        m = re.match(r"data:(?P<mime>[\w/+.-]+);base64,(?P<b64>.*)$", url, re.S)
+        if not m:
+            raise ValueError("not a base64 data URL")
+        return cls(data=base64.b64decode(m.group("b64")), mime_type=m.group("mime"))
+
+
+class ImageURLPart(_Model):
+    type: Literal["image_url"] = "image_url"
+    url: str
+    detail: Optional[Literal["auto", "low", "high"]] = None
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart, ImageURLPart], Field(discriminator="type")]
+
+
+class FunctionCall(_Model):
+    name: str
+    arguments: str = "{}"  # JSON text, as every provider's wire format carries it
+
+    def parsed_arguments(self) -> dict[str, Any]:
+        return json.loads(self.arguments or "{}")
+
+
+class ToolCall(_Model):
+    """A complete tool call. Indexable like the seed's dicts: ``call["function"]["arguments"]``."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def __getitem__(self, key: str) -> Any:
+        return self.model_dump()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.model_dump().get(key, default)
+
+
+class Message(_Model):
+    role: Role
+    content: Union[str, list[ContentPart], None] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    tool_call_id: Optional[str] = None  # for role="tool"
+    name: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check_role_fields(self) -> "Message":
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+    @property
+    def text(self) -> str:
+        """The concatenated text parts (images left out)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def parts(self) -> list[Any]:
+        if self.content is None:
+            return []
+        if isinstance(self.content, str):
+            return [TextPart(text=self.content)]
+        return list(self.content)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tools
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
+_JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+
+
+def _check_schema_node(node: Any, path: str) -> None:
+    """Structural check of a JSON Schema: catches the mistakes that providers answer with an opaque 400."""
+    if isinstance(node, bool):
+        return
+    if not isinstance(node, dict):
+        raise ToolSchemaError(f"{path} must be a JSON Schema object, got {type(node).__name__}")
+    t = node.get("type")
+    types = t if isinstance(t, list) else [t] if t is not None else []
+    for one in types:
+        if one not in _JSON_TYPES:
+            raise ToolSchemaError(f"{path}.type is {one!r}; JSON Schema types are {sorted(_JSON_TYPES)}")
+    props = node.get("properties")
+    if props is not None:
+        if not isinstance(props, dict):
+            raise ToolSchemaError(f"{path}.properties must be an object mapping names to schemas")
+        for k, sub in props.items():
+            _check_schema_node(sub, f"{path}.properties.{k}")
+    req = node.get("required")
+    if req is not None:
+        if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
+            raise ToolSchemaError(f"{path}.required must be a list of property names")
+        missing = [r for r in req if isinstance(props, dict) and r not in props]
+        if missing:
+            raise ToolSchemaError(f"{path}.required names {missing} which are not in properties")
+    if "items" in node:
+        _check_schema_node(node["items"], f"{path}.items")
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in node:
+            if not isinstance(node[key], list):
+                raise ToolSchemaError(f"{path}.{key} must be a list of schemas")
+            for i, sub in enumerate(node[key]):
+                _check_schema_node(sub, f"{path}.{key}[{i}]")
+    for key in ("$defs", "definitions"):
+        for k, sub in (node.get(key) or {}).items():
+            _check_schema_node(sub, f"{path}.{key}.{k}")
+    if "enum" in node and not isinstance(node["enum"], list):
+        raise ToolSchemaError(f"{path}.enum must be a list")
+
+
+class FunctionSpec(_Model):
+    name: str
+    description: Optional[str] = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: Optional[bool] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _TOOL_NAME.match(v):
+            raise ToolSchemaError(
+                f"tool name {v!r} is invalid: use 1-64 letters, digits, '_', '.' or '-' "
+                "(the rule every provider applies)")
+        return v
+
+    @field_validator("parameters")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v.get("type", "object") != "object":
+            raise ToolSchemaError(f"tool parameters must be a JSON Schema of type 'object', got {v.get('type')!r}")
+        _check_schema_node(v, "parameters")
+        return v
+
+
+class ToolSpec(_Model):
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+
+class ToolChoice(_Model):
+    """The seed's ``toolChoice``: ``{"type": "auto"|"required"|"none"|"tool_name", "name": ...}``."""
+
+    type: Literal["auto", "required", "none", "tool_name"]
+    name: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _name_needed(self) -> "ToolChoice":
+        if self.type == "tool_name" and not self.name:
+            raise ValueError("toolChoice of type 'tool_name' needs the tool's 'name'")
+        return self
+
+
+class ToolCallDelta(_Model):
+    """A fragment of a tool call while streaming; fragments with the same index form one call."""
+
+    index: int
+    id: Optional[str] = None
+    name: Optional[str] = None
+    arguments: str = ""
+
+
+class ResponseFormat(_Model):
+    """JSON output: ``{"type": "json"}`` for any JSON object, or with a ``schema`` to follow."""
+
+    type: Literal["text", "json"] = "json"
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    name: Optional[str] = None
+    strict: bool = False
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if v is not None:
+            _check_schema_node(v, "responseFormat.schema")
+        return v
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings
+
+
+class CompletionSettings(BaseModel):
+    """The seed's completion settings, validated: unknown or ill-typed settings are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, populate_by_name=True)
+
+    temperature: Optional[float] = Field(default=None, ge=0, le=2)
+    topK: Optional[int] = Field(default=None, ge=1)
+    topP: Optional[float] = Field(default=None, gt=0, le=1)
+    maxOutputTokens: Optional[int] = Field(default=None, ge=1)
+    stopSequences: Optional[list[str]] = None
+    presencePenalty: Optional[float] = Field(default=None, ge=-2, le=2)
+    frequencyPenalty: Optional[float] = Field(default=None, ge=-2, le=2)
+    logitBias: Optional[dict[int, float]] = None
+    logProbs: Optional[bool] = None
+    topLogProbs: Optional[int] = Field(default=None, ge=0, le=20)
+    seed: Optional[int] = None
+    tools: Optional[list[ToolSpec]] = None
+    toolChoice: Optional[ToolChoice] = None
+    responseFormat: Optional[ResponseFormat] = None
+    # Connection-specific pass-through (e.g. {"reasoning_effort": "low"}); explicit so that a
+    # misspelt standard setting is still an error instead of silently landing here.
+    extra: Optional[dict[str, Any]] = None
+
+    @field_validator("stopSequences", mode="before")
+    @classmethod
+    def _stop(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("toolChoice", mode="before")
+    @classmethod
+    def _tool_choice(cls, v: Any) -> Any:
+        # Accept the bare spellings people type: "auto", "required", "none", or a tool name.
+        if isinstance(v, str):
+            return {"type": v} if v in ("auto", "required", "none") else {"type": "tool_name", "name": v}
+        return v
+
+    @field_validator("logitBias")
+    @classmethod
+    def _bias(cls, v: Optional[dict[int, float]]) -> Optional[dict[int, float]]:
+        if v:
+            for tok, b in v.items():
+                if not -100 <= b <= 100:
+                    raise ValueError(f"bias {b} for token {tok} is outside [-100, 100]")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "CompletionSettings":
+        if self.topLogProbs and not self.logProbs:
+            raise ValueError("topLogProbs needs logProbs set to True")
+        if self.toolChoice is not None and self.toolChoice.type in ("required", "tool_name") and not self.tools:
+            raise ValueError("toolChoice asks for a tool call but no tools are defined")
+        if self.toolChoice is not None and self.toolChoice.type == "tool_name":
+            names = [t.function.name for t in self.tools or []]
+            if self.toolChoice.name not in names:
+                raise ValueError(f"toolChoice names {self.toolChoice.name!r}, which is not among the tools {names}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, by_alias=True)
+
+
+_SETTING_NAMES = list(CompletionSettings.model_fields)
+
+
+def validate_settings(settings: Any) -> CompletionSettings:
+    """Validate a user's settings dict, raising :class:`SettingsError` that names each bad setting."""
+    if isinstance(settings, CompletionSettings):
+        return settings
+    if settings is None:
+        return CompletionSettings()
+    if not isinstance(settings, dict):
+        raise SettingsError(f"settings must be a dict, got {type(settings).__name__}", [])
+    try:
+        return CompletionSettings.model_validate(settings)
+    except ToolSchemaError:
+        raise
+    except ValidationError as e:
+        problems = []
+        names = []
+        for err in e.errors():
+            loc = [str(x) for x in err["loc"]]
+            name = loc[0] if loc else "settings"
+            names.append(name)
+            where = ".".join(loc) or "settings"
+            if err["type"] == "extra_forbidden":
+                hint = difflib.get_close_matches(name, _SETTING_NAMES, n=1)
+                msg = f"unknown setting {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                                     f"; known settings: {', '.join(_SETTING_NAMES)}")
+            else:
+                msg = f"{where}: {err['msg']} (got {_short(err.get('input'))})"
+            problems.append(msg)
+        raise SettingsError("invalid completion settings: " + "; ".join(problems), names) from None
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
+# Requests and responses
+
+
+class CompletionRequest(_Model):
+    messages: list[Message]
+    settings: CompletionSettings = Field(default_factory=CompletionSettings)
+
+
+class Usage(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_input_tokens: Optional[int] = None
+    cache_creation_input_tokens: Optional[int] = None
+    reasoning_tokens: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _total(self) -> "Usage":
+        if not self.total_tokens:
+            self.total_tokens = self.input_tokens + self.output_tokens
+        return self
+
+    def __add__(self, other: "Usage") -> "Usage":
+        def add(a: Optional[int], b: Optional[int]) -> Optional[int]:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            cached_input_tokens=add(self.cached_input_tokens, other.cached_input_tokens),
+            cache_creation_input_tokens=add(self.cache_creation_input_tokens, other.cache_creation_input_tokens),
+            reasoning_tokens=add(self.reasoning_tokens, other.reasoning_tokens),
+        )
+
+
+class TokenLogProb(_Model):
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = Field(default_factory=list)
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+
+class CompletionResponse(_Model):
+    success: bool = True
+    text: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: Optional[FinishReason] = None
+    usage: Usage = Field(default_factory=Usage)
+    log_probs: Optional[list[TokenLogProb]] = None
+    model: Optional[str] = None  # the provider's own model name as it answered
+    error: Optional[str] = None  # set with success=False (batch items that failed)
+    raw: Any = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def json(self) -> Any:  # type: ignore[override]
+        """The text parsed as JSON (for JSON / structured output)."""
+        return json.loads(self.text)
+
+
+class StreamChunk(_Model):
+    """One increment of a streamed completion: some text and/or tool-call fragments."""
+
+    text: Optional[str] = None
+    tool_call_deltas: list[ToolCallDelta] = Field(default_factory=list)
+    log_probs: Optional[list[TokenLogProb]] = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The seed's view: ``{"text": ..., "toolCalls": [...]}`` with only the keys present."""
+        d: dict[str, Any] = {}
+        if self.text is not None:
+            d["text"] = self.text
+        if self.tool_call_deltas:
+            d["toolCalls"] = [
+                {"index": t.index, "id": t.id, "type": "function",
+                 "function": {"name": t.name, "arguments": t.arguments}}
+                for t in self.tool_call_deltas
+            ]
+        return d
+
+
+class StreamFooter(_Model):
+    """The last event of every stream: why it ended and what it cost."""
+
+    finish_reason: Optional[FinishReason] = None
+    usage: Usage = Field(default_factory=Usage)
+    tool_calls: list[ToolCall] = Field(default_factory=list)  # the reassembled calls, if any
+    model: Optional[str] = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {
+            "finishReason": self.finish_reason,
+            "usage": self.usage.model_dump(exclude_none=True),
+            **({"toolCalls": [t.model_dump() for t in self.tool_calls]} if self.tool_calls else {}),
+        }
+
+
+StreamEvent = Union[StreamChunk, StreamFooter]
+
+
+class EmbeddingRequest(_Model):
+    texts: list[str]
+    dimensions: Optional[int] = Field(default=None, ge=1)
+    input_type: Optional[Literal["query", "document"]] = None
+
+
+class EmbeddingResponse(_Model):
+    embeddings: list[list[float]]
+    usage: Usage = Field(default_factory=Usage)
+    model: Optional[str] = None
+
+    def get_embeddings(self) -> list[list[float]]:
+        return self.embeddings
+
+
+class ImageGenerationRequest(_Model):
+    prompt: str
+    negative_prompt: Optional[str] = None
+    images: list[ImagePart] = Field(default_factory=list)  # inputs for image-to-image
+    height: Optional[int] = None
+    width: Optional[int] = None
+    aspect_ratio: Optional[str] = None
+    n: int = Field(default=1, ge=1)
+    seed: Optional[int] = None
+    mime_type: str = "image/png"
+
+
+class GeneratedImage(_Model):
+    data: bytes
+    mime_type: str = "image/png"
+
+
+class ImageGenerationResponse(_Model):
+    images: list[GeneratedImage]
+    model: Optional[str] = None
+
+    def first_image(self) -> bytes:
+        return self.images[0].data
+
+
+# --------------------------------------------------------------------------------------------------
+# What a model is and can do
+
+
+class ModelCapabilities(_Model):
+    streaming: bool = True
+    tools: bool = False
+    tool_choice: bool = False
+    json_output: bool = False
+    structured_output: bool = False
+    image_input: bool = False
+    log_probs: bool = False
+    context_window: Optional[int] = None
+
+
+class ModelInfo(_Model):
+    """One model a connection offers, as ``list_llms`` reports it."""
+
+    id: str  # the model part of the LLM id
+    purposes: list[Purpose]
+    description: str = ""
+    capabilities: ModelCapabilities = Field(default_factory=ModelCapabilities)
+
+
+def settings_tools(settings: CompletionSettings) -> list[ToolSpec]:
+    return list(settings.tools or [])
+
+
+def iter_text(events: Iterable[StreamEvent]) -> Iterable[str]:
+    for ev in events:
+        if isinstance(ev, StreamChunk) and ev.text:
+            yield ev.text
