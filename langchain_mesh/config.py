@@ -187,7 +187,36 @@ DEFAULT_CONFIG: dict[str, Any] = {"connections": {"local": {"type": "huggingface
 # --------------------------------------------------------------------------------------------------
 
 
-def _problems_from(e: ValidationError, prefix: str, known: Optional[Mapping[str, Any]] = None) -> list[tuple[str, str]]:
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> Optional[Mapping[str, Any]]:
+    """The fields of the pydantic model found at ``loc`` inside ``model`` (for did-you-mean hints)."""
+    import types
+    import typing
+
+    def unwrap(t: Any) -> Any:
+        if typing.get_origin(t) in (Union, getattr(types, "UnionType", Union)):
+            t = next((a for a in typing.get_args(t) if a is not type(None)), t)
+        return t
+
+    cur: Any = model
+    for part in loc:
+        cur = unwrap(cur)
+        origin = typing.get_origin(cur)
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            field = cur.model_fields.get(str(part))
+            if field is None:
+                return None
+            cur = field.annotation
+        elif origin is list:
+            cur = typing.get_args(cur)[0]
+        elif origin is dict:
+            cur = typing.get_args(cur)[1]
+        else:
+            return None
+    cur = unwrap(cur)
+    return cur.model_fields if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _problems_from(e: ValidationError, prefix: str, model: type[BaseModel]) -> list[tuple[str, str]]:
     out = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"])
@@ -195,6 +224,7 @@ def _problems_from(e: ValidationError, prefix: str, known: Optional[Mapping[str,
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
             msg = "unknown key"
+            known = _fields_at(model, tuple(err["loc"][:-1]))  # the keys valid where this one sits
             if known is not None:
                 hint = difflib.get_close_matches(key, list(known), n=1)
                 if hint:
@@ -221,7 +251,7 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
         raw: Any = DEFAULT_CONFIG
     elif isinstance(source, Mapping):
         raw = source
-    else:
+    elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         where = f" in {path}"
         try:
@@ -233,7 +263,13 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"mesh config {path} is not valid YAML: {e}") from None
+            # Not str(e): PyYAML quotes the offending line, which may hold a literal secret.
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"mesh config {path} is not valid YAML{at}: {what}") from None
+    else:
+        raise ConfigError(f"a mesh config is a YAML file path, a mapping or a MeshConfig, got {type(source).__name__}")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"mesh config{where} must be a mapping at the top level, got {type(raw).__name__}")
 
@@ -246,7 +282,7 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
     try:
         base = MeshConfig.model_validate(top)
     except ValidationError as e:
-        problems += _problems_from(e, "", MeshConfig.model_fields)
+        problems += _problems_from(e, "", MeshConfig)
         base = None
 
     conns: dict[str, ConnectionConfig] = {}
@@ -271,7 +307,7 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
         try:
             conns[name] = model.model_validate(dict(conn))
         except ValidationError as e:
-            problems += _problems_from(e, at, model.model_fields)
+            problems += _problems_from(e, at, model)
 
     if problems:
         raise ConfigError(_format_problems(problems, where), problems)

@@ -31,7 +31,7 @@ from .schema import (
 )
 
 if TYPE_CHECKING:
-    from .connections.base import Connection
+    from .connections.base import Connection, ToolCallAssembler
     from .queries import LLM
 
 __all__ = ["Mesh", "LLMListItem"]
@@ -192,26 +192,46 @@ class Mesh:
         return f"Mesh(connections={sorted(self.config.connections)})"
 
 
+def _footer_with_calls(footer: StreamFooter, calls: "ToolCallAssembler") -> StreamFooter:
+    # The footer carries the reassembled tool calls, whether or not the connection filled them in.
+    if footer.tool_calls:
+        return footer
+    assembled = calls.calls()
+    return footer.model_copy(update={"tool_calls": assembled}) if assembled else footer
+
+
 def _ensure_footer(events: Iterator[StreamEvent], llm_id: str) -> Iterator[StreamEvent]:
     """Every stream ends with exactly one footer; one that stops short is an error, not an answer."""
+    from .connections.base import ToolCallAssembler
+
     text_seen = []
+    calls = ToolCallAssembler()
     for ev in events:
-        yield ev
         if isinstance(ev, StreamFooter):
+            yield _footer_with_calls(ev, calls)
             return
+        yield ev
         if ev.text:
             text_seen.append(ev.text)
+        if ev.tool_call_deltas:
+            calls.add(ev)
     raise StreamInterruptedError(f"the stream from {llm_id} ended before its final event",
                                  partial_text="".join(text_seen))
 
 
 async def _aensure_footer(events: AsyncIterator[StreamEvent], llm_id: str) -> AsyncIterator[StreamEvent]:
+    from .connections.base import ToolCallAssembler
+
     text_seen = []
+    calls = ToolCallAssembler()
     async for ev in events:
-        yield ev
         if isinstance(ev, StreamFooter):
+            yield _footer_with_calls(ev, calls)
             return
+        yield ev
         if ev.text:
             text_seen.append(ev.text)
+        if ev.tool_call_deltas:
+            calls.add(ev)
     raise StreamInterruptedError(f"the stream from {llm_id} ended before its final event",
                                  partial_text="".join(text_seen))

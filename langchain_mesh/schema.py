@@ -15,7 +15,7 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Iterable, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from .errors import SettingsError, ToolSchemaError
 
@@ -79,6 +79,11 @@ class ImagePart(_Model):
         if isinstance(v, str):
             return base64.b64decode(v)
         return v
+
+    @field_serializer("data", when_used="json")
+    def _encode_b64(self, v: bytes) -> str:
+        # raw image bytes are not UTF-8: JSON carries them as base64 (read back by _decode_b64)
+        return base64.b64encode(v).decode("ascii")
 
     @property
     def base64(self) -> str:
@@ -310,6 +315,15 @@ class CompletionSettings(BaseModel):
     # misspelt standard setting is still an error instead of silently landing here.
     extra: Optional[dict[str, Any]] = None
 
+    @field_validator("temperature", "topK", "topP", "maxOutputTokens", "presencePenalty", "frequencyPenalty",
+                     "topLogProbs", "seed", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        # pydantic's lax mode reads True as 1; a bool here is always a caller's mistake
+        if isinstance(v, bool):
+            raise ValueError("must be a number, not a bool")
+        return v
+
     @field_validator("stopSequences", mode="before")
     @classmethod
     def _stop(cls, v: Any) -> Any:
@@ -334,14 +348,16 @@ class CompletionSettings(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> "CompletionSettings":
+        # SettingsError is a ValueError: pydantic wraps it, validate_settings reads back the names.
         if self.topLogProbs and not self.logProbs:
-            raise ValueError("topLogProbs needs logProbs set to True")
+            raise SettingsError("topLogProbs needs logProbs set to True", ["topLogProbs", "logProbs"])
         if self.toolChoice is not None and self.toolChoice.type in ("required", "tool_name") and not self.tools:
-            raise ValueError("toolChoice asks for a tool call but no tools are defined")
+            raise SettingsError("toolChoice asks for a tool call but no tools are defined", ["toolChoice", "tools"])
         if self.toolChoice is not None and self.toolChoice.type == "tool_name":
             names = [t.function.name for t in self.tools or []]
             if self.toolChoice.name not in names:
-                raise ValueError(f"toolChoice names {self.toolChoice.name!r}, which is not among the tools {names}")
+                raise SettingsError(f"toolChoice names {self.toolChoice.name!r}, which is not among the tools {names}",
+                                    ["toolChoice"])
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -366,19 +382,47 @@ def validate_settings(settings: Any) -> CompletionSettings:
     except ValidationError as e:
         problems = []
         names = []
+        tool_problems = []
         for err in e.errors():
             loc = [str(x) for x in err["loc"]]
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, ToolSchemaError) and loc[:1] == ["tools"]:
+                # pydantic wraps our ValueError subclasses; keep the specific type for tool schemas
+                tool_problems.append(f"{'.'.join(loc)}: {cause}")
+                continue
+            if not loc and isinstance(cause, SettingsError):  # a coherence check naming its settings
+                names.extend(cause.settings)
+                problems.append(str(cause))
+                continue
             name = loc[0] if loc else "settings"
             names.append(name)
             where = ".".join(loc) or "settings"
             if err["type"] == "extra_forbidden":
-                hint = difflib.get_close_matches(name, _SETTING_NAMES, n=1)
+                hint = _suggest_setting(name)
                 msg = f"unknown setting {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
                                                      f"; known settings: {', '.join(_SETTING_NAMES)}")
             else:
                 msg = f"{where}: {err['msg']} (got {_short(err.get('input'))})"
             problems.append(msg)
+        if tool_problems:
+            raise ToolSchemaError("invalid tool definition: " + "; ".join(tool_problems + problems)) from None
         raise SettingsError("invalid completion settings: " + "; ".join(problems), names) from None
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def _suggest_setting(name: str) -> list[str]:
+    # case- and underscore-blind first: 'topk' means topK, not topP; 'max_output_tokens' maxOutputTokens
+    by_norm = {_norm(n): n for n in _SETTING_NAMES}
+    if _norm(name) in by_norm:
+        return [by_norm[_norm(name)]]
+    prefixed = [n for k, n in by_norm.items() if len(_norm(name)) >= 3 and k.startswith(_norm(name))]
+    if len(prefixed) == 1:  # 'stop' -> stopSequences
+        return prefixed
+    hint = difflib.get_close_matches(_norm(name), list(by_norm), n=1)
+    return [by_norm[hint[0]]] if hint else []
 
 
 def _short(v: Any) -> str:

@@ -29,6 +29,10 @@ TOOL_CALL_CLOSE = "</tool_call>"
 # against the caller's schema) and makes the call finish.
 _MAX_STRING = 256
 _MAX_ITEMS = 16
+# JSON Schema cannot bound the digits of a number, and a tiny model will happily write
+# 0.0123456789012345... forever; after this many digit tokens in a row, digits are masked out
+# whenever the grammar allows anything else (a number can always be closed).
+_MAX_DIGIT_RUN = 8
 
 
 def _bounded(schema: Any) -> Any:
@@ -99,6 +103,8 @@ class GrammarConstraint:
         self._lt = lt
         self._vocab = tokenizer.vocab_size
         self._mask = lt.allocate_token_bitmask(1, self._vocab)
+        self._digits = lm.digit_tokens()
+        self._digit_run = 0
 
     def apply(self, logits: Any) -> None:
         self._lt.fill_next_token_bitmask(self._matcher, self._mask, 0)
@@ -107,10 +113,21 @@ class GrammarConstraint:
         self._lt.apply_token_bitmask_inplace(view, self._mask.to(logits.device))
         if logits.shape[-1] > n:
             logits[n:] = float("-inf")
+        if self._digit_run >= _MAX_DIGIT_RUN:
+            digits = logits[self._digits].clone()
+            logits[self._digits] = float("-inf")
+            if not bool((logits > float("-inf")).any()):  # nothing else allowed: keep the digits
+                logits[self._digits] = digits
 
     def advance(self, token_id: int) -> None:
         if not self._matcher.consume_token(token_id):
             raise CapabilityError(f"constrained decoding rejected token {token_id}: {self._matcher.get_error()}")
+        self._digit_run = self._digit_run + 1 if self._is_digit(token_id) else 0
+
+    def _is_digit(self, token_id: int) -> bool:
+        import torch
+
+        return bool(torch.any(self._digits == token_id))
 
     def is_stopped(self) -> bool:
         return self._matcher.is_stopped()

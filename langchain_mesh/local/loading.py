@@ -77,6 +77,7 @@ class LoadedModel:
     context_window: int
     _guidance_tokenizer: Any = None
     _guidance_lock: Any = None
+    _digit_tokens: Any = None
 
     def guidance_tokenizer(self) -> Any:
         """The llguidance view of the tokenizer (built once; about half a second)."""
@@ -87,6 +88,16 @@ class LoadedModel:
 
                     self._guidance_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
         return self._guidance_tokenizer
+
+    def digit_tokens(self) -> Any:
+        """Ids of the tokens made only of digits (a tensor), for bounding numbers in JSON output."""
+        if self._digit_tokens is None:
+            import torch
+
+            vocab = self.tokenizer.get_vocab()
+            ids = sorted(i for t, i in vocab.items() if t.isdigit())
+            self._digit_tokens = torch.tensor(ids, dtype=torch.long, device=self.device)
+        return self._digit_tokens
 
 
 _loaded: dict[tuple[str, str, str], LoadedModel] = {}

@@ -153,12 +153,12 @@ class ScriptedConnection(Connection):
         if reply.error is not None:
             raise reply.error
         text, truncated = self._apply_stop(request, reply.text)
-        n = 0
+        sent: list[str] = []
         for w in _words(text):
-            if reply.cut_after is not None and n >= reply.cut_after:
-                raise StreamInterruptedError("scripted stream cut", partial_text=text)
+            if reply.cut_after is not None and len(sent) >= reply.cut_after:
+                raise StreamInterruptedError("scripted stream cut", partial_text="".join(sent))
             yield StreamChunk(text=w)
-            n += 1
+            sent.append(w)
         for i, tc in enumerate(reply.tool_calls):
             args = tc.function.arguments
             half = len(args) // 2

@@ -1,0 +1,237 @@
+"""The ``mesh`` command: list the mesh's LLMs, chat with one, embed a text.
+
+::
+
+    mesh models [--purpose P] [--json]
+    mesh chat "prompt" [--llm ID] [--system S] [--stream] [--temperature T] [--max-tokens N]
+    mesh embed "text" [--llm ID]
+
+Every subcommand takes ``--config PATH``; without it the mesh is read from ``$MESH_CONFIG``, and
+without that it is the embedded default (``Mesh()``: local models). Without ``--llm``, ``chat`` and
+``embed`` use the first LLM of the mesh with the right purpose.
+
+Exit codes: 0 done; 2 bad input (usage, config, LLM id, credential, setting: any mesh error that is
+the caller's to fix); 1 the provider failed (:class:`~langchain_mesh.errors.ProviderError`). Errors
+are one line on stderr, ``mesh: error: <reason>``, never a traceback.
+
+Only the standard library is imported at module level, so ``mesh --help`` answers at once; the
+mesh itself (pydantic, YAML, a connection's SDK) loads when a subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .mesh import Mesh
+    from .queries import LLM
+
+__all__ = ["main", "build_parser"]
+
+PROG = "mesh"
+# The values of langchain_mesh.schema.Purpose, spelt out so that building the parser imports no
+# pydantic (a test keeps the two in step).
+PURPOSES = ("GENERIC_COMPLETION", "TEXT_EMBEDDING_EXTRACTION", "IMAGE_GENERATION")
+
+EXIT_OK = 0
+EXIT_PROVIDER = 1
+EXIT_USAGE = 2
+
+
+class _CliError(Exception):
+    """A problem found by the CLI itself (no LLM of the needed purpose...): exit code 2."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    config_help = "mesh config YAML (default: $MESH_CONFIG, else the embedded default of local models)"
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="One connection layer over every LLM: list the mesh's LLMs, chat with one, embed a text.",
+        epilog="Exit codes: 0 ok, 1 the provider failed, 2 bad input (usage, config, LLM id, credential, setting).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", metavar="PATH", default=None, help=config_help)
+
+    # --config is also accepted after the subcommand. SUPPRESS keeps a subcommand's unset --config from
+    # overwriting one given before it (argparse copies sub-parser defaults over the parent's values).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("models", parents=[common], help="list the LLMs of the mesh",
+                       description="List the LLMs of the mesh, one per line: id, purposes, description.")
+    p.add_argument("--purpose", type=str.upper, choices=PURPOSES,
+                   help="only LLMs with this purpose")
+    p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("chat", parents=[common], help="send one prompt to a completion LLM",
+                       description="Send one prompt to a completion LLM and print its answer. "
+                                   "Use '-' as the prompt to read it from standard input.")
+    p.add_argument("prompt", help="the user message ('-' reads standard input)")
+    p.add_argument("--llm", metavar="ID", help="LLM id (default: the first GENERIC_COMPLETION LLM of the mesh)")
+    p.add_argument("--system", metavar="TEXT", help="system prompt")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    p.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0 to 2)")
+    p.add_argument("--max-tokens", type=int, metavar="N", dest="max_tokens",
+                   help="maximum number of tokens in the answer (maxOutputTokens)")
+    p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("embed", parents=[common], help="print the embedding of a text as JSON",
+                       description="Print the embedding vector of a text as a JSON array. "
+                                   "Use '-' as the text to read it from standard input.")
+    p.add_argument("text", help="the text to embed ('-' reads standard input)")
+    p.add_argument("--llm", metavar="ID",
+                   help="LLM id (default: the first TEXT_EMBEDDING_EXTRACTION LLM of the mesh)")
+    p.set_defaults(func=_cmd_embed)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+
+
+def _open_mesh(config: Optional[str]) -> "Mesh":
+    from .mesh import Mesh
+
+    source = config or os.environ.get("MESH_CONFIG") or None
+    return Mesh(source) if source else Mesh()
+
+
+def _pick_llm(mesh: "Mesh", llm_id: Optional[str], purpose: str) -> "LLM":
+    if llm_id:
+        return mesh.get_llm(llm_id)
+    items = mesh.list_llms(purpose)
+    if not items:
+        raise _CliError(f"this mesh has no {purpose} LLM; add one to the config or pass --llm ID "
+                        "(list the ids with `mesh models`)")
+    return mesh.get_llm(items[0].id)
+
+
+def _read_arg(value: str) -> str:
+    return sys.stdin.read() if value == "-" else value
+
+
+def _cmd_models(mesh: "Mesh", args: argparse.Namespace) -> int:
+    items = mesh.list_llms(args.purpose)
+    if args.json:
+        import json
+
+        rows = [{"id": i.id, "type": i.type, "connection": i.connection, "purposes": i.purposes,
+                 "description": i.description, "capabilities": i.capabilities.model_dump()} for i in items]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    table = [("ID", "PURPOSES", "DESCRIPTION")]
+    table += [(i.id, ",".join(i.purposes), i.description) for i in items]
+    w0 = max(len(r[0]) for r in table)
+    w1 = max(len(r[1]) for r in table)
+    for a, b, c in table:
+        print(f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip())
+    return EXIT_OK
+
+
+def _cmd_chat(mesh: "Mesh", args: argparse.Namespace) -> int:
+    llm = _pick_llm(mesh, args.llm, "GENERIC_COMPLETION")
+    completion = llm.new_completion()
+    if args.system:
+        completion.with_message(args.system, role="system")
+    completion.with_message(_read_arg(args.prompt))
+    if args.temperature is not None:
+        completion.settings["temperature"] = args.temperature
+    if args.max_tokens is not None:
+        completion.settings["maxOutputTokens"] = args.max_tokens
+
+    out = sys.stdout
+    if args.stream:
+        from .schema import StreamChunk
+
+        for event in completion.execute_streamed():
+            if isinstance(event, StreamChunk):
+                if event.text:
+                    out.write(event.text)
+                    out.flush()
+        out.write("\n")
+        out.flush()
+        return EXIT_OK
+
+    resp = completion.execute()
+    if not resp.success:
+        print(f"{PROG}: error: {llm.id} failed: {resp.error or 'no reason given'}", file=sys.stderr)
+        return EXIT_PROVIDER
+    out.write(resp.text + "\n")
+    return EXIT_OK
+
+
+def _cmd_embed(mesh: "Mesh", args: argparse.Namespace) -> int:
+    import json
+
+    llm = _pick_llm(mesh, args.llm, "TEXT_EMBEDDING_EXTRACTION")
+    resp = llm.new_embeddings().add_text(_read_arg(args.text)).execute()
+    print(json.dumps(resp.embeddings[0]))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _one_line(exc: BaseException) -> str:
+    """Multi-line reasons (a config with several problems) folded onto one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return lines[0] + " " + "; ".join(lines[1:])
+
+
+def _fail(exc: BaseException, code: int) -> int:
+    print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+    return code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``mesh`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors (argparse printed them already)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+
+    from .errors import MeshError, ProviderError
+
+    try:
+        with _open_mesh(args.config) as mesh:
+            return args.func(mesh, args)
+    except ProviderError as e:
+        return _fail(e, EXIT_PROVIDER)
+    except (MeshError, _CliError) as e:
+        return _fail(e, EXIT_USAGE)
+    except ImportError as e:
+        # A connection type whose optional dependencies are missing (pip install 'langchain-mesh[EXTRA]').
+        return _fail(e, EXIT_USAGE)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `mesh models | head`: the reader went away. Point stdout at devnull so that the interpreter's
+        # final flush does not complain too (the recipe of the `signal` module's docs).
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
