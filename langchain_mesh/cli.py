@@ -5,6 +5,7 @@
     mesh models [--purpose P] [--json]
     mesh chat "prompt" [--llm ID] [--system S] [--stream] [--temperature T] [--max-tokens N]
     mesh embed "text" [--llm ID]
+    mesh kb list | ingest --kb ID PATH... | search --kb ID "query" [--type hybrid] | versions | rollback
 
 Every subcommand takes ``--config PATH``; without it the mesh is read from ``$MESH_CONFIG``, and
 without that it is the embedded default (``Mesh()``: local models). Without ``--llm``, ``chat`` and
@@ -94,6 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", metavar="ID",
                    help="LLM id (default: the first TEXT_EMBEDDING_EXTRACTION LLM of the mesh)")
     p.set_defaults(func=_cmd_embed)
+
+    kb = sub.add_parser("kb", help="knowledge banks: list, ingest, search, versions, rollback",
+                        description="Work with the knowledge banks declared in the mesh config.")
+    kb_sub = kb.add_subparsers(dest="kb_command", metavar="KB_COMMAND", required=True)
+    p = kb_sub.add_parser("list", parents=[common], help="list the knowledge banks")
+    p.set_defaults(func=_cmd_kb_list)
+    p = kb_sub.add_parser("ingest", parents=[common], help="chunk files and write them to a bank (all or nothing)",
+                          description="Read text, Markdown and PDF files (folders are walked), split them into "
+                                      "chunks and write them to the bank in one atomic commit.")
+    p.add_argument("--kb", required=True, metavar="ID", help="knowledge bank id")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    p.add_argument("--chunk-size", type=int, default=1000, dest="chunk_size", metavar="N")
+    p.add_argument("--chunk-overlap", type=int, default=150, dest="chunk_overlap", metavar="N")
+    p.add_argument("--clear", action="store_true", help="replace the bank's content instead of adding to it")
+    p.set_defaults(func=_cmd_kb_ingest)
+    p = kb_sub.add_parser("search", parents=[common], help="search a bank")
+    p.add_argument("--kb", required=True, metavar="ID", help="knowledge bank id")
+    p.add_argument("query")
+    p.add_argument("--type", dest="search_type", default="similarity",
+                   choices=("similarity", "hybrid", "mmr"), help="search type (default: similarity)")
+    p.add_argument("-k", type=int, default=4, help="number of results (default: 4)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_kb_search)
+    p = kb_sub.add_parser("versions", parents=[common], help="list a bank's versions")
+    p.add_argument("--kb", required=True, metavar="ID", help="knowledge bank id")
+    p.set_defaults(func=_cmd_kb_versions)
+    p = kb_sub.add_parser("rollback", parents=[common], help="make an earlier version current")
+    p.add_argument("--kb", required=True, metavar="ID", help="knowledge bank id")
+    p.add_argument("version", help="a version id from `mesh kb versions`")
+    p.set_defaults(func=_cmd_kb_rollback)
     return parser
 
 
@@ -178,6 +209,56 @@ def _cmd_embed(mesh: "Mesh", args: argparse.Namespace) -> int:
     llm = _pick_llm(mesh, args.llm, "TEXT_EMBEDDING_EXTRACTION")
     resp = llm.new_embeddings().add_text(_read_arg(args.text)).execute()
     print(json.dumps(resp.embeddings[0]))
+    return EXIT_OK
+
+
+def _cmd_kb_list(mesh: "Mesh", args: argparse.Namespace) -> int:
+    for item in mesh.list_knowledge_banks():
+        print(f"{item.id}\t{item.backend}\t{item.description}".rstrip())
+    return EXIT_OK
+
+
+def _cmd_kb_ingest(mesh: "Mesh", args: argparse.Namespace) -> int:
+    from knowledge_banks.ingest import ingest
+
+    kb = mesh.get_knowledge_bank(args.kb)
+    counts = ingest(kb, args.paths, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, clear=args.clear)
+    current = next((v.id for v in kb.versions() if v.current), "?")
+    print(f"ingested {counts['chunks']} chunks from {counts['files']} files into {kb.id} (version {current})")
+    return EXIT_OK
+
+
+def _cmd_kb_search(mesh: "Mesh", args: argparse.Namespace) -> int:
+    kb = mesh.get_knowledge_bank(args.kb)
+    docs = kb.as_langchain_retriever(search_type=args.search_type, search_kwargs={"k": args.k}).invoke(args.query)
+    if args.json:
+        import json
+
+        print(json.dumps([{"id": d.id, "text": d.page_content, "metadata": d.metadata} for d in docs], indent=2))
+        return EXIT_OK
+    for i, d in enumerate(docs, 1):
+        src = d.metadata.get("source", "")
+        text = " ".join(d.page_content.split())
+        print(f"{i}. [{src}] {text[:200]}")
+    return EXIT_OK
+
+
+def _cmd_kb_versions(mesh: "Mesh", args: argparse.Namespace) -> int:
+    import datetime
+
+    for v in mesh.get_knowledge_bank(args.kb).versions():
+        when = datetime.datetime.fromtimestamp(v.created_at).isoformat(timespec="seconds")
+        print(f"{'*' if v.current else ' '} {v.id}  {when}  {v.documents} documents")
+    return EXIT_OK
+
+
+def _cmd_kb_rollback(mesh: "Mesh", args: argparse.Namespace) -> int:
+    kb = mesh.get_knowledge_bank(args.kb)
+    try:
+        kb.rollback(args.version)
+    except ValueError as e:
+        raise _CliError(str(e)) from None
+    print(f"{kb.id}: version {args.version} is current")
     return EXIT_OK
 
 

@@ -181,7 +181,11 @@ class MeshConfig(_Strict):
         return f"MeshConfig(connections={sorted(self.connections)}, knowledge_banks={sorted(self.knowledge_banks)})"
 
 
-DEFAULT_CONFIG: dict[str, Any] = {"connections": {"local": {"type": "huggingfacelocal"}}}
+DEFAULT_CONFIG: dict[str, Any] = {
+    "connections": {"local": {"type": "huggingfacelocal"}},
+    # a FAISS bank under $MESH_BANKS_DIR/docs (default ./banks/docs), embedded with the local MiniLM
+    "knowledge_banks": {"docs": {"backend": "faiss", "embedding_llm": "huggingfacelocal:local:all-MiniLM-L6-v2"}},
+}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,6 +35,10 @@ class UnknownLLMError(MeshError, LookupError):
         self.available = list(available)
 
 
+class UnknownKnowledgeBankError(MeshError, LookupError):
+    """A knowledge-bank id that the mesh config does not declare."""
+
+
 class InvalidLLMIdError(MeshError, ValueError):
     """An LLM id is not of the form ``<connection type>:<connection name>:<model>``."""
 

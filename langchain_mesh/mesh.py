@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optional, Union
 
 from .config import DEFAULT_CONFIG, MeshConfig, load_config
-from .errors import StreamInterruptedError, UnknownLLMError
+from .errors import StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
 from .schema import (
     CompletionRequest,
@@ -147,6 +147,24 @@ class Mesh:
         handle = LLM(self, llm_id, self.connection(cname), model, info)
         self._handles[llm_id] = handle
         return handle
+
+    # ---- knowledge banks ------------------------------------------------------------------------------
+
+    def list_knowledge_banks(self) -> list[Any]:
+        from knowledge_banks.bank import KnowledgeBankListItem
+
+        return [KnowledgeBankListItem(id=k, name=k, backend=c.backend, description=c.description)
+                for k, c in self.config.knowledge_banks.items()]
+
+    def get_knowledge_bank(self, kb_id: str) -> Any:
+        from knowledge_banks.bank import KnowledgeBank
+
+        cfg = self.config.knowledge_banks.get(kb_id)
+        if cfg is None:
+            raise UnknownKnowledgeBankError(
+                f"unknown knowledge bank {kb_id!r}; knowledge banks: "
+                f"{', '.join(sorted(self.config.knowledge_banks)) or 'none (add one under knowledge_banks: in the config)'}")
+        return KnowledgeBank(self, kb_id, cfg)
 
     # ---- dispatch (the one path every call takes to a connection) -------------------------------
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: one question to the embedded default mesh (local SmolLM2-135M-Instruct, no config,
-# no network). Installs first if the package or the local-model dependencies are missing.
+# The main job on the embedded default (local SmolLM2 + MiniLM, FAISS bank; no config,
+# no network): builds the docs bank from cookbook/docs and answers a question with a RAG chain,
+# printing its sources. Installs first if the package or the local-model dependencies are missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,4 +15,4 @@ then
     bash scripts/install.sh
 fi
 
-exec "$PYTHON" -m langchain_mesh chat "What is the capital of France?"
+exec "$PYTHON" cookbook/rag_bank.py "$@"

@@ -140,8 +140,11 @@ def test_empty_yaml_file_is_an_empty_mesh(tmp_path):
     assert cfg.connections == {} and cfg.knowledge_banks == {}
 
 
-def test_default_config_names_the_embedded_local_connection():
-    assert DEFAULT_CONFIG == {"connections": {"local": {"type": "huggingfacelocal"}}}
+def test_default_config_names_the_embedded_local_connection_and_bank():
+    assert DEFAULT_CONFIG["connections"] == {"local": {"type": "huggingfacelocal"}}
+    cfg = load_config(None)
+    assert cfg.knowledge_banks["docs"].backend == "faiss"
+    assert cfg.knowledge_banks["docs"].embedding_llm == "huggingfacelocal:local:all-MiniLM-L6-v2"
 
 
 def test_knowledge_bank_and_server_defaults():

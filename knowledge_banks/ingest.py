@@ -1,0 +1,91 @@
+"""Files -> chunks -> a knowledge bank, in one all-or-nothing write (``mesh kb ingest``).
+
+Text and Markdown are read as UTF-8; PDFs page by page when ``pypdf`` is installed. Chunks are cut
+with LangChain's recursive splitter (Markdown-aware for ``.md``) and keep ``source``, ``start_index``
+and, for PDFs, ``page``. Chunk ids derive from the source path and offset, so ingesting the same
+file again replaces its chunks instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from langchain_mesh.errors import MeshError
+
+__all__ = ["find_files", "load_documents", "split_documents", "ingest", "TEXT_SUFFIXES"]
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
+PDF_SUFFIXES = {".pdf"}
+
+
+def find_files(paths: Iterable[str]) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES | PDF_SUFFIXES)
+        elif p.is_file():
+            if p.suffix.lower() not in TEXT_SUFFIXES | PDF_SUFFIXES:
+                raise MeshError(f"cannot ingest {p}: supported files are {', '.join(sorted(TEXT_SUFFIXES | PDF_SUFFIXES))}")
+            out.append(p)
+        else:
+            raise MeshError(f"cannot ingest {p}: no such file or folder")
+    return out
+
+
+def load_documents(files: Sequence[Path]) -> Iterator[Any]:
+    from langchain_core.documents import Document
+
+    for f in files:
+        if f.suffix.lower() in PDF_SUFFIXES:
+            try:
+                from pypdf import PdfReader
+            except ImportError:
+                raise MeshError(f"cannot ingest {f}: PDF needs the pypdf package (pip install pypdf)") from None
+            for i, page in enumerate(PdfReader(str(f)).pages, start=1):
+                text = page.extract_text() or ""
+                if text.strip():
+                    yield Document(page_content=text, metadata={"source": str(f), "page": i})
+        else:
+            yield Document(page_content=f.read_text(encoding="utf-8", errors="replace"), metadata={"source": str(f)})
+
+
+def split_documents(docs: Iterable[Any], chunk_size: int = 1000, chunk_overlap: int = 150) -> list[Any]:
+    from langchain_text_splitters import MarkdownTextSplitter, RecursiveCharacterTextSplitter
+
+    plain = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=True)
+    md = MarkdownTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=True)
+    chunks = []
+    for d in docs:
+        splitter = md if str(d.metadata.get("source", "")).lower().endswith((".md", ".markdown")) else plain
+        chunks += splitter.split_documents([d])
+    return chunks
+
+
+def chunk_id(doc: Any) -> str:
+    m = doc.metadata
+    key = f"{m.get('source')}|{m.get('page', '')}|{m.get('start_index', '')}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def ingest(kb: Any, paths: Iterable[str], chunk_size: int = 1000, chunk_overlap: int = 150,
+           clear: bool = False, batch_size: int = 64, progress: bool = True) -> dict[str, int]:
+    """Read, split and write; returns counts. Nothing is committed unless every chunk was written."""
+    from tqdm.auto import tqdm
+
+    files = find_files(paths)
+    if not files:
+        raise MeshError("no files to ingest")
+    chunks = split_documents(load_documents(files), chunk_size, chunk_overlap)
+    with kb.get_writer() as writer:
+        if clear:
+            writer.clear()
+        store = writer.as_langchain_vectorstore()
+        with tqdm(total=len(chunks), desc=f"Ingesting into {kb.id}", unit="chunk", disable=not progress) as bar:
+            for start in range(0, len(chunks), batch_size):
+                batch = chunks[start:start + batch_size]
+                store.add_documents(batch, ids=[chunk_id(c) for c in batch])
+                bar.update(len(batch))
+    return {"files": len(files), "chunks": len(chunks)}

@@ -1,0 +1,258 @@
+"""Int64-keyed vectors in a FAISS index (flat, HNSW or IVF), with deletes on every index type.
+
+- ``flat``: ``IndexIDMap2(IndexFlat{IP,L2})``: exact; deletes are real (``remove_ids``).
+- ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``: HNSW cannot remove vectors, so deleted keys become
+  tombstones skipped at search time (over-fetching to compensate) and the graph is rebuilt from the
+  live vectors once tombstones exceed a quarter of it, and before every write.
+  ``index_params``: ``M`` (32), ``ef_construction`` (80), ``ef_search`` (64).
+- ``ivf``: ``IndexIDMap2(IndexIVFFlat)``: stays exact (flat) until ``train_size`` vectors are present
+  (default ``39 * nlist``), then trains its coarse quantizer on them and switches; deletes are
+  tombstones as for HNSW. ``index_params``: ``nlist`` (auto: ~4*sqrt(n)), ``nprobe`` (auto),
+  ``train_size``.
+
+Distances: ``cosine`` normalises vectors and uses inner product (raw score = cosine similarity);
+``ip`` is the raw inner product; ``l2`` is FAISS's squared Euclidean distance (lower is better).
+
+When ``faiss.get_num_gpus() > 0`` (faiss-gpu installed and a GPU visible), flat and IVF searches run on
+a GPU copy of the index, rebuilt lazily after writes; the CPU index stays the source of truth
+(and is what gets written to disk).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+DISTANCES = ("cosine", "l2", "ip")
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+
+__all__ = ["DISTANCES", "INDEX_TYPES", "VectorIndex", "import_faiss"]
+
+
+def import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("FaissVectorStore needs FAISS: pip install 'langchain-mesh[faiss]' "
+                          "(faiss-cpu, or faiss-gpu-cu12 on a CUDA machine)") from e
+    return faiss
+
+
+_GPU_COUNT: Optional[int] = None
+
+
+def _gpu_count(faiss: Any) -> int:
+    global _GPU_COUNT
+    if _GPU_COUNT is None:
+        try:
+            _GPU_COUNT = int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+        except Exception:  # noqa: BLE001 - a broken CUDA install means CPU, not a crash
+            _GPU_COUNT = 0
+    return _GPU_COUNT
+
+
+class VectorIndex:
+    """``VectorIndex(dim, "cosine", "hnsw")``; ``add(keys, vecs)``, ``remove(keys)``, ``search(vec, n)``."""
+
+    def __init__(self, dim: int, distance: str = "cosine", kind: str = "flat",
+                 params: Optional[dict[str, Any]] = None, _index: Any = None):
+        import numpy as np
+
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        if kind not in INDEX_TYPES:
+            raise ValueError(f"index must be one of {INDEX_TYPES}, got {kind!r}")
+        self._np = np
+        self._faiss = import_faiss()
+        self.dim, self.distance, self.kind = int(dim), distance, kind
+        self.params = dict(params or {})
+        self._tombstones: set[int] = set()
+        self._gpu_index: Any = None
+        self._index = _index if _index is not None else self._new_index(self._flat_or_kind(0))
+        self._apply_search_params()
+
+    # ---- construction ----------------------------------------------------------------------------------
+
+    @property
+    def _metric(self) -> int:
+        f = self._faiss
+        return f.METRIC_L2 if self.distance == "l2" else f.METRIC_INNER_PRODUCT
+
+    def _flat_or_kind(self, n: int) -> str:
+        if self.kind != "ivf":
+            return self.kind
+        return "ivf" if n >= self._train_size(n) else "flat"
+
+    def _nlist(self, n: int) -> int:
+        nlist = self.params.get("nlist")
+        return int(nlist) if nlist else max(1, int(4 * math.sqrt(max(n, 1))))
+
+    def _train_size(self, n: int) -> int:
+        return int(self.params.get("train_size") or 39 * self._nlist(n))
+
+    def _new_index(self, kind: str, train: Any = None) -> Any:
+        f, d = self._faiss, self.dim
+        if kind == "flat":
+            inner = f.IndexFlatL2(d) if self.distance == "l2" else f.IndexFlatIP(d)
+        elif kind == "hnsw":
+            inner = f.IndexHNSWFlat(d, int(self.params.get("M", 32)), self._metric)
+            inner.hnsw.efConstruction = int(self.params.get("ef_construction", 80))
+        else:
+            nlist = min(self._nlist(len(train)), len(train))
+            quantizer = f.IndexFlatL2(d) if self.distance == "l2" else f.IndexFlatIP(d)
+            inner = f.IndexIVFFlat(quantizer, d, nlist, self._metric)
+            inner.train(train)
+            inner.make_direct_map()  # reconstruct() for MMR, hybrid scoring and rebuilds
+        return f.IndexIDMap2(inner)  # faiss's Python layer keeps `inner` (and the quantizer) alive
+
+    def _inner(self) -> Any:
+        return self._faiss.downcast_index(self._index.index)
+
+    @property
+    def active_kind(self) -> str:
+        """What is really serving searches now ("flat" for an IVF index that is not trained yet)."""
+        inner = self._inner()
+        if isinstance(inner, self._faiss.IndexHNSW):
+            return "hnsw"
+        if isinstance(inner, self._faiss.IndexIVF):
+            return "ivf"
+        return "flat"
+
+    def _apply_search_params(self) -> None:
+        inner = self._inner()
+        if isinstance(inner, self._faiss.IndexHNSW):
+            inner.hnsw.efSearch = int(self.params.get("ef_search", 64))
+        elif isinstance(inner, self._faiss.IndexIVF):
+            inner.nprobe = int(self.params.get("nprobe") or max(1, min(inner.nlist, inner.nlist // 8 + 1)))
+
+    # ---- state -----------------------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        """Live vectors (tombstones excluded)."""
+        return int(self._index.ntotal) - len(self._tombstones)
+
+    def prepare(self, vectors: Any) -> Any:
+        """float32, C-contiguous, (n, dim); unit-normalised for cosine (zero vectors stay zero)."""
+        np = self._np
+        x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim))
+        if not np.all(np.isfinite(x)):
+            raise ValueError("embeddings contain NaN or infinite values")
+        if self.distance == "cosine":
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            x = np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0))
+        return x
+
+    def _changed(self) -> None:
+        self._gpu_index = None
+
+    # ---- writes ----------------------------------------------------------------------------------------
+
+    def add(self, keys: Any, vectors: Any) -> None:
+        np = self._np
+        keys = np.ascontiguousarray(np.asarray(keys, dtype=np.int64))
+        x = self.prepare(vectors)
+        if len(keys) != len(x):
+            raise ValueError(f"{len(keys)} keys for {len(x)} vectors")
+        if len(keys) == 0:
+            return
+        self._index.add_with_ids(x, keys)
+        self._changed()
+        if self.kind == "ivf" and self.active_kind == "flat" and self.ntotal >= self._train_size(self.ntotal):
+            self.rebuild()
+
+    def remove(self, keys: Any) -> None:
+        np = self._np
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0:
+            return
+        if self.active_kind == "flat":
+            self._index.remove_ids(keys)
+        else:
+            self._tombstones.update(int(k) for k in keys)
+            if len(self._tombstones) > max(64, int(self._index.ntotal) // 4):
+                self.rebuild()
+        self._changed()
+
+    def live_keys(self) -> Any:
+        np = self._np
+        ids = self._faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        if self._tombstones:
+            ids = ids[~np.isin(ids, np.fromiter(self._tombstones, np.int64, len(self._tombstones)))]
+        return ids
+
+    def rebuild(self) -> None:
+        """Rebuild from the live vectors: drops tombstones, trains IVF when it has enough data."""
+        keys = self.live_keys()
+        x = self.reconstruct(keys) if len(keys) else self._np.zeros((0, self.dim), self._np.float32)
+        kind = self._flat_or_kind(len(keys))
+        index = self._new_index(kind, train=x if kind == "ivf" else None)
+        if len(keys):
+            index.add_with_ids(x, keys)
+        self._index = index
+        self._tombstones.clear()
+        self._apply_search_params()
+        self._changed()
+
+    # ---- reads -----------------------------------------------------------------------------------------
+
+    def reconstruct(self, keys: Any) -> Any:
+        np = self._np
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self._index.reconstruct_batch(keys), dtype=np.float32).reshape(len(keys), self.dim)
+
+    def _search_index(self) -> Any:
+        if self.active_kind == "hnsw" or _gpu_count(self._faiss) == 0:
+            return self._index
+        if self._gpu_index is None:
+            self._gpu_index = self._faiss.index_cpu_to_all_gpus(self._index)
+        return self._gpu_index
+
+    def search(self, vector: Any, n: int) -> tuple[list[float], list[int]]:
+        """Best ``n`` live (raw scores, keys), best first (see the module doc for raw scores)."""
+        total = int(self._index.ntotal)
+        if n <= 0 or total == 0:
+            return [], []
+        q = self.prepare(vector)[:1]
+        fetch = min(total, n + len(self._tombstones))
+        dists, ids = self._search_index().search(q, fetch)
+        scores: list[float] = []
+        keys: list[int] = []
+        for d, i in zip(dists[0].tolist(), ids[0].tolist()):
+            if i < 0 or i in self._tombstones:
+                continue
+            scores.append(float(d))
+            keys.append(int(i))
+            if len(keys) >= n:
+                break
+        return scores, keys
+
+    def scores_for(self, vector: Any, keys: Any) -> list[float]:
+        """Exact raw scores of the query against specific stored vectors."""
+        np = self._np
+        if len(keys) == 0:
+            return []
+        q = self.prepare(vector)[0]
+        x = self.reconstruct(keys)
+        if self.distance == "l2":
+            return [float(v) for v in ((x - q) ** 2).sum(axis=1)]
+        return [float(v) for v in x @ q]
+
+    # ---- disk ------------------------------------------------------------------------------------------
+
+    def write(self, path: str) -> None:
+        if self._tombstones:
+            self.rebuild()
+        self._faiss.write_index(self._index, path)
+
+    @classmethod
+    def read(cls, path: str, dim: int, distance: str, kind: str, params: Optional[dict[str, Any]]) -> "VectorIndex":
+        faiss = import_faiss()
+        index = faiss.read_index(path)
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise ValueError(f"{path}: expected a FAISS IndexIDMap2, found {type(index).__name__}")
+        if index.d != dim:
+            raise ValueError(f"{path}: index has {index.d} dimensions, the manifest says {dim}")
+        return cls(dim, distance, kind, params, _index=index)

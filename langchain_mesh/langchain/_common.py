@@ -1,0 +1,233 @@
+"""What MeshChatModel, MeshLLM and MeshEmbeddings share: resolving the mesh, mapping LangChain
+parameter names to the seed's setting names, and the adapter-level retry/timeout loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, TypeVar
+
+from ..errors import ProviderError, ProviderTimeoutError
+from ..ids import parse_llm_id
+
+if TYPE_CHECKING:
+    from ..mesh import Mesh
+    from ..queries import LLM
+
+T = TypeVar("T")
+
+#: LangChain / OpenAI-style parameter names -> the seed's completion setting names
+PARAM_TO_SETTING: dict[str, str] = {
+    "temperature": "temperature",
+    "max_tokens": "maxOutputTokens",
+    "max_output_tokens": "maxOutputTokens",
+    "max_completion_tokens": "maxOutputTokens",
+    "top_p": "topP",
+    "top_k": "topK",
+    "stop": "stopSequences",
+    "stop_sequences": "stopSequences",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+    "logit_bias": "logitBias",
+    "logprobs": "logProbs",
+    "top_logprobs": "topLogProbs",
+    "seed": "seed",
+    "tools": "tools",
+    "tool_choice": "toolChoice",
+    "response_format": "responseFormat",
+}
+_SEED_NAMES = frozenset(PARAM_TO_SETTING.values()) | {"extra"}
+# kwargs LangChain itself may hand to _generate/_stream that are not settings
+_LANGCHAIN_PLUMBING = frozenset({"stream", "ls_structured_output_format"})
+
+
+def coerce_mesh(value: Any) -> Any:
+    """``mesh=`` accepts a Mesh, a config dict, a MeshConfig or a path to a mesh YAML file."""
+    if value is None:
+        return None
+    from ..config import MeshConfig
+    from ..mesh import Mesh
+
+    if isinstance(value, Mesh):
+        return value
+    if isinstance(value, (Mapping, MeshConfig, str, os.PathLike)):
+        return Mesh.from_config(value)  # type: ignore[arg-type]
+    raise TypeError(f"mesh must be a Mesh, a config dict or a path to a mesh YAML file, "
+                    f"got {type(value).__name__}")
+
+
+def resolve_mesh(mesh: Optional["Mesh"]) -> "Mesh":
+    if mesh is not None:
+        return mesh
+    from ..mesh import Mesh
+
+    return Mesh.default()
+
+
+def provider_of(llm_id: str) -> str:
+    """The connection type of an LLM id (``openai:myopenai:gpt-4o`` -> ``openai``); 'mesh' if unparsable."""
+    try:
+        return parse_llm_id(llm_id)[0]
+    except Exception:  # noqa: BLE001 - tracing metadata must never fail a call
+        return "mesh"
+
+
+def base_settings(fields: Mapping[str, Any], extra_settings: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The instance-level settings: the free-form ``settings`` dict under the named fields."""
+    out: dict[str, Any] = dict(extra_settings or {})
+    for param, value in fields.items():
+        if value is None:
+            continue
+        if param == "stop" and not value:
+            continue  # stop=[] means "no stop sequences", not an empty list sent to the provider
+        out[PARAM_TO_SETTING[param]] = value
+    return out
+
+
+def merge_call_settings(base: dict[str, Any], stop: Optional[list[str]], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Per-call settings: the instance's, then call kwargs (either naming scheme), then ``stop``.
+
+    Unknown kwargs are kept under their own name so that :func:`validate_settings` rejects them
+    with a "did you mean" hint rather than dropping them silently.
+    """
+    settings = dict(base)
+    for k, v in kwargs.items():
+        if k in _LANGCHAIN_PLUMBING:
+            continue
+        if k == "settings":
+            settings.update(v or {})
+            continue
+        if k == "parallel_tool_calls":
+            if v is not None:
+                settings["extra"] = {**(settings.get("extra") or {}), "parallel_tool_calls": v}
+            continue
+        name = PARAM_TO_SETTING.get(k, k)
+        if v is None:
+            settings.pop(name, None)
+            continue
+        settings[name] = v
+    if stop is not None:
+        if stop:
+            settings["stopSequences"] = list(stop)
+        else:
+            settings.pop("stopSequences", None)
+    if "stopSequences" in settings and not settings["stopSequences"]:
+        del settings["stopSequences"]
+    return settings
+
+
+# --------------------------------------------------------------------------------------------------
+# retries and timeouts
+
+
+def _backoff(attempt: int, err: ProviderError) -> float:
+    if err.retry_after is not None:
+        return max(0.0, min(float(err.retry_after), 60.0))
+    return min(8.0, 0.5 * (2 ** attempt)) * (0.5 + random.random() / 2)
+
+
+def _retryable(err: BaseException) -> bool:
+    return isinstance(err, ProviderError) and bool(err.retryable)
+
+
+def call_with_retries(fn: Callable[[], T], max_retries: Optional[int]) -> T:
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001
+            if not _retryable(e) or attempt >= (max_retries or 0):
+                raise
+            time.sleep(_backoff(attempt, e))  # type: ignore[arg-type]
+            attempt += 1
+
+
+async def acall_with_retries(fn: Callable[[], Awaitable[T]], max_retries: Optional[int],
+                             timeout: Optional[float]) -> T:
+    attempt = 0
+    while True:
+        try:
+            if timeout is None:
+                return await fn()
+            try:
+                return await asyncio.wait_for(fn(), timeout)
+            except asyncio.TimeoutError:
+                raise ProviderTimeoutError(f"no answer within timeout={timeout}s") from None
+        except Exception as e:  # noqa: BLE001
+            if not _retryable(e) or attempt >= (max_retries or 0):
+                raise
+            await asyncio.sleep(_backoff(attempt, e))  # type: ignore[arg-type]
+            attempt += 1
+
+
+def stream_with_retries(open_stream: Callable[[], Iterator[T]], max_retries: Optional[int],
+                        timeout: Optional[float]) -> Iterator[T]:
+    """Retry a stream that fails before its first event; once anything was yielded, errors propagate.
+
+    ``timeout`` bounds the whole stream; a synchronous stream is checked between events.
+    """
+    attempt = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        started = False
+        try:
+            for ev in open_stream():
+                started = True
+                yield ev
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ProviderTimeoutError(f"stream not finished within timeout={timeout}s")
+            return
+        except Exception as e:  # noqa: BLE001
+            if started or not _retryable(e) or attempt >= (max_retries or 0):
+                raise
+            time.sleep(_backoff(attempt, e))  # type: ignore[arg-type]
+            attempt += 1
+
+
+async def astream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_retries: Optional[int],
+                               timeout: Optional[float]) -> AsyncIterator[T]:
+    attempt = 0
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        started = False
+        it = open_stream()
+        try:
+            while True:
+                try:
+                    if deadline is None:
+                        ev = await it.__anext__()
+                    else:
+                        ev = await asyncio.wait_for(it.__anext__(), max(0.0, deadline - loop.time()))
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise ProviderTimeoutError(f"stream not finished within timeout={timeout}s") from None
+                started = True
+                yield ev
+        except Exception as e:  # noqa: BLE001
+            if started or not _retryable(e) or attempt >= (max_retries or 0):
+                raise
+            await asyncio.sleep(_backoff(attempt, e))  # type: ignore[arg-type]
+            attempt += 1
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+def get_llm(mesh: Optional["Mesh"], llm_id: str, purpose: str) -> "LLM":
+    """The LLM handle, checked for its purpose (a chat call to an embedding model fails clearly)."""
+    from ..schema import Purpose
+
+    llm = resolve_mesh(mesh).get_llm(llm_id)
+    want = Purpose(purpose)
+    if want not in llm.info.purposes:
+        llm._require(want)  # raises CapabilityError listing the models that can
+    return llm
+

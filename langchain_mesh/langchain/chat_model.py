@@ -1,0 +1,374 @@
+"""``MeshChatModel``: any mesh LLM as a LangChain chat model.
+
+Every call builds one :class:`~langchain_mesh.schema.CompletionRequest` (messages converted by
+:mod:`.convert`, settings validated by :func:`~langchain_mesh.schema.validate_settings` under the
+seed's names) and hands it to the mesh, the same path ``llm.new_completion().execute()`` takes:
+``mesh.complete`` / ``mesh.stream`` for sync calls and ``mesh.acomplete`` / ``mesh.astream`` for
+async ones, so async calls use the connection's own async client, never a thread pool.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any, AsyncIterator, Callable, Iterator, Literal, Optional, Sequence, Union
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+
+from ..errors import MeshError, SettingsError
+from ..schema import CompletionRequest, StreamFooter, validate_settings
+from ._common import (
+    acall_with_retries,
+    astream_with_retries,
+    base_settings,
+    call_with_retries,
+    coerce_mesh,
+    merge_call_settings,
+    provider_of,
+    get_llm,
+    stream_with_retries,
+)
+from .convert import StreamConverter, response_to_ai_message, to_mesh_messages
+
+__all__ = ["MeshChatModel", "normalize_tool_choice", "normalize_response_format"]
+
+_ToolChoice = Union[dict, str, Literal["auto", "any", "required", "none"], bool, None]
+
+
+def normalize_tool_choice(tool_choice: Any, tool_names: Sequence[str]) -> Optional[dict[str, Any]]:
+    """Every LangChain spelling of ``tool_choice`` -> the seed's ``toolChoice``.
+
+    ``"auto"``; ``"any"``/``"required"``/``True`` (a call is required; ``True`` with a single tool
+    names it); ``"none"``; a tool's name; OpenAI's ``{"type": "function", "function": {"name": ...}}``;
+    Anthropic's ``{"type": "tool", "name": ...}`` / ``{"type": "any"}``; or the seed's own dict.
+    ``None`` and ``False`` leave the choice to the model.
+    """
+    if tool_choice is None or tool_choice is False:
+        return None
+    if tool_choice is True:
+        return ({"type": "tool_name", "name": tool_names[0]} if len(tool_names) == 1
+                else {"type": "required"})
+    if isinstance(tool_choice, str):
+        if tool_choice == "auto":
+            return {"type": "auto"}
+        if tool_choice in ("any", "required"):
+            return {"type": "required"}
+        if tool_choice == "none":
+            return {"type": "none"}
+        if tool_choice not in tool_names:
+            raise SettingsError(
+                f"tool_choice names {tool_choice!r}, which is not among the bound tools {list(tool_names)}; "
+                "use 'auto', 'any', 'required', 'none' or one of the tool names", ["toolChoice"])
+        return {"type": "tool_name", "name": tool_choice}
+    if isinstance(tool_choice, dict):
+        t = tool_choice.get("type")
+        if t == "function" and isinstance(tool_choice.get("function"), dict):
+            return normalize_tool_choice(tool_choice["function"].get("name"), tool_names)
+        if t == "tool" and tool_choice.get("name"):  # Anthropic
+            return normalize_tool_choice(tool_choice["name"], tool_names)
+        if t == "tool_name":
+            return normalize_tool_choice(tool_choice.get("name"), tool_names)
+        if t in ("auto", "any", "required", "none"):
+            return normalize_tool_choice(t, tool_names)
+    raise SettingsError(f"unrecognised tool_choice {tool_choice!r}", ["toolChoice"])
+
+
+def normalize_response_format(fmt: Any) -> Any:
+    """OpenAI's ``response_format`` spellings (and a pydantic model) -> the seed's ``responseFormat``.
+
+    ``{"type": "json_object"}`` -> any JSON object; ``{"type": "json_schema", "json_schema": {"name",
+    "schema", "strict"}}`` -> JSON following the schema; the seed's own ``{"type": "json", ...}`` and
+    ``{"type": "text"}`` pass through.
+    """
+    if isinstance(fmt, type) and is_basemodel_subclass(fmt):
+        return {"type": "json", "schema": convert_to_json_schema(fmt), "name": fmt.__name__, "strict": True}
+    if isinstance(fmt, dict):
+        t = fmt.get("type")
+        if t == "json_object":
+            return {"type": "json"}
+        if t == "json_schema" and isinstance(fmt.get("json_schema"), dict):
+            js = fmt["json_schema"]
+            out: dict[str, Any] = {"type": "json", "schema": js.get("schema"), "strict": bool(js.get("strict"))}
+            if js.get("name"):
+                out["name"] = js["name"]
+            return out
+    return fmt
+
+
+def _schema_name(schema: Any) -> Optional[str]:
+    if isinstance(schema, dict):
+        return schema.get("title") or schema.get("name")
+    return getattr(schema, "__name__", None)
+
+
+class MeshChatModel(BaseChatModel):
+    """A mesh LLM (``<connection type>:<connection name>:<model>``) as a LangChain chat model.
+
+    ```python
+    from langchain_mesh import Mesh, MeshChatModel
+
+    chat = MeshChatModel(model="openai:myopenai:gpt-4o", mesh=Mesh.from_config("mesh.yaml"),
+                         temperature=0.2, max_tokens=256)
+    chat.bind_tools([multiply], tool_choice="any").invoke("What is 3 * 6?")
+    chat.with_structured_output(Answer).invoke("...")
+    ```
+
+    ``mesh`` may be a :class:`~langchain_mesh.Mesh`, a config dict or a path to a mesh YAML file;
+    left out, the process-wide default mesh (``MESH_CONFIG`` or the embedded local models) is used.
+    Settings without a named field (``presencePenalty``, ``logProbs``, ``seed``, connection
+    ``extra``...) go in ``settings`` under the seed's names; per-call kwargs accept either naming.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model: str = Field(validation_alias=AliasChoices("model", "llm_id"))
+    """The mesh LLM id, e.g. ``openai:myopenai:gpt-4o`` (``llm_id`` is accepted too)."""
+    mesh: Optional[Any] = Field(default=None, exclude=True, repr=False)
+    """A Mesh, a config dict, or a path to a mesh YAML file; None = ``Mesh.default()``."""
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = Field(default=None, validation_alias=AliasChoices("max_tokens", "max_output_tokens"))
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    stop: Optional[list[str]] = Field(default=None, validation_alias=AliasChoices("stop", "stop_sequences"))
+    timeout: Optional[float] = None
+    """Seconds for a whole call: enforced on async calls and between stream events; a synchronous
+    non-streaming call is bounded by its connection's own ``timeout``."""
+    max_retries: Optional[int] = None
+    """Retries of retryable mesh errors (rate limits, 5xx, timeouts) made by this adapter, on top of
+    the connection's own; a stream is only retried before its first event."""
+    streaming: bool = False
+    """Make ``invoke`` go through the streaming path (callbacks then see each token)."""
+    api_key: Optional[SecretStr] = None
+    """Accepted for LangChain compatibility; credentials belong to the mesh connection's config."""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Further seed settings (``presencePenalty``, ``frequencyPenalty``, ``logProbs``, ``seed``...)."""
+
+    _base: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _base_validated: Any = PrivateAttr(default=None)
+
+    @field_validator("mesh", mode="before")
+    @classmethod
+    def _coerce_mesh(cls, v: Any) -> Any:
+        return coerce_mesh(v)
+
+    @model_validator(mode="after")
+    def _build_settings(self) -> "MeshChatModel":
+        self._base = base_settings(
+            {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
+             "top_k": self.top_k, "stop": self.stop}, self.settings)
+        self._base_validated = validate_settings(self._base)  # misspelt or out-of-range settings fail here, not on first call
+        return self
+
+    # ---- LangChain metadata ------------------------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "mesh-chat"
+
+    @property
+    def llm_id(self) -> str:
+        return self.model
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, **self._base}
+
+    def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
+        model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.model
+        params = LangSmithParams(ls_provider=provider_of(model), ls_model_name=model, ls_model_type="chat")
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
+        ls_stop = stop or kwargs.get("stop") or self.stop
+        if ls_stop:
+            params["ls_stop"] = list(ls_stop)
+        return params
+
+    # ---- request building --------------------------------------------------------------------------------
+
+    def _request(self, messages: list[BaseMessage], stop: Optional[list[str]], kwargs: dict[str, Any]):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs)
+        model = kwargs.pop("model", None) or self.model
+        llm = get_llm(self.mesh, model, "GENERIC_COMPLETION")
+        if "tool_choice" in kwargs:  # passed straight to invoke/bind rather than through bind_tools
+            tools = kwargs.get("tools") or self._base.get("tools") or []
+            names = [t["function"]["name"] if isinstance(t, dict) else t.function.name for t in tools]
+            kwargs["tool_choice"] = normalize_tool_choice(kwargs["tool_choice"], names)
+        if kwargs.get("response_format") is not None:
+            kwargs["response_format"] = normalize_response_format(kwargs["response_format"])
+        if kwargs or stop is not None:
+            settings = validate_settings(merge_call_settings(self._base, stop, kwargs))
+        else:  # the common case: nothing per call, the settings validated at construction
+            settings = self._base_validated.model_copy()
+        request = CompletionRequest.model_construct(messages=to_mesh_messages(messages), settings=settings)
+        return llm, request
+
+    # ---- the four native paths ---------------------------------------------------------------------------
+
+    def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                  run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> ChatResult:
+        llm, request = self._request(messages, stop, kwargs)
+        resp = call_with_retries(lambda: llm.mesh.complete(llm, request), self.max_retries)
+        return self._result(resp, llm)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                         run_manager: Optional[AsyncCallbackManagerForLLMRun] = None, **kwargs: Any) -> ChatResult:
+        llm, request = self._request(messages, stop, kwargs)
+        resp = await acall_with_retries(lambda: llm.mesh.acomplete(llm, request), self.max_retries, self.timeout)
+        return self._result(resp, llm)
+
+    def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        llm, request = self._request(messages, stop, kwargs)
+        conv = StreamConverter(llm.id, llm.connection.type_name or provider_of(llm.id))
+        events = stream_with_retries(lambda: llm.mesh.stream(llm, request), self.max_retries, self.timeout)
+        for ev in events:
+            gen = self._gen_chunk(conv, ev)
+            if gen is None:
+                continue
+            if run_manager is not None:
+                run_manager.on_llm_new_token(gen.text, chunk=gen)
+            yield gen
+
+    async def _astream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                       run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        llm, request = self._request(messages, stop, kwargs)
+        conv = StreamConverter(llm.id, llm.connection.type_name or provider_of(llm.id))
+        events = astream_with_retries(lambda: llm.mesh.astream(llm, request), self.max_retries, self.timeout)
+        async for ev in events:
+            gen = self._gen_chunk(conv, ev)
+            if gen is None:
+                continue
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(gen.text, chunk=gen)
+            yield gen
+
+    @staticmethod
+    def _gen_chunk(conv: StreamConverter, ev: Any) -> Optional[ChatGenerationChunk]:
+        if isinstance(ev, StreamFooter):
+            return ChatGenerationChunk(message=conv.footer(ev), generation_info={"finish_reason": ev.finish_reason})
+        msg = conv.chunk(ev)
+        return None if msg is None else ChatGenerationChunk(message=msg)
+
+    @staticmethod
+    def _result(resp: Any, llm: Any) -> ChatResult:
+        if not resp.success:
+            raise MeshError(resp.error or f"{llm.id} returned an unsuccessful response")
+        msg = response_to_ai_message(resp, llm_id=llm.id, provider=llm.connection.type_name or provider_of(llm.id))
+        return ChatResult(
+            generations=[ChatGeneration(message=msg, generation_info={"finish_reason": resp.finish_reason})],
+            llm_output={"model_name": llm.id, "token_usage": resp.usage.model_dump(exclude_none=True)},
+        )
+
+    def _combine_llm_outputs(self, llm_outputs: list[Optional[dict]]) -> dict:
+        usage: dict[str, int] = {}
+        model_name = None
+        for out in llm_outputs:
+            if not out:
+                continue
+            model_name = model_name or out.get("model_name")
+            for k, v in (out.get("token_usage") or {}).items():
+                if isinstance(v, int):
+                    usage[k] = usage.get(k, 0) + v
+        return {"model_name": model_name or self.model, "token_usage": usage}
+
+    # ---- tools and structured output ---------------------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[Union[dict[str, Any], type, Callable, BaseTool]],
+        *,
+        tool_choice: _ToolChoice = None,
+        strict: Optional[bool] = None,
+        parallel_tool_calls: Optional[bool] = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (LangChain tools, functions, pydantic models, TypedDicts or OpenAI/Anthropic
+        dicts) in the OpenAI format the seed's ``tools`` setting takes.
+
+        ``tool_choice``: ``"auto"``, ``"any"`` / ``"required"`` / ``True``, ``"none"``, or a tool's
+        name (see :func:`normalize_tool_choice`).
+        """
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        for t in formatted:
+            if t.get("type") != "function":
+                raise SettingsError(f"tool {t!r} is a provider built-in tool, which mesh LLMs do not offer; "
+                                    "bind function tools", ["tools"])
+        validate_settings({"tools": formatted})  # a malformed tool fails at bind time, naming the problem
+        names = [t["function"]["name"] for t in formatted]
+        choice = normalize_tool_choice(tool_choice, names)
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Optional[Union[dict[str, Any], type]] = None,
+        *,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        include_raw: bool = False,
+        strict: Optional[bool] = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Union[dict, Any]]:
+        """Output parsed into ``schema`` (a pydantic model -> instances; a TypedDict or JSON Schema
+        dict -> dicts).
+
+        ``method``: ``"json_schema"`` (the connection constrains the output to the schema through the
+        seed's ``responseFormat``), ``"function_calling"`` (a forced call of a tool named after the
+        schema) or ``"json_mode"`` (any JSON object; the prompt must ask for the fields).
+        ``include_raw=True`` returns ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}``.
+        """
+        if kwargs:
+            raise ValueError(f"unexpected arguments to with_structured_output: {sorted(kwargs)}")
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        if method == "function_calling":
+            if schema is None:
+                raise ValueError("method='function_calling' needs a schema")
+            tool_name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools([schema], tool_choice=tool_name, strict=strict,
+                                  ls_structured_output_format={"kwargs": {"method": method, "strict": strict},
+                                                               "schema": schema})
+            parser: Runnable = (PydanticToolsParser(tools=[schema], first_tool_only=True) if is_pydantic  # type: ignore[list-item]
+                                else JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True))
+        elif method == "json_mode":
+            ls_format = {"ls_structured_output_format": {"kwargs": {"method": method}, "schema": schema}} if schema else {}
+            llm = self.bind(response_format={"type": "json"}, **ls_format)
+            parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()  # type: ignore[arg-type]
+        elif method == "json_schema":
+            if schema is None:
+                raise ValueError("method='json_schema' needs a schema")
+            json_schema = (schema if isinstance(schema, dict) and ("properties" in schema or "type" in schema)
+                           else convert_to_json_schema(schema))
+            fmt: dict[str, Any] = {"type": "json", "schema": json_schema, "strict": bool(strict)}
+            name = _schema_name(schema) or _schema_name(json_schema)
+            if name:
+                fmt["name"] = name
+            llm = self.bind(response_format=fmt,
+                            ls_structured_output_format={"kwargs": {"method": method, "strict": strict},
+                                                         "schema": schema})
+            parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"method must be 'json_schema', 'function_calling' or 'json_mode', got {method!r}")
+
+        if not include_raw:
+            return llm | parser
+        parser_assign = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        parser_none = RunnablePassthrough.assign(parsed=lambda _: None)
+        with_fallback = parser_assign.with_fallbacks([parser_none], exception_key="parsing_error")
+        return RunnableMap(raw=llm) | with_fallback

@@ -1,0 +1,106 @@
+"""``MeshEmbeddings``: a mesh embedding LLM as LangChain ``Embeddings``.
+
+Texts go to the mesh in batches of ``batch_size`` (order preserved); vectors come back as lists of
+Python ``float`` whatever the connection produced (numpy scalars are converted). Async calls use the
+mesh's async path (``mesh.aembed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal, Optional
+
+from langchain_core.embeddings import Embeddings
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import MeshError
+from ..schema import EmbeddingRequest
+from ._common import acall_with_retries, call_with_retries, coerce_mesh, get_llm
+
+__all__ = ["MeshEmbeddings"]
+
+
+def _floats(vec: Any) -> list[float]:
+    if isinstance(vec, list) and (not vec or type(vec[0]) is float):
+        return vec
+    return [float(x) for x in vec]
+
+
+class MeshEmbeddings(BaseModel, Embeddings):
+    """``MeshEmbeddings(model="huggingfacelocal:local:all-MiniLM-L6-v2", mesh=mesh).embed_query("...")``."""
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, extra="forbid",
+                              protected_namespaces=())
+
+    model: str = Field(validation_alias=AliasChoices("model", "llm_id"))
+    """The mesh LLM id of a TEXT_EMBEDDING_EXTRACTION model."""
+    mesh: Optional[Any] = Field(default=None, exclude=True, repr=False)
+    """A Mesh, a config dict, or a path to a mesh YAML file; None = ``Mesh.default()``."""
+    batch_size: int = Field(default=32, ge=1)
+    """Texts per request to the connection."""
+    dimensions: Optional[int] = Field(default=None, ge=1)
+    """Output dimensions, for models that can shorten their vectors."""
+    max_concurrency: int = Field(default=1, ge=1)
+    """Batches in flight at once on the async path."""
+    max_retries: Optional[int] = None
+    timeout: Optional[float] = None
+    use_input_type: bool = True
+    """Tell the connection whether texts are documents or queries (models such as Cohere's embed
+    them differently; others ignore it)."""
+
+    @field_validator("mesh", mode="before")
+    @classmethod
+    def _coerce_mesh(cls, v: Any) -> Any:
+        return coerce_mesh(v)
+
+    @property
+    def llm_id(self) -> str:
+        return self.model
+
+    def _requests(self, texts: list[str], input_type: Literal["query", "document"]) -> list[EmbeddingRequest]:
+        kind = input_type if self.use_input_type else None
+        n = self.batch_size
+        return [EmbeddingRequest(texts=texts[i:i + n], dimensions=self.dimensions, input_type=kind)
+                for i in range(0, len(texts), n)]
+
+    @staticmethod
+    def _vectors(resp: Any, expected: int, llm_id: str) -> list[list[float]]:
+        if len(resp.embeddings) != expected:
+            raise MeshError(f"{llm_id} returned {len(resp.embeddings)} embeddings for {expected} texts")
+        return [_floats(v) for v in resp.embeddings]
+
+    def _embed(self, texts: list[str], input_type: Literal["query", "document"]) -> list[list[float]]:
+        if not texts:
+            return []
+        llm = get_llm(self.mesh, self.model, "TEXT_EMBEDDING_EXTRACTION")
+        out: list[list[float]] = []
+        for req in self._requests(list(texts), input_type):
+            resp = call_with_retries(lambda req=req: llm.mesh.embed(llm, req), self.max_retries)  # type: ignore[misc]
+            out.extend(self._vectors(resp, len(req.texts), llm.id))
+        return out
+
+    async def _aembed(self, texts: list[str], input_type: Literal["query", "document"]) -> list[list[float]]:
+        if not texts:
+            return []
+        llm = get_llm(self.mesh, self.model, "TEXT_EMBEDDING_EXTRACTION")
+        sem = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(req: EmbeddingRequest) -> list[list[float]]:
+            async with sem:
+                resp = await acall_with_retries(lambda: llm.mesh.aembed(llm, req), self.max_retries, self.timeout)
+            return self._vectors(resp, len(req.texts), llm.id)
+
+        batches = await asyncio.gather(*(one(r) for r in self._requests(list(texts), input_type)))
+        return [v for batch in batches for v in batch]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts, "document")
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed([text], "query")[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await self._aembed(texts, "document")
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return (await self._aembed([text], "query"))[0]

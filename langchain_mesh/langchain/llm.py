@@ -1,0 +1,187 @@
+"""``MeshLLM``: a mesh LLM as a LangChain text-completion model (``BaseLLM``).
+
+A prompt becomes one user message; the rest is the chat path: the same request building, the same
+``mesh.complete`` / ``mesh.acomplete`` / ``mesh.stream`` / ``mesh.astream`` dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Iterator, Optional
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseLLM
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+
+from ..errors import MeshError
+from ..schema import CompletionRequest, CompletionResponse, Message, StreamFooter, validate_settings
+from ._common import (
+    acall_with_retries,
+    astream_with_retries,
+    base_settings,
+    call_with_retries,
+    coerce_mesh,
+    merge_call_settings,
+    provider_of,
+    get_llm,
+    stream_with_retries,
+)
+from .convert import usage_to_metadata
+
+__all__ = ["MeshLLM"]
+
+
+class MeshLLM(BaseLLM):
+    """A mesh LLM as a LangChain text-completion model: ``MeshLLM(model=..., mesh=...).invoke("...")``."""
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model: str = Field(validation_alias=AliasChoices("model", "llm_id"))
+    mesh: Optional[Any] = Field(default=None, exclude=True, repr=False)
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = Field(default=None, validation_alias=AliasChoices("max_tokens", "max_output_tokens"))
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    stop: Optional[list[str]] = Field(default=None, validation_alias=AliasChoices("stop", "stop_sequences"))
+    timeout: Optional[float] = None
+    max_retries: Optional[int] = None
+    streaming: bool = False
+    """Make ``invoke``/``generate`` use the streaming path (callbacks then see each token)."""
+    api_key: Optional[SecretStr] = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    _base: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _base_validated: Any = PrivateAttr(default=None)
+
+    @field_validator("mesh", mode="before")
+    @classmethod
+    def _coerce_mesh(cls, v: Any) -> Any:
+        return coerce_mesh(v)
+
+    @model_validator(mode="after")
+    def _build_settings(self) -> "MeshLLM":
+        self._base = base_settings(
+            {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
+             "top_k": self.top_k, "stop": self.stop}, self.settings)
+        self._base_validated = validate_settings(self._base)
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return "mesh-llm"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, **self._base}
+
+    def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
+        model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.model
+        params = LangSmithParams(ls_provider=provider_of(model), ls_model_name=model, ls_model_type="llm")
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
+        ls_stop = stop or self.stop
+        if ls_stop:
+            params["ls_stop"] = list(ls_stop)
+        return params
+
+    def _request(self, prompt: str, stop: Optional[list[str]], kwargs: dict[str, Any]):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs)
+        model = kwargs.pop("model", None) or self.model
+        llm = get_llm(self.mesh, model, "GENERIC_COMPLETION")
+        if kwargs or stop is not None:
+            settings = validate_settings(merge_call_settings(self._base, stop, kwargs))
+        else:
+            settings = self._base_validated.model_copy()
+        request = CompletionRequest.model_construct(
+            messages=[Message.model_construct(role="user", content=prompt, tool_calls=None, tool_call_id=None, name=None)],
+            settings=settings)
+        return llm, request
+
+    @staticmethod
+    def _generation(resp: CompletionResponse, llm: Any) -> Generation:
+        if not resp.success:
+            raise MeshError(resp.error or f"{llm.id} returned an unsuccessful response")
+        return Generation(text=resp.text, generation_info={
+            "finish_reason": resp.finish_reason, "model_name": llm.id,
+            "usage_metadata": usage_to_metadata(resp.usage)})
+
+    def _llm_output(self, gens: list[Generation]) -> dict[str, Any]:
+        usage: dict[str, int] = {}
+        for g in gens:
+            for k in ("input_tokens", "output_tokens", "total_tokens"):
+                usage[k] = usage.get(k, 0) + int(((g.generation_info or {}).get("usage_metadata") or {}).get(k, 0))
+        return {"model_name": self.model, "token_usage": usage}
+
+    def _complete_one(self, prompt: str, stop: Optional[list[str]], run_manager: Optional[CallbackManagerForLLMRun],
+                      kwargs: dict[str, Any]) -> Generation:
+        if self.streaming:
+            final: Optional[GenerationChunk] = None
+            for chunk in self._stream(prompt, stop, run_manager, **kwargs):
+                final = chunk if final is None else final + chunk
+            if final is None:
+                return Generation(text="")
+            return Generation(text=final.text, generation_info=final.generation_info)
+        llm, request = self._request(prompt, stop, kwargs)
+        return self._generation(call_with_retries(lambda: llm.mesh.complete(llm, request), self.max_retries), llm)
+
+    def _generate(self, prompts: list[str], stop: Optional[list[str]] = None,
+                  run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> LLMResult:
+        gens = [self._complete_one(p, stop, run_manager, kwargs) for p in prompts]
+        return LLMResult(generations=[[g] for g in gens], llm_output=self._llm_output(gens))
+
+    async def _acomplete_one(self, prompt: str, stop: Optional[list[str]],
+                             run_manager: Optional[AsyncCallbackManagerForLLMRun], kwargs: dict[str, Any]) -> Generation:
+        if self.streaming:
+            final: Optional[GenerationChunk] = None
+            async for chunk in self._astream(prompt, stop, run_manager, **kwargs):
+                final = chunk if final is None else final + chunk
+            if final is None:
+                return Generation(text="")
+            return Generation(text=final.text, generation_info=final.generation_info)
+        llm, request = self._request(prompt, stop, kwargs)
+        resp = await acall_with_retries(lambda: llm.mesh.acomplete(llm, request), self.max_retries, self.timeout)
+        return self._generation(resp, llm)
+
+    async def _agenerate(self, prompts: list[str], stop: Optional[list[str]] = None,
+                         run_manager: Optional[AsyncCallbackManagerForLLMRun] = None, **kwargs: Any) -> LLMResult:
+        gens = list(await asyncio.gather(*(self._acomplete_one(p, stop, run_manager, kwargs) for p in prompts)))
+        return LLMResult(generations=[[g] for g in gens], llm_output=self._llm_output(gens))
+
+    @staticmethod
+    def _chunk(ev: Any, llm_id: str) -> Optional[GenerationChunk]:
+        if isinstance(ev, StreamFooter):
+            return GenerationChunk(text="", generation_info={
+                "finish_reason": ev.finish_reason, "model_name": llm_id,
+                "usage_metadata": usage_to_metadata(ev.usage)})
+        if not ev.text:
+            return None
+        return GenerationChunk(text=ev.text)
+
+    def _stream(self, prompt: str, stop: Optional[list[str]] = None,
+                run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> Iterator[GenerationChunk]:
+        llm, request = self._request(prompt, stop, kwargs)
+        for ev in stream_with_retries(lambda: llm.mesh.stream(llm, request), self.max_retries, self.timeout):
+            chunk = self._chunk(ev, llm.id)
+            if chunk is None:
+                continue
+            if run_manager is not None and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(self, prompt: str, stop: Optional[list[str]] = None,
+                       run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+                       **kwargs: Any) -> AsyncIterator[GenerationChunk]:
+        llm, request = self._request(prompt, stop, kwargs)
+        async for ev in astream_with_retries(lambda: llm.mesh.astream(llm, request), self.max_retries, self.timeout):
+            chunk = self._chunk(ev, llm.id)
+            if chunk is None:
+                continue
+            if run_manager is not None and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk

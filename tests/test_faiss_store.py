@@ -1,0 +1,392 @@
+"""FaissVectorStore: LangChain's standard suite (flat and HNSW), persistence, filters, scores, MMR."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("faiss")
+pytest.importorskip("langchain_tests")
+
+from langchain_core.documents import Document  # noqa: E402
+from langchain_tests.integration_tests import VectorStoreIntegrationTests  # noqa: E402
+
+from knowledge_banks import FaissVectorStore  # noqa: E402
+from knowledge_banks import persistence  # noqa: E402
+from knowledge_banks.filters import FilterError, compile_filter  # noqa: E402
+from knowledge_banks.persistence import StoreFormatError, UnsupportedFormatError  # noqa: E402
+
+
+def _embeddings():
+    from langchain_mesh import Mesh
+
+    mesh = Mesh.from_config({"connections": {"fake": {"type": "scripted"}}})
+    try:
+        from langchain_mesh.langchain import MeshEmbeddings
+    except ImportError:  # pragma: no cover - before the LangChain adapters land
+        from langchain_core.embeddings import DeterministicFakeEmbedding
+
+        return DeterministicFakeEmbedding(size=64)
+    return MeshEmbeddings(model="scripted:fake:embed", mesh=mesh)
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return _embeddings()
+
+
+# ---- LangChain's standard suite ----------------------------------------------------------------------
+
+
+class TestFlatStandard(VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self):
+        yield FaissVectorStore(embedding=self.get_embeddings())
+
+    @property
+    def has_get_by_ids(self) -> bool:
+        return True
+
+
+class TestHnswStandard(VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self):
+        yield FaissVectorStore(embedding=self.get_embeddings(), index="hnsw", index_params={"M": 16})
+
+    @property
+    def has_get_by_ids(self) -> bool:
+        return True
+
+
+class TestL2IvfStandard(VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self):
+        yield FaissVectorStore(embedding=self.get_embeddings(), distance="l2", index="ivf",
+                               index_params={"nlist": 2, "train_size": 4})
+
+    @property
+    def has_get_by_ids(self) -> bool:
+        return True
+
+
+# ---- corpus helpers ----------------------------------------------------------------------------------
+
+DOCS = [
+    Document(page_content="the cat sat on the mat", metadata={"kind": "pet", "year": 2019, "tags": ["a", "b"]},
+             id="cat"),
+    Document(page_content="dogs chase cats in the park", metadata={"kind": "pet", "year": 2021}, id="dog"),
+    Document(page_content="stock markets fell sharply today", metadata={"kind": "news", "year": 2023}, id="stock"),
+    Document(page_content="the central bank raised interest rates", metadata={"kind": "news", "year": 2024,
+                                                                              "draft": True}, id="bank"),
+    Document(page_content="a recipe for lemon cake", metadata={"kind": "food", "year": 2020, "id": "meta-id"},
+             id="cake"),
+]
+
+
+def _store(emb, **kw):
+    store = FaissVectorStore(embedding=emb, **kw)
+    store.add_documents(DOCS)
+    return store
+
+
+# ---- basics ------------------------------------------------------------------------------------------
+
+
+def test_ids_metadata_id_and_no_mutation(emb):
+    docs = [Document(page_content=d.page_content, metadata=dict(d.metadata), id=d.id) for d in DOCS]
+    store = FaissVectorStore(embedding=emb)
+    assert store.add_documents(docs) == [d.id for d in DOCS]
+    assert docs == DOCS
+    got = store.get_by_ids(["cake", "missing", "cat"])
+    assert [d.id for d in got] == ["cake", "cat"]
+    assert got[0].metadata["id"] == "meta-id" and got[0].id == "cake"
+    got[0].metadata["kind"] = "changed"
+    got[1].metadata["tags"].append("c")
+    assert store.get_by_ids(["cake"])[0].metadata["kind"] == "food"
+    assert store.get_by_ids(["cat"])[0].metadata["tags"] == ["a", "b"]
+
+
+def test_readd_replaces_and_delete_tolerates_missing(emb):
+    for index in ("flat", "hnsw", "ivf"):
+        store = _store(emb, index=index, index_params={"nlist": 2, "train_size": 3})
+        store.add_texts(["lemon tart with cream"], [{"kind": "food"}], ids=["cake"])
+        assert len(store) == len(DOCS)
+        assert store.similarity_search("lemon tart with cream", k=1)[0].page_content == "lemon tart with cream"
+        assert store.delete(["cake", "nope"]) is True
+        assert len(store) == len(DOCS) - 1
+        assert all(d.id != "cake" for d in store.similarity_search("lemon", k=10))
+
+
+def test_hnsw_tombstones_compact_and_stay_correct(emb):
+    store = FaissVectorStore(embedding=emb, index="hnsw")
+    texts = [f"document number {i} about topic{i % 7}" for i in range(300)]
+    store.add_texts(texts, ids=[str(i) for i in range(300)])
+    store.delete([str(i) for i in range(0, 300, 2)])
+    assert len(store) == 150
+    assert store._vi.ntotal == 150 and len(store._vi._tombstones) < 150  # compacted at least once
+    hits = store.similarity_search("document number 7 about topic0", k=20)
+    assert hits[0].id == "7" and all(int(d.id) % 2 == 1 for d in hits)
+
+
+def test_ivf_trains_when_large_enough(emb, tmp_path):
+    store = FaissVectorStore(embedding=emb, index="ivf", index_params={"nlist": 4, "train_size": 40, "nprobe": 4})
+    store.add_texts([f"text {i} w{i % 5}" for i in range(20)])
+    assert store._vi.active_kind == "flat"
+    ids = store.add_texts([f"text {i} w{i % 5}" for i in range(20, 60)])
+    assert store._vi.active_kind == "ivf"
+    assert store.similarity_search("text 33 w3", k=1)[0].page_content == "text 33 w3"
+    store.delete(ids[:5])
+    store.save(tmp_path / "ivf")
+    loaded = FaissVectorStore.load(tmp_path / "ivf", emb)
+    assert loaded._vi.active_kind == "ivf" and len(loaded) == 55
+    assert loaded.similarity_search("text 33 w3", k=1)[0].page_content == "text 33 w3"
+
+
+def test_dimension_mismatch_and_bad_metadata(emb):
+    store = _store(emb)
+    with pytest.raises(ValueError, match="dimensions"):
+        store.add_embeddings(["x"], [[0.1, 0.2]])
+    with pytest.raises(TypeError, match="JSON"):
+        store.add_texts(["x"], [{"when": object()}])
+    with pytest.raises(ValueError):
+        FaissVectorStore(embedding=emb, distance="manhattan")
+
+
+# ---- scores, MMR, retriever --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("distance", ["cosine", "l2", "ip"])
+def test_relevance_scores_in_unit_interval_and_ordered(emb, distance):
+    store = _store(emb, distance=distance)
+    results = store.similarity_search_with_relevance_scores("the cat sat on the mat", k=5)
+    scores = [s for _, s in results]
+    assert results[0][0].id == "cat"
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] == pytest.approx(1.0, abs=1e-5)
+    raw = [s for _, s in store.similarity_search_with_score("the cat sat on the mat", k=5)]
+    assert raw == (sorted(raw) if distance == "l2" else sorted(raw, reverse=True))
+    thresholded = store.similarity_search_with_relevance_scores("the cat sat on the mat", k=5, score_threshold=0.99)
+    assert [d.id for d, _ in thresholded] == ["cat"]
+
+
+def test_mmr_prefers_diversity(emb):
+    store = FaissVectorStore(embedding=emb)
+    store.add_texts(["apple banana cherry", "apple banana cherry", "apple banana cherry date",
+                     "apple pie recipe", "banana bread"], ids=["d1", "d2", "d3", "p", "b"])
+    plain = [d.id for d in store.similarity_search("apple banana cherry", k=2)]
+    mmr = [d.id for d in store.max_marginal_relevance_search("apple banana cherry", k=2, fetch_k=5, lambda_mult=0.3)]
+    assert set(plain) <= {"d1", "d2", "d3"}
+    assert mmr[0] in {"d1", "d2"} and mmr[1] not in {"d1", "d2"}
+
+
+def test_retriever_search_types(emb):
+    store = _store(emb)
+    assert len(store.as_retriever(search_kwargs={"k": 2}).invoke("cat")) == 2
+    assert len(store.as_retriever(k=1).invoke("cat")) == 1
+    r = store.as_retriever(search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.99})
+    assert [d.id for d in r.invoke("the cat sat on the mat")] == ["cat"]
+    assert len(store.as_retriever(search_type="mmr", search_kwargs={"k": 3, "fetch_k": 5}).invoke("cat")) == 3
+    hyb = store.as_retriever(search_type="hybrid", search_kwargs={"k": 2, "filter": {"kind": "news"}})
+    assert {d.id for d in hyb.invoke("interest rates")} == {"bank", "stock"}
+    assert store.as_retriever(search_type="keyword", k=1).invoke("lemon")[0].id == "cake"
+    with pytest.raises(ValueError):
+        store.as_retriever(search_type="semantic_hybrid")
+
+
+async def test_async_variants(emb):
+    store = FaissVectorStore(embedding=emb)
+    await store.aadd_documents(DOCS)
+    assert (await store.asimilarity_search("the cat sat on the mat", k=1))[0].id == "cat"
+    assert (await store.ahybrid_search("lemon cake", k=1))[0].id == "cake"
+    assert len(await store.amax_marginal_relevance_search("cat", k=2)) == 2
+    rel = await store.asimilarity_search_with_relevance_scores("cat", k=3)
+    assert all(0 <= s <= 1 for _, s in rel)
+    afrom = await FaissVectorStore.afrom_texts(["x y", "y z"], emb, ids=["1", "2"])
+    assert len(afrom) == 2
+
+
+# ---- filters -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ({"kind": "pet"}, {"cat", "dog"}),
+    ({"kind": {"$eq": "news"}}, {"stock", "bank"}),
+    ({"kind": {"$ne": "pet"}}, {"stock", "bank", "cake"}),
+    ({"kind": {"$in": ["food", "news"]}}, {"stock", "bank", "cake"}),
+    ({"kind": {"$nin": ["food", "news"]}}, {"cat", "dog"}),
+    ({"year": {"$gt": 2021}}, {"stock", "bank"}),
+    ({"year": {"$gte": 2021}}, {"dog", "stock", "bank"}),
+    ({"year": {"$lt": 2020}}, {"cat"}),
+    ({"year": {"$lte": 2020}}, {"cat", "cake"}),
+    ({"year": {"$gte": 2020, "$lt": 2023}}, {"dog", "cake"}),
+    ({"kind": "news", "year": 2024}, {"bank"}),
+    ({"$and": [{"kind": "pet"}, {"year": {"$gt": 2020}}]}, {"dog"}),
+    ({"$or": [{"kind": "food"}, {"year": 2019}]}, {"cake", "cat"}),
+    ({"$or": [{"kind": "food"}, {"$and": [{"kind": "news"}, {"draft": True}]}]}, {"cake", "bank"}),
+    ({"$not": {"kind": "pet"}}, {"stock", "bank", "cake"}),
+    ({"draft": {"$exists": True}}, {"bank"}),
+    ({"draft": {"$ne": True}}, {"cat", "dog", "stock", "cake"}),
+    ({"tags": "a"}, {"cat"}),
+    ({"tags": {"$in": ["b", "z"]}}, {"cat"}),
+    ({"id": "meta-id"}, {"cake"}),
+    ({"year": {"$gt": "2000"}}, set()),
+])
+def test_filters_in_store(emb, spec, expected):
+    store = _store(emb)
+    pred = compile_filter(spec)
+    assert {d.id for d in DOCS if pred(d.metadata)} == expected
+    got = store.similarity_search("anything at all", k=10, filter=spec, fetch_k=1)  # forces widening
+    assert {d.id for d in got} == expected
+    assert {d.id for d, _ in store.hybrid_search_with_score("cat bank", k=10, filter=spec)} == expected
+
+
+def test_filter_true_top_k_and_callable(emb):
+    store = _store(emb)
+    best = store.similarity_search("the central bank raised interest rates", k=1, filter={"kind": "news"}, fetch_k=1)
+    assert best[0].id == "bank"
+    assert [d.id for d in store.similarity_search("cake", k=5, filter=lambda md: md.get("year") == 2020)] == ["cake"]
+
+
+@pytest.mark.parametrize("bad", [{"a": {"$regex": "x"}}, {"$xor": []}, {"a": {"$in": "x"}}, {"$and": []},
+                                 {"a": {"$gt": None}}, {"a": {"$eq": 1, "b": 2}}, "kind=pet"])
+def test_malformed_filters_raise(bad):
+    with pytest.raises(FilterError):
+        compile_filter(bad)
+
+
+def test_bool_is_not_int_in_filters():
+    assert not compile_filter({"n": 1})({"n": True})
+    assert not compile_filter({"n": {"$gt": 0}})({"n": True})
+    assert compile_filter({"n": True})({"n": True})
+
+
+# ---- persistence -------------------------------------------------------------------------------------
+
+
+def test_round_trip_without_pickle(emb, tmp_path):
+    store = _store(emb, index="hnsw", index_params={"M": 8}, bm25_params={"k1": 1.0})
+    path = store.save(tmp_path / "bank")
+    names = sorted(os.listdir(path))
+    assert len(names) == 3 and names[2] == "manifest.json"
+    assert names[0].startswith("docstore-") and names[0].endswith(".jsonl")
+    assert names[1].startswith("index-") and names[1].endswith(".faiss")
+    for name in names:
+        assert not (path / name).read_bytes().startswith(b"\x80")  # no pickle protocol header
+    lines = (path / names[0]).read_text().splitlines()
+    assert json.loads(lines[0]) == {"format": "langchain-mesh.docstore", "format_version": 1, "count": 5}
+    assert {json.loads(line)["id"] for line in lines[1:]} == {d.id for d in DOCS}
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == "langchain-mesh.faiss-store" and manifest["format_version"] == 1
+    assert manifest["dimensions"] == 64 and manifest["distance"] == "cosine" and manifest["index"] == "hnsw"
+    assert manifest["index_params"] == {"M": 8} and manifest["bm25"] == {"k1": 1.0}
+
+    import faiss
+
+    assert faiss.read_index(str(path / names[1])).ntotal == 5
+    loaded = FaissVectorStore.load(path, emb)
+    assert loaded.index_type == "hnsw" and loaded.bm25_params == {"k1": 1.0}
+    assert sorted(loaded.get_by_ids([d.id for d in DOCS]), key=lambda d: d.id) == sorted(DOCS, key=lambda d: d.id)
+    q = "the central bank raised interest rates"
+    assert loaded.similarity_search_with_score(q, k=3) == store.similarity_search_with_score(q, k=3)
+    assert loaded.hybrid_search(q, k=3) == store.hybrid_search(q, k=3)
+    loaded.add_texts(["new text"], ids=["new"])  # keys continue after the loaded ones
+    assert len(loaded) == 6 and loaded.get_by_ids(["new"])[0].page_content == "new text"
+    # constructing with the path opens it too; conflicting settings are refused
+    assert len(FaissVectorStore(embedding=emb, path=str(path))) == 5
+    with pytest.raises(ValueError, match="distance"):
+        FaissVectorStore(embedding=emb, path=str(path), distance="l2")
+
+
+def test_empty_store_round_trip(emb, tmp_path):
+    FaissVectorStore(embedding=emb).save(tmp_path / "e")
+    loaded = FaissVectorStore.load(tmp_path / "e", emb)
+    assert len(loaded) == 0 and loaded.similarity_search("x") == []
+    loaded.add_texts(["hello"])
+    assert loaded.similarity_search("hello", k=1)[0].page_content == "hello"
+
+
+def test_unknown_format_version_is_refused(emb, tmp_path):
+    path = _store(emb).save(tmp_path / "bank")
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(UnsupportedFormatError, match="format_version 99 is not supported"):
+        FaissVectorStore.load(path, emb)
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format": "pickle"}))
+    with pytest.raises(UnsupportedFormatError):
+        FaissVectorStore.load(path, emb)
+    with pytest.raises(StoreFormatError, match="no manifest"):
+        FaissVectorStore.load(tmp_path / "nothing", emb)
+
+
+def test_corrupt_files_are_detected(emb, tmp_path):
+    path = _store(emb).save(tmp_path / "bank")
+    docstore = next(path.glob("docstore-*.jsonl"))
+    docstore.write_text(docstore.read_text().replace("lemon", "lime"))
+    with pytest.raises(StoreFormatError, match="SHA-256"):
+        FaissVectorStore.load(path, emb)
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "files": {**manifest["files"], "index": "../x"}}))
+    with pytest.raises(StoreFormatError, match="bad file name"):
+        FaissVectorStore.load(path, emb)
+
+
+@pytest.mark.parametrize("where", ["index", "docstore", "manifest"])
+def test_crash_during_save_leaves_previous_version(emb, tmp_path, monkeypatch, where):
+    store = _store(emb)
+    path = store.save(tmp_path / "bank")
+    before = sorted(os.listdir(path))
+    store.add_texts(["an unsaved change"], ids=["new"])
+    store.delete(["cat"])
+
+    def boom(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    if where == "index":
+        from knowledge_banks.vector_index import VectorIndex
+
+        monkeypatch.setattr(VectorIndex, "write", lambda self, p: (Path(p).write_bytes(b"partial"), boom()))
+    elif where == "docstore":
+        monkeypatch.setattr(persistence, "_write_docstore", boom)
+    else:
+        monkeypatch.setattr(persistence.os, "replace", boom)
+    with pytest.raises(OSError, match="simulated"):
+        store.save()
+    monkeypatch.undo()
+    assert sorted(os.listdir(path)) == before  # no half-written files left behind
+    old = FaissVectorStore.load(path, emb)
+    assert len(old) == 5 and old.get_by_ids(["new"]) == [] and old.get_by_ids(["cat"])
+    assert store.has_unsaved_changes
+    store.save()
+    assert len(FaissVectorStore.load(path, emb)) == 5 and sorted(os.listdir(path)) != before
+
+
+def test_copy_to_stages_a_new_version(emb, tmp_path):
+    store = _store(emb)
+    v1 = store.save(tmp_path / "v1")
+    v2 = store.copy_to(tmp_path / "v2")  # unchanged: hard links
+    f1 = next(v1.glob("index-*")); f2 = v2 / f1.name
+    assert f2.exists() and os.stat(f1).st_ino == os.stat(f2).st_ino
+    staged = FaissVectorStore.load(v2, emb)
+    staged.add_texts(["only in v2"], ids=["v2doc"])
+    staged.save()
+    assert FaissVectorStore.load(v1, emb).get_by_ids(["v2doc"]) == []
+    assert FaissVectorStore.load(v2, emb).get_by_ids(["v2doc"])[0].page_content == "only in v2"
+    assert f1.exists()  # v1's files untouched by v2's commit
+    staged.add_texts(["unsaved"], ids=["u"])
+    staged.copy_to(tmp_path / "v3")  # dirty: a real save there, staged keeps its own path
+    assert staged.path == v2 and staged.has_unsaved_changes
+    assert len(FaissVectorStore.load(tmp_path / "v3", emb)) == 7
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, langchain_mesh, knowledge_banks; "
+            "print([m for m in ('faiss', 'numpy', 'bm25s', 'Stemmer') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,202 @@
+"""langchain-tests' integration suites against the scripted connection, with every feature flag on.
+
+The connection is a scripted one that, when nothing is scripted, answers like an ideal model: it
+calls a tool when tools are bound and the conversation awaits one (forced or not), fills arguments
+from the prompt (quoted text, numbers), writes JSON that follows a requested schema, and otherwise
+echoes. So these suites check the whole LangChain face (conversion, tools, tool choice, structured
+output in every method, streaming, usage, multimodal and Anthropic-style inputs, model override)
+deterministically, with answer quality out of the picture; the same suites run against the real
+local model in ``test_langchain_integration.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("langchain_tests")
+
+from langchain_tests.integration_tests import ChatModelIntegrationTests, EmbeddingsIntegrationTests  # noqa: E402
+
+from langchain_mesh.connections import register_connection_type  # noqa: E402
+from langchain_mesh.langchain import MeshChatModel, MeshEmbeddings  # noqa: E402
+from langchain_mesh.schema import CompletionRequest, FunctionCall, ImagePart, ImageURLPart, ToolCall  # noqa: E402
+from langchain_mesh.testing.scripted import Reply, ScriptedConnection  # noqa: E402
+
+# --------------------------------------------------------------------------------------------------
+# an "ideal model" scripted connection
+
+
+def _last_user_text(request: CompletionRequest) -> str:
+    return next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+
+
+def _quoted(text: str) -> list[str]:
+    return [a or b for a, b in re.findall(r"'([^']+)'|\"([^\"]+)\"", text)]
+
+
+def _instance(schema: Any, prompt: str, defs: dict[str, Any], key: str = "") -> Any:
+    """A value valid against ``schema``, taking strings and numbers from the prompt where it can."""
+    if not isinstance(schema, dict):
+        return None
+    if "$ref" in schema:
+        return _instance(defs.get(schema["$ref"].split("/")[-1], {}), prompt, defs, key)
+    for k in ("anyOf", "oneOf"):
+        if k in schema:
+            options = [o for o in schema[k] if o.get("type") != "null"] or schema[k]
+            return _instance(options[0], prompt, defs, key)
+    if "enum" in schema:
+        return schema["enum"][0]
+    t = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), "string")
+    if t == "object":
+        props = schema.get("properties", {})
+        return {k: _instance(v, prompt, defs, k) for k, v in props.items()}
+    if t == "array":
+        return [_instance(schema.get("items", {}), prompt, defs, key)]
+    if t in ("integer", "number"):
+        nums = re.findall(r"-?\d+", prompt)
+        return int(nums[0]) if nums else 1
+    if t == "boolean":
+        return True
+    if t == "null":
+        return None
+    quoted = _quoted(prompt)
+    return quoted[0] if quoted else (f"{key}: {prompt[:60]}" if key else prompt[:60]) or "ok"
+
+
+class OracleConnection(ScriptedConnection):
+    def _next(self, request: CompletionRequest) -> Reply:
+        with self._script_lock:
+            self.requests.append(request)
+            if self._replies:
+                return self._replies.popleft()
+        s = request.settings
+        prompt = _last_user_text(request)
+        tools = list(s.tools or [])
+        choice = s.toolChoice.type if s.toolChoice else "auto"
+        awaiting_tool = bool(request.messages) and request.messages[-1].role == "user"
+        if tools and choice != "none" and (choice in ("required", "tool_name") or awaiting_tool):
+            if choice == "tool_name":
+                spec = next(t for t in tools if t.function.name == s.toolChoice.name)  # type: ignore[union-attr]
+            else:
+                spec = next((t for t in tools if t.function.name in prompt), tools[0])
+            params = spec.function.parameters
+            args = _instance(params, prompt, params.get("$defs", {}))
+            call = ToolCall(id=f"call_{len(self.requests)}",
+                            function=FunctionCall(name=spec.function.name, arguments=json.dumps(args, ensure_ascii=False)))
+            return Reply(tool_calls=[call])
+        if s.responseFormat is not None and s.responseFormat.type == "json":
+            schema = s.responseFormat.schema_
+            if schema is None:
+                keys = [q for q in _quoted(prompt) if re.fullmatch(r"\w+", q)] or ["answer"]
+                schema = {"type": "object", "properties": {k: {"type": "string"} for k in keys}}
+            return Reply(text=json.dumps(_instance(schema, prompt, schema.get("$defs", {}))))
+        if request.messages and request.messages[-1].role == "tool":
+            return Reply(text=f"The tool said: {request.messages[-1].text}")
+        images = [p for m in request.messages for p in m.parts if isinstance(p, (ImagePart, ImageURLPart))]
+        if images:
+            return Reply(text=f"I see {len(images)} image(s).")
+        return Reply(text=prompt or "Hello!")
+
+
+register_connection_type("lc-oracle", OracleConnection)
+ORACLE = {"connections": {"o": {"type": "lc-oracle", "models": [
+    {"id": "chat"}, {"id": "chat-2"}, {"id": "embed", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}}
+
+
+def _png(width: int = 2, height: int = 2) -> bytes:
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(autouse=True)
+def _serve_image_fixtures_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image tests download a PNG with httpx.get; these machines have no internet, so serve it."""
+    png = _png()
+
+    def fake_get(url: str, *a: Any, **kw: Any) -> httpx.Response:
+        if url.endswith(".png"):
+            return httpx.Response(200, content=png, request=httpx.Request("GET", url))
+        raise AssertionError(f"unexpected download of {url}")
+
+    monkeypatch.setattr(httpx, "get", fake_get)
+
+
+class TestMeshChatModelOnScripted(ChatModelIntegrationTests):
+    @property
+    def chat_model_class(self) -> type[MeshChatModel]:
+        return MeshChatModel
+
+    @property
+    def chat_model_params(self) -> dict:
+        return {"model": "lc-oracle:o:chat", "mesh": ORACLE}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return True
+
+    @property
+    def supports_image_urls(self) -> bool:
+        return True
+
+    @property
+    def supports_image_tool_message(self) -> bool:
+        return True
+
+    @property
+    def supports_anthropic_inputs(self) -> bool:
+        return True
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True
+
+    @property
+    def model_override_value(self) -> str:
+        return "lc-oracle:o:chat-2"
+
+
+class TestMeshChatModelOnScriptedFunctionCalling(TestMeshChatModelOnScripted):
+    """The structured-output tests again, through forced tool calls."""
+
+    @property
+    def structured_output_kwargs(self) -> dict:
+        return {"method": "function_calling"}
+
+
+class TestMeshEmbeddingsOnScripted(EmbeddingsIntegrationTests):
+    @property
+    def embeddings_class(self) -> type[MeshEmbeddings]:
+        return MeshEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"model": "lc-oracle:o:embed", "mesh": ORACLE, "batch_size": 2}
