@@ -363,7 +363,7 @@ class FaissVectorStore(VectorStore):
         missing score of each candidate computed exactly (dense similarity or BM25), not taken as 0.
         Returns (document, fused score) best first.
 
-        Defaults measured on SciFact dev (all-MiniLM-L6-v2, bench/kb_search.py): weighted α=0.5 gives
+        Defaults measured on SciFact dev (all-MiniLM-L6-v2, bench/retrieval.py): weighted α=0.5 gives
         nDCG@10 0.742 against 0.715 for plain RRF, 0.665 dense and 0.702 BM25.
         """
         if fusion not in FUSION_METHODS:

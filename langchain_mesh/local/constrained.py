@@ -52,10 +52,17 @@ def _bounded(schema: Any) -> Any:
     return out
 
 
+_SCALAR = [{"type": "string", "maxLength": _MAX_STRING}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]
+_VALUE = {"anyOf": _SCALAR + [{"type": "array", "maxItems": _MAX_ITEMS, "items": {"anyOf": _SCALAR}}]}
+# "Any JSON object", bounded: two levels deep, at most _MAX_ITEMS members and items per level.
+_ANY_OBJECT = {"type": "object", "maxProperties": _MAX_ITEMS, "additionalProperties": {
+    "anyOf": [_VALUE, {"type": "object", "maxProperties": _MAX_ITEMS, "additionalProperties": _VALUE}]}}
+
+
 def json_grammar(schema: Optional[dict[str, Any]]) -> str:
     import llguidance
 
-    target = _bounded(schema) if schema else {"type": "object"}
+    target = _bounded(schema) if schema else _ANY_OBJECT
     return llguidance.LLMatcher.grammar_from_json_schema(target, defaults={"whitespace_flexible": False})
 
 
