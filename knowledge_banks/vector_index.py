@@ -248,7 +248,6 @@ class VectorIndex:
 
     def scores_for(self, vector: Any, keys: Any) -> list[float]:
         """Exact raw scores of the query against specific stored vectors."""
-        np = self._np
         if len(keys) == 0:
             return []
         q = self.prepare(vector)[0]

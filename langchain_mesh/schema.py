@@ -13,7 +13,7 @@ import difflib
 import json
 import re
 from enum import Enum
-from typing import Annotated, Any, Iterable, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
@@ -596,13 +596,3 @@ class ModelInfo(_Model):
     purposes: list[Purpose]
     description: str = ""
     capabilities: ModelCapabilities = Field(default_factory=ModelCapabilities)
-
-
-def settings_tools(settings: CompletionSettings) -> list[ToolSpec]:
-    return list(settings.tools or [])
-
-
-def iter_text(events: Iterable[StreamEvent]) -> Iterable[str]:
-    for ev in events:
-        if isinstance(ev, StreamChunk) and ev.text:
-            yield ev.text

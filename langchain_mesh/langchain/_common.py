@@ -9,8 +9,11 @@ import random
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, TypeVar
 
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+
 from ..errors import ProviderError, ProviderTimeoutError
 from ..ids import parse_llm_id
+from ..schema import validate_settings
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -231,3 +234,51 @@ def get_llm(mesh: Optional["Mesh"], llm_id: str, purpose: str) -> "LLM":
         llm._require(want)  # raises CapabilityError listing the models that can
     return llm
 
+
+class MeshModelFields(BaseModel):
+    """The constructor fields :class:`MeshChatModel` and :class:`MeshLLM` share, validated once."""
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model: str = Field(validation_alias=AliasChoices("model", "llm_id"))
+    """The mesh LLM id, e.g. ``openai:myopenai:gpt-4o`` (``llm_id`` is accepted too)."""
+    mesh: Optional[Any] = Field(default=None, exclude=True, repr=False)
+    """A Mesh, a config dict, or a path to a mesh YAML file; None = ``Mesh.default()``."""
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = Field(default=None, validation_alias=AliasChoices("max_tokens", "max_output_tokens"))
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    stop: Optional[list[str]] = Field(default=None, validation_alias=AliasChoices("stop", "stop_sequences"))
+    timeout: Optional[float] = None
+    """Seconds for a whole call: enforced on async calls and between stream events; a synchronous
+    non-streaming call is bounded by its connection's own ``timeout``."""
+    max_retries: Optional[int] = None
+    """Retries of retryable mesh errors (rate limits, 5xx, timeouts) made by this adapter, on top of
+    the connection's own; a stream is only retried before its first event."""
+    streaming: bool = False
+    """Make ``invoke`` go through the streaming path (callbacks then see each token)."""
+    api_key: Optional[SecretStr] = None
+    """Accepted for LangChain compatibility; credentials belong to the mesh connection's config."""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Further seed settings (``presencePenalty``, ``frequencyPenalty``, ``logProbs``, ``seed``...)."""
+
+    _base: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _base_validated: Any = PrivateAttr(default=None)
+
+    @field_validator("mesh", mode="before")
+    @classmethod
+    def _coerce_mesh(cls, v: Any) -> Any:
+        return coerce_mesh(v)
+
+    @model_validator(mode="after")
+    def _build_settings(self) -> "MeshModelFields":
+        self._base = base_settings(
+            {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
+             "top_k": self.top_k, "stop": self.stop}, self.settings)
+        # misspelt or out-of-range settings fail here, not on the first call
+        self._base_validated = validate_settings(self._base)
+        return self
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, **self._base}

@@ -23,16 +23,14 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from ..errors import MeshError, SettingsError
 from ..schema import CompletionRequest, StreamFooter, validate_settings
 from ._common import (
+    MeshModelFields,
     acall_with_retries,
     astream_with_retries,
-    base_settings,
     call_with_retries,
-    coerce_mesh,
     merge_call_settings,
     provider_of,
     get_llm,
@@ -111,7 +109,7 @@ def _schema_name(schema: Any) -> Optional[str]:
     return getattr(schema, "__name__", None)
 
 
-class MeshChatModel(BaseChatModel):
+class MeshChatModel(MeshModelFields, BaseChatModel):
     """A mesh LLM (``<connection type>:<connection name>:<model>``) as a LangChain chat model.
 
     ```python
@@ -129,47 +127,6 @@ class MeshChatModel(BaseChatModel):
     ``extra``...) go in ``settings`` under the seed's names; per-call kwargs accept either naming.
     """
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
-
-    model: str = Field(validation_alias=AliasChoices("model", "llm_id"))
-    """The mesh LLM id, e.g. ``openai:myopenai:gpt-4o`` (``llm_id`` is accepted too)."""
-    mesh: Optional[Any] = Field(default=None, exclude=True, repr=False)
-    """A Mesh, a config dict, or a path to a mesh YAML file; None = ``Mesh.default()``."""
-    temperature: Optional[float] = None
-    max_tokens: Optional[int] = Field(default=None, validation_alias=AliasChoices("max_tokens", "max_output_tokens"))
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    stop: Optional[list[str]] = Field(default=None, validation_alias=AliasChoices("stop", "stop_sequences"))
-    timeout: Optional[float] = None
-    """Seconds for a whole call: enforced on async calls and between stream events; a synchronous
-    non-streaming call is bounded by its connection's own ``timeout``."""
-    max_retries: Optional[int] = None
-    """Retries of retryable mesh errors (rate limits, 5xx, timeouts) made by this adapter, on top of
-    the connection's own; a stream is only retried before its first event."""
-    streaming: bool = False
-    """Make ``invoke`` go through the streaming path (callbacks then see each token)."""
-    api_key: Optional[SecretStr] = None
-    """Accepted for LangChain compatibility; credentials belong to the mesh connection's config."""
-    settings: dict[str, Any] = Field(default_factory=dict)
-    """Further seed settings (``presencePenalty``, ``frequencyPenalty``, ``logProbs``, ``seed``...)."""
-
-    _base: dict[str, Any] = PrivateAttr(default_factory=dict)
-    _base_validated: Any = PrivateAttr(default=None)
-
-    @field_validator("mesh", mode="before")
-    @classmethod
-    def _coerce_mesh(cls, v: Any) -> Any:
-        return coerce_mesh(v)
-
-    @model_validator(mode="after")
-    def _build_settings(self) -> "MeshChatModel":
-        self._base = base_settings(
-            {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
-             "top_k": self.top_k, "stop": self.stop}, self.settings)
-        # misspelt or out-of-range settings fail here, not on the first call
-        self._base_validated = validate_settings(self._base)
-        return self
-
     # ---- LangChain metadata ------------------------------------------------------------------------------
 
     @property
@@ -179,10 +136,6 @@ class MeshChatModel(BaseChatModel):
     @property
     def llm_id(self) -> str:
         return self.model
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, **self._base}
 
     def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
         model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.model

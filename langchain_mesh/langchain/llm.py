@@ -13,16 +13,14 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from ..errors import MeshError
 from ..schema import CompletionRequest, CompletionResponse, Message, StreamFooter, validate_settings
 from ._common import (
+    MeshModelFields,
     acall_with_retries,
     astream_with_retries,
-    base_settings,
     call_with_retries,
-    coerce_mesh,
     merge_call_settings,
     provider_of,
     get_llm,
@@ -33,48 +31,12 @@ from .convert import usage_to_metadata
 __all__ = ["MeshLLM"]
 
 
-class MeshLLM(BaseLLM):
+class MeshLLM(MeshModelFields, BaseLLM):
     """A mesh LLM as a LangChain text-completion model: ``MeshLLM(model=..., mesh=...).invoke("...")``."""
-
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
-
-    model: str = Field(validation_alias=AliasChoices("model", "llm_id"))
-    mesh: Optional[Any] = Field(default=None, exclude=True, repr=False)
-    temperature: Optional[float] = None
-    max_tokens: Optional[int] = Field(default=None, validation_alias=AliasChoices("max_tokens", "max_output_tokens"))
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    stop: Optional[list[str]] = Field(default=None, validation_alias=AliasChoices("stop", "stop_sequences"))
-    timeout: Optional[float] = None
-    max_retries: Optional[int] = None
-    streaming: bool = False
-    """Make ``invoke``/``generate`` use the streaming path (callbacks then see each token)."""
-    api_key: Optional[SecretStr] = None
-    settings: dict[str, Any] = Field(default_factory=dict)
-
-    _base: dict[str, Any] = PrivateAttr(default_factory=dict)
-    _base_validated: Any = PrivateAttr(default=None)
-
-    @field_validator("mesh", mode="before")
-    @classmethod
-    def _coerce_mesh(cls, v: Any) -> Any:
-        return coerce_mesh(v)
-
-    @model_validator(mode="after")
-    def _build_settings(self) -> "MeshLLM":
-        self._base = base_settings(
-            {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
-             "top_k": self.top_k, "stop": self.stop}, self.settings)
-        self._base_validated = validate_settings(self._base)
-        return self
 
     @property
     def _llm_type(self) -> str:
         return "mesh-llm"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, **self._base}
 
     def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
         model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.model
