@@ -131,6 +131,44 @@ def bench_fixed(iterations: int, repeat: int) -> None:
     ]
     print_table(f"Trivial in-script connection: mesh overhead per call "
                 f"(best of {repeat} x {iterations} calls)", rows)
+    bench_langchain(mesh, conn, request, max(iterations // 10, 100), repeat)
+
+
+def bench_langchain(mesh: Mesh, conn: Any, request: CompletionRequest, iterations: int, repeat: int) -> None:
+    """MeshChatModel.invoke against the connection called directly, and the message conversion alone."""
+    if importlib.util.find_spec("langchain_core") is None:
+        print("\nlangchain-core is not installed; MeshChatModel rows skipped")
+        return
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+    from langchain_mesh.langchain import MeshChatModel
+    from langchain_mesh.langchain.convert import to_mesh_messages
+
+    chat = MeshChatModel(model="bench-fixed:fixed:chat", mesh=mesh)
+    fake = FakeListChatModel(responses=["Paris"])
+    conversation = [
+        SystemMessage("You answer briefly."),
+        HumanMessage("What is 3 * 6?"),
+        AIMessage("", tool_calls=[{"name": "multiply", "args": {"a": 3, "b": 6}, "id": "call_1"}]),
+        ToolMessage("18", tool_call_id="call_1"),
+        HumanMessage("And the capital of France?"),
+    ]
+    five = CompletionRequest(messages=to_mesh_messages(conversation))
+    rows = [
+        ("MeshChatModel.invoke(str)", compare(lambda: conn.complete("chat", request),
+                                              lambda: chat.invoke("What is the capital of France?"), iterations, repeat)),
+        ("MeshChatModel.invoke(5 messages)", compare(lambda: conn.complete("chat", five),
+                                                     lambda: chat.invoke(conversation), iterations, repeat)),
+        # LangChain's own fake chat model: the floor any BaseChatModel pays for callbacks and run trees
+        ("vs LangChain FakeListChatModel.invoke", compare(lambda: fake.invoke("What is the capital of France?"),
+                                                          lambda: chat.invoke("What is the capital of France?"),
+                                                          iterations, repeat)),
+        ("message conversion only (5 messages)", compare(lambda: None, lambda: to_mesh_messages(conversation),
+                                                         iterations, repeat)),
+    ]
+    print_table(f"LangChain face: MeshChatModel vs the connection called directly "
+                f"(best of {repeat} x {iterations} calls; 'direct' is the connection call, LangChain's fake model, or an empty call)", rows)
 
 
 def bench_local(iterations: int, repeat: int, torch_threads: Optional[int]) -> None:
