@@ -282,3 +282,26 @@ class MeshModelFields(BaseModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model, **self._base}
+
+    def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> Any:
+        from langchain_core.language_models.base import LangSmithParams
+
+        model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.model
+        params = LangSmithParams(ls_provider=provider_of(model), ls_model_name=model,
+                                 ls_model_type=self._ls_model_type)  # type: ignore[attr-defined]
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
+        ls_stop = stop or kwargs.get("stop") or self.stop
+        if ls_stop:
+            params["ls_stop"] = list(ls_stop)
+        return params
+
+    def _call_settings(self, stop: Optional[list[str]], kwargs: dict[str, Any]) -> Any:
+        """Settings of one call: the construction-time ones (validated once) unless the call adds any."""
+        if kwargs or stop is not None:
+            return validate_settings(merge_call_settings(self._base, stop, kwargs))
+        return self._base_validated.model_copy()

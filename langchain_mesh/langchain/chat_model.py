@@ -10,11 +10,10 @@ async ones, so async calls use the connection's own async client, never a thread
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any, AsyncIterator, Callable, Iterator, Literal, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Literal, Optional, Sequence, Union
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
@@ -31,7 +30,6 @@ from ._common import (
     acall_with_retries,
     astream_with_retries,
     call_with_retries,
-    merge_call_settings,
     provider_of,
     get_llm,
     stream_with_retries,
@@ -129,6 +127,8 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
 
     # ---- LangChain metadata ------------------------------------------------------------------------------
 
+    _ls_model_type: ClassVar[str] = "chat"
+
     @property
     def _llm_type(self) -> str:
         return "mesh-chat"
@@ -137,19 +137,6 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
     def llm_id(self) -> str:
         return self.model
 
-    def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
-        model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.model
-        params = LangSmithParams(ls_provider=provider_of(model), ls_model_name=model, ls_model_type="chat")
-        temperature = kwargs.get("temperature", self.temperature)
-        if isinstance(temperature, (int, float)):
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if isinstance(max_tokens, int):
-            params["ls_max_tokens"] = max_tokens
-        ls_stop = stop or kwargs.get("stop") or self.stop
-        if ls_stop:
-            params["ls_stop"] = list(ls_stop)
-        return params
 
     # ---- request building --------------------------------------------------------------------------------
 
@@ -163,10 +150,7 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
             kwargs["tool_choice"] = normalize_tool_choice(kwargs["tool_choice"], names)
         if kwargs.get("response_format") is not None:
             kwargs["response_format"] = normalize_response_format(kwargs["response_format"])
-        if kwargs or stop is not None:
-            settings = validate_settings(merge_call_settings(self._base, stop, kwargs))
-        else:  # the common case: nothing per call, the settings validated at construction
-            settings = self._base_validated.model_copy()
+        settings = self._call_settings(stop, kwargs)
         request = CompletionRequest.model_construct(messages=to_mesh_messages(messages), settings=settings)
         return llm, request
 

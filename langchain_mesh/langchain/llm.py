@@ -7,22 +7,19 @@ A prompt becomes one user message; the rest is the chat path: the same request b
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Iterator, Optional
+from typing import Any, AsyncIterator, ClassVar, Iterator, Optional
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM
-from langchain_core.language_models.base import LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from ..errors import MeshError
-from ..schema import CompletionRequest, CompletionResponse, Message, StreamFooter, validate_settings
+from ..schema import CompletionRequest, CompletionResponse, Message, StreamFooter
 from ._common import (
     MeshModelFields,
     acall_with_retries,
     astream_with_retries,
     call_with_retries,
-    merge_call_settings,
-    provider_of,
     get_llm,
     stream_with_retries,
 )
@@ -34,32 +31,18 @@ __all__ = ["MeshLLM"]
 class MeshLLM(MeshModelFields, BaseLLM):
     """A mesh LLM as a LangChain text-completion model: ``MeshLLM(model=..., mesh=...).invoke("...")``."""
 
+    _ls_model_type: ClassVar[str] = "llm"
+
     @property
     def _llm_type(self) -> str:
         return "mesh-llm"
 
-    def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
-        model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.model
-        params = LangSmithParams(ls_provider=provider_of(model), ls_model_name=model, ls_model_type="llm")
-        temperature = kwargs.get("temperature", self.temperature)
-        if isinstance(temperature, (int, float)):
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if isinstance(max_tokens, int):
-            params["ls_max_tokens"] = max_tokens
-        ls_stop = stop or self.stop
-        if ls_stop:
-            params["ls_stop"] = list(ls_stop)
-        return params
 
     def _request(self, prompt: str, stop: Optional[list[str]], kwargs: dict[str, Any]):  # type: ignore[no-untyped-def]
         kwargs = dict(kwargs)
         model = kwargs.pop("model", None) or self.model
         llm = get_llm(self.mesh, model, "GENERIC_COMPLETION")
-        if kwargs or stop is not None:
-            settings = validate_settings(merge_call_settings(self._base, stop, kwargs))
-        else:
-            settings = self._base_validated.model_copy()
+        settings = self._call_settings(stop, kwargs)
         request = CompletionRequest.model_construct(
             messages=[Message.model_construct(role="user", content=prompt, tool_calls=None, tool_call_id=None, name=None)],
             settings=settings)
