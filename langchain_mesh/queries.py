@@ -116,12 +116,11 @@ class MultipartMessage:
 
     def with_inline_image(self, image: Union[bytes, str], mime_type: Optional[str] = None) -> "MultipartMessage":
         """Raw bytes, or base64 text as the seed's callers sometimes pass."""
-        data = image.encode("ascii") if isinstance(image, str) else image
         if isinstance(image, str):
             import base64
 
-            data = base64.b64decode(data)
-        self._parts.append(ImagePart.from_bytes(data, mime_type))
+            image = base64.b64decode(image)
+        self._parts.append(ImagePart.from_bytes(image, mime_type))
         return self
 
     def with_image_url(self, url: str, detail: Optional[str] = None) -> "MultipartMessage":

@@ -93,13 +93,19 @@ class Connection:
 
     async def astream(self, model: str, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         # Pull the sync iterator from a worker thread one event at a time so the loop stays free.
+        # Compute-bound connections (local models) get the same treatment for free.
         it = self.stream(model, request)
         sentinel = object()
-        while True:
-            ev = await asyncio.to_thread(next, it, sentinel)
-            if ev is sentinel:
-                return
-            yield ev  # type: ignore[misc]
+        try:
+            while True:
+                ev = await asyncio.to_thread(next, it, sentinel)
+                if ev is sentinel:
+                    return
+                yield ev  # type: ignore[misc]
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:  # a consumer that stops early ends the generation too
+                close()
 
     # ---- embeddings and images -----------------------------------------------------------------------
 

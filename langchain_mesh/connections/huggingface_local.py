@@ -18,11 +18,10 @@ output) are produced under schema-constrained decoding (:mod:`langchain_mesh.loc
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from pydantic import Field
 
@@ -30,7 +29,6 @@ from ..config import ConnectionConfig, ModelConfig
 from ..errors import BadRequestError, CapabilityError, SettingsError
 from ..schema import (
     CompletionRequest,
-    CompletionResponse,
     CompletionSettings,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -49,7 +47,8 @@ from ..schema import (
     ToolCallDelta,
     Usage,
 )
-from .base import Connection, collect_stream
+from ..local.constrained import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from .base import Connection
 
 __all__ = ["HuggingFaceLocalConnection", "LocalModelConfig", "HuggingFaceLocalConfig"]
 
@@ -122,11 +121,8 @@ class HuggingFaceLocalConnection(Connection):
 
     # ---- completion ---------------------------------------------------------------------------------
 
-    def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:
-        return collect_stream(self.stream(model, request))
-
     def stream(self, model: str, request: CompletionRequest) -> Iterator[StreamEvent]:
-        from ..local.constrained import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, GrammarConstraint, json_grammar, tool_call_grammar
+        from ..local.constrained import GrammarConstraint, json_grammar, tool_call_grammar
         from ..local.generation import Finished, generate
 
         lm = self._chat_model(model)
@@ -194,26 +190,8 @@ class HuggingFaceLocalConnection(Connection):
     @staticmethod
     def _is_plain_text(text: str) -> bool:
         """In auto mode, text that can no longer become ``<tool_call>`` is an ordinary answer."""
-        from ..local.constrained import TOOL_CALL_OPEN
-
         head = text[: len(TOOL_CALL_OPEN)]
         return bool(head) and not TOOL_CALL_OPEN.startswith(head)
-
-    async def acomplete(self, model: str, request: CompletionRequest) -> CompletionResponse:
-        # Compute-bound: the generation loop runs in a worker thread so the event loop stays free.
-        return await asyncio.to_thread(self.complete, model, request)
-
-    async def astream(self, model: str, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
-        it = self.stream(model, request)
-        done = object()
-        try:
-            while True:
-                ev = await asyncio.to_thread(next, it, done)
-                if ev is done:
-                    return
-                yield ev  # type: ignore[misc]
-        finally:
-            it.close()
 
     def _params(self, s: CompletionSettings, mode: str) -> Any:
         from ..local.generation import GenerationParams
@@ -235,8 +213,6 @@ class HuggingFaceLocalConnection(Connection):
 
     def _prompt(self, lm: Any, messages: list[Message], tools: list[Any], mode: str,
                 s: CompletionSettings) -> list[int]:
-        from ..local.constrained import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-
         names = {}
         chat: list[dict[str, str]] = []
         for m in messages:

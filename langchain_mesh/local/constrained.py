@@ -138,6 +138,3 @@ class GrammarConstraint:
 
     def is_stopped(self) -> bool:
         return self._matcher.is_stopped()
-
-    def is_accepting(self) -> bool:
-        return self._matcher.is_accepting()
