@@ -163,3 +163,35 @@ def error_for_status(
         provider_message=message,
         retry_after=retry_after,
     )
+
+
+def parse_retry_after(headers: object) -> Optional[float]:
+    """Seconds to wait from a response's ``retry-after-ms`` / ``retry-after`` headers, if any.
+
+    ``headers`` is any mapping with ``.get`` (httpx, requests and the SDKs' header types all are).
+    ``Retry-After`` may be a number of seconds or an HTTP date (RFC 9110 §10.2.3).
+    """
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    ms = get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    import email.utils
+    import time
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

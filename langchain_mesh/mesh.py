@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optiona
 from .config import DEFAULT_CONFIG, MeshConfig, load_config
 from .errors import StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
+from .policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
 from .schema import (
     CompletionRequest,
     CompletionResponse,
@@ -168,29 +169,52 @@ class Mesh:
 
     # ---- dispatch (the one path every call takes to a connection) -------------------------------
 
+    # Each call goes through the retry policy with the connection's own ``max_retries``; with
+    # retries off (the scripted test connection) the policy is skipped entirely.
+
     def complete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
-        return llm.connection.complete(llm.model, request)
+        conn, n = llm.connection, llm.connection.config.max_retries
+        if not n:
+            return conn.complete(llm.model, request)
+        return call_with_retries(lambda: conn.complete(llm.model, request), n)
 
     async def acomplete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
-        return await llm.connection.acomplete(llm.model, request)
+        conn, n = llm.connection, llm.connection.config.max_retries
+        if not n:
+            return await conn.acomplete(llm.model, request)
+        return await acall_with_retries(lambda: conn.acomplete(llm.model, request), n)
 
     def stream(self, llm: "LLM", request: CompletionRequest) -> Iterator[StreamEvent]:
-        return _ensure_footer(llm.connection.stream(llm.model, request), llm.id)
+        conn, n = llm.connection, llm.connection.config.max_retries
+        if not n:
+            return _ensure_footer(conn.stream(llm.model, request), llm.id)
+        return stream_with_retries(lambda: _ensure_footer(conn.stream(llm.model, request), llm.id), n)
 
     def astream(self, llm: "LLM", request: CompletionRequest) -> AsyncIterator[StreamEvent]:
-        return _aensure_footer(llm.connection.astream(llm.model, request), llm.id)
+        conn, n = llm.connection, llm.connection.config.max_retries
+        if not n:
+            return _aensure_footer(conn.astream(llm.model, request), llm.id)
+        return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n)
 
     def embed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
-        return llm.connection.embed(llm.model, request)
+        conn, n = llm.connection, llm.connection.config.max_retries
+        if not n:
+            return conn.embed(llm.model, request)
+        return call_with_retries(lambda: conn.embed(llm.model, request), n)
 
     async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
-        return await llm.connection.aembed(llm.model, request)
+        conn, n = llm.connection, llm.connection.config.max_retries
+        if not n:
+            return await conn.aembed(llm.model, request)
+        return await acall_with_retries(lambda: conn.aembed(llm.model, request), n)
 
     def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
-        return llm.connection.generate_images(llm.model, request)
+        conn, n = llm.connection, llm.connection.config.max_retries
+        return call_with_retries(lambda: conn.generate_images(llm.model, request), n)
 
     async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
-        return await llm.connection.agenerate_images(llm.model, request)
+        conn, n = llm.connection, llm.connection.config.max_retries
+        return await acall_with_retries(lambda: conn.agenerate_images(llm.model, request), n)
 
     def close(self) -> None:
         with self._lock:

@@ -89,7 +89,7 @@ def check_loaded(cfg: MeshConfig) -> None:
     assert isinstance(fake, ScriptedConnectionConfig)  # each type validates with its own model
     assert fake.type == "scripted"
     assert fake.timeout == 30.0
-    assert fake.max_retries == 2
+    assert fake.max_retries == 0  # the scripted type turns retries off: one script, one call
     assert [m.id for m in fake.models] == ["chat", "emb", "both"]
     assert fake.models[1].purposes == [Purpose.TEXT_EMBEDDING_EXTRACTION]
     assert fake.models[2].purposes == [Purpose.GENERIC_COMPLETION, Purpose.TEXT_EMBEDDING_EXTRACTION]

@@ -3,23 +3,20 @@ parameter names to the seed's setting names, and the adapter-level retry/timeout
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
-import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from ..errors import ProviderError, ProviderTimeoutError
 from ..ids import parse_llm_id
+# the adapters' own retry loop (on top of the mesh's) is the shared policy
+from ..policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries  # noqa: F401
 from ..schema import validate_settings
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
     from ..queries import LLM
 
-T = TypeVar("T")
 
 #: LangChain / OpenAI-style parameter names -> the seed's completion setting names
 PARAM_TO_SETTING: dict[str, str] = {
@@ -119,109 +116,6 @@ def merge_call_settings(base: dict[str, Any], stop: Optional[list[str]], kwargs:
     if "stopSequences" in settings and not settings["stopSequences"]:
         del settings["stopSequences"]
     return settings
-
-
-# --------------------------------------------------------------------------------------------------
-# retries and timeouts
-
-
-def _backoff(attempt: int, err: ProviderError) -> float:
-    if err.retry_after is not None:
-        return max(0.0, min(float(err.retry_after), 60.0))
-    return min(8.0, 0.5 * (2 ** attempt)) * (0.5 + random.random() / 2)
-
-
-def _retryable(err: BaseException) -> bool:
-    return isinstance(err, ProviderError) and bool(err.retryable)
-
-
-def call_with_retries(fn: Callable[[], T], max_retries: Optional[int]) -> T:
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001
-            if not _retryable(e) or attempt >= (max_retries or 0):
-                raise
-            time.sleep(_backoff(attempt, e))  # type: ignore[arg-type]
-            attempt += 1
-
-
-async def acall_with_retries(fn: Callable[[], Awaitable[T]], max_retries: Optional[int],
-                             timeout: Optional[float]) -> T:
-    attempt = 0
-    while True:
-        try:
-            if timeout is None:
-                return await fn()
-            try:
-                return await asyncio.wait_for(fn(), timeout)
-            except asyncio.TimeoutError:
-                raise ProviderTimeoutError(f"no answer within timeout={timeout}s") from None
-        except Exception as e:  # noqa: BLE001
-            if not _retryable(e) or attempt >= (max_retries or 0):
-                raise
-            await asyncio.sleep(_backoff(attempt, e))  # type: ignore[arg-type]
-            attempt += 1
-
-
-def stream_with_retries(open_stream: Callable[[], Iterator[T]], max_retries: Optional[int],
-                        timeout: Optional[float]) -> Iterator[T]:
-    """Retry a stream that fails before its first event; once anything was yielded, errors propagate.
-
-    ``timeout`` bounds the whole stream; a synchronous stream is checked between events.
-    """
-    attempt = 0
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        started = False
-        try:
-            for ev in open_stream():
-                started = True
-                yield ev
-                if deadline is not None and time.monotonic() > deadline:
-                    raise ProviderTimeoutError(f"stream not finished within timeout={timeout}s")
-            return
-        except Exception as e:  # noqa: BLE001
-            if started or not _retryable(e) or attempt >= (max_retries or 0):
-                raise
-            time.sleep(_backoff(attempt, e))  # type: ignore[arg-type]
-            attempt += 1
-
-
-async def astream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_retries: Optional[int],
-                               timeout: Optional[float]) -> AsyncIterator[T]:
-    attempt = 0
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        started = False
-        it = open_stream()
-        try:
-            while True:
-                try:
-                    if deadline is None:
-                        ev = await it.__anext__()
-                    else:
-                        ev = await asyncio.wait_for(it.__anext__(), max(0.0, deadline - loop.time()))
-                except StopAsyncIteration:
-                    return
-                except asyncio.TimeoutError:
-                    raise ProviderTimeoutError(f"stream not finished within timeout={timeout}s") from None
-                started = True
-                yield ev
-        except Exception as e:  # noqa: BLE001
-            if started or not _retryable(e) or attempt >= (max_retries or 0):
-                raise
-            await asyncio.sleep(_backoff(attempt, e))  # type: ignore[arg-type]
-            attempt += 1
-        finally:
-            aclose = getattr(it, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:  # noqa: BLE001
-                    pass
 
 
 def get_llm(mesh: Optional["Mesh"], llm_id: str, purpose: str) -> "LLM":

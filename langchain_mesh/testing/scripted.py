@@ -26,6 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence, Union
 
+from pydantic import Field
+
 from ..config import ConnectionConfig
 from ..connections.base import Connection
 from ..errors import StreamInterruptedError
@@ -52,6 +54,8 @@ __all__ = ["ScriptedConnection", "ScriptedConnectionConfig", "Reply"]
 class ScriptedConnectionConfig(ConnectionConfig):
     type: str = "scripted"
     embedding_dimensions: int = 64
+    # one script answers one call: the mesh's retry policy would otherwise consume the next scripts
+    max_retries: int = Field(default=0, ge=0)
 
 
 @dataclass
