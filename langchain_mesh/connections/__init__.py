@@ -18,7 +18,14 @@ __all__ = ["register_connection_type", "get_connection_class", "connection_types
 
 _BUILTIN: dict[str, str] = {
     "huggingfacelocal": "langchain_mesh.connections.huggingface_local:HuggingFaceLocalConnection",
+    "openai": "langchain_mesh.connections.openai:OpenAIConnection",
+    "azure_openai": "langchain_mesh.connections.azure_openai:AzureOpenAIConnection",
+    "azure_llm": "langchain_mesh.connections.azure_llm:AzureLLMConnection",
+    "databricks": "langchain_mesh.connections.databricks:DatabricksConnection",
+    "mistral": "langchain_mesh.connections.mistral:MistralConnection",
+    "openai_compatible": "langchain_mesh.connections.openai_compatible:OpenAICompatibleConnection",
     "scripted": "langchain_mesh.testing.scripted:ScriptedConnection",
+    "snowflake_cortex": "langchain_mesh.connections.snowflake_cortex:SnowflakeCortexConnection",
 }
 _REGISTERED: dict[str, "type[Connection]"] = {}
 _ENTRY_POINT_GROUP = "langchain_mesh.connections"

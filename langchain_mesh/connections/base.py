@@ -16,7 +16,7 @@ import asyncio
 import threading
 from typing import Any, AsyncIterator, ClassVar, Iterator, Optional
 
-from ..config import ConnectionConfig
+from ..config import ConnectionConfig, ModelConfig
 from ..errors import CapabilityError, StreamInterruptedError
 from ..schema import (
     CompletionRequest,
@@ -60,12 +60,23 @@ class Connection:
         defaults = {m.id: m for m in self.default_models()}
         out = []
         for m in self.config.models:
-            known = defaults.get(m.id)
+            known = defaults.get(m.id) or self.known_model(m)
+            # a configured model inherits what the connection knows of it, unless the config says otherwise
+            purposes = known.purposes if known is not None and "purposes" not in m.model_fields_set else m.purposes
             caps = m.capabilities or (known.capabilities if known else self.capabilities_for(m.id))
-            out.append(ModelInfo(id=m.id, purposes=m.purposes,
+            out.append(ModelInfo(id=m.id, purposes=purposes,
                                  description=m.description or (known.description if known else ""),
                                  capabilities=caps))
         return out
+
+    def known_model(self, model: ModelConfig) -> Optional[ModelInfo]:
+        """What the connection knows of a configured model outside its defaults (a dated snapshot,
+        the model behind an Azure deployment). Override per provider."""
+        return None
+
+    def underlying_model(self, model: str) -> str:
+        """The provider's name of the model behind ``model`` (an Azure deployment's model), for cost."""
+        return model
 
     def capabilities_for(self, model: str) -> ModelCapabilities:
         """Capabilities of a configured model that declares none. Override per provider."""
