@@ -1,0 +1,110 @@
+"""pytest fixtures serving the OpenAI wire format locally, one per flavour of the services that speak it.
+
+=============================  ==================================================================
+fixture                        server
+=============================  ==================================================================
+``openai_server``              ``OpenAIServer(flavor="openai")`` (also any OpenAI-compatible API)
+``azure_openai_server``        ``OpenAIServer(flavor="azure")``
+``azure_serverless_server``    ``OpenAIServer(flavor="azure_serverless")``
+``databricks_server``          ``OpenAIServer(flavor="databricks")``
+``mistral_server``             ``OpenAIServer(flavor="mistral")``
+=============================  ==================================================================
+
+Each server starts once per test session, on a free port, and is ``reset()`` before every test that
+uses it (no leftover scripts or recorded requests)::
+
+    def test_my_app_answers(openai_server):
+        openai_server.script(text="Paris")
+        assert my_app.ask("Capital of France?", base_url=openai_server.base_url, api_key="test-key") == "Paris"
+        assert openai_server.last_request.json["model"] == "gpt-4o"
+
+How to opt in: installing ``langchain-mesh`` registers this module as a pytest plugin (the
+``pytest11`` entry point ``langchain_mesh``), so the fixtures are simply there. Where plugin
+autoloading is off (``PYTEST_DISABLE_PLUGIN_AUTOLOAD=1``), load it by hand with
+``pytest -p langchain_mesh.testing.fixtures`` or ``pytest_plugins = ["langchain_mesh.testing.fixtures"]``
+in a top-level ``conftest.py``; to switch it off, ``pytest -p no:langchain_mesh``. A fixture of the
+same name in your own ``conftest.py`` takes precedence.
+
+The module imports only the standard library and pytest: the servers load when a test first asks
+for one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import pytest
+
+if TYPE_CHECKING:
+    from .openai import OpenAIServer
+
+
+def _serve(flavor: str) -> Iterator["OpenAIServer"]:
+    from .openai import OpenAIServer  # late: collecting tests must not pay for the servers
+
+    with OpenAIServer(flavor=flavor) as srv:
+        yield srv
+
+
+def _fresh(srv: "OpenAIServer") -> "OpenAIServer":
+    srv.reset()
+    return srv
+
+
+# One server per session (starting one costs little, but every test would pay it); the
+# function-scoped fixtures below hand it out reset.
+
+
+@pytest.fixture(scope="session")
+def _mesh_openai_server_session() -> Iterator["OpenAIServer"]:
+    yield from _serve("openai")
+
+
+@pytest.fixture(scope="session")
+def _mesh_azure_openai_server_session() -> Iterator["OpenAIServer"]:
+    yield from _serve("azure")
+
+
+@pytest.fixture(scope="session")
+def _mesh_azure_serverless_server_session() -> Iterator["OpenAIServer"]:
+    yield from _serve("azure_serverless")
+
+
+@pytest.fixture(scope="session")
+def _mesh_databricks_server_session() -> Iterator["OpenAIServer"]:
+    yield from _serve("databricks")
+
+
+@pytest.fixture(scope="session")
+def _mesh_mistral_server_session() -> Iterator["OpenAIServer"]:
+    yield from _serve("mistral")
+
+
+@pytest.fixture
+def openai_server(_mesh_openai_server_session: "OpenAIServer") -> "OpenAIServer":
+    """A local OpenAI API (``base_url`` ends in ``/v1``; key ``test-key``), reset for this test."""
+    return _fresh(_mesh_openai_server_session)
+
+
+@pytest.fixture
+def azure_openai_server(_mesh_azure_openai_server_session: "OpenAIServer") -> "OpenAIServer":
+    """A local Azure OpenAI resource (``base_url`` is the ``azure_endpoint``), reset for this test."""
+    return _fresh(_mesh_azure_openai_server_session)
+
+
+@pytest.fixture
+def azure_serverless_server(_mesh_azure_serverless_server_session: "OpenAIServer") -> "OpenAIServer":
+    """A local Azure AI serverless endpoint (``base_url`` is the target URI), reset for this test."""
+    return _fresh(_mesh_azure_serverless_server_session)
+
+
+@pytest.fixture
+def databricks_server(_mesh_databricks_server_session: "OpenAIServer") -> "OpenAIServer":
+    """A local Databricks workspace's serving endpoints (``base_url`` ends in ``/serving-endpoints``)."""
+    return _fresh(_mesh_databricks_server_session)
+
+
+@pytest.fixture
+def mistral_server(_mesh_mistral_server_session: "OpenAIServer") -> "OpenAIServer":
+    """A local Mistral API (``base_url`` ends in ``/v1``), reset for this test."""
+    return _fresh(_mesh_mistral_server_session)
