@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-from langchain_mesh.errors import MeshError
-
+from .faiss_bank import WriterBusyError
 from .metadata import MetadataFormatter, check_schema, validate_metadata
 from .versions import BankFolder, VersionInfo
 
@@ -24,13 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KnowledgeBank", "KnowledgeBankListItem", "KnowledgeBankSettings", "KnowledgeBankWriter",
            "WriterBusyError"]
-
-_STORE_DIR = "store"
-
-
-class WriterBusyError(MeshError):
-    """Another writer holds this bank; commits are serialised so no change is lost."""
-
 
 @dataclass(frozen=True)
 class KnowledgeBankListItem:
@@ -62,13 +54,13 @@ class KnowledgeBankSettings:
 
 class KnowledgeBank:
     def __init__(self, mesh: "Mesh", kb_id: str, config: "KnowledgeBankConfig"):
-        if config.backend != "faiss":
-            raise NotImplementedError(f"knowledge bank {kb_id!r}: backend {config.backend!r} is not available yet")
         self.mesh = mesh
         self.id = kb_id
         self.config = config
         root = config.path or os.path.join(os.environ.get("MESH_BANKS_DIR", "banks"), kb_id)
+        # settings.json and images live here for every backend; FAISS keeps its versions here too
         self.folder = BankFolder(Path(root).expanduser().resolve())
+        self._engine: Any = None
 
     # ---- settings ---------------------------------------------------------------------------------
 
@@ -97,30 +89,38 @@ class KnowledgeBank:
     def embeddings(self) -> Any:
         return self.mesh.get_llm(self.config.embedding_llm).as_langchain_embeddings()
 
-    def _new_store(self) -> Any:
-        from .faiss_store import FaissVectorStore
+    @property
+    def engine(self) -> Any:
+        """The backend's engine (see :mod:`knowledge_banks.faiss_bank` for the interface)."""
+        if self._engine is None:
+            backend = self.config.backend
+            settings = dict(self.config.settings)
+            if backend == "faiss":
+                from .faiss_bank import FaissBankEngine
 
-        return FaissVectorStore(embedding=self.embeddings(), **self.config.settings)
+                self._engine = FaissBankEngine(self.id, self.folder, settings, self.embeddings)
+            elif backend == "elasticsearch":
+                from .elasticsearch_bank import ElasticsearchBankEngine
 
-    def _load_store(self, version_path: Optional[Path]) -> Any:
-        from .faiss_store import FaissVectorStore
+                self._engine = ElasticsearchBankEngine(self.id, settings, self.embeddings())
+            else:
+                from .azure_search_bank import AzureSearchBankEngine
 
-        if version_path is None:
-            return self._new_store()
-        return FaissVectorStore.load(version_path / _STORE_DIR, embedding=self.embeddings())
+                self._engine = AzureSearchBankEngine(self.id, settings, self.embeddings())
+        return self._engine
 
     # ---- reading ----------------------------------------------------------------------------------
 
     def versions(self) -> list[VersionInfo]:
-        return self.folder.list()
+        return self.engine.versions()
 
     def rollback(self, version: str) -> None:
         """Make an earlier version current again (readers opened afterwards see it)."""
-        self.folder.set_current(version)
+        self.engine.rollback(version)
 
     def as_langchain_vectorstore(self, **kwargs: Any) -> Any:
         """The current version as a LangChain vector store (a snapshot: later commits are not seen)."""
-        return self._load_store(self.folder.current_path())
+        return self.engine.open_current()
 
     def as_langchain_retriever(self, search_type: str = "similarity", search_kwargs: Optional[dict[str, Any]] = None,
                                **kwargs: Any) -> Any:
@@ -140,67 +140,54 @@ class KnowledgeBank:
 
 
 class KnowledgeBankWriter:
-    """All-or-nothing: changes go to a staging folder and become the current version on a clean exit."""
+    """All-or-nothing: changes go to a staged version that becomes current only on a clean exit."""
 
     def __init__(self, bank: KnowledgeBank):
         self.bank = bank
-        self.folder_path: Optional[Path] = None
         self._store: Any = None
-        self._lock_fd: Optional[int] = None
+        self._release: Any = None
         self._schema = bank._settings_data().get("metadata_schema") or {}
 
     def __enter__(self) -> "KnowledgeBankWriter":
-        self.bank.folder.root.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        engine = self.bank.engine
+        self._release = engine.acquire_writer()
         try:
-            self.folder_path = self.bank.folder.new_staging()
-            self._store = self.bank._load_store(self.bank.folder.current_path())
+            self._store = engine.stage()
         except BaseException:
-            self._discard()
+            self._close()
             raise
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        engine = self.bank.engine
         try:
             if exc_type is None:
-                assert self.folder_path is not None
-                self._store.save(self.folder_path / _STORE_DIR)
-                self.bank.folder.commit(self.folder_path, len(self._store))
-                self.folder_path = None
+                engine.commit(self._store)
+            else:
+                engine.discard(self._store)
+        except BaseException:
+            engine.discard(self._store)
+            raise
         finally:
-            self._discard()
+            self._close()
         return False
 
-    def _lock(self) -> None:
-        import fcntl
-
-        fd = os.open(self.bank.folder.root / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise WriterBusyError(f"another writer is open on knowledge bank {self.bank.id!r}; "
-                                  "close it first (writes are all-or-nothing and serialised)") from None
-        self._lock_fd = fd
-
-    def _discard(self) -> None:
-        import shutil
-
-        if self.folder_path is not None:
-            shutil.rmtree(self.folder_path, ignore_errors=True)
-            self.folder_path = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
+    def _close(self) -> None:
+        self._store = None
+        if self._release is not None:
+            self._release()
+            self._release = None
 
     def _require_open(self) -> None:
-        if self._store is None or self._lock_fd is None:
+        if self._store is None:
             raise RuntimeError("use the writer as a context manager: `with kb.get_writer() as writer:`")
 
     def clear(self) -> None:
         """Start the new version empty (the old one stays readable until the commit)."""
         self._require_open()
-        self._store = self.bank._new_store()
+        engine = self.bank.engine
+        engine.discard(self._store)
+        self._store = engine.stage(clear=True)
 
     def as_langchain_vectorstore(self) -> Any:
         self._require_open()

@@ -202,6 +202,8 @@ def test_image_body():
     assert "response_format" not in image_body("gpt-image-1", ImageGenerationRequest(prompt="x"))
     with pytest.raises(SettingsError):
         image_body("dall-e-3", ImageGenerationRequest(prompt="x", negative_prompt="dogs"))
+    with pytest.raises(SettingsError, match="seed"):
+        image_body("dall-e-3", ImageGenerationRequest(prompt="x", seed=1))
 
 
 @pytest.mark.parametrize("body,expected", [

@@ -425,6 +425,8 @@ def image_body(model: str, request: ImageGenerationRequest) -> dict[str, Any]:
     if request.negative_prompt:
         raise SettingsError("OpenAI image models take no negative prompt; fold it into the prompt",
                             ["negative_prompt"])
+    if request.seed is not None:
+        raise SettingsError("OpenAI image models take no seed", ["seed"])
     body: dict[str, Any] = {"model": model, "prompt": request.prompt, "n": request.n}
     if request.width or request.height:
         body["size"] = f"{request.width or request.height}x{request.height or request.width}"
