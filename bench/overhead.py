@@ -10,6 +10,17 @@ stream's footer guard).
 
 With ``--local``, the same comparison runs on SmolLM2-135M-Instruct (maxOutputTokens=8) and
 all-MiniLM-L6-v2, few iterations: there the overhead is a share of a real call.
+
+The ``openai`` section (``--openai``; run by default when the openai SDK is importable) starts the
+local OpenAI server (``python -m langchain_mesh.testing.openai``) as a separate process, so that it
+does not share our GIL, and times real HTTP calls to it: the ``openai`` SDK called directly, the
+mesh builder on the ``openai`` connection, ``MeshChatModel``, and where installed
+``langchain_openai.ChatOpenAI`` and ``litellm`` (``pip install 'langchain-mesh[bench]'``): the
+median latency of a call, and the median time to the first content chunk of a stream. The
+contenders take turns in every round (in a shuffled order), so machine noise hits them all alike;
+the ratio column divides each median by the SDK's.
+
+    python bench/overhead.py --openai-only [--openai-rounds 300]
 """
 
 from __future__ import annotations
@@ -17,13 +28,22 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import os
+import random
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import timeit
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+
+sys.path.insert(0, str(ROOT))
 
 from langchain_mesh import Connection, Mesh, register_connection_type  # noqa: E402
 from langchain_mesh.schema import (  # noqa: E402
@@ -218,6 +238,200 @@ def bench_local(iterations: int, repeat: int, torch_threads: Optional[int]) -> N
     mesh.close()
 
 
+# --------------------------------------------------------------------------------------------------
+# real HTTP: the openai connection against the local OpenAI server, next to the SDK and other clients
+
+PROMPT = "What is the capital of France?"  # the server echoes it: 6 streamed content chunks
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OpenAIServerProcess:
+    """``python -m langchain_mesh.testing.openai --port N`` in a child process, until ``stop()``."""
+
+    def __init__(self, startup_timeout: float = 30.0):
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._log = tempfile.TemporaryFile()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "langchain_mesh.testing.openai", "--port", str(self.port)],
+                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self._wait(startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        req = urllib.request.Request(f"{self.base_url}/models", headers={"Authorization": "Bearer test-key"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the OpenAI test server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                with opener.open(req, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the OpenAI test server did not answer within {timeout:.0f}s:\n{self.output()}")
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def interleaved(contenders: dict[str, Callable[[], float]], rounds: int, warmup: int,
+                settle: float = 0.001) -> dict[str, list[float]]:
+    """Seconds per call of each contender; every round runs each once, in a fresh random order.
+
+    A contender returns the seconds it measured itself (the whole call, or the time to the first
+    chunk of a stream), so that draining the rest of a stream stays out of the figure. The order is
+    shuffled (not rotated: a rotation keeps the same neighbours) and each call is followed by a short
+    untimed pause, so that work a client leaves behind (litellm's logging threads) and the server's
+    own bookkeeping do not land on whichever contender always comes next.
+    """
+    rng = random.Random(0)
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    gc.collect()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        order = names[:]
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(contenders[name]())
+            time.sleep(settle)
+    return times
+
+
+def _timed(fn: Callable[[], Any]) -> Callable[[], float]:
+    def run() -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+    return run
+
+
+def _ttft(start: Callable[[], Any], has_content: Callable[[Any], bool]) -> Callable[[], float]:
+    """Time from the call to its first chunk with content; the stream is then drained (untimed)."""
+    def run() -> float:
+        t = time.perf_counter()
+        first: Optional[float] = None
+        for chunk in start():
+            if first is None and has_content(chunk):
+                first = time.perf_counter() - t
+        if first is None:
+            raise RuntimeError("the stream carried no content")
+        return first
+    return run
+
+
+def print_latency_table(title: str, times: dict[str, list[float]], reference: str) -> None:
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    w = max(len(n) for n in times)
+    print(f"\n{title}")
+    print(f"{'contender':<{w}}  {'median ms':>9}  {'p10 ms':>7}  {'p90 ms':>7}  {'x SDK':>6}")
+    print("-" * (w + 40))
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=10)
+        print(f"{name:<{w}}  {med[name] * 1e3:9.3f}  {q[0] * 1e3:7.3f}  {q[-1] * 1e3:7.3f}  "
+              f"{med[name] / med[reference]:6.2f}")
+
+
+def bench_openai(rounds: int, warmup: int) -> None:
+    if importlib.util.find_spec("openai") is None:
+        print("\nopenai SDK is not installed; openai rows skipped (pip install 'langchain-mesh[openai,bench]')")
+        return
+    import openai
+
+    server = OpenAIServerProcess()
+    try:
+        _bench_openai(server.base_url, rounds, warmup, openai)
+    finally:
+        server.stop()
+
+
+def _bench_openai(base_url: str, rounds: int, warmup: int, openai: Any) -> None:
+    messages = [{"role": "user", "content": PROMPT}]
+    client = openai.OpenAI(base_url=base_url, api_key="test-key", max_retries=0)
+    mesh = Mesh.from_config({"connections": {"oa": {"type": "openai", "api_key": "test-key", "base_url": base_url,
+                                                    "max_retries": 0}}})
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    invoke: dict[str, Callable[[], float]] = {
+        "openai SDK direct": _timed(lambda: client.chat.completions.create(model="gpt-4o", messages=messages)),
+        "mesh builder .execute()": _timed(lambda: llm.new_completion().with_message(PROMPT).execute()),
+    }
+    stream: dict[str, Callable[[], float]] = {
+        "openai SDK direct": _ttft(lambda: client.chat.completions.create(model="gpt-4o", messages=messages,
+                                                                          stream=True),
+                                   lambda c: bool(c.choices and c.choices[0].delta.content)),
+        "mesh builder .execute_streamed()": _ttft(lambda: llm.new_completion().with_message(PROMPT).execute_streamed(),
+                                                  lambda ev: bool(getattr(ev, "text", None))),
+    }
+    skipped = []
+    if importlib.util.find_spec("langchain_core") is not None:
+        from langchain_mesh.langchain import MeshChatModel
+
+        chat = MeshChatModel(model="openai:oa:gpt-4o", mesh=mesh)
+        invoke["MeshChatModel.invoke"] = _timed(lambda: chat.invoke(PROMPT))
+        stream["MeshChatModel.stream"] = _ttft(lambda: chat.stream(PROMPT), lambda c: bool(c.content))
+    else:
+        skipped.append("MeshChatModel (langchain-core)")
+    if importlib.util.find_spec("langchain_openai") is not None:
+        from langchain_openai import ChatOpenAI
+
+        lc_openai = ChatOpenAI(model="gpt-4o", base_url=base_url, api_key="test-key",  # type: ignore[arg-type]
+                               max_retries=0)
+        invoke["langchain_openai ChatOpenAI.invoke"] = _timed(lambda: lc_openai.invoke(PROMPT))
+        stream["langchain_openai ChatOpenAI.stream"] = _ttft(lambda: lc_openai.stream(PROMPT),
+                                                             lambda c: bool(c.content))
+    else:
+        skipped.append("ChatOpenAI (langchain-openai)")
+    if importlib.util.find_spec("litellm") is not None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of its price list
+        import litellm
+
+        kw = {"model": "openai/gpt-4o", "api_base": base_url, "api_key": "test-key", "messages": messages}
+        invoke["litellm.completion"] = _timed(lambda: litellm.completion(**kw))
+        stream["litellm.completion(stream=True)"] = _ttft(lambda: litellm.completion(stream=True, **kw),
+                                                          lambda c: bool(c.choices and c.choices[0].delta.content))
+    else:
+        skipped.append("litellm")
+
+    note = f"; not installed: {', '.join(skipped)}" if skipped else ""
+    try:
+        times = interleaved(invoke, rounds, warmup)
+        print_latency_table(f"openai connection over HTTP to the local OpenAI server (separate process): latency of "
+                            f"one chat completion, {rounds} interleaved rounds after {warmup} warm-up{note}",
+                            times, "openai SDK direct")
+        times = interleaved(stream, rounds, warmup)
+        print_latency_table(f"Streaming: time to the first content chunk, {rounds} interleaved rounds after "
+                            f"{warmup} warm-up", times, "openai SDK direct")
+    finally:
+        client.close()
+        mesh.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=20000, help="calls per timing run (trivial connection)")
@@ -226,11 +440,22 @@ def main() -> int:
     ap.add_argument("--local-iterations", type=int, default=3, help="generations per timing run with --local")
     ap.add_argument("--local-repeat", type=int, default=3, help="timing runs with --local; the best is kept")
     ap.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads for --local")
+    oa = ap.add_mutually_exclusive_group()
+    oa.add_argument("--openai", action="store_true", default=None,
+                    help="measure real HTTP calls to the local OpenAI server "
+                         "(default: when the openai SDK is importable)")
+    oa.add_argument("--no-openai", dest="openai", action="store_false", help="skip the openai section")
+    oa.add_argument("--openai-only", action="store_true", help="run only the openai section")
+    ap.add_argument("--openai-rounds", type=int, default=300, help="interleaved rounds of calls with --openai")
+    ap.add_argument("--openai-warmup", type=int, default=20, help="warm-up rounds with --openai")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}")
-    bench_fixed(args.iterations, args.repeat)
-    if args.local:
-        bench_local(args.local_iterations, args.local_repeat, args.torch_threads)
+    if not args.openai_only:
+        bench_fixed(args.iterations, args.repeat)
+        if args.local:
+            bench_local(args.local_iterations, args.local_repeat, args.torch_threads)
+    if args.openai_only or args.openai or (args.openai is None and importlib.util.find_spec("openai") is not None):
+        bench_openai(args.openai_rounds, args.openai_warmup)
     return 0
 
 

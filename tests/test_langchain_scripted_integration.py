@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-import struct
-import zlib
-from typing import Any
+import sys
+from pathlib import Path
 
-import httpx
 import pytest
 
 pytest.importorskip("langchain_tests")
@@ -29,47 +27,16 @@ from langchain_mesh.langchain import MeshChatModel, MeshEmbeddings  # noqa: E402
 from langchain_mesh.schema import CompletionRequest, FunctionCall, ImagePart, ImageURLPart, ToolCall  # noqa: E402
 from langchain_mesh.testing.scripted import Reply, ScriptedConnection  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
+from _oracle import instance as _instance, quoted as _quoted  # noqa: E402
+from _oracle import serve_image_fixtures_locally  # noqa: E402,F401  (autouse fixture)
+
 # --------------------------------------------------------------------------------------------------
 # an "ideal model" scripted connection
 
 
 def _last_user_text(request: CompletionRequest) -> str:
     return next((m.text for m in reversed(request.messages) if m.role == "user"), "")
-
-
-def _quoted(text: str) -> list[str]:
-    return [a or b for a, b in re.findall(r"'([^']+)'|\"([^\"]+)\"", text)]
-
-
-def _instance(schema: Any, prompt: str, defs: dict[str, Any], key: str = "") -> Any:
-    """A value valid against ``schema``, taking strings and numbers from the prompt where it can."""
-    if not isinstance(schema, dict):
-        return None
-    if "$ref" in schema:
-        return _instance(defs.get(schema["$ref"].split("/")[-1], {}), prompt, defs, key)
-    for k in ("anyOf", "oneOf"):
-        if k in schema:
-            options = [o for o in schema[k] if o.get("type") != "null"] or schema[k]
-            return _instance(options[0], prompt, defs, key)
-    if "enum" in schema:
-        return schema["enum"][0]
-    t = schema.get("type", "object" if "properties" in schema else "string")
-    if isinstance(t, list):
-        t = next((x for x in t if x != "null"), "string")
-    if t == "object":
-        props = schema.get("properties", {})
-        return {k: _instance(v, prompt, defs, k) for k, v in props.items()}
-    if t == "array":
-        return [_instance(schema.get("items", {}), prompt, defs, key)]
-    if t in ("integer", "number"):
-        nums = re.findall(r"-?\d+", prompt)
-        return int(nums[0]) if nums else 1
-    if t == "boolean":
-        return True
-    if t == "null":
-        return None
-    quoted = _quoted(prompt)
-    return quoted[0] if quoted else (f"{key}: {prompt[:60]}" if key else prompt[:60]) or "ok"
 
 
 class OracleConnection(ScriptedConnection):
@@ -110,28 +77,6 @@ class OracleConnection(ScriptedConnection):
 register_connection_type("lc-oracle", OracleConnection)
 ORACLE = {"connections": {"o": {"type": "lc-oracle", "models": [
     {"id": "chat"}, {"id": "chat-2"}, {"id": "embed", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}}
-
-
-def _png(width: int = 2, height: int = 2) -> bytes:
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-@pytest.fixture(autouse=True)
-def _serve_image_fixtures_locally(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The image tests download a PNG with httpx.get; these machines have no internet, so serve it."""
-    png = _png()
-
-    def fake_get(url: str, *a: Any, **kw: Any) -> httpx.Response:
-        if url.endswith(".png"):
-            return httpx.Response(200, content=png, request=httpx.Request("GET", url))
-        raise AssertionError(f"unexpected download of {url}")
-
-    monkeypatch.setattr(httpx, "get", fake_get)
 
 
 class TestMeshChatModelOnScripted(ChatModelIntegrationTests):

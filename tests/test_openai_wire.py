@@ -220,3 +220,15 @@ def test_image_body():
 ])
 def test_provider_message_reads_every_error_body_shape(body, expected):
     assert provider_message(body, "fallback") == expected
+
+
+def test_images_in_tool_results_move_to_a_user_turn_after_the_tool_run():
+    calls = [ToolCall(id=i, function=FunctionCall(name="screenshot")) for i in ("a", "b")]
+    msgs = [Message(role="user", content="look"), Message(role="assistant", tool_calls=calls),
+            Message(role="tool", tool_call_id="a", content=[TextPart(text="page 1"), ImagePart(data=PNG, mime_type="image/png")]),
+            Message(role="tool", tool_call_id="b", content=[ImagePart(data=PNG, mime_type="image/png")])]
+    out = chat_body("m", req(msgs), OPENAI)["messages"]
+    assert [m["role"] for m in out] == ["user", "assistant", "tool", "tool", "user", "user"]
+    assert out[2]["content"] == [{"type": "text", "text": "page 1"}]
+    assert out[3]["content"] == "[image attached in the next message]"
+    assert all(m["content"][0]["type"] == "image_url" for m in out[4:])

@@ -118,7 +118,41 @@ def messages_json(messages: Iterable[Message]) -> list[dict[str, Any]]:
             d["name"] = m.name
         if d["content"] is None and m.role != "assistant":
             d["content"] = ""  # only assistant turns may omit content
+        images = _split_images(d) if m.role != "user" else None
         out.append(d)
+        if images:
+            out.append({"role": "user", "content": images})
+    return _merge_image_turns(out)
+
+
+def _split_images(d: dict[str, Any]) -> Optional[list[dict[str, Any]]]:
+    """Chat Completions accepts images in user turns only: a tool result (or system/assistant turn)
+    that carries images keeps its text and the images follow in a user turn, which is how a model
+    sees a screenshot returned by a tool."""
+    content = d["content"]
+    if not isinstance(content, list):
+        return None
+    images = [p for p in content if p["type"] == "image_url"]
+    if not images:
+        return None
+    text = [p for p in content if p["type"] != "image_url"]
+    d["content"] = text or ("[image attached in the next message]" if d["role"] == "tool" else "")
+    return images
+
+
+def _merge_image_turns(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Parallel tool results must stay contiguous after the assistant turn that called them: move the
+    # image turns split off them to after the last tool result of the run.
+    i = 0
+    while i < len(out) - 1:
+        if out[i]["role"] == "user" and isinstance(out[i]["content"], list) and i > 0 and \
+                out[i - 1]["role"] == "tool" and out[i + 1]["role"] == "tool":
+            j = i + 1
+            while j + 1 < len(out) and out[j + 1]["role"] == "tool":
+                j += 1
+            out.insert(j, out.pop(i))
+            continue
+        i += 1
     return out
 
 

@@ -723,6 +723,12 @@ class OpenAIServer(WireServer):
                             "ctx": {"discriminator": "'role'", "tag": str(role), "expected_tags": expected}})
         if self.flavor != "mistral" and role not in _OPENAI_ROLES:
             raise _bad_value(f"messages[{i}].role", role, _OPENAI_ROLES)
+        content = msg.get("content")
+        if role != "user" and isinstance(content, list) and any(
+                isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+            # Chat Completions takes images in user turns only
+            raise _Invalid(f"Invalid 'messages[{i}]'. Image URLs are only allowed for messages with role 'user', "
+                           f"but this message with role '{role}' contains an image URL.", f"messages[{i}]")
 
     def _validate_tools(self, body: dict[str, Any]) -> None:
         tools = body.get("tools") or []
