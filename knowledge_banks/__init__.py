@@ -1,4 +1,4 @@
-"""Knowledge banks: vector stores on FAISS (Elasticsearch and Azure AI Search to come), hybrid search, fusion.
+"""Knowledge banks: vector stores on FAISS, Elasticsearch and Azure AI Search, hybrid search, fusion.
 
 Names are exported lazily: ``import knowledge_banks`` imports neither FAISS, numpy nor LangChain.
 """
@@ -10,6 +10,8 @@ from typing import Any
 
 _EXPORTS = {
     "FaissVectorStore": "knowledge_banks.faiss_store",
+    "ElasticsearchVectorStore": "knowledge_banks.elasticsearch_store",
+    "AzureSearchVectorStore": "knowledge_banks.azure_search_store",
     "KnowledgeBankRetriever": "knowledge_banks.retriever",
     "BM25Index": "knowledge_banks.lexical",
     "Tokenizer": "knowledge_banks.lexical",

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-from .faiss_bank import WriterBusyError
 from .metadata import MetadataFormatter, check_schema, validate_metadata
 from .versions import BankFolder, VersionInfo
+from .writer_lock import WriterBusyError, acquire_writer_lock
 
 if TYPE_CHECKING:
     from langchain_mesh.config import KnowledgeBankConfig
@@ -106,7 +106,9 @@ class KnowledgeBank:
             else:
                 from .azure_search_bank import AzureSearchBankEngine
 
-                self._engine = AzureSearchBankEngine(self.id, settings, self.embeddings())
+                # typed, filterable index fields come from the bank's metadata schema
+                self._engine = AzureSearchBankEngine(self.id, settings, self.embeddings(),
+                                                     metadata_schema=self._settings_data().get("metadata_schema"))
         return self._engine
 
     # ---- reading ----------------------------------------------------------------------------------
@@ -150,7 +152,7 @@ class KnowledgeBankWriter:
 
     def __enter__(self) -> "KnowledgeBankWriter":
         engine = self.bank.engine
-        self._release = engine.acquire_writer()
+        self._release = acquire_writer_lock(self.bank.folder.root, self.bank.id)
         try:
             self._store = engine.stage()
         except BaseException:

@@ -1,28 +1,21 @@
 """``backend: faiss``: a bank as versioned folders on local disk (see :mod:`knowledge_banks.versions`).
 
 The engine interface every backend implements (Elasticsearch and Azure AI Search have the same
-methods over indexes and aliases): ``open_current`` for readers; ``acquire_writer``, ``stage``,
-``commit`` and ``discard`` for the all-or-nothing writer; ``versions`` and ``rollback``.
+methods over indexes and aliases): ``open_current`` for readers; ``stage``, ``commit`` and
+``discard`` for the all-or-nothing writer; ``versions`` and ``rollback``.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from langchain_mesh.errors import MeshError
-
 from .versions import BankFolder, VersionInfo
 
-__all__ = ["FaissBankEngine", "WriterBusyError"]
+__all__ = ["FaissBankEngine"]
 
 _STORE_DIR = "store"
-
-
-class WriterBusyError(MeshError):
-    """Another writer holds this bank; commits are serialised so no change is lost."""
 
 
 class FaissBankEngine:
@@ -57,20 +50,6 @@ class FaissBankEngine:
         self.folder.set_current(version)
 
     # ---- the writer -------------------------------------------------------------------------------
-
-    def acquire_writer(self) -> Callable[[], None]:
-        """Take the bank's writer lock; returns the function that releases it."""
-        import fcntl
-
-        self.folder.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder.root / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise WriterBusyError(f"another writer is open on knowledge bank {self.kb_id!r}; "
-                                  "close it first (writes are all-or-nothing and serialised)") from None
-        return lambda: os.close(fd)  # closing releases the flock
 
     def stage(self, clear: bool = False) -> Any:
         """A store for the next version: a copy of the current one, or empty."""

@@ -31,7 +31,7 @@ for one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
@@ -108,3 +108,46 @@ def databricks_server(_mesh_databricks_server_session: "OpenAIServer") -> "OpenA
 def mistral_server(_mesh_mistral_server_session: "OpenAIServer") -> "OpenAIServer":
     """A local Mistral API (``base_url`` ends in ``/v1``), reset for this test."""
     return _fresh(_mesh_mistral_server_session)
+
+
+# ---- Azure AI Search ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _mesh_azure_search_server_session() -> Iterator[Any]:
+    from .azure_search import AzureSearchServer  # late, like the others
+
+    with AzureSearchServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def azure_search_server(_mesh_azure_search_server_session: Any) -> Any:
+    """A local Azure AI Search service (``url`` is the endpoint, ``api_key`` the admin key,
+    ``query_key`` a read-only key): recorded requests reset, indexes and aliases dropped for this test."""
+    srv = _mesh_azure_search_server_session
+    srv.reset()
+    srv.clear_state()
+    return srv
+
+
+# ---- Elasticsearch --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _mesh_elasticsearch_server_session() -> Iterator[Any]:
+    from .elasticsearch import ElasticsearchServer  # late, like the others
+
+    with ElasticsearchServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def elasticsearch_server(_mesh_elasticsearch_server_session: Any) -> Any:
+    """A local Elasticsearch (``url``; trial licence, so RRF is served; set ``.license = "basic"`` to
+    have it refused): recorded requests reset, indices and aliases dropped for this test."""
+    srv = _mesh_elasticsearch_server_session
+    srv.reset()
+    srv.clear()
+    srv.license = "trial"
+    return srv
