@@ -11,6 +11,7 @@ from typing import Any
 _EXPORTS = {
     "FaissVectorStore": "knowledge_banks.faiss_store",
     "ElasticsearchVectorStore": "knowledge_banks.elasticsearch_store",
+    "ElasticsearchBulkError": "knowledge_banks.elasticsearch_store",
     "AzureSearchVectorStore": "knowledge_banks.azure_search_store",
     "KnowledgeBankRetriever": "knowledge_banks.retriever",
     "BM25Index": "knowledge_banks.lexical",

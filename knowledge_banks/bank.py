@@ -99,16 +99,14 @@ class KnowledgeBank:
                 from .faiss_bank import FaissBankEngine
 
                 self._engine = FaissBankEngine(self.id, self.folder, settings, self.embeddings)
-            elif backend == "elasticsearch":
-                from .elasticsearch_bank import ElasticsearchBankEngine
-
-                self._engine = ElasticsearchBankEngine(self.id, settings, self.embeddings())
             else:
-                from .azure_search_bank import AzureSearchBankEngine
-
+                if backend == "elasticsearch":
+                    from .elasticsearch_bank import ElasticsearchBankEngine as Engine
+                else:
+                    from .azure_search_bank import AzureSearchBankEngine as Engine  # type: ignore[no-redef]
                 # typed, filterable index fields come from the bank's metadata schema
-                self._engine = AzureSearchBankEngine(self.id, settings, self.embeddings(),
-                                                     metadata_schema=self._settings_data().get("metadata_schema"))
+                self._engine = Engine(self.id, settings, self.embeddings(),
+                                      metadata_schema=self._settings_data().get("metadata_schema"))
         return self._engine
 
     # ---- reading ----------------------------------------------------------------------------------
@@ -154,7 +152,7 @@ class KnowledgeBankWriter:
         engine = self.bank.engine
         self._release = acquire_writer_lock(self.bank.folder.root, self.bank.id)
         try:
-            self._store = engine.stage()
+            self._store = engine.stage(clear=False)
         except BaseException:
             self._close()
             raise
