@@ -19,6 +19,7 @@ __all__ = ["register_connection_type", "get_connection_class", "connection_types
 _BUILTIN: dict[str, str] = {
     "huggingfacelocal": "langchain_mesh.connections.huggingface_local:HuggingFaceLocalConnection",
     "openai": "langchain_mesh.connections.openai:OpenAIConnection",
+    "anthropic": "langchain_mesh.connections.anthropic:AnthropicConnection",
     "azure_openai": "langchain_mesh.connections.azure_openai:AzureOpenAIConnection",
     "azure_llm": "langchain_mesh.connections.azure_llm:AzureLLMConnection",
     "databricks": "langchain_mesh.connections.databricks:DatabricksConnection",
@@ -26,6 +27,11 @@ _BUILTIN: dict[str, str] = {
     "openai_compatible": "langchain_mesh.connections.openai_compatible:OpenAICompatibleConnection",
     "scripted": "langchain_mesh.testing.scripted:ScriptedConnection",
     "snowflake_cortex": "langchain_mesh.connections.snowflake_cortex:SnowflakeCortexConnection",
+    "bedrock": "langchain_mesh.connections.bedrock:BedrockConnection",
+    "sagemaker": "langchain_mesh.connections.sagemaker:SageMakerConnection",
+    "cohere": "langchain_mesh.connections.cohere:CohereConnection",
+    "vertex": "langchain_mesh.connections.vertex:VertexConnection",
+    "stability": "langchain_mesh.connections.stability:StabilityConnection",
 }
 _REGISTERED: dict[str, "type[Connection]"] = {}
 _ENTRY_POINT_GROUP = "langchain_mesh.connections"

@@ -151,3 +151,107 @@ def elasticsearch_server(_mesh_elasticsearch_server_session: Any) -> Any:
     srv.clear()
     srv.license = "trial"
     return srv
+
+
+# ---- Anthropic ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _mesh_anthropic_server_session() -> Iterator[Any]:
+    from .anthropic import AnthropicServer  # late, like the others
+
+    with AnthropicServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def anthropic_server(_mesh_anthropic_server_session: Any) -> Any:
+    """A local Anthropic Messages API (``base_url`` is what the SDK takes; key ``test-key``), reset for this test."""
+    srv = _mesh_anthropic_server_session
+    srv.reset()
+    return srv
+
+
+# ---- Amazon Bedrock Runtime -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _mesh_bedrock_server_session() -> Iterator[Any]:
+    from .bedrock import BedrockServer  # late, like the others
+
+    with BedrockServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def bedrock_server(_mesh_bedrock_server_session: Any) -> Any:
+    """A local Bedrock Runtime (``url`` is the boto3 ``endpoint_url``; region ``us-east-1``, access key
+    ``AKIDTESTKEY``, secret ``test-secret``), reset for this test."""
+    return _fresh(_mesh_bedrock_server_session)
+
+
+# ---- Google Gemini (Vertex AI and the Gemini API) and Stability AI --------------------------------
+
+
+@pytest.fixture(scope="session")
+def _mesh_vertex_server_session() -> Iterator[Any]:
+    from .vertex import VertexServer  # late, like the others
+
+    with VertexServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def vertex_server(_mesh_vertex_server_session: Any) -> Any:
+    """A local Gemini API on both faces (project ``test-project``, OAuth token ``test-token``, API key
+    ``test-api-key``; ``service_account_key()`` makes keys its ``/token`` endpoint accepts), reset for this test."""
+    srv = _mesh_vertex_server_session
+    srv.reset()
+    srv.call_ids = srv.thought_signatures = False
+    return srv
+
+
+@pytest.fixture(scope="session")
+def _mesh_stability_server_session() -> Iterator[Any]:
+    from .stability import StabilityServer  # late, like the others
+
+    with StabilityServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def stability_server(_mesh_stability_server_session: Any) -> Any:
+    """A local Stability AI v2beta API (``url`` is the base URL, key ``test-key``), reset for this test."""
+    return _fresh(_mesh_stability_server_session)
+
+
+# ---- SageMaker and Cohere -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _mesh_sagemaker_server_session() -> Iterator[Any]:
+    from .sagemaker import SageMakerServer  # late, like the others
+
+    with SageMakerServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def sagemaker_server(_mesh_sagemaker_server_session: Any) -> Any:
+    """A local SageMaker Runtime (``url`` is the boto3 ``endpoint_url``; key ``AKIDTEST`` / ``test-secret``,
+    region ``us-east-1``; an endpoint's container is its name's prefix: ``tgi-x``, ``cohere-x``...), reset."""
+    return _fresh(_mesh_sagemaker_server_session)
+
+
+@pytest.fixture(scope="session")
+def _mesh_cohere_server_session() -> Iterator[Any]:
+    from .cohere import CohereServer  # late, like the others
+
+    with CohereServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def cohere_server(_mesh_cohere_server_session: Any) -> Any:
+    """A local Cohere v2 API (``url`` is the SDK's ``base_url``; key ``test-key``), reset for this test."""
+    return _fresh(_mesh_cohere_server_session)
