@@ -72,6 +72,8 @@ PROVIDERS = [
                         "models": [{"id": "Qwen/Qwen2.5-7B-Instruct"}]}, "Qwen/Qwen2.5-7B-Instruct"),
     Provider("snowflake_cortex", _snowflake,
              lambda s: {"type": "snowflake_cortex", "base_url": s.url, "token": "test-token"}, "claude-3-5-sonnet"),
+    Provider("cohere", _fixture("cohere_server"),
+             lambda s: {"type": "cohere", "api_key": "test-key", "base_url": s.url}, "command-r-plus-08-2024"),
 ]
 
 
