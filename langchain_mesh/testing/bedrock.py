@@ -1,0 +1,608 @@
+"""A local Amazon Bedrock Runtime, for offline tests of the ``bedrock`` connection and of any boto3 code.
+
+It speaks the REST API exactly as botocore calls it, so the real ``boto3.client("bedrock-runtime",
+endpoint_url=srv.url)`` runs its own request validation, SigV4 signing and event-stream decoding:
+
+* ``POST /model/{modelId}/converse``: a JSON answer (``output.message.content``, ``stopReason``,
+  ``usage``, ``metrics``);
+* ``POST /model/{modelId}/converse-stream``: ``application/vnd.amazon.eventstream`` binary frames
+  (prelude with lengths and CRC, ``:event-type``/``:message-type``/``:content-type`` headers, JSON
+  payload, message CRC): ``messageStart``, text ``contentBlockDelta`` per word, tool calls as
+  ``contentBlockStart`` + partial-JSON ``toolUse`` deltas, ``contentBlockStop``, ``messageStop``,
+  ``metadata``;
+* ``POST /model/{modelId}/invoke``: Titan Text Embeddings (v1, v2), Cohere Embed, Stability (SD3 Large,
+  Stable Image Core/Ultra, SDXL) and Titan Image Generator / Nova Canvas bodies, with the
+  ``X-Amzn-Bedrock-Input-Token-Count`` header.
+
+Every request is authenticated first: a SigV4 ``Authorization`` header whose credential scope names
+the server's region and the service ``bedrock``, a matching ``X-Amz-Date``, the configured access key
+(and session token, if one is configured), and a signature that verifies with the secret key. Errors
+are Bedrock's: ``x-amzn-ErrorType: <Code>:...`` with ``{"message": ...}``. Model ids may be base ids,
+cross-region profile ids (``us.``/``eu.``/``apac.``/``global.``, checked against the region) or
+application-inference-profile ARNs given in ``application_profiles``::
+
+    with BedrockServer() as srv:     # region us-east-1, key AKIDTESTKEY / test-secret
+        srv.script(text="Paris")
+        srv.script(tool_calls=[("get_weather", {"city": "Oslo"})])
+        srv.script(status=429, error_message="Too many requests")           # ThrottlingException
+        srv.script(text="a b c d", cut_after=3)           # the stream's socket dies after 3 frames
+        srv.script(text="a b c d", error_type="modelStreamErrorException", error_message="boom",
+                   cut_after=3)       # 3 frames, then that exception event (a scripted status stays 200)
+        srv.last_request.json
+
+Unscripted, chat echoes the last user message, embeddings are deterministic hashed vectors and images
+are small PNGs. ``python -m langchain_mesh.testing.bedrock --port 8080`` serves it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import re
+import socket
+import struct
+import time
+import uuid
+import zlib
+from typing import Any, Iterable, Optional, Sequence
+from urllib.parse import quote, unquote
+
+from .wire import ClientGone, RecordedRequest, Reply, Responder, WireServer, serve_main
+
+__all__ = ["BedrockServer", "encode_event_message"]
+
+_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream|invoke)$")
+_AUTH = re.compile(r"^AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
+                   r"(?P<service>[^/]+)/aws4_request, ?SignedHeaders=(?P<signed>[a-z0-9;-]+), ?"
+                   r"Signature=(?P<sig>[0-9a-f]{64})$")
+_GEO = {"us": "us-", "us-gov": "us-gov-", "eu": "eu-", "apac": "ap-", "jp": "ap-northeast-", "au": "ap-southeast-",
+        "ca": "ca-", "global": ""}
+_CODES = {400: "ValidationException", 401: "UnrecognizedClientException", 403: "AccessDeniedException",
+          404: "ResourceNotFoundException", 408: "ModelTimeoutException", 424: "ModelErrorException",
+          429: "ThrottlingException", 500: "InternalServerException", 503: "ServiceUnavailableException"}
+_CONVERSE_KEYS = {"messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig",
+                  "additionalModelRequestFields", "promptVariables", "additionalModelResponseFieldPaths",
+                  "requestMetadata", "performanceConfig", "serviceTier", "outputConfig"}
+_BLOCK_KINDS = {"text", "image", "document", "video", "audio", "toolUse", "toolResult", "guardContent",
+                "cachePoint", "reasoningContent", "citationsContent", "searchResult"}
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_RATIOS = {"16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21"}
+_INVALID_MODEL = "The provided model identifier is invalid."
+
+
+class _Fail(Exception):
+    """A request Bedrock rejects: HTTP status, error code and message."""
+
+    def __init__(self, status: int, message: str, code: Optional[str] = None):
+        super().__init__(message)
+        self.status, self.code = status, code or _CODES.get(status, "ValidationException")
+
+
+def _malformed(message: str) -> _Fail:
+    return _Fail(400, f"Malformed input request: {message}, please reformat your input and try again.")
+
+
+def encode_event_message(headers: Sequence[tuple[str, str]], payload: bytes) -> bytes:
+    """One ``application/vnd.amazon.eventstream`` message: total and headers lengths, prelude CRC32,
+    string headers (type 7), the payload, then the CRC32 of all that."""
+    raw = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode()
+                   for k, v in headers)
+    prelude = struct.pack(">II", 16 + len(raw) + len(payload), len(raw))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + raw + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def _event(name: str, body: dict[str, Any]) -> bytes:
+    return encode_event_message([(":event-type", name), (":content-type", "application/json"),
+                                 (":message-type", "event")], json.dumps(body, separators=(",", ":")).encode())
+
+
+def _exception(code: str, message: str) -> bytes:
+    return encode_event_message([(":exception-type", code), (":content-type", "application/json"),
+                                 (":message-type", "exception")], json.dumps({"message": message}).encode())
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\S+\s*", text)
+
+
+def _count(text: str) -> int:
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+def _tiny_png(seed: int) -> bytes:
+    """A valid 1x1 PNG whose colour depends on ``seed`` (so different answers differ)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    pixel = bytes([0, seed & 255, (seed >> 8) & 255, (seed >> 16) & 255])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(pixel)) + chunk(b"IEND", b""))
+
+
+def _hashed_vector(text: str, dims: int) -> list[float]:
+    v = [0.0] * dims
+    for w in re.findall(r"\w+", text.lower()) or [""]:
+        h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+        v[h % dims] += 1.0 if (h >> 32) & 1 else -1.0
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / norm for x in v]
+
+
+def _b64(value: Any, at: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (ValueError, TypeError):
+        raise _Fail(400, f"{at} is not valid base64") from None
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+class BedrockServer(WireServer):
+    provider = "bedrock"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, region: str = "us-east-1",
+                 access_key_id: str = "AKIDTESTKEY", secret_access_key: str = "test-secret",
+                 session_token: Optional[str] = None, models: Optional[Sequence[str]] = None,
+                 application_profiles: Optional[dict[str, str]] = None):
+        """``models`` limits the base model ids accepted (None: any); ``application_profiles`` maps
+        application-inference-profile ARNs to the base model they run."""
+        super().__init__(host, port)
+        self.region = region
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self.session_token = session_token
+        self.models = list(models) if models is not None else None
+        self.application_profiles = dict(application_profiles or {})
+
+    @classmethod
+    def add_cli_arguments(cls, parser: Any) -> None:
+        parser.add_argument("--region", default="us-east-1")
+        parser.add_argument("--access-key-id", default="AKIDTESTKEY")
+        parser.add_argument("--secret-access-key", default="test-secret")
+
+    @classmethod
+    def cli_options(cls, args: Any) -> dict[str, Any]:
+        return {"region": args.region, "access_key_id": args.access_key_id,
+                "secret_access_key": args.secret_access_key}
+
+    def banner(self) -> str:
+        return (super().banner() + f"\nboto3: endpoint_url={self.url} region_name={self.region} "
+                f"aws_access_key_id={self.access_key_id} aws_secret_access_key={self.secret_access_key}")
+
+    # ---- routing and errors ------------------------------------------------------------------------
+
+    def handle(self, request: RecordedRequest, respond: Responder) -> None:
+        route = _ROUTE.match(request.path)
+        try:
+            if route is None:
+                raise _Fail(404, f"Unable to find a route for {request.method} {request.path}",
+                            "UnknownOperationException")
+            if request.method != "POST":
+                raise _Fail(405, f"{request.method} is not allowed", "MethodNotAllowedException")
+            self._authenticate(request)
+            model = self._resolve_model(unquote(route.group("model")))
+            op = route.group("op")
+            if op == "invoke":
+                self._invoke(request, model, respond)
+            else:
+                self._converse(request, model, respond, stream=op == "converse-stream")
+        except _Fail as e:
+            self._error(respond, e.status, e.code, str(e))
+
+    @staticmethod
+    def _error(respond: Responder, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None
+               ) -> None:
+        respond.json(status, {"message": message}, {
+            "x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            "x-amzn-RequestId": str(uuid.uuid4()), **(headers or {})})
+
+    def _scripted(self, respond: Responder) -> Optional[Reply]:
+        reply = self.next_reply() or Reply()
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.status != 200:
+            self._error(respond, reply.status, reply.error_type or _CODES.get(reply.status, "ValidationException"),
+                        reply.error_message or f"scripted HTTP {reply.status}", reply.headers)
+            return None
+        return reply
+
+    # ---- authentication (SigV4) --------------------------------------------------------------------------
+
+    def _authenticate(self, request: RecordedRequest) -> None:
+        auth = _AUTH.match(request.headers.get("Authorization") or "")
+        if auth is None:
+            raise _Fail(403, "Missing Authentication Token" if "Authorization" not in request.headers else
+                        "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' for "
+                        "AWS4-HMAC-SHA256", "MissingAuthenticationTokenException"
+                        if "Authorization" not in request.headers else "IncompleteSignatureException")
+        amz_date = request.headers.get("X-Amz-Date") or ""
+        if not amz_date.startswith(auth.group("date")):
+            raise _Fail(403, "X-Amz-Date is missing or does not match the credential scope date",
+                        "IncompleteSignatureException")
+        if auth.group("service") != "bedrock" or auth.group("region") != self.region:
+            raise _Fail(403, f"Credential should be scoped to a valid region and service: expected "
+                        f"{self.region}/bedrock, got {auth.group('region')}/{auth.group('service')}",
+                        "InvalidSignatureException")
+        token = request.headers.get("X-Amz-Security-Token")
+        if auth.group("akid") != self.access_key_id or (self.session_token is not None and token != self.session_token):
+            raise _Fail(403, "The security token included in the request is invalid.", "UnrecognizedClientException")
+        if not hmac.compare_digest(self._signature(request, auth, amz_date), auth.group("sig")):
+            raise _Fail(403, "The request signature we calculated does not match the signature you provided. Check "
+                        "your AWS Secret Access Key and signing method.", "InvalidSignatureException")
+
+    def _signature(self, request: RecordedRequest, auth: re.Match[str], amz_date: str) -> str:
+        signed = auth.group("signed").split(";")
+        canonical = "\n".join([
+            request.method,
+            quote(request.path, safe="/~"),  # botocore encodes the already-encoded path once more
+            "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(request.query.items())),
+            "".join(f"{h}:{' '.join((request.headers.get(h) or '').split())}\n" for h in signed),
+            ";".join(signed),
+            hashlib.sha256(request.body).hexdigest(),
+        ])
+        scope = f"{auth.group('date')}/{auth.group('region')}/{auth.group('service')}/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        key = ("AWS4" + self.secret_access_key).encode()
+        for part in (auth.group("date"), auth.group("region"), auth.group("service"), "aws4_request"):
+            key = _hmac(key, part)
+        return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+    # ---- model ids -------------------------------------------------------------------------------------
+
+    def _resolve_model(self, model_id: str) -> str:
+        """The base model a ``modelId`` runs, or a 400 as Bedrock answers for an id it does not know."""
+        if model_id.startswith("arn:"):
+            if model_id not in self.application_profiles:
+                raise _Fail(400, _INVALID_MODEL)
+            return self.application_profiles[model_id]
+        head, _, rest = model_id.partition(".")
+        if head in _GEO and "." in rest:  # a cross-region profile: only from a region of its geography
+            if not self.region.startswith(_GEO[head]):
+                raise _Fail(400, _INVALID_MODEL)
+            model_id = rest
+        if self.models is not None and model_id not in self.models:
+            raise _Fail(400, _INVALID_MODEL)
+        return model_id
+
+    # ---- Converse ------------------------------------------------------------------------------------
+
+    def _converse(self, request: RecordedRequest, model: str, respond: Responder, *, stream: bool) -> None:
+        body = self._json(request)
+        unknown = sorted(set(body) - _CONVERSE_KEYS)
+        if unknown:
+            raise _Fail(400, f"Unknown field(s) {unknown}", "SerializationException")
+        tools = self._check_tool_config(body.get("toolConfig"))
+        self._check_messages(body.get("messages"), tools is not None)
+        self._check_inference(body.get("inferenceConfig") or {})
+        for i, block in enumerate(body.get("system") or []):
+            if not isinstance(block, dict) or not (block.get("text") or "").strip() and "cachePoint" not in block:
+                raise _Fail(400, f"system.{i}: a system block needs non-blank text")
+        reply = self._scripted(respond)
+        if reply is None:
+            return
+        if reply.json_body is not None:
+            respond.json(200, reply.json_body, reply.headers)
+            return
+        text, stop = self._answer_text(body, reply)
+        calls = [(f"tooluse_{uuid.uuid4().hex[:22]}", name, reply.arguments_text(i))
+                 for i, (name, _) in enumerate(reply.tool_calls)]
+        prompt = sum(_count(b.get("text") or "") for m in body["messages"] for b in m["content"])
+        usage = self._usage(prompt, _count(text) + sum(_count(a) for _, _, a in calls), reply)
+        headers = {"x-amzn-RequestId": str(uuid.uuid4()), **reply.headers}
+        if not stream:
+            content: list[dict[str, Any]] = [{"text": text}] if text else []
+            content += [{"toolUse": {"toolUseId": cid, "name": name, "input": json.loads(args)}}
+                        for cid, name, args in calls]
+            respond.json(200, {"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
+                               "usage": usage, "metrics": {"latencyMs": 42}}, headers)
+            return
+        frames = list(self._stream_frames(text, calls, stop, usage))
+        tail: list[bytes] = []
+        if reply.error_type:  # a scripted exception event, after the content (or after cut_after frames)
+            keep = reply.cut_after if reply.cut_after is not None else len(frames) - 2
+            frames, tail = frames[:keep], [_exception(reply.error_type, reply.error_message or "scripted failure")]
+        _send_frames(respond, frames + tail, headers, reply.chunk_delay,
+                     None if reply.error_type else reply.cut_after)
+
+    @staticmethod
+    def _json(request: RecordedRequest) -> dict[str, Any]:
+        try:
+            body = request.json
+        except ValueError:
+            raise _Fail(400, "Could not parse the request body as JSON", "SerializationException") from None
+        if not isinstance(body, dict):
+            raise _Fail(400, "The request body must be a JSON object", "SerializationException")
+        return body
+
+    @staticmethod
+    def _check_tool_config(cfg: Any) -> Optional[list[str]]:
+        if cfg is None:
+            return None
+        tools = cfg.get("tools") if isinstance(cfg, dict) else None
+        if not isinstance(tools, list) or not tools:
+            raise _Fail(400, "toolConfig.tools must contain at least one tool")
+        names = []
+        for i, t in enumerate(tools):
+            spec = t.get("toolSpec") if isinstance(t, dict) else None
+            if not isinstance(spec, dict) or not _TOOL_NAME.match(str(spec.get("name"))):
+                raise _Fail(400, f"toolConfig.tools.{i}.toolSpec.name must match [a-zA-Z0-9_-]{{1,64}}")
+            if not isinstance((spec.get("inputSchema") or {}).get("json"), dict):
+                raise _Fail(400, f"toolConfig.tools.{i}.toolSpec.inputSchema.json must be a JSON schema object")
+            names.append(spec["name"])
+        choice = cfg.get("toolChoice")
+        if choice is not None:
+            if not isinstance(choice, dict) or len(choice) != 1 or next(iter(choice)) not in ("auto", "any", "tool"):
+                raise _Fail(400, "toolConfig.toolChoice must be exactly one of auto, any, tool")
+            if "tool" in choice and choice["tool"].get("name") not in names:
+                raise _Fail(400, f"toolConfig.toolChoice.tool.name must name one of the tools {names}")
+        return names
+
+    @staticmethod
+    def _check_messages(messages: Any, has_tools: bool) -> None:
+        if not isinstance(messages, list) or not messages:
+            raise _Fail(400, "A conversation must start with a user message. Try again with a conversation that "
+                        "starts with a user message.")
+        open_calls: set[str] = set()
+        for i, m in enumerate(messages):
+            role = m.get("role") if isinstance(m, dict) else None
+            if role != ("user" if i % 2 == 0 else "assistant"):
+                raise _Fail(400, "A conversation must alternate between user and assistant roles. Make sure the "
+                            "conversation alternates between user and assistant roles and try again."
+                            if i else "A conversation must start with a user message.")
+            content = m.get("content")
+            if not isinstance(content, list) or not content:
+                raise _Fail(400, f"messages.{i}.content must not be empty")
+            for j, block in enumerate(content):
+                at = f"messages.{i}.content.{j}"
+                kinds = set(block) & _BLOCK_KINDS if isinstance(block, dict) else set()
+                if len(kinds) != 1 or len(block) != 1:
+                    raise _Fail(400, f"{at} must set exactly one content block member")
+                kind = kinds.pop()
+                if kind == "text" and not str(block["text"]).strip():
+                    raise _Fail(400, f"{at}: The text field in the ContentBlock object is blank. Add text to the "
+                                "text field, and try again.")
+                if kind == "image":
+                    img = block["image"]
+                    if img.get("format") not in ("png", "jpeg", "gif", "webp"):
+                        raise _Fail(400, f"{at}.image.format must be png, jpeg, gif or webp")
+                    src = img.get("source") or {}
+                    if "bytes" in src:
+                        _b64(src["bytes"], f"{at}.image.source.bytes")
+                    elif "s3Location" not in src:
+                        raise _Fail(400, f"{at}.image.source needs bytes or s3Location")
+                if kind in ("toolUse", "toolResult") and not has_tools:
+                    raise _Fail(400, "The toolConfig field must be defined when using toolUse and toolResult "
+                                "content blocks.")
+                if kind == "toolUse":
+                    use = block["toolUse"]
+                    if role != "assistant" or not isinstance(use.get("input"), dict):
+                        raise _Fail(400, f"{at}: toolUse blocks belong to assistant turns, with an input object")
+                    open_calls.add(use["toolUseId"])
+                if kind == "toolResult":
+                    result = block["toolResult"]
+                    if role != "user" or result.get("toolUseId") not in open_calls:
+                        raise _Fail(400, f"{at}: the toolResult's toolUseId {result.get('toolUseId')!r} answers no "
+                                    "toolUse of the previous assistant turn")
+        if messages[-1]["role"] != "user":
+            raise _Fail(400, "The last message must be a user message (this model does not support assistant "
+                        "message prefill).")
+
+    @staticmethod
+    def _check_inference(cfg: dict[str, Any]) -> None:
+        for key, low, high in (("temperature", 0, 1), ("topP", 0, 1)):
+            if key in cfg and not low <= cfg[key] <= high:
+                raise _Fail(400, f"inferenceConfig.{key}: must be between {low} and {high}")
+        if "maxTokens" in cfg and cfg["maxTokens"] < 1:
+            raise _Fail(400, "inferenceConfig.maxTokens: must be at least 1")
+
+    @staticmethod
+    def _answer_text(body: dict[str, Any], reply: Reply) -> tuple[str, str]:
+        if reply.text is not None:
+            text = reply.text
+        elif reply.tool_calls:
+            text = ""
+        else:  # unscripted: echo the last user message's text
+            text = " ".join(b["text"] for b in body["messages"][-1]["content"] if "text" in b)
+        limit = (body.get("inferenceConfig") or {}).get("maxTokens")
+        words = _words(text)
+        if limit is not None and len(words) > limit:
+            return "".join(words[:limit]), reply.finish_reason or "max_tokens"
+        return text, reply.finish_reason or ("tool_use" if reply.tool_calls else "end_turn")
+
+    @staticmethod
+    def _usage(prompt: int, completion: int, reply: Reply) -> dict[str, int]:
+        usage = {"inputTokens": prompt, "outputTokens": completion, "totalTokens": prompt + completion}
+        usage.update(reply.usage or {})
+        return usage
+
+    @staticmethod
+    def _stream_frames(text: str, calls: list[tuple[str, str, str]], stop: str, usage: dict[str, int]
+                       ) -> Iterable[bytes]:
+        yield _event("messageStart", {"role": "assistant"})
+        index = 0
+        if text:
+            for w in _words(text):
+                yield _event("contentBlockDelta", {"delta": {"text": w}, "contentBlockIndex": index})
+            yield _event("contentBlockStop", {"contentBlockIndex": index})
+            index += 1
+        for cid, name, args in calls:
+            yield _event("contentBlockStart", {"start": {"toolUse": {"toolUseId": cid, "name": name}},
+                                               "contentBlockIndex": index})
+            step = max(1, math.ceil(len(args) / 3))  # the input arrives in pieces, as it is generated
+            for i in range(0, len(args), step):
+                yield _event("contentBlockDelta", {"delta": {"toolUse": {"input": args[i:i + step]}},
+                                                   "contentBlockIndex": index})
+            yield _event("contentBlockStop", {"contentBlockIndex": index})
+            index += 1
+        yield _event("messageStop", {"stopReason": stop})
+        yield _event("metadata", {"usage": usage, "metrics": {"latencyMs": 42}})
+
+    # ---- InvokeModel -------------------------------------------------------------------------------------
+
+    def _invoke(self, request: RecordedRequest, model: str, respond: Responder) -> None:
+        # absent means application/json (the API's default); anything else is refused
+        if not (request.headers.get("Content-Type") or "application/json").startswith("application/json"):
+            raise _Fail(400, "The provided content type is not supported; use application/json")
+        body = self._json(request)
+        if model.startswith("amazon.titan-embed"):
+            answer, tokens = self._titan_embed(model, body)
+        elif model.startswith("cohere.embed"):
+            answer, tokens = self._cohere_embed(model, body)
+        elif model.startswith("stability.stable-diffusion-xl"):
+            answer, tokens = self._sdxl(body), 0
+        elif model.startswith("stability."):
+            answer, tokens = self._stability(model, body), 0
+        elif model.startswith(("amazon.titan-image", "amazon.nova-canvas")):
+            answer, tokens = self._titan_image(body), 0
+        else:
+            raise _Fail(400, f"{model} is not served through InvokeModel by this test server; use Converse")
+        reply = self._scripted(respond)
+        if reply is None:
+            return
+        if reply.json_body is not None:
+            answer = reply.json_body
+        elif reply.embeddings is not None:
+            if "embedding" in answer:
+                answer["embedding"] = reply.embeddings[0]
+            else:
+                answer["embeddings"] = reply.embeddings
+        respond.json(200, answer, {"x-amzn-RequestId": str(uuid.uuid4()), "X-Amzn-Bedrock-Invocation-Latency": "42",
+                                   "X-Amzn-Bedrock-Input-Token-Count": str(tokens), **reply.headers})
+
+    @staticmethod
+    def _only(body: dict[str, Any], allowed: set[str], required: Sequence[str] = ()) -> None:
+        for key in body:
+            if key not in allowed:
+                raise _malformed(f"#: extraneous key [{key}] is not permitted")
+        for key in required:
+            if key not in body:
+                raise _malformed(f"#: required key [{key}] not found")
+
+    def _titan_embed(self, model: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        v2 = "v2" in model
+        self._only(body, {"inputText", "dimensions", "normalize", "embeddingTypes"} if v2 else {"inputText"},
+                   ["inputText"])
+        text = body["inputText"]
+        if not isinstance(text, str) or not text:
+            raise _malformed("#/inputText: expected minLength: 1")
+        dims = body.get("dimensions", 1024) if v2 else 1536
+        if dims not in (256, 512, 1024, 1536):
+            raise _malformed(f"#/dimensions: {dims} is not a valid enum value")
+        vector = _hashed_vector(text, dims)
+        return {"embedding": vector, "inputTextTokenCount": _count(text), "embeddingsByType": {"float": vector}}, \
+            _count(text)
+
+    def _cohere_embed(self, model: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        self._only(body, {"texts", "input_type", "truncate", "embedding_types", "images", "output_dimension",
+                          "max_tokens", "inputs"}, ["input_type"])
+        texts = body.get("texts")
+        if not isinstance(texts, list) or not 1 <= len(texts) <= 96:
+            raise _malformed(f"#/texts: expected between 1 and 96 items, got {len(texts or [])}")
+        if body["input_type"] not in ("search_document", "search_query", "classification", "clustering", "image"):
+            raise _malformed(f"#/input_type: {body['input_type']} is not a valid enum value")
+        if "output_dimension" in body and "v4" not in model:
+            raise _malformed("#: extraneous key [output_dimension] is not permitted")
+        dims = body.get("output_dimension", 1536 if "v4" in model else 1024)
+        vectors = [_hashed_vector(t, dims) for t in texts]
+        answer: dict[str, Any] = {"id": str(uuid.uuid4()), "texts": texts, "response_type": "embeddings_floats",
+                                  "embeddings": vectors}
+        if body.get("embedding_types"):
+            answer.update(response_type="embeddings_by_type", embeddings={"float": vectors})
+        return answer, sum(_count(t) for t in texts)
+
+    def _stability(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        sd3 = "sd3" in model
+        allowed = {"prompt", "negative_prompt", "aspect_ratio", "seed", "output_format", "style_preset"}
+        self._only(body, allowed | ({"mode", "image", "strength", "cfg_scale"} if sd3 else set()), ["prompt"])
+        if body.get("aspect_ratio", "1:1") not in _RATIOS:
+            raise _malformed(f"#/aspect_ratio: {body['aspect_ratio']} is not a valid enum value")
+        if body.get("output_format", "png") not in ("png", "jpeg") + (() if sd3 else ("webp",)):
+            raise _malformed(f"#/output_format: {body['output_format']} is not a valid enum value")
+        if not 0 <= body.get("seed", 0) <= 4294967294:
+            raise _malformed("#/seed: must be between 0 and 4294967294")
+        if body.get("mode") == "image-to-image":
+            if "image" not in body or "strength" not in body:
+                raise _malformed("#: image-to-image requires keys [image, strength]")
+            if "aspect_ratio" in body:
+                raise _malformed("#: extraneous key [aspect_ratio] is not permitted")
+            _b64(body["image"], "#/image")
+        elif "image" in body or "strength" in body:
+            raise _malformed("#: image and strength need mode image-to-image")
+        seed = body.get("seed", 0) or int(hashlib.md5(body["prompt"].encode()).hexdigest()[:6], 16)
+        return {"seeds": [seed], "finish_reasons": [None], "images": [base64.b64encode(_tiny_png(seed)).decode()]}
+
+    def _sdxl(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._only(body, {"text_prompts", "height", "width", "cfg_scale", "clip_guidance_preset", "sampler",
+                          "samples", "seed", "steps", "style_preset", "extras", "init_image", "init_image_mode",
+                          "image_strength", "step_schedule_start", "step_schedule_end"}, ["text_prompts"])
+        prompts = body["text_prompts"]
+        if not isinstance(prompts, list) or not all(isinstance(p, dict) and p.get("text") for p in prompts):
+            raise _malformed("#/text_prompts: expected a list of {text, weight}")
+        if body.get("samples", 1) != 1:
+            raise _malformed("#/samples: 1 is the only value supported")
+        for key in ("height", "width"):
+            if key in body and body[key] % 64:
+                raise _malformed(f"#/{key}: must be a multiple of 64")
+        seed = body.get("seed", 0) or 7
+        return {"result": "success", "artifacts": [{"seed": seed, "finishReason": "SUCCESS",
+                                                    "base64": base64.b64encode(_tiny_png(seed)).decode()}]}
+
+    def _titan_image(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._only(body, {"taskType", "textToImageParams", "imageVariationParams", "imageGenerationConfig"},
+                   ["taskType"])
+        task = body["taskType"]
+        params_key = {"TEXT_IMAGE": "textToImageParams", "IMAGE_VARIATION": "imageVariationParams"}.get(task)
+        if params_key is None:
+            raise _malformed(f"#/taskType: {task} is not a valid enum value")
+        params = body.get(params_key)
+        if not isinstance(params, dict) or not params.get("text"):
+            raise _malformed(f"#/{params_key}: required key [text] not found")
+        if task == "IMAGE_VARIATION":
+            images = params.get("images")
+            if not isinstance(images, list) or len(images) != 1:
+                raise _malformed("#/imageVariationParams/images: expected 1 image")
+            if not 0.2 <= params.get("similarityStrength", 0.7) <= 1.0:
+                raise _malformed("#/imageVariationParams/similarityStrength: must be between 0.2 and 1.0")
+        config = body.get("imageGenerationConfig") or {}
+        n = config.get("numberOfImages", 1)
+        if not 1 <= n <= 5:
+            raise _malformed("#/imageGenerationConfig/numberOfImages: must be between 1 and 5")
+        seed = config.get("seed", 0)
+        return {"images": [base64.b64encode(_tiny_png(seed + i)).decode() for i in range(n)], "error": None}
+
+
+def _send_frames(respond: Responder, frames: list[bytes], headers: dict[str, str], chunk_delay: float,
+                 cut_after: Optional[int]) -> None:
+    """Write event-stream frames as HTTP chunks; ``cut_after=N`` drops the socket after N frames.
+
+    :meth:`Responder.sse` frames text events; this is the same loop for binary messages, so it reaches
+    into the responder's handler the way that method does.
+    """
+    respond._start(200, "application/vnd.amazon.eventstream", headers, None)
+    h = respond._h
+    try:
+        for i, frame in enumerate(frames):
+            if cut_after is not None and i >= cut_after:
+                h.wfile.flush()
+                h.close_connection = True
+                h.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if i and chunk_delay:
+                time.sleep(chunk_delay)
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+            h.wfile.flush()
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
+    except (BrokenPipeError, ConnectionResetError) as e:
+        h.close_connection = True
+        raise ClientGone() from e
+
+
+if __name__ == "__main__":
+    serve_main(BedrockServer)
