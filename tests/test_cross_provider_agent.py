@@ -74,6 +74,10 @@ PROVIDERS = [
              lambda s: {"type": "snowflake_cortex", "base_url": s.url, "token": "test-token"}, "claude-3-5-sonnet"),
     Provider("cohere", _fixture("cohere_server"),
              lambda s: {"type": "cohere", "api_key": "test-key", "base_url": s.url}, "command-r-plus-08-2024"),
+    Provider("bedrock", _fixture("bedrock_server"),
+             lambda s: {"type": "bedrock", "endpoint_url": s.url, "region": "us-east-1",
+                        "access_key_id": s.access_key_id, "secret_access_key": s.secret_access_key},
+             "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 ]
 
 
