@@ -21,6 +21,14 @@ contenders take turns in every round (in a shuffled order), so machine noise hit
 the ratio column divides each median by the SDK's.
 
     python bench/overhead.py --openai-only [--openai-rounds 300]
+
+The ``anthropic`` section (``--anthropic``; run by default when the anthropic SDK is importable)
+does the same with the local Anthropic Messages API server (``python -m
+langchain_mesh.testing.anthropic``): the ``anthropic`` SDK's ``messages.create`` called directly,
+the mesh builder on the ``anthropic`` connection, ``MeshChatModel``, and where installed
+``langchain_anthropic.ChatAnthropic`` and ``litellm``.
+
+    python bench/overhead.py --anthropic-only [--anthropic-rounds 300]
 """
 
 from __future__ import annotations
@@ -250,29 +258,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class OpenAIServerProcess:
-    """``python -m langchain_mesh.testing.openai --port N`` in a child process, until ``stop()``."""
+class ServerProcess:
+    """``python -m <module> --port N`` (a local provider server) in a child process, until ``stop()``.
 
-    def __init__(self, startup_timeout: float = 30.0):
+    It is ready once ``GET <ready_path>`` answers 200 with ``headers``.
+    """
+
+    def __init__(self, module: str, ready_path: str, headers: dict[str, str], startup_timeout: float = 30.0):
+        self.module = module
         self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen([sys.executable, "-m", "langchain_mesh.testing.openai", "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(self.port)],
                                      cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         try:
-            self._wait(startup_timeout)
+            self._wait(urllib.request.Request(self.url + ready_path, headers=headers), startup_timeout)
         except BaseException:
             self.stop()
             raise
 
-    def _wait(self, timeout: float) -> None:
+    def _wait(self, req: urllib.request.Request, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        req = urllib.request.Request(f"{self.base_url}/models", headers={"Authorization": "Bearer test-key"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the OpenAI test server exited with {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}:\n{self.output()}")
             try:
                 with opener.open(req, timeout=1) as r:
                     if r.status == 200:
@@ -280,7 +291,7 @@ class OpenAIServerProcess:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the OpenAI test server did not answer within {timeout:.0f}s:\n{self.output()}")
+                raise RuntimeError(f"{self.module} did not answer within {timeout:.0f}s:\n{self.output()}")
             time.sleep(0.05)
 
     def output(self) -> str:
@@ -358,15 +369,54 @@ def print_latency_table(title: str, times: dict[str, list[float]], reference: st
               f"{med[name] / med[reference]:6.2f}")
 
 
+def run_http_section(name: str, reference: str, invoke: dict[str, Callable[[], float]],
+                     stream: dict[str, Callable[[], float]], skipped: list[str], rounds: int, warmup: int) -> None:
+    """Time the contenders of one provider section and print its two tables (latency, then TTFT)."""
+    note = f"; not installed: {', '.join(skipped)}" if skipped else ""
+    times = interleaved(invoke, rounds, warmup)
+    print_latency_table(f"{name}: latency of one chat completion, {rounds} interleaved rounds after {warmup} "
+                        f"warm-up{note}", times, reference)
+    times = interleaved(stream, rounds, warmup)
+    print_latency_table(f"Streaming: time to the first content chunk, {rounds} interleaved rounds after "
+                        f"{warmup} warm-up", times, reference)
+
+
+def _add_mesh_chat_model(mesh: Mesh, llm_id: str, invoke: dict[str, Callable[[], float]],
+                         stream: dict[str, Callable[[], float]], skipped: list[str]) -> None:
+    if importlib.util.find_spec("langchain_core") is None:
+        skipped.append("MeshChatModel (langchain-core)")
+        return
+    from langchain_mesh.langchain import MeshChatModel
+
+    chat = MeshChatModel(model=llm_id, mesh=mesh)
+    invoke["MeshChatModel.invoke"] = _timed(lambda: chat.invoke(PROMPT))
+    stream["MeshChatModel.stream"] = _ttft(lambda: chat.stream(PROMPT), lambda c: bool(c.content))
+
+
+def _add_litellm(model: str, base_url: str, invoke: dict[str, Callable[[], float]],
+                 stream: dict[str, Callable[[], float]], skipped: list[str]) -> None:
+    if importlib.util.find_spec("litellm") is None:
+        skipped.append("litellm")
+        return
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of its price list
+    import litellm
+
+    kw = {"model": model, "api_base": base_url, "api_key": "test-key",
+          "messages": [{"role": "user", "content": PROMPT}]}
+    invoke["litellm.completion"] = _timed(lambda: litellm.completion(**kw))
+    stream["litellm.completion(stream=True)"] = _ttft(lambda: litellm.completion(stream=True, **kw),
+                                                      lambda c: bool(c.choices and c.choices[0].delta.content))
+
+
 def bench_openai(rounds: int, warmup: int) -> None:
     if importlib.util.find_spec("openai") is None:
         print("\nopenai SDK is not installed; openai rows skipped (pip install 'langchain-mesh[openai,bench]')")
         return
     import openai
 
-    server = OpenAIServerProcess()
+    server = ServerProcess("langchain_mesh.testing.openai", "/v1/models", {"Authorization": "Bearer test-key"})
     try:
-        _bench_openai(server.base_url, rounds, warmup, openai)
+        _bench_openai(server.url + "/v1", rounds, warmup, openai)
     finally:
         server.stop()
 
@@ -388,15 +438,8 @@ def _bench_openai(base_url: str, rounds: int, warmup: int, openai: Any) -> None:
         "mesh builder .execute_streamed()": _ttft(lambda: llm.new_completion().with_message(PROMPT).execute_streamed(),
                                                   lambda ev: bool(getattr(ev, "text", None))),
     }
-    skipped = []
-    if importlib.util.find_spec("langchain_core") is not None:
-        from langchain_mesh.langchain import MeshChatModel
-
-        chat = MeshChatModel(model="openai:oa:gpt-4o", mesh=mesh)
-        invoke["MeshChatModel.invoke"] = _timed(lambda: chat.invoke(PROMPT))
-        stream["MeshChatModel.stream"] = _ttft(lambda: chat.stream(PROMPT), lambda c: bool(c.content))
-    else:
-        skipped.append("MeshChatModel (langchain-core)")
+    skipped: list[str] = []
+    _add_mesh_chat_model(mesh, "openai:oa:gpt-4o", invoke, stream, skipped)
     if importlib.util.find_spec("langchain_openai") is not None:
         from langchain_openai import ChatOpenAI
 
@@ -407,26 +450,73 @@ def _bench_openai(base_url: str, rounds: int, warmup: int, openai: Any) -> None:
                                                              lambda c: bool(c.content))
     else:
         skipped.append("ChatOpenAI (langchain-openai)")
-    if importlib.util.find_spec("litellm") is not None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of its price list
-        import litellm
-
-        kw = {"model": "openai/gpt-4o", "api_base": base_url, "api_key": "test-key", "messages": messages}
-        invoke["litellm.completion"] = _timed(lambda: litellm.completion(**kw))
-        stream["litellm.completion(stream=True)"] = _ttft(lambda: litellm.completion(stream=True, **kw),
-                                                          lambda c: bool(c.choices and c.choices[0].delta.content))
-    else:
-        skipped.append("litellm")
-
-    note = f"; not installed: {', '.join(skipped)}" if skipped else ""
+    _add_litellm("openai/gpt-4o", base_url, invoke, stream, skipped)
     try:
-        times = interleaved(invoke, rounds, warmup)
-        print_latency_table(f"openai connection over HTTP to the local OpenAI server (separate process): latency of "
-                            f"one chat completion, {rounds} interleaved rounds after {warmup} warm-up{note}",
-                            times, "openai SDK direct")
-        times = interleaved(stream, rounds, warmup)
-        print_latency_table(f"Streaming: time to the first content chunk, {rounds} interleaved rounds after "
-                            f"{warmup} warm-up", times, "openai SDK direct")
+        run_http_section("openai connection over HTTP to the local OpenAI server (separate process)",
+                         "openai SDK direct", invoke, stream, skipped, rounds, warmup)
+    finally:
+        client.close()
+        mesh.close()
+
+
+# the same comparison for one provider that does not speak the OpenAI format
+
+ANTHROPIC_MODEL = "claude-haiku-4-5"
+ANTHROPIC_MAX_TOKENS = 8192  # what the mesh sends for this model when the caller sets none: same bodies
+
+
+def bench_anthropic(rounds: int, warmup: int) -> None:
+    if importlib.util.find_spec("anthropic") is None:
+        print("\nanthropic SDK is not installed; anthropic rows skipped "
+              "(pip install 'langchain-mesh[anthropic,bench]')")
+        return
+    import anthropic
+
+    server = ServerProcess("langchain_mesh.testing.anthropic", "/v1/models",
+                           {"x-api-key": "test-key", "anthropic-version": "2023-06-01"})
+    try:
+        _bench_anthropic(server.url, rounds, warmup, anthropic)
+    finally:
+        server.stop()
+
+
+def _bench_anthropic(base_url: str, rounds: int, warmup: int, anthropic: Any) -> None:
+    kw = {"model": ANTHROPIC_MODEL, "max_tokens": ANTHROPIC_MAX_TOKENS,
+          "messages": [{"role": "user", "content": PROMPT}]}
+    client = anthropic.Anthropic(base_url=base_url, api_key="test-key", max_retries=0)
+    llm_id = f"anthropic:claude:{ANTHROPIC_MODEL}"
+    mesh = Mesh.from_config({"connections": {"claude": {"type": "anthropic", "api_key": "test-key",
+                                                        "base_url": base_url, "max_retries": 0}}})
+    llm = mesh.get_llm(llm_id)
+
+    def sdk_text(ev: Any) -> bool:
+        return ev.type == "content_block_delta" and ev.delta.type == "text_delta" and bool(ev.delta.text)
+
+    invoke: dict[str, Callable[[], float]] = {
+        "anthropic SDK direct": _timed(lambda: client.messages.create(**kw)),
+        "mesh builder .execute()": _timed(lambda: llm.new_completion().with_message(PROMPT).execute()),
+    }
+    stream: dict[str, Callable[[], float]] = {
+        "anthropic SDK direct": _ttft(lambda: client.messages.create(stream=True, **kw), sdk_text),
+        "mesh builder .execute_streamed()": _ttft(lambda: llm.new_completion().with_message(PROMPT).execute_streamed(),
+                                                  lambda ev: bool(getattr(ev, "text", None))),
+    }
+    skipped: list[str] = []
+    _add_mesh_chat_model(mesh, llm_id, invoke, stream, skipped)
+    if importlib.util.find_spec("langchain_anthropic") is not None:
+        from langchain_anthropic import ChatAnthropic
+
+        lc_anthropic = ChatAnthropic(model=ANTHROPIC_MODEL, base_url=base_url, api_key="test-key",  # type: ignore
+                                     max_tokens=ANTHROPIC_MAX_TOKENS, max_retries=0)
+        invoke["langchain_anthropic ChatAnthropic.invoke"] = _timed(lambda: lc_anthropic.invoke(PROMPT))
+        stream["langchain_anthropic ChatAnthropic.stream"] = _ttft(lambda: lc_anthropic.stream(PROMPT),
+                                                                   lambda c: bool(c.content))
+    else:
+        skipped.append("ChatAnthropic (langchain-anthropic)")
+    _add_litellm(f"anthropic/{ANTHROPIC_MODEL}", base_url, invoke, stream, skipped)
+    try:
+        run_http_section("anthropic connection over HTTP to the local Anthropic server (separate process)",
+                         "anthropic SDK direct", invoke, stream, skipped, rounds, warmup)
     finally:
         client.close()
         mesh.close()
@@ -448,14 +538,31 @@ def main() -> int:
     oa.add_argument("--openai-only", action="store_true", help="run only the openai section")
     ap.add_argument("--openai-rounds", type=int, default=300, help="interleaved rounds of calls with --openai")
     ap.add_argument("--openai-warmup", type=int, default=20, help="warm-up rounds with --openai")
+    an = ap.add_mutually_exclusive_group()
+    an.add_argument("--anthropic", action="store_true", default=None,
+                    help="measure real HTTP calls to the local Anthropic server "
+                         "(default: when the anthropic SDK is importable)")
+    an.add_argument("--no-anthropic", dest="anthropic", action="store_false", help="skip the anthropic section")
+    an.add_argument("--anthropic-only", action="store_true", help="run only the anthropic section")
+    ap.add_argument("--anthropic-rounds", type=int, default=300, help="interleaved rounds of calls with --anthropic")
+    ap.add_argument("--anthropic-warmup", type=int, default=20, help="warm-up rounds with --anthropic")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}")
-    if not args.openai_only:
+    only = args.openai_only or args.anthropic_only
+    if not only:
         bench_fixed(args.iterations, args.repeat)
         if args.local:
             bench_local(args.local_iterations, args.local_repeat, args.torch_threads)
-    if args.openai_only or args.openai or (args.openai is None and importlib.util.find_spec("openai") is not None):
+
+    def wanted(section: str, flag: Optional[bool], only_this: bool) -> bool:
+        if only:
+            return only_this
+        return bool(flag) or (flag is None and importlib.util.find_spec(section) is not None)
+
+    if wanted("openai", args.openai, args.openai_only):
         bench_openai(args.openai_rounds, args.openai_warmup)
+    if wanted("anthropic", args.anthropic, args.anthropic_only):
+        bench_anthropic(args.anthropic_rounds, args.anthropic_warmup)
     return 0
 
 
