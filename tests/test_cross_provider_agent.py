@@ -54,6 +54,8 @@ def _snowflake(request: pytest.FixtureRequest) -> Any:
 
 
 PROVIDERS = [
+    Provider("anthropic", _fixture("anthropic_server"),
+             lambda s: {"type": "anthropic", "api_key": "test-key", "base_url": s.base_url}, "claude-3-5-sonnet-20241022"),
     Provider("openai", _fixture("openai_server"),
              lambda s: {"type": "openai", "api_key": "test-key", "base_url": s.base_url}, "gpt-4o"),
     Provider("azure_openai", _fixture("azure_openai_server"),
