@@ -80,6 +80,9 @@ PROVIDERS = [
              lambda s: {"type": "bedrock", "endpoint_url": s.url, "region": "us-east-1",
                         "access_key_id": s.access_key_id, "secret_access_key": s.secret_access_key},
              "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+    Provider("vertex", _fixture("vertex_server"),
+             lambda s: {"type": "vertex", "project": "test-project", "oauth_token": "test-token", "base_url": s.url},
+             "gemini-2.5-flash"),
 ]
 
 
