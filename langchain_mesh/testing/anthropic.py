@@ -50,7 +50,7 @@ import secrets
 import time
 from typing import Any, Iterator, Optional, Sequence
 
-from .openai import count_tokens, sample_from_schema
+from .fakes import count_tokens, sample_from_schema
 from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main
 
 __all__ = ["AnthropicServer", "MESSAGES_PATH", "MODELS_PATH", "ERROR_TYPES", "MAX_OUTPUT_TOKENS"]

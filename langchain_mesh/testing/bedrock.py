@@ -50,6 +50,7 @@ import zlib
 from typing import Any, Iterable, Optional, Sequence
 from urllib.parse import quote, unquote
 
+from .fakes import count_tokens, embed_text, make_png, stream_pieces
 from .wire import ClientGone, RecordedRequest, Reply, Responder, WireServer, serve_main
 
 __all__ = ["BedrockServer", "encode_event_message"]
@@ -104,32 +105,6 @@ def _event(name: str, body: dict[str, Any]) -> bytes:
 def _exception(code: str, message: str) -> bytes:
     return encode_event_message([(":exception-type", code), (":content-type", "application/json"),
                                  (":message-type", "exception")], json.dumps({"message": message}).encode())
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\S+\s*", text)
-
-
-def _count(text: str) -> int:
-    return len(re.findall(r"\w+|[^\w\s]", text))
-
-
-def _tiny_png(seed: int) -> bytes:
-    """A valid 1x1 PNG whose colour depends on ``seed`` (so different answers differ)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    pixel = bytes([0, seed & 255, (seed >> 8) & 255, (seed >> 16) & 255])
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(pixel)) + chunk(b"IEND", b""))
-
-
-def _hashed_vector(text: str, dims: int) -> list[float]:
-    v = [0.0] * dims
-    for w in re.findall(r"\w+", text.lower()) or [""]:
-        h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
-        v[h % dims] += 1.0 if (h >> 32) & 1 else -1.0
-    norm = math.sqrt(sum(x * x for x in v)) or 1.0
-    return [x / norm for x in v]
 
 
 def _b64(value: Any, at: str) -> bytes:
@@ -292,8 +267,8 @@ class BedrockServer(WireServer):
         text, stop = self._answer_text(body, reply)
         calls = [(f"tooluse_{uuid.uuid4().hex[:22]}", name, reply.arguments_text(i))
                  for i, (name, _) in enumerate(reply.tool_calls)]
-        prompt = sum(_count(b.get("text") or "") for m in body["messages"] for b in m["content"])
-        usage = self._usage(prompt, _count(text) + sum(_count(a) for _, _, a in calls), reply)
+        prompt = sum(count_tokens(b.get("text") or "") for m in body["messages"] for b in m["content"])
+        usage = self._usage(prompt, count_tokens(text) + sum(count_tokens(a) for _, _, a in calls), reply)
         headers = {"x-amzn-RequestId": str(uuid.uuid4()), **reply.headers}
         if not stream:
             content: list[dict[str, Any]] = [{"text": text}] if text else []
@@ -410,7 +385,7 @@ class BedrockServer(WireServer):
         else:  # unscripted: echo the last user message's text
             text = " ".join(b["text"] for b in body["messages"][-1]["content"] if "text" in b)
         limit = (body.get("inferenceConfig") or {}).get("maxTokens")
-        words = _words(text)
+        words = stream_pieces(text)
         if limit is not None and len(words) > limit:
             return "".join(words[:limit]), reply.finish_reason or "max_tokens"
         return text, reply.finish_reason or ("tool_use" if reply.tool_calls else "end_turn")
@@ -427,7 +402,7 @@ class BedrockServer(WireServer):
         yield _event("messageStart", {"role": "assistant"})
         index = 0
         if text:
-            for w in _words(text):
+            for w in stream_pieces(text):
                 yield _event("contentBlockDelta", {"delta": {"text": w}, "contentBlockIndex": index})
             yield _event("contentBlockStop", {"contentBlockIndex": index})
             index += 1
@@ -494,9 +469,9 @@ class BedrockServer(WireServer):
         dims = body.get("dimensions", 1024) if v2 else 1536
         if dims not in (256, 512, 1024, 1536):
             raise _malformed(f"#/dimensions: {dims} is not a valid enum value")
-        vector = _hashed_vector(text, dims)
-        return {"embedding": vector, "inputTextTokenCount": _count(text), "embeddingsByType": {"float": vector}}, \
-            _count(text)
+        vector = embed_text(text, dims)
+        return {"embedding": vector, "inputTextTokenCount": count_tokens(text), "embeddingsByType": {"float": vector}}, \
+            count_tokens(text)
 
     def _cohere_embed(self, model: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         self._only(body, {"texts", "input_type", "truncate", "embedding_types", "images", "output_dimension",
@@ -509,12 +484,12 @@ class BedrockServer(WireServer):
         if "output_dimension" in body and "v4" not in model:
             raise _malformed("#: extraneous key [output_dimension] is not permitted")
         dims = body.get("output_dimension", 1536 if "v4" in model else 1024)
-        vectors = [_hashed_vector(t, dims) for t in texts]
+        vectors = [embed_text(t, dims) for t in texts]
         answer: dict[str, Any] = {"id": str(uuid.uuid4()), "texts": texts, "response_type": "embeddings_floats",
                                   "embeddings": vectors}
         if body.get("embedding_types"):
             answer.update(response_type="embeddings_by_type", embeddings={"float": vectors})
-        return answer, sum(_count(t) for t in texts)
+        return answer, sum(count_tokens(t) for t in texts)
 
     def _stability(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         sd3 = "sd3" in model
@@ -535,7 +510,7 @@ class BedrockServer(WireServer):
         elif "image" in body or "strength" in body:
             raise _malformed("#: image and strength need mode image-to-image")
         seed = body.get("seed", 0) or int(hashlib.md5(body["prompt"].encode()).hexdigest()[:6], 16)
-        return {"seeds": [seed], "finish_reasons": [None], "images": [base64.b64encode(_tiny_png(seed)).decode()]}
+        return {"seeds": [seed], "finish_reasons": [None], "images": [base64.b64encode(make_png(1, 1, str(seed))).decode()]}
 
     def _sdxl(self, body: dict[str, Any]) -> dict[str, Any]:
         self._only(body, {"text_prompts", "height", "width", "cfg_scale", "clip_guidance_preset", "sampler",
@@ -551,7 +526,7 @@ class BedrockServer(WireServer):
                 raise _malformed(f"#/{key}: must be a multiple of 64")
         seed = body.get("seed", 0) or 7
         return {"result": "success", "artifacts": [{"seed": seed, "finishReason": "SUCCESS",
-                                                    "base64": base64.b64encode(_tiny_png(seed)).decode()}]}
+                                                    "base64": base64.b64encode(make_png(1, 1, str(seed))).decode()}]}
 
     def _titan_image(self, body: dict[str, Any]) -> dict[str, Any]:
         self._only(body, {"taskType", "textToImageParams", "imageVariationParams", "imageGenerationConfig"},
@@ -574,7 +549,7 @@ class BedrockServer(WireServer):
         if not 1 <= n <= 5:
             raise _malformed("#/imageGenerationConfig/numberOfImages: must be between 1 and 5")
         seed = config.get("seed", 0)
-        return {"images": [base64.b64encode(_tiny_png(seed + i)).decode() for i in range(n)], "error": None}
+        return {"images": [base64.b64encode(make_png(1, 1, str(seed + i))).decode() for i in range(n)], "error": None}
 
 
 def _send_frames(respond: Responder, frames: list[bytes], headers: dict[str, str], chunk_delay: float,

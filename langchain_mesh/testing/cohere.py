@@ -25,14 +25,13 @@ Unscripted, chat echoes the last user message and embed returns deterministic ha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 import time
 import uuid
 from typing import Any, Iterator, Optional
 
+from .fakes import count_tokens, embed_text, stream_pieces
 from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main
 
 __all__ = ["CohereServer", "CHAT_PATH", "EMBED_PATH"]
@@ -51,14 +50,6 @@ _DIMENSIONS = {"embed-v4.0": 1536, "embed-english-v3.0": 1024, "embed-multilingu
 
 class _Invalid(Exception):
     pass
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\S+\s*", text)
-
-
-def _count(text: str) -> int:
-    return len(re.findall(r"\w+|[^\w\s]", text))
 
 
 class CohereServer(WireServer):
@@ -203,14 +194,14 @@ class CohereServer(WireServer):
         text = text or ""
         finish = reply.finish_reason
         limit = body.get("max_tokens")
-        if limit is not None and len(_words(text)) > limit:
-            text, finish = "".join(_words(text)[:limit]), finish or "MAX_TOKENS"
+        if limit is not None and len(stream_pieces(text)) > limit:
+            text, finish = "".join(stream_pieces(text)[:limit]), finish or "MAX_TOKENS"
         calls = [(f"{name}_{uuid.uuid4().hex[:12]}", name, reply.arguments_text(i))
                  for i, (name, _) in enumerate(reply.tool_calls)]
         finish = finish or ("TOOL_CALL" if calls else "COMPLETE")
-        prompt = sum(_count(json.dumps(m.get("content") or "")) for m in body["messages"])
-        usage = {"billed_units": {"input_tokens": prompt, "output_tokens": _count(text)},
-                 "tokens": {"input_tokens": prompt + 5, "output_tokens": _count(text) + 1}}
+        prompt = sum(count_tokens(json.dumps(m.get("content") or "")) for m in body["messages"])
+        usage = {"billed_units": {"input_tokens": prompt, "output_tokens": count_tokens(text)},
+                 "tokens": {"input_tokens": prompt + 5, "output_tokens": count_tokens(text) + 1}}
         usage["billed_units"].update(reply.usage or {})
         if body.get("stream"):
             respond.sse(self._events(text, calls, finish, usage, bool(body.get("logprobs"))), headers=reply.headers,
@@ -225,7 +216,7 @@ class CohereServer(WireServer):
             message["content"] = [{"type": "text", "text": text}]
         out: dict[str, Any] = {"id": str(uuid.uuid4()), "finish_reason": finish, "message": message, "usage": usage}
         if body.get("logprobs"):
-            out["logprobs"] = [self._logprob(w, i) for i, w in enumerate(_words(text))]
+            out["logprobs"] = [self._logprob(w, i) for i, w in enumerate(stream_pieces(text))]
         respond.json(200, out, reply.headers)
 
     @staticmethod
@@ -240,7 +231,7 @@ class CohereServer(WireServer):
         yield ev("message-start", id=str(uuid.uuid4()), delta={"message": {
             "role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}})
         if calls:
-            for w in _words(text):
+            for w in stream_pieces(text):
                 yield ev("tool-plan-delta", delta={"message": {"tool_plan": w}})
             for i, (cid, name, args) in enumerate(calls):
                 yield ev("tool-call-start", index=i, delta={"message": {"tool_calls": {
@@ -252,7 +243,7 @@ class CohereServer(WireServer):
                 yield ev("tool-call-end", index=i)
         else:
             yield ev("content-start", index=0, delta={"message": {"content": {"type": "text", "text": ""}}})
-            for i, w in enumerate(_words(text)):
+            for i, w in enumerate(stream_pieces(text)):
                 extra = {"logprobs": self._logprob(w, i)} if logprobs else {}
                 yield ev("content-delta", index=0, delta={"message": {"content": {"text": w}}}, **extra)
             yield ev("content-end", index=0)
@@ -284,21 +275,11 @@ class CohereServer(WireServer):
         if reply is None:
             return
         size = dims or _DIMENSIONS[model]
-        vectors = reply.embeddings or [_hashed_vector(f"{body['input_type']} {t}", size) for t in texts]
+        vectors = reply.embeddings or [embed_text(f"{body['input_type']} {t}", size) for t in texts]
         respond.json(200, {"id": str(uuid.uuid4()), "embeddings": {k: vectors for k in kinds}, "texts": texts,
                            "meta": {"api_version": {"version": "2"},
-                                    "billed_units": {"input_tokens": sum(_count(t) for t in texts)}},
+                                    "billed_units": {"input_tokens": sum(count_tokens(t) for t in texts)}},
                            "response_type": "embeddings_by_type"}, reply.headers)
-
-
-def _hashed_vector(text: str, dims: int) -> list[float]:
-    """Same text, same vector; shared words, closer vectors."""
-    v = [0.0] * dims
-    for w in re.findall(r"\w+", text.lower()) or [""]:
-        h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
-        v[h % dims] += 1.0 if (h >> 32) & 1 else -1.0
-    norm = math.sqrt(sum(x * x for x in v)) or 1.0
-    return [x / norm for x in v]
 
 
 if __name__ == "__main__":

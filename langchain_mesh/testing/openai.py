@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import hmac
 import json
 import math
@@ -59,12 +58,13 @@ import struct
 import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Iterator, Optional
 from urllib.parse import parse_qs
 
+from .fakes import (alternative_tokens, count_tokens, embed_text, make_png, sample_from_schema, split_tokens,
+                    to_float32, token_logprob)
 from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main, sse_json
 
 __all__ = ["FLAVORS", "OpenAIServer", "count_tokens", "embed_text", "make_png", "split_tokens"]
@@ -108,100 +108,18 @@ _MISTRAL_TOOL_CHOICES = ("auto", "none", "any", "required")
 _MISTRAL_FORBIDDEN = ("seed", "logprobs", "top_logprobs")
 
 
-# ---- tokens, vectors, images: deterministic stand-ins for the model ------------------------------------
+# ---- tokens, vectors, images: deterministic stand-ins for the model (shared: fakes.py) -----------------
 
-# A token is a word or one punctuation mark, with the whitespace before it: joining tokens gives the
-# text back, so truncating to N tokens and streaming token by token never loses a character.
-_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])")
 _PIECE = re.compile(r"\s*\S+")  # one streamed chunk: a word with its punctuation
-
-
-def split_tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text)
-
-
-def count_tokens(text: str) -> int:
-    return len(_TOKEN.findall(text))
-
-
-def _f32(x: float) -> float:
-    """Round to float32, so a float answer and a base64 answer decode to the same numbers."""
-    return struct.unpack("<f", struct.pack("<f", x))[0]
-
-
-def embed_text(text: str, dimensions: int) -> list[float]:
-    """A normalised hashed bag of words: same text, same vector; shared words, closer vectors."""
-    vec = [0.0] * dimensions
-    for word in re.findall(r"\w+", text.lower()) or [text]:
-        h = hashlib.blake2b(word.encode(), digest_size=8).digest()
-        vec[int.from_bytes(h[:4], "little") % dimensions] += 1.0 if h[4] & 1 else -1.0
-    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
-    return [_f32(v / norm) for v in vec]
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def make_png(width: int, height: int, seed: str = "") -> bytes:
-    """A valid RGB PNG of that size: a vertical gradient whose colour depends on ``seed``."""
-    hue = hashlib.blake2b(seed.encode(), digest_size=3).digest()
-    rows = []
-    for y in range(height):
-        shade = y * 255 // max(height - 1, 1)
-        pixel = bytes(((hue[0] + shade) % 256, hue[1], (hue[2] + 255 - shade) % 256))
-        rows.append(b"\x00" + pixel * width)  # filter byte 0, then the row's pixels
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(b"".join(rows), 6)) + _png_chunk(b"IEND", b""))
-
-
-def sample_from_schema(schema: Any, text: str = "") -> Any:
-    """A small instance of a JSON schema, so unscripted structured output still parses."""
-    if not isinstance(schema, dict):
-        return None
-    if "enum" in schema:
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            return sample_from_schema(schema[key][0], text)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or "properties" in schema:
-        return {k: sample_from_schema(v, text) for k, v in (schema.get("properties") or {}).items()}
-    if kind == "array":
-        return []
-    return {"string": text, "integer": 0, "number": 0.0, "boolean": False}.get(kind)
-
-
-def _logprob(token: str) -> float:
-    """A deterministic negative log-probability derived from the token's hash."""
-    h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "little")
-    return -round(0.01 + (h % 500) / 100, 4)
-
-
-def _alternatives(token: str, count: int) -> list[str]:
-    word = token.strip() or token
-    out: list[str] = [token]
-    for alt in (token.upper(), token.lower(), token.title(), " " + word, word + "s", word + "."):
-        if len(out) >= count:
-            break
-        if alt not in out:
-            out.append(alt)
-    out += [f"{word}{i}" for i in range(count - len(out))]
-    return out[:count]
 
 
 def token_logprobs(tokens: list[str], top: int) -> list[dict[str, Any]]:
     """OpenAI's ``logprobs.content``: each token with its logprob, bytes and ``top`` alternatives."""
     out = []
     for tok in tokens:
-        lp = _logprob(tok)
+        lp = token_logprob(tok)
         tops = [{"token": alt, "logprob": round(lp - (1.0 * i + 0.25 if i else 0.0), 4), "bytes": list(alt.encode())}
-                for i, alt in enumerate(_alternatives(tok, top))]
+                for i, alt in enumerate(alternative_tokens(tok, top))]
         out.append({"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": tops})
     return out
 
@@ -1214,7 +1132,7 @@ def _fragments(args: str) -> list[str]:
 def _encode_vector(vector: list[float], encoding: str) -> Any:
     if encoding == "base64":  # little-endian float32, as the SDK decodes it
         return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return [_f32(v) for v in vector]
+    return [to_float32(v) for v in vector]
 
 
 def _azure_filters(filtered: bool, output: bool = False) -> dict[str, Any]:

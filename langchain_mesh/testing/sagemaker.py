@@ -50,6 +50,7 @@ from typing import Any, Iterator, Optional
 from urllib.parse import quote
 
 from .aws_eventstream import event_message, exception_message, write_stream
+from .fakes import count_tokens, stream_pieces
 from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main
 
 __all__ = ["SageMakerServer", "CONTAINERS"]
@@ -80,14 +81,6 @@ class _ContainerError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\S+\s*", text) or ([text] if text else [])
-
-
-def _count(text: str) -> int:
-    return len(re.findall(r"\w+|[^\w\s]", text))
 
 
 class SageMakerServer(WireServer):
@@ -333,13 +326,13 @@ class SageMakerServer(WireServer):
             at = text.find(s)
             if at >= 0:
                 return text[:at + (len(s) if kind == "tgi" else 0)], reply.finish_reason or "stop_sequence"
-        words = _words(text)
+        words = stream_pieces(text)
         if isinstance(limit_value, int) and len(words) > limit_value:
             return "".join(words[:limit_value]), reply.finish_reason or "length"
         return text, reply.finish_reason or "eos_token"
 
     def _answer(self, kind: str, body: Any, text: str, finish: str) -> Any:
-        n = _count(text)
+        n = count_tokens(text)
         if kind in ("tgi", "huggingface"):
             if kind == "huggingface" and (body.get("parameters") or {}).get("return_full_text", True):
                 text = body["inputs"] + text
@@ -353,9 +346,9 @@ class SageMakerServer(WireServer):
             reason = {"eos_token": "endoftext", "stop_sequence": "stop"}.get(finish, finish)
             return {"id": str(uuid.uuid4()),
                     "prompt": {"text": body["prompt"], "tokens": [{"generatedToken": {"token": w}}
-                                                                  for w in _words(body["prompt"])]},
+                                                                  for w in stream_pieces(body["prompt"])]},
                     "completions": [{"data": {"text": text, "tokens": [{"generatedToken": {"token": w}}
-                                                                       for w in _words(text)]},
+                                                                       for w in stream_pieces(text)]},
                                      "finishReason": {"reason": reason}}]}
         if kind == "cohere":
             return self._cohere_response(body, text, finish)
@@ -371,10 +364,10 @@ class SageMakerServer(WireServer):
         return {"id": str(uuid.uuid4()), "prompt": body["prompt"],
                 "generations": [{"id": str(uuid.uuid4()), "text": text, "finish_reason": reason}],
                 "meta": {"api_version": {"version": "1"},
-                         "billed_units": {"input_tokens": _count(body["prompt"]), "output_tokens": _count(text)}}}
+                         "billed_units": {"input_tokens": count_tokens(body["prompt"]), "output_tokens": count_tokens(text)}}}
 
     def _stream_lines(self, kind: str, body: Any, text: str, finish: str) -> Iterator[bytes]:
-        words = _words(text) or [""]
+        words = stream_pieces(text) or [""]
         if kind == "cohere":
             for w in words:
                 yield json.dumps({"text": w, "is_finished": False}).encode() + b"\n"

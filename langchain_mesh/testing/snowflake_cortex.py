@@ -32,11 +32,11 @@ import base64
 import hashlib
 import json
 import math
-import re
 import time
 import uuid
 from typing import Any, Iterator, Optional, Sequence
 
+from .fakes import count_tokens, embed_text, stream_pieces
 from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main, sse_json
 
 __all__ = ["SnowflakeCortexServer", "COMPLETE_PATH", "EMBED_PATH", "MODELS_PATH"]
@@ -60,14 +60,6 @@ class _Invalid(Exception):
     def __init__(self, message: str, code: Optional[str] = None):
         super().__init__(message)
         self.code = code
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\S+\s*", text)
-
-
-def _count(text: str) -> int:
-    return len(re.findall(r"\w+|[^\w\s]", text))
 
 
 def _b64url_json(part: str) -> Any:
@@ -335,7 +327,7 @@ class SnowflakeCortexServer(WireServer):
         text, finish = self._answer_text(body, reply)
         calls = [(f"tooluse_{uuid.uuid4().hex[:22]}", name, reply.arguments_text(i))
                  for i, (name, _) in enumerate(reply.tool_calls)]
-        prompt = sum(_count(m.get("content") or "") for m in body["messages"])
+        prompt = sum(count_tokens(m.get("content") or "") for m in body["messages"])
         if body.get("stream", True):
             events = self._stream_events(body["model"], text, calls, prompt, reply)
             respond.sse(sse_json(events), headers=reply.headers, chunk_delay=reply.chunk_delay,
@@ -351,7 +343,7 @@ class SnowflakeCortexServer(WireServer):
         else:  # unscripted: echo the last user message
             last = body["messages"][-1]
             text = last.get("content") or "".join(i.get("text", "") for i in last.get("content_list") or [])
-        words = _words(text)
+        words = stream_pieces(text)
         limit = body.get("max_tokens")
         if limit is not None and len(words) > limit:
             return "".join(words[:limit]), reply.finish_reason or "length"
@@ -368,7 +360,7 @@ class SnowflakeCortexServer(WireServer):
         items: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
         items += [{"type": "tool_use", "tool_use": {"tool_use_id": cid, "name": name, "input": json.loads(args)}}
                   for cid, name, args in calls]
-        completion = _count(text) + sum(_count(args) for _, _, args in calls)
+        completion = count_tokens(text) + sum(count_tokens(args) for _, _, args in calls)
         return {"id": str(uuid.uuid4()), "created": int(time.time()), "model": model,
                 "choices": [{"finish_reason": finish, "message": {"content": text, "content_list": items}}],
                 "usage": self._usage(prompt, completion, reply)}
@@ -378,7 +370,7 @@ class SnowflakeCortexServer(WireServer):
         rid, created, done = str(uuid.uuid4()), int(time.time()), 0
         deltas: list[tuple[dict[str, Any], str]] = [
             ({"type": "text", "content": w, "content_list": [{"type": "text", "text": w}], "text": w}, w)
-            for w in _words(text)]
+            for w in stream_pieces(text)]
         for cid, name, args in calls:
             deltas.append(({"type": "tool_use", "tool_use_id": cid, "name": name, "input": "",
                             "content_list": [{"tool_use_id": cid, "name": name, "input": ""}], "text": ""}, ""))
@@ -388,7 +380,7 @@ class SnowflakeCortexServer(WireServer):
         if not deltas:  # an empty answer is still one event
             deltas.append(({"type": "text", "content": "", "content_list": [], "text": ""}, ""))
         for n, (delta, piece) in enumerate(deltas):
-            done += _count(piece)
+            done += count_tokens(piece)
             choice: dict[str, Any] = {"delta": delta}
             if n == len(deltas) - 1 and reply.finish_reason:  # Cortex streams carry none unless scripted
                 choice["finish_reason"] = reply.finish_reason
@@ -411,24 +403,14 @@ class SnowflakeCortexServer(WireServer):
         if reply is None:
             return
         dims = (self.embedding_models or {}).get(model, 768)
-        vectors = reply.embeddings or [_hashed_vector(t, dims) for t in texts]
+        vectors = reply.embeddings or [embed_text(t, dims) for t in texts]
         respond.json(200, {"object": "list", "model": model,
                            "data": [{"object": "embedding", "embedding": [v], "index": i}
                                     for i, v in enumerate(vectors)],
-                           "usage": {"total_tokens": sum(_count(t) for t in texts)}}, reply.headers)
+                           "usage": {"total_tokens": sum(count_tokens(t) for t in texts)}}, reply.headers)
 
     def _models(self, body: Any, respond: Responder) -> None:
         respond.json(200, {"models": sorted(set(self.models or []) | set(self.embedding_models or {}))})
-
-
-def _hashed_vector(text: str, dims: int) -> list[float]:
-    """Same text, same vector; shared words, closer vectors."""
-    v = [0.0] * dims
-    for w in re.findall(r"\w+", text.lower()) or [""]:
-        h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
-        v[h % dims] += 1.0 if (h >> 32) & 1 else -1.0
-    norm = math.sqrt(sum(x * x for x in v)) or 1.0
-    return [x / norm for x in v]
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import time
 import uuid
 from typing import Any, Optional
 
-from .openai import make_png
+from .fakes import make_png
 from .wire import RecordedRequest, Responder, WireServer, serve_main
 
 __all__ = ["StabilityServer", "form_of", "make_image", "make_jpeg", "ASPECT_RATIOS", "SD3_MODELS"]

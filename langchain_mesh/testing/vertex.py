@@ -44,7 +44,7 @@ import uuid
 from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import parse_qs
 
-from .openai import count_tokens, embed_text, sample_from_schema
+from .fakes import alternative_tokens, count_tokens, embed_text, sample_from_schema, stream_pieces, token_logprob
 from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main, sse_json
 
 __all__ = ["VertexServer"]
@@ -90,10 +90,6 @@ def _camel(key: str) -> str:
 def _get(d: dict[str, Any], key: str) -> Any:
     """A field by its camelCase name or its proto name (the SDK sends nested dicts' keys as given)."""
     return d.get(key, d.get(re.sub(r"[A-Z]", lambda m: "_" + m.group().lower(), key)))
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\S+\s*", text)
 
 
 def _bytes(text: Any) -> bytes:
@@ -436,8 +432,8 @@ class VertexServer(WireServer):
         text, calls = self._answer(body, reply)
         limit = _get(g, "maxOutputTokens")
         finish = reply.finish_reason or "STOP"
-        if limit is not None and len(_words(text)) > limit:
-            text, finish = "".join(_words(text)[:limit]), reply.finish_reason or "MAX_TOKENS"
+        if limit is not None and len(stream_pieces(text)) > limit:
+            text, finish = "".join(stream_pieces(text)[:limit]), reply.finish_reason or "MAX_TOKENS"
         prompt = sum(count_tokens(p.get("text") or "") for c in body["contents"] for p in c["parts"])
         usage = {"promptTokenCount": prompt, "candidatesTokenCount": count_tokens(text) + len(calls),
                  "totalTokenCount": 0, **(reply.usage or {})}
@@ -490,12 +486,10 @@ class VertexServer(WireServer):
 
     @staticmethod
     def _log_probs(text: str, top: int) -> dict[str, Any]:
-        from .openai import _alternatives, _logprob
-
-        tokens = _words(text)
-        return {"chosenCandidates": [{"token": t, "logProbability": _logprob(t)} for t in tokens],
-                "topCandidates": [{"candidates": [{"token": a, "logProbability": _logprob(a)}
-                                                  for a in _alternatives(t, top)]} for t in tokens]}
+        tokens = stream_pieces(text)
+        return {"chosenCandidates": [{"token": t, "logProbability": token_logprob(t)} for t in tokens],
+                "topCandidates": [{"candidates": [{"token": a, "logProbability": token_logprob(a)}
+                                                  for a in alternative_tokens(t, top)]} for t in tokens]}
 
     def _response(self, model: str, parts: list[dict[str, Any]], finish: str, usage: dict[str, int],
                   g: dict[str, Any], text: str) -> dict[str, Any]:
@@ -507,7 +501,7 @@ class VertexServer(WireServer):
 
     def _chunks(self, model: str, text: str, calls: list[dict[str, Any]], finish: str, usage: dict[str, int],
                 g: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        pieces: list[dict[str, Any]] = [{"text": w} for w in _words(text)] + calls  # a call arrives whole
+        pieces: list[dict[str, Any]] = [{"text": w} for w in stream_pieces(text)] + calls  # a call arrives whole
         if not pieces:
             pieces = [{"text": ""}]
         rid = uuid.uuid4().hex[:20]
