@@ -17,10 +17,7 @@ hashed bag-of-words vectors (same text, same vector; shared words, closer vector
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,6 +44,7 @@ from ..schema import (
     ToolCallDelta,
     Usage,
 )
+from .fakes import count_tokens, embed_text, stream_pieces
 
 __all__ = ["ScriptedConnection", "ScriptedConnectionConfig", "Reply"]
 
@@ -65,14 +63,6 @@ class Reply:
     error: Optional[Exception] = None
     cut_after: Optional[int] = None  # stream: stop after this many chunks, without a footer
     finish_reason: Optional[str] = None
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\S+\s*", text)
-
-
-def _count_tokens(text: str) -> int:
-    return len(re.findall(r"\w+|[^\w\s]", text))
 
 
 class ScriptedConnection(Connection):
@@ -127,7 +117,7 @@ class ScriptedConnection(Connection):
     def _usage(self, request: CompletionRequest, reply: Reply) -> Usage:
         prompt = " ".join(m.text for m in request.messages)
         out = reply.text + "".join(tc.function.arguments for tc in reply.tool_calls)
-        return Usage(input_tokens=_count_tokens(prompt), output_tokens=_count_tokens(out))
+        return Usage(input_tokens=count_tokens(prompt), output_tokens=count_tokens(out))
 
     def _apply_stop(self, request: CompletionRequest, text: str) -> tuple[str, bool]:
         for s in request.settings.stopSequences or []:
@@ -136,7 +126,7 @@ class ScriptedConnection(Connection):
                 text = text[:i]
         mx = request.settings.maxOutputTokens
         if mx is not None:
-            words = _words(text)
+            words = stream_pieces(text)
             if len(words) > mx:
                 return "".join(words[:mx]), True
         return text, False
@@ -158,7 +148,7 @@ class ScriptedConnection(Connection):
             raise reply.error
         text, truncated = self._apply_stop(request, reply.text)
         sent: list[str] = []
-        for w in _words(text):
+        for w in stream_pieces(text):
             if reply.cut_after is not None and len(sent) >= reply.cut_after:
                 raise StreamInterruptedError("scripted stream cut", partial_text="".join(sent))
             yield StreamChunk(text=w)
@@ -178,13 +168,6 @@ class ScriptedConnection(Connection):
     def embed(self, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
         self.embedding_requests.append(request)
         dims = request.dimensions or self.config.embedding_dimensions  # type: ignore[attr-defined]
-        out = []
-        for text in request.texts:
-            v = [0.0] * dims
-            for w in re.findall(r"\w+", text.lower()) or [""]:
-                h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
-                v[h % dims] += 1.0 if (h >> 32) & 1 else -1.0
-            norm = math.sqrt(sum(x * x for x in v)) or 1.0
-            out.append([x / norm for x in v])
-        return EmbeddingResponse(embeddings=out, usage=Usage(input_tokens=sum(_count_tokens(t) for t in request.texts)),
+        out = [embed_text(text, dims) for text in request.texts]
+        return EmbeddingResponse(embeddings=out, usage=Usage(input_tokens=sum(count_tokens(t) for t in request.texts)),
                                  model=model)
