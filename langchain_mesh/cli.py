@@ -6,6 +6,7 @@
     mesh chat "prompt" [--llm ID] [--system S] [--stream] [--temperature T] [--max-tokens N]
     mesh embed "text" [--llm ID]
     mesh kb list | ingest --kb ID PATH... | search --kb ID "query" [--type hybrid] | versions | rollback
+    mesh serve [--host H] [--port P] [--workers N] [--usage-log]
 
 Every subcommand takes ``--config PATH``; without it the mesh is read from ``$MESH_CONFIG``, and
 without that it is the embedded default (``Mesh()``: local models). Without ``--llm``, ``chat`` and
@@ -95,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", metavar="ID",
                    help="LLM id (default: the first TEXT_EMBEDDING_EXTRACTION LLM of the mesh)")
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("serve", parents=[common], help="serve the mesh's LLMs through the OpenAI HTTP API",
+                       description="Serve every LLM of the mesh through the OpenAI HTTP API (/v1/chat/completions, "
+                                   "/v1/embeddings, /v1/images/generations, /v1/models) with uvicorn. API keys "
+                                   "come from server.api_keys in the config; without any, only a loopback "
+                                   "address may be used. Needs the server extra: pip install 'langchain-mesh[server]'.")
+    p.add_argument("--host", metavar="H", help="address to bind (default: server.host, else 127.0.0.1)")
+    p.add_argument("--port", type=int, metavar="P", help="port (default: server.port, else 8000)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default: 1)")
+    p.add_argument("--log-level", default="info", dest="log_level",
+                   choices=("critical", "error", "warning", "info", "debug"), help="uvicorn's log level")
+    p.add_argument("--access-log", action="store_true", dest="access_log", help="log every request (uvicorn)")
+    p.add_argument("--usage-log", action="store_true", dest="usage_log",
+                   help="one JSON line per request on stderr: key name, endpoint, LLM, status, tokens, ms")
+    p.set_defaults(func=_cmd_serve)
 
     kb = sub.add_parser("kb", help="knowledge banks: list, ingest, search, versions, rollback",
                         description="Work with the knowledge banks declared in the mesh config.")
@@ -209,6 +225,16 @@ def _cmd_embed(mesh: "Mesh", args: argparse.Namespace) -> int:
     llm = _pick_llm(mesh, args.llm, "TEXT_EMBEDDING_EXTRACTION")
     resp = llm.new_embeddings().add_text(_read_arg(args.text)).execute()
     print(json.dumps(resp.embeddings[0]))
+    return EXIT_OK
+
+
+def _cmd_serve(mesh: "Mesh", args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise _CliError("--workers must be at least 1")
+    from .server import serve
+
+    serve(mesh, args.config or os.environ.get("MESH_CONFIG"), host=args.host, port=args.port,
+          workers=args.workers, log_level=args.log_level, access_log=args.access_log, usage_log=args.usage_log)
     return EXIT_OK
 
 

@@ -1,0 +1,354 @@
+"""The ASGI application: routing, auth, body parsing and the answers, with no framework in between.
+
+The request path does only what each request needs: look the route up in a dict, compare one key
+digest, validate the body in one compiled pass (pydantic-core, from bytes), translate, call the mesh
+(whose connections keep their clients and pools for the life of the process) and write orjson bytes.
+Everything else (the LLM handles, the model list, the OpenAPI document, the key digests) is built
+once in :class:`MeshApp`'s constructor.
+
+Every POST runs under a watch on the ASGI receive channel: when the client disconnects, the task
+serving it is cancelled, which closes the upstream request (an aiohttp response released before its
+end closes its connection; a stream's generator is closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from ..errors import MeshError
+from ..schema import Purpose, StreamChunk, Usage
+from . import sse
+from .auth import KeyRing, Principal
+from .errors import APIError, api_error, model_not_found
+from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
+from .openapi import openapi_document
+from .translate import (
+    ChunkStream,
+    completion_json,
+    completion_request,
+    embedding_request,
+    embeddings_json,
+    image_request,
+    images_json,
+)
+
+__all__ = ["MeshApp", "UsageRecord"]
+
+log = logging.getLogger("langchain_mesh.server")
+usage_log = logging.getLogger("langchain_mesh.server.usage")
+
+MAX_BODY = 32 * 1024 * 1024  # inline images make bodies large; beyond this is a mistake or an attack
+_JSON = (b"content-type", b"application/json")
+_CLIENT_GONE = 499  # the status usage records give a request whose client hung up (nginx's convention)
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One served request, for the ``on_usage`` hook and the ``langchain_mesh.server.usage`` log."""
+
+    key_name: str
+    endpoint: str
+    llm_id: Optional[str]
+    status: int
+    usage: Optional[Usage]
+    seconds: float
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _Served:
+    """What a handler found out, kept even when it is cancelled: for the usage record."""
+
+    __slots__ = ("llm_id", "usage")
+
+    def __init__(self) -> None:
+        self.llm_id: Optional[str] = None
+        self.usage: Optional[Usage] = None
+
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class MeshApp:
+    """``MeshApp(mesh)`` is an ASGI app serving the mesh's LLMs through the OpenAI HTTP API."""
+
+    def __init__(self, mesh: Any, on_usage: Optional[Callable[[UsageRecord], None]] = None):
+        self.mesh = mesh
+        self.keys = KeyRing(mesh.config.server)
+        self.on_usage = on_usage
+        self._items = mesh.list_llms()
+        self._llms = {i.id: mesh.get_llm(i.id) for i in self._items}
+        self._openapi = orjson.dumps(openapi_document())
+        self._posts: dict[str, Callable[..., Awaitable[None]]] = {
+            "/v1/chat/completions": self._chat, "/v1/embeddings": self._embeddings,
+            "/v1/images/generations": self._images}
+
+    # ---- ASGI ---------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                self.mesh.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        started = time.perf_counter()
+        who, served, status = "-", _Served(), 200
+        try:
+            if path == "/health":
+                return await _json(send, 200, b'{"status":"ok"}')
+            if path == "/openapi.json":
+                return await _json(send, 200, self._openapi)
+            principal = self.keys.authenticate(_header(scope, b"authorization"))
+            who = principal.name
+            handler = self._posts.get(path)
+            if handler is not None and method == "POST":
+                body = await _read_body(receive)
+                await _until_disconnect(receive, handler(principal, body, send, served))
+            elif method == "GET" and path == "/v1/models":
+                await _json(send, 200, orjson.dumps({"object": "list", "data": [
+                    self._model_json(i) for i in self._items if principal.allows(i.id)]}))
+            elif method == "GET" and path.startswith("/v1/models/"):
+                item = next((i for i in self._items if i.id == path[11:] and principal.allows(i.id)), None)
+                if item is None:
+                    raise model_not_found(path[11:])
+                await _json(send, 200, orjson.dumps(self._model_json(item)))
+            elif handler is not None or path == "/v1/models":
+                raise APIError(405, f"Method {method} not allowed on {path}", code="method_not_allowed")
+            else:
+                raise APIError(404, f"Invalid URL ({method} {path})", code="unknown_url")
+        except _ClientGone:
+            status = _CLIENT_GONE
+        except Exception as e:  # noqa: BLE001 - APIError, or a bug: an OpenAI error body either way
+            err = api_error(e)
+            status = err.status
+            await _json(send, err.status, err.body(), err.headers)
+        if self.on_usage is not None or usage_log.isEnabledFor(logging.INFO):
+            self._record(UsageRecord(who, path, served.llm_id, status, served.usage, time.perf_counter() - started))
+
+    def _record(self, rec: UsageRecord) -> None:
+        if self.on_usage is not None:
+            try:
+                self.on_usage(rec)
+            except Exception:  # noqa: BLE001 - a broken hook must not break serving
+                log.exception("the on_usage hook failed")
+        if usage_log.isEnabledFor(logging.INFO):
+            u = rec.usage
+            usage_log.info("%s", orjson.dumps({
+                "key": rec.key_name, "endpoint": rec.endpoint, "llm": rec.llm_id, "status": rec.status,
+                "input_tokens": u.input_tokens if u else None, "output_tokens": u.output_tokens if u else None,
+                "ms": round(rec.seconds * 1000, 2)}).decode())
+
+    @staticmethod
+    def _model_json(item: Any) -> dict[str, Any]:
+        return {"id": item.id, "object": "model", "created": 0, "owned_by": item.connection,
+                "purposes": item.purposes}
+
+    def _llm(self, llm_id: str, principal: Principal, purpose: Purpose) -> Any:
+        llm = self._llms.get(llm_id)
+        if llm is None or not principal.allows(llm_id):
+            raise model_not_found(llm_id)
+        if purpose not in llm.info.purposes:
+            raise APIError(400, f"{llm_id} is not a {purpose.value} model (its purposes: "
+                                f"{', '.join(p.value for p in llm.info.purposes)})",
+                           param="model", code="unsupported_model")
+        return llm
+
+    # ---- endpoints: each fills in ``served`` (LLM id, usage) for the usage record --------------------
+
+    async def _chat(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
+        req = _parse(ChatCompletionRequest, body)
+        llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
+        served.llm_id = llm.id
+        request, param_of = completion_request(req)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            served.usage = await self._stream(llm, request, include_usage, param_of, send)
+            return
+        try:
+            resp = await self.mesh.acomplete(llm, request)
+        except MeshError as e:
+            raise api_error(e, param_of) from None
+        await _json(send, 200, orjson.dumps(completion_json(resp, llm.id)))
+        served.usage = resp.usage
+
+    async def _stream(self, llm: Any, request: Any, include_usage: bool, param_of: Any, send: Send) -> Optional[Usage]:
+        out = ChunkStream(llm.id, include_usage)
+        events = self.mesh.astream(llm, request)
+        started = False
+        try:
+            async for ev in events:
+                if not started:  # the status waits for the first event: an early failure keeps its own
+                    await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
+                    await _chunk(send, sse.event(out.start()))
+                    started = True
+                if isinstance(ev, StreamChunk):
+                    await _chunk(send, sse.event(out.chunk(ev)))
+                else:
+                    await _chunk(send, b"".join(sse.event(c) for c in out.end(ev)) + sse.DONE, more=False)
+                    return ev.usage
+        except Exception as e:  # noqa: BLE001 - a MeshError, or a bug (api_error logs those)
+            err = api_error(e, param_of)
+            if not started:
+                raise err from None
+            # after the 200: OpenAI's in-stream error event (the SDK raises it), then the end
+            await _chunk(send, sse.event({"error": err.payload()}), more=False)
+        finally:
+            try:
+                await events.aclose()  # on cancellation too: ends the upstream request
+            except Exception:  # noqa: BLE001 - closing must not mask what ended the stream
+                log.debug("closing the upstream stream failed", exc_info=True)
+        return None
+
+    async def _embeddings(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
+        req = _parse(EmbeddingsRequest, body)
+        llm = self._llm(req.model, principal, Purpose.TEXT_EMBEDDING_EXTRACTION)
+        served.llm_id = llm.id
+        try:
+            resp = await self.mesh.aembed(llm, embedding_request(req))
+        except MeshError as e:
+            raise api_error(e, lambda names: "dimensions" if "dimensions" in names else None) from None
+        await _json(send, 200, orjson.dumps(embeddings_json(resp, llm.id, req.encoding_format)))
+        served.usage = resp.usage
+
+    async def _images(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
+        req = _parse(ImagesRequest, body)
+        llm = self._llm(req.model, principal, Purpose.IMAGE_GENERATION)
+        served.llm_id = llm.id
+        try:
+            resp = await self.mesh.agenerate_images(llm, image_request(req))
+        except MeshError as e:
+            raise api_error(e, lambda names: next(iter(names), None)) from None
+        await _json(send, 200, orjson.dumps(images_json(resp)))
+
+
+# --------------------------------------------------------------------------------------------------
+# plumbing
+
+
+def _header(scope: dict[str, Any], name: bytes) -> Optional[bytes]:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v
+    return None
+
+
+async def _json(send: Send, status: int, body: bytes, headers: Any = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [_JSON, (b"content-length", b"%d" % len(body)), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _chunk(send: Send, data: bytes, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    parts = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise _ClientGone
+        part = msg.get("body", b"")
+        size += len(part)
+        if size > MAX_BODY:
+            raise APIError(413, f"request body larger than {MAX_BODY // (1024 * 1024)} MiB", code="body_too_large")
+        if not msg.get("more_body"):
+            return part if not parts else b"".join(parts) + part
+        parts.append(part)
+
+
+async def _until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
+    """``work``'s result, unless the client disconnects first: then ``work`` is cancelled.
+
+    ``work`` runs in the current task; one watcher task waits on the receive channel and cancels it
+    (one task per request rather than two and an ``asyncio.wait``: this is on every request's path).
+    """
+    current = asyncio.current_task()
+    gone = []
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.append(True)
+        current.cancel()  # type: ignore[union-attr]
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone:  # our own cancellation, not the server's shutdown
+            current.uncancel()  # type: ignore[union-attr]
+            raise _ClientGone from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+_BAD_JSON = ("We could not parse the JSON body of your request. The OpenAI API expects a JSON payload, "
+             "but what was sent was not valid JSON.")
+
+
+def _parse(model: type[BaseModel], body: bytes) -> Any:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise _invalid(e, body) from None
+
+
+def _invalid(e: ValidationError, body: bytes) -> APIError:
+    err = e.errors(include_url=False)[0]
+    if err["type"] == "json_invalid":
+        return APIError(400, _BAD_JSON, code="invalid_json")
+    if not err["loc"]:
+        return APIError(400, f"the request body must be a JSON object ({err['msg']})", code="invalid_json")
+    param = _param(err["loc"], json.loads(body))  # stdlib: it reads what pydantic does (NaN, Infinity)
+    if err["type"] == "extra_forbidden":
+        return APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
+                        code="unknown_parameter")
+    if err["type"] == "missing":
+        return APIError(400, f"Missing required parameter: {param!r}.", param=param, code="missing_required_parameter")
+    return APIError(400, f"Invalid value for {param!r}: {err['msg']}.", param=param, code="invalid_value")
+
+
+def _param(loc: tuple[Any, ...], data: Any) -> str:
+    """The request field of an error location, as OpenAI writes it (``messages[0].content``).
+
+    Pydantic's locations also name the union member that was tried (``'user'``, ``'str'``...); only
+    steps that exist in the request body (or name the missing or unknown field last) are kept.
+    """
+    out = ""
+    for n, step in enumerate(loc):
+        last = n == len(loc) - 1
+        if isinstance(step, int) and isinstance(data, list) and step < len(data):
+            out += f"[{step}]"
+            data = data[step]
+        elif isinstance(step, str) and isinstance(data, dict) and (step in data or (last and _IDENT.match(step))):
+            out += f".{step}" if out else step
+            data = data.get(step)
+    return out or str(loc[0])

@@ -1,0 +1,92 @@
+"""API keys of the server: ``server.api_keys`` in the mesh config.
+
+Keys are resolved (they may be ``{{env:...}}`` / ``{{file:...}}`` references) and kept only as
+SHA-256 digests, built once at startup; a presented key is hashed and compared with every stored
+digest by ``hmac.compare_digest``, so neither the values nor which key matched leak through timing.
+With no keys the server is open, which is only allowed on a loopback address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+from ..config import ServerConfig
+from ..errors import ConfigError
+from .errors import APIError
+
+__all__ = ["Principal", "KeyRing", "check_bind"]
+
+log = logging.getLogger("langchain_mesh.server")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's name (for usage records) and the LLM ids it may use (None: all)."""
+
+    name: str
+    allowed: Optional[frozenset[str]] = None
+
+    def allows(self, llm_id: str) -> bool:
+        return self.allowed is None or llm_id in self.allowed
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class KeyRing:
+    def __init__(self, config: ServerConfig):
+        self._keys: list[tuple[bytes, Principal]] = []
+        for i, k in enumerate(config.api_keys):
+            allowed = frozenset(k.allowed_llms) if k.allowed_llms is not None else None
+            self._keys.append((_digest(k.key.get(f"server.api_keys[{i}].key")), Principal(k.name, allowed)))
+
+    @property
+    def open(self) -> bool:
+        return not self._keys
+
+    def authenticate(self, authorization: Optional[bytes]) -> Principal:
+        """The principal of an ``Authorization: Bearer <key>`` header; 401 otherwise."""
+        if not self._keys:
+            return ANONYMOUS
+        if not authorization or not authorization[:7].lower() == b"bearer ":
+            raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+                           type="invalid_request_error", code="invalid_api_key")
+        presented = hashlib.sha256(authorization[7:].strip()).digest()
+        found = None
+        for digest, principal in self._keys:  # every digest is compared: constant time in which one matched
+            if hmac.compare_digest(digest, presented):
+                found = principal
+        if found is None:
+            raise APIError(401, "Incorrect API key provided.", type="invalid_request_error", code="invalid_api_key")
+        return found
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, keys: KeyRing) -> None:
+    """Refuse to serve without keys anywhere but loopback; say loudly that loopback is open."""
+    if not keys.open:
+        return
+    if not _is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host} without API keys: anyone who can reach it could use every LLM of "
+            "the mesh. Add keys under server.api_keys in the config, or bind a loopback address (127.0.0.1).",
+            [("server.api_keys", "required to listen on a non-loopback address")])
+    log.warning("mesh serve: no API keys configured (server.api_keys); the server on %s is UNAUTHENTICATED "
+                "and only reachable from this machine", host)

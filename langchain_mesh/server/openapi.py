@@ -1,0 +1,59 @@
+"""The OpenAPI 3.1 document of the server, generated from the request models (``GET /openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from .. import __version__
+from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
+
+__all__ = ["openapi_document"]
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message", "type"],
+    "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                   "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+
+_POSTS = {
+    "/v1/chat/completions": (ChatCompletionRequest, "createChatCompletion",
+                             "A chat completion from a mesh LLM (SSE with stream: true)"),
+    "/v1/embeddings": (EmbeddingsRequest, "createEmbedding", "Embeddings from a mesh embedding LLM"),
+    "/v1/images/generations": (ImagesRequest, "createImage", "Images from a mesh image-generation LLM"),
+}
+
+
+def _responses(ok: str) -> dict[str, Any]:
+    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    out: dict[str, Any] = {"200": {"description": ok, "content": {"application/json": {"schema": {"type": "object"}}}}}
+    for status, why in (("400", "invalid request (param names the field)"), ("401", "missing or wrong API key"),
+                        ("404", "unknown model"), ("429", "rate limited upstream (Retry-After)"),
+                        ("502", "the provider failed"), ("504", "the provider timed out")):
+        out[status] = {"description": why, **err}
+    return out
+
+
+def openapi_document() -> dict[str, Any]:
+    models = [(m, "validation") for m, _, _ in _POSTS.values()]
+    refs, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    components = {**schemas.get("$defs", {}), "Error": _ERROR}
+    paths: dict[str, Any] = {
+        "/health": {"get": {"operationId": "health", "summary": "liveness", "security": [],
+                            "responses": {"200": {"description": "the server is up"}}}},
+        "/v1/models": {"get": {"operationId": "listModels", "summary": "the mesh LLM ids this key may use",
+                               "responses": _responses("a list of model objects")}},
+    }
+    for path, (model, op, summary) in _POSTS.items():
+        paths[path] = {"post": {
+            "operationId": op, "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": refs[(model, "validation")]}}},
+            "responses": _responses(summary)}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "langchain-mesh OpenAI-compatible API", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+    }

@@ -1,0 +1,287 @@
+"""OpenAI request bodies -> mesh requests, and mesh responses -> OpenAI response bodies.
+
+The reverse of :mod:`langchain_mesh.connections.openai_wire` (which turns mesh requests into OpenAI
+bodies for providers): the OpenAI names of the settings come from its :class:`Dialect`, so the two
+directions cannot drift apart. The mesh's own validation (``validate_settings``, the ``Message``
+model) checks values; its errors are mapped back to the request field the client sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import struct
+import time
+import uuid
+from typing import Any, Callable, Optional, Sequence
+
+from pydantic import ValidationError
+
+from ..connections.openai_wire import Dialect
+from ..schema import (
+    CompletionRequest,
+    CompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    FunctionCall,
+    ImageGenerationRequest,
+    ImageGenerationResponse,
+    ImagePart,
+    ImageURLPart,
+    Message,
+    StreamChunk,
+    StreamFooter,
+    TextPart,
+    TokenLogProb,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    validate_settings,
+)
+from ..errors import SettingsError
+from .errors import APIError, api_error
+from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
+
+__all__ = ["completion_request", "completion_json", "ChunkStream", "embedding_request", "embeddings_json",
+           "image_request", "images_json", "usage_json"]
+
+# OpenAI parameter -> seed setting: openai_wire's table read backwards (top_k is vLLM's spelling)
+_SETTING_OF: dict[str, str] = {
+    key: setting for setting, key in
+    Dialect(unsupported=frozenset(), extra_keys={"topK": "top_k"}).setting_keys.items()}
+_SETTING_OF["max_completion_tokens"] = "maxOutputTokens"  # OpenAI's newer name; wins over max_tokens
+_PASS_THROUGH = ("user", "parallel_tool_calls", "reasoning_effort", "metadata")  # -> settings.extra
+_FINISH = {None: "stop", "error": "stop"}  # OpenAI has no "error" finish reason
+
+
+# Response ids: unique per process by a random prefix (workers differ), then a counter; uuid4 per
+# response would be a system call and an object on every request.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ids = itertools.count(1)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{_ID_PREFIX}{next(_ids):012x}"
+
+
+# --------------------------------------------------------------------------------------------------
+# chat: request
+
+
+def _text_parts(content: Any) -> Any:
+    return content if isinstance(content, str) else [TextPart(text=p.text) for p in content]
+
+
+def _user_parts(content: Any, at: str) -> Any:
+    if isinstance(content, str):
+        return content
+    parts: list[Any] = []
+    for j, p in enumerate(content):
+        if p.type == "text":
+            parts.append(TextPart(text=p.text))
+        elif p.image_url.url.startswith("data:"):
+            try:
+                parts.append(ImagePart.from_data_url(p.image_url.url))
+            except ValueError as e:
+                raise APIError(400, f"invalid image data URL: {e} (expected data:<mime>;base64,<data>)",
+                               param=f"{at}.content[{j}].image_url.url", code="invalid_image_url") from None
+        else:
+            parts.append(ImageURLPart(url=p.image_url.url, detail=p.image_url.detail))
+    return parts
+
+
+def _message(m: Any, at: str) -> Message:
+    role = m.role
+    if role in ("system", "developer"):
+        return Message(role="system", content=_text_parts(m.content), name=m.name)
+    if role == "user":
+        return Message(role="user", content=_user_parts(m.content, at), name=m.name)
+    if role == "tool":
+        return Message(role="tool", content=_text_parts(m.content), tool_call_id=m.tool_call_id)
+    content = m.content
+    if isinstance(content, list):  # assistant history: text and refusal parts, as text
+        content = "".join(p.text if p.type == "text" else p.refusal for p in content)
+    calls = [ToolCall(id=tc.id, function=FunctionCall(name=tc.function.name, arguments=tc.function.arguments))
+             for tc in m.tool_calls or ()] or None
+    return Message(role="assistant", content=content, tool_calls=calls, name=m.name)
+
+
+def _settings(req: ChatCompletionRequest) -> tuple[dict[str, Any], dict[str, str]]:
+    """The seed settings of a request, and which request field each came from."""
+    settings: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for param, setting in _SETTING_OF.items():
+        value = getattr(req, param)
+        if value is not None:
+            settings[setting] = value
+            given[setting] = param
+    if req.tools:
+        settings["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
+        given["tools"] = "tools"
+    tc = req.tool_choice
+    if tc is not None:
+        settings["toolChoice"] = tc if isinstance(tc, str) else {"type": "tool_name", "name": tc.function.name}
+        given["toolChoice"] = "tool_choice"
+    rf = req.response_format
+    if rf is not None and rf.type != "text":
+        fmt: dict[str, Any] = {"type": "json"}
+        if rf.type == "json_schema" and rf.json_schema.schema_ is not None:
+            fmt.update(schema=rf.json_schema.schema_, name=rf.json_schema.name, strict=bool(rf.json_schema.strict))
+        settings["responseFormat"] = fmt
+        given["responseFormat"] = "response_format"
+    extra = {k: getattr(req, k) for k in _PASS_THROUGH if getattr(req, k) is not None}
+    if extra:
+        settings["extra"] = extra
+    return settings, given
+
+
+def completion_request(req: ChatCompletionRequest) -> tuple[CompletionRequest, Callable[[Sequence[str]], Optional[str]]]:
+    """The mesh request, and a function naming the request field behind a :class:`SettingsError`."""
+    if req.stream_options is not None and not req.stream:
+        raise APIError(400, "stream_options is only allowed when stream is true", param="stream_options")
+    messages = []
+    for i, m in enumerate(req.messages):
+        at = f"messages[{i}]"
+        try:
+            messages.append(_message(m, at))
+        except ValidationError as e:
+            raise APIError(400, f"{at}: {e.errors()[0]['msg']}", param=at) from None
+    settings, given = _settings(req)
+
+    def param_of(names: Sequence[str]) -> Optional[str]:
+        return next((given[n] for n in names if n in given), None)
+
+    try:
+        checked = validate_settings(settings)
+    except SettingsError as e:  # a bad value or incoherent settings: name the field the client sent
+        raise api_error(e, param_of) from None
+    # the messages are validated Message objects already
+    return CompletionRequest.model_construct(messages=messages, settings=checked), param_of
+
+
+# --------------------------------------------------------------------------------------------------
+# chat: response
+
+
+def usage_json(u: Usage) -> dict[str, Any]:
+    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens or 0},
+            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens or 0}}
+
+
+def _logprobs_json(lps: Optional[list[TokenLogProb]]) -> Optional[dict[str, Any]]:
+    if lps is None:
+        return None
+    return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()),
+                         "top_logprobs": [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}
+                                          for tok, lp in t.top]} for t in lps],
+            "refusal": None}
+
+
+def _tool_call_json(tc: ToolCall) -> dict[str, Any]:
+    return {"id": tc.id, "type": "function", "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
+
+
+def completion_json(resp: CompletionResponse, llm_id: str) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": resp.text if resp.text or not resp.tool_calls else None,
+                           "refusal": None}
+    if resp.tool_calls:
+        msg["tool_calls"] = [_tool_call_json(tc) for tc in resp.tool_calls]
+    return {"id": _new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": llm_id,
+            "choices": [{"index": 0, "message": msg, "logprobs": _logprobs_json(resp.log_probs),
+                         "finish_reason": _FINISH.get(resp.finish_reason, resp.finish_reason)}],
+            "usage": usage_json(resp.usage), "system_fingerprint": None}
+
+
+def _delta_json(d: ToolCallDelta) -> dict[str, Any]:
+    # OpenAI's layout: the first fragment of a call has its id, type and name; later ones only arguments
+    out: dict[str, Any] = {"index": d.index}
+    fn: dict[str, Any] = {}
+    if d.id:
+        out["id"] = d.id
+        out["type"] = "function"
+    if d.name:
+        fn["name"] = d.name
+    fn["arguments"] = d.arguments
+    out["function"] = fn
+    return out
+
+
+class ChunkStream:
+    """Mesh stream events -> ``chat.completion.chunk`` objects, OpenAI's sequence: a role chunk,
+    content and tool-call deltas, a finish chunk, then (``include_usage``) a usage-only chunk."""
+
+    def __init__(self, llm_id: str, include_usage: bool):
+        self._base = {"id": _new_id("chatcmpl-"), "object": "chat.completion.chunk", "created": int(time.time()),
+                      "model": llm_id, "system_fingerprint": None}
+        self._usage = include_usage
+        self._calls_streamed = False
+
+    def _chunk(self, delta: dict[str, Any], finish: Optional[str] = None,
+               logprobs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        d = {**self._base, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+        if self._usage:
+            d["usage"] = None  # as OpenAI: null on every chunk but the last under include_usage
+        return d
+
+    def start(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def chunk(self, ev: StreamChunk) -> dict[str, Any]:
+        delta: dict[str, Any] = {}
+        if ev.text is not None:
+            delta["content"] = ev.text
+        if ev.tool_call_deltas:
+            self._calls_streamed = True
+            delta["tool_calls"] = [_delta_json(d) for d in ev.tool_call_deltas]
+        return self._chunk(delta, logprobs=_logprobs_json(ev.log_probs))
+
+    def end(self, footer: StreamFooter) -> list[dict[str, Any]]:
+        out = []
+        if footer.tool_calls and not self._calls_streamed:
+            # a connection that only reports its calls in the footer: send them whole, as one delta
+            out.append(self._chunk({"tool_calls": [{"index": i, **_tool_call_json(tc)}
+                                                   for i, tc in enumerate(footer.tool_calls)]}))
+        out.append(self._chunk({}, finish=_FINISH.get(footer.finish_reason, footer.finish_reason)))
+        if self._usage:
+            out.append({**self._base, "choices": [], "usage": usage_json(footer.usage)})
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# embeddings and images
+
+
+def embedding_request(req: EmbeddingsRequest) -> EmbeddingRequest:
+    texts = [req.input] if isinstance(req.input, str) else req.input
+    if not texts:
+        raise APIError(400, "input must not be empty", param="input")
+    if req.dimensions is not None and req.dimensions < 1:
+        raise APIError(400, f"dimensions must be at least 1, got {req.dimensions}", param="dimensions")
+    return EmbeddingRequest(texts=texts, dimensions=req.dimensions)
+
+
+def embeddings_json(resp: EmbeddingResponse, llm_id: str, encoding: str) -> dict[str, Any]:
+    if encoding == "base64":  # little-endian float32, as OpenAI (and the SDK's decoder) expect
+        vectors: list[Any] = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in resp.embeddings]
+    else:
+        vectors = resp.embeddings
+    return {"object": "list", "model": llm_id,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": resp.usage.input_tokens, "total_tokens": resp.usage.total_tokens}}
+
+
+def image_request(req: ImagesRequest) -> ImageGenerationRequest:
+    width = height = None
+    if req.size and req.size != "auto":
+        width, height = (int(x) for x in req.size.split("x"))
+        if not width or not height:
+            raise APIError(400, f"size {req.size!r} has a zero side", param="size")
+    if req.n is not None and req.n < 1:
+        raise APIError(400, f"n must be at least 1, got {req.n}", param="n")
+    return ImageGenerationRequest(prompt=req.prompt, n=req.n or 1, width=width, height=height)
+
+
+def images_json(resp: ImageGenerationResponse) -> dict[str, Any]:
+    return {"created": int(time.time()),
+            "data": [{"b64_json": base64.b64encode(img.data).decode()} for img in resp.images]}

@@ -1,0 +1,73 @@
+"""Fuzzing the server's request schema: bodies generated from its own ``/openapi.json`` (valid per
+the schema, with a real mesh LLM id or a random one) and arbitrary JSON, against the real uvicorn
+stack over a scripted connection. Whatever arrives, the answer is never a 5xx."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("uvicorn")
+hypothesis = pytest.importorskip("hypothesis")
+hjs = pytest.importorskip("hypothesis_jsonschema")
+
+import httpx  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from test_server_harness import RunningServer  # noqa: E402
+
+from langchain_mesh import Mesh  # noqa: E402
+
+OTHER_IDS = ["scripted:fake:chat", "scripted:fake:embed", "scripted:fake:nope", "nope"]
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+                                       HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def fuzz_server():
+    mesh = Mesh.from_config({"connections": {"fake": {"type": "scripted"}}})
+    with RunningServer(mesh) as srv:
+        srv.doc = httpx.get(srv.url + "/openapi.json").json()
+        srv.http = httpx.Client(base_url=srv.url, timeout=3)
+        yield srv
+        srv.http.close()
+
+
+def bodies(doc: dict, path: str, llm_id: str) -> st.SearchStrategy:
+    """Request bodies for ``path``: schema-valid ones, mostly for ``llm_id`` so that they get past the
+    model lookup to translation and the connection, and arbitrary JSON."""
+    ref = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    valid = hjs.from_schema({**ref, "components": doc["components"]})
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                               lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                               max_leaves=10)
+    ids = st.one_of(st.just(llm_id), st.sampled_from(OTHER_IDS))
+    with_ids = st.tuples(valid, ids).map(lambda t: {**t[0], "model": t[1]})
+    return st.one_of(with_ids, with_ids, valid, json_values)
+
+
+def check(srv, path: str, body) -> None:
+    r = srv.http.post(path, content=json.dumps(body))
+    assert r.status_code < 500, (body, r.status_code, r.text[:500])
+    if r.status_code != 200:
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_fuzz_chat_completions(fuzz_server):
+    @FUZZ
+    @given(bodies(fuzz_server.doc, "/v1/chat/completions", "scripted:fake:chat"))
+    def run(body):
+        check(fuzz_server, "/v1/chat/completions", body)
+
+    run()
+
+
+def test_fuzz_embeddings(fuzz_server):
+    @FUZZ
+    @given(bodies(fuzz_server.doc, "/v1/embeddings", "scripted:fake:embed"))
+    def run(body):
+        check(fuzz_server, "/v1/embeddings", body)
+
+    run()
