@@ -39,20 +39,6 @@ def _fixture(name: str) -> Callable[[pytest.FixtureRequest], Any]:
     return lambda request: request.getfixturevalue(name)
 
 
-@pytest.fixture(scope="module")
-def snowflake_server():
-    from langchain_mesh.testing.snowflake_cortex import SnowflakeCortexServer
-
-    with SnowflakeCortexServer(token="test-token") as srv:
-        yield srv
-
-
-def _snowflake(request: pytest.FixtureRequest) -> Any:
-    srv = request.getfixturevalue("snowflake_server")
-    srv.reset()
-    return srv
-
-
 PROVIDERS = [
     Provider("anthropic", _fixture("anthropic_server"),
              lambda s: {"type": "anthropic", "api_key": "test-key", "base_url": s.base_url}, "claude-3-5-sonnet-20241022"),
@@ -72,7 +58,7 @@ PROVIDERS = [
     Provider("openai_compatible", _fixture("openai_server"),
              lambda s: {"type": "openai_compatible", "base_url": s.base_url, "api_key": "test-key",
                         "models": [{"id": "Qwen/Qwen2.5-7B-Instruct"}]}, "Qwen/Qwen2.5-7B-Instruct"),
-    Provider("snowflake_cortex", _snowflake,
+    Provider("snowflake_cortex", _fixture("snowflake_cortex_server"),
              lambda s: {"type": "snowflake_cortex", "base_url": s.url, "token": "test-token"}, "claude-3-5-sonnet"),
     Provider("cohere", _fixture("cohere_server"),
              lambda s: {"type": "cohere", "api_key": "test-key", "base_url": s.url}, "command-r-plus-08-2024"),
