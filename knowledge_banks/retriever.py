@@ -3,7 +3,8 @@
 ``VectorStoreRetriever(vectorstore=vs, k=3)`` in langchain-core ignores ``k`` (it only reads
 ``search_kwargs``), and only allows the similarity, similarity_score_threshold and mmr search types.
 :class:`KnowledgeBankRetriever` adds ``k`` (constructor) / ``k=`` (``invoke``) and the ``"hybrid"`` and
-``"keyword"`` types for stores that have ``hybrid_search`` / ``keyword_search`` (and async variants).
+``"keyword"`` (and ``"semantic_hybrid"``) types for stores that have ``hybrid_search`` /
+``keyword_search`` / ``semantic_hybrid_search`` (and async variants).
 Precedence: ``invoke(..., **kwargs)`` > ``k`` field > ``search_kwargs``.
 
 Documents whose metadata carries retrieval content (set by the knowledge-bank writer's metadata
@@ -27,7 +28,10 @@ class KnowledgeBankRetriever(VectorStoreRetriever):
     """``store.as_retriever(search_type="hybrid", search_kwargs={"k": 5, "alpha": 0.3})``."""
 
     allowed_search_types: ClassVar[Collection[str]] = (
-        "similarity", "similarity_score_threshold", "mmr", "hybrid", "keyword")
+        "similarity", "similarity_score_threshold", "mmr", "hybrid", "keyword", "semantic_hybrid")
+    #: search types served by a store method of that name (``a``-prefixed for async)
+    _METHODS: ClassVar[dict[str, str]] = {"hybrid": "hybrid_search", "keyword": "keyword_search",
+                                          "semantic_hybrid": "semantic_hybrid_search"}
 
     k: Optional[int] = Field(default=None, ge=1)
     """Documents to return; overrides ``search_kwargs["k"]``."""
@@ -54,19 +58,26 @@ class KnowledgeBankRetriever(VectorStoreRetriever):
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:
         kw = self._kwargs(kwargs)
-        vs: Any = self.vectorstore
-        if self.search_type == "hybrid":
-            return self._finish(vs.hybrid_search(query, **kw))
-        if self.search_type == "keyword":
-            return self._finish(vs.keyword_search(query, **kw))
+        method = self._store_method("")
+        if method is not None:
+            return self._finish(method(query, **kw))
         return self._finish(super()._get_relevant_documents(query, run_manager=run_manager, **kw))
 
     async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun,
                                        **kwargs: Any) -> list[Document]:
         kw = self._kwargs(kwargs)
-        vs: Any = self.vectorstore
-        if self.search_type == "hybrid":
-            return self._finish(await vs.ahybrid_search(query, **kw))
-        if self.search_type == "keyword":
-            return self._finish(await vs.akeyword_search(query, **kw))
+        method = self._store_method("a")
+        if method is not None:
+            return self._finish(await method(query, **kw))
         return self._finish(await super()._aget_relevant_documents(query, run_manager=run_manager, **kw))
+
+    def _store_method(self, prefix: str) -> Any:
+        """The store's method for this search type, or None for the types langchain-core handles."""
+        name = self._METHODS.get(self.search_type)
+        if name is None:
+            return None
+        method = getattr(self.vectorstore, prefix + name, None)
+        if method is None:
+            raise ValueError(f"search_type {self.search_type!r} needs a store with {prefix + name}(); "
+                             f"{type(self.vectorstore).__name__} has none (semantic_hybrid is Azure AI Search's)")
+        return method

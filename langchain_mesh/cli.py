@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", required=True, metavar="ID", help="knowledge bank id")
     p.add_argument("query")
     p.add_argument("--type", dest="search_type", default="similarity",
-                   choices=("similarity", "hybrid", "mmr"), help="search type (default: similarity)")
+                   choices=("similarity", "hybrid", "keyword", "mmr", "semantic_hybrid"),
+                   help="search type (default: similarity; semantic_hybrid: Azure AI Search banks)")
     p.add_argument("-k", type=int, default=4, help="number of results (default: 4)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_kb_search)

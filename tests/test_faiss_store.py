@@ -194,7 +194,9 @@ def test_retriever_search_types(emb):
     assert {d.id for d in hyb.invoke("interest rates")} == {"bank", "stock"}
     assert store.as_retriever(search_type="keyword", k=1).invoke("lemon")[0].id == "cake"
     with pytest.raises(ValueError):
-        store.as_retriever(search_type="semantic_hybrid")
+        store.as_retriever(search_type="bogus")
+    with pytest.raises(ValueError, match="semantic_hybrid_search"):  # Azure AI Search's alone
+        store.as_retriever(search_type="semantic_hybrid").invoke("cat")
 
 
 async def test_async_variants(emb):

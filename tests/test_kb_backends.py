@@ -107,3 +107,17 @@ def test_the_metadata_schema_is_enforced_before_anything_is_written(kb):
             writer.as_langchain_vectorstore().add_documents(
                 [Document(page_content="bad", metadata={"source": "geo", "year": "not a year"})])
     assert kb.as_langchain_vectorstore().similarity_search("bad", k=5) == []
+
+
+def test_retriever_search_types(kb):
+    write(kb, DOCS)
+    keyword = kb.as_langchain_retriever(search_type="keyword", search_kwargs={"k": 1}).invoke("mitochondria")
+    assert contents(keyword) == ["The mitochondria is the powerhouse of the cell."]
+    semantic = kb.as_langchain_retriever(search_type="semantic_hybrid", search_kwargs={"k": 2})
+    if kb.config.backend != "azure_search":
+        with pytest.raises(ValueError, match="semantic_hybrid_search"):
+            semantic.invoke("capital of Germany")
+        return
+    docs = semantic.invoke("capital of Germany")
+    assert "Berlin is the capital of Germany." in contents(docs)
+    assert all("@search.reranker_score" in d.metadata for d in docs)
