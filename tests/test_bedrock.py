@@ -616,9 +616,9 @@ def test_standard_chain_and_session_token(monkeypatch):
 
 
 @pytest.mark.parametrize("conn, problem", [
-    ({"access_key_id": "AKID"}, "go together"),
-    ({"access_key_id": "AKID", "secret_access_key": "s", "profile_name": "p"}, "either profile_name"),
-    ({"session_token": "t"}, "session_token needs"),
+    ({"access_key_id": "AKID"}, "give both 'access_key_id' and 'secret_access_key'"),
+    ({"access_key_id": "AKID", "secret_access_key": "s", "profile_name": "p"}, "either 'profile_name' or access keys"),
+    ({"session_token": "t"}, "'session_token' goes with"),
     ({"inference_profile": "mars"}, "inference_profile"),
 ])
 def test_config_problems(conn, problem):

@@ -38,13 +38,11 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from ..config import ConnectionConfig, ModelConfig, Secret, resolve_optional
+from ..config import ConnectionConfig, ModelConfig
 from ..errors import (
     BadRequestError,
-    CapabilityError,
-    ConfigError,
     CredentialError,
     ProviderConnectionError,
     ProviderError,
@@ -64,6 +62,7 @@ from ..schema import (
     StreamEvent,
 )
 from . import bedrock_wire as wire
+from .aws import AWSConnectionConfig, make_boto_client
 from .base import Connection
 
 __all__ = ["BedrockConnection", "BedrockConfig", "BedrockModelConfig"]
@@ -76,14 +75,8 @@ class BedrockModelConfig(ModelConfig):
     use_inference_profile: bool = True
 
 
-class BedrockConfig(ConnectionConfig):
+class BedrockConfig(AWSConnectionConfig):
     type: str = "bedrock"
-    region: Optional[str] = None
-    endpoint_url: Optional[str] = None
-    access_key_id: Optional[Secret] = None
-    secret_access_key: Optional[Secret] = None
-    session_token: Optional[Secret] = None
-    profile_name: Optional[str] = None
     #: a cross-region inference profile for every model (its id gets this prefix), ARNs excepted
     inference_profile: Optional[Literal["us", "eu", "apac", "global"]] = None
     drop_unsupported_settings: bool = False
@@ -94,16 +87,6 @@ class BedrockConfig(ConnectionConfig):
     models: Optional[list[BedrockModelConfig]] = None  # type: ignore[assignment]
 
     model_config_class = BedrockModelConfig
-
-    @model_validator(mode="after")
-    def _keys_together(self) -> "BedrockConfig":
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("access_key_id and secret_access_key go together")
-        if self.session_token is not None and self.access_key_id is None:
-            raise ValueError("session_token needs access_key_id and secret_access_key")
-        if self.profile_name and self.access_key_id is not None:
-            raise ValueError("give either profile_name or access keys, not both")
-        return self
 
 
 class BedrockConnection(Connection):
@@ -159,29 +142,7 @@ class BedrockConnection(Connection):
         return self._boto
 
     def _make_client(self) -> Any:
-        try:
-            import boto3
-            from botocore.config import Config
-            from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
-        except ImportError:
-            raise CapabilityError("the bedrock connection needs boto3: pip install 'langchain-mesh[bedrock]'") from None
-        c, at = self.config, f"connections.{self.name}"
-        keys = {"aws_access_key_id": resolve_optional(c.access_key_id, f"{at}.access_key_id"),
-                "aws_secret_access_key": resolve_optional(c.secret_access_key, f"{at}.secret_access_key"),
-                "aws_session_token": resolve_optional(c.session_token, f"{at}.session_token")}
-        config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=c.timeout,
-                        read_timeout=c.timeout, user_agent_extra="langchain-mesh")
-        try:
-            session = boto3.session.Session(profile_name=c.profile_name, region_name=c.region,
-                                            **{k: v for k, v in keys.items() if v is not None})
-            return session.client("bedrock-runtime", endpoint_url=c.endpoint_url, config=config)
-        except ProfileNotFound as e:
-            raise ConfigError(f"{at}.profile_name: {e}", [(f"{at}.profile_name", str(e))]) from None
-        except NoRegionError:
-            msg = "no AWS region: set it here or in AWS_REGION / the AWS config file"
-            raise ConfigError(f"{at}.region: {msg}", [(f"{at}.region", msg)]) from None
-        except BotoCoreError as e:
-            raise ConfigError(f"{at}: cannot build the bedrock-runtime client: {e}", [(at, str(e))]) from None
+        return make_boto_client("bedrock-runtime", self.config, self.name, "bedrock")
 
     def close(self) -> None:
         with self._lock:

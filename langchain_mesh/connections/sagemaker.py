@@ -40,9 +40,8 @@ from typing import Any, Iterator, Optional
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from ..config import ConnectionConfig, ModelConfig, Secret, resolve_optional
+from ..config import ConnectionConfig, ModelConfig
 from ..errors import (
-    ConfigError,
     CredentialError,
     NotFoundError,
     ProviderConnectionError,
@@ -53,6 +52,7 @@ from ..errors import (
 )
 from ..schema import CompletionRequest, CompletionResponse, ModelCapabilities, StreamEvent
 from . import sagemaker_wire as wire
+from .aws import AWSConnectionConfig, make_boto_client
 from .base import Connection
 
 __all__ = ["SageMakerConnection", "SageMakerConfig", "SageMakerEndpoint"]
@@ -106,23 +106,9 @@ class SageMakerEndpoint(ModelConfig):
         return default if self.streaming is None else self.streaming
 
 
-class SageMakerConfig(ConnectionConfig):
+class SageMakerConfig(AWSConnectionConfig):
     type: str = "sagemaker"
-    region: Optional[str] = None
-    endpoint_url: Optional[str] = None
-    access_key_id: Optional[Secret] = None
-    secret_access_key: Optional[Secret] = None
-    session_token: Optional[Secret] = None
-    profile_name: Optional[str] = None
     models: list[SageMakerEndpoint] = Field(min_length=1)  # type: ignore[assignment]
-
-    @model_validator(mode="after")
-    def _keys_in_pairs(self) -> "SageMakerConfig":
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("give both 'access_key_id' and 'secret_access_key', or neither (the AWS chain)")
-        if self.session_token is not None and self.access_key_id is None:
-            raise ValueError("'session_token' goes with 'access_key_id' and 'secret_access_key'")
-        return self
 
 
 class SageMakerConnection(Connection):
@@ -153,27 +139,7 @@ class SageMakerConnection(Connection):
             return self._sm
 
     def _make_client(self) -> Any:
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise ConfigError("the sagemaker connection needs boto3: pip install 'langchain-mesh[aws]'") from None
-        c, at = self.config, f"connections.{self.name}"
-        session = boto3.session.Session(
-            aws_access_key_id=resolve_optional(c.access_key_id, f"{at}.access_key_id"),
-            aws_secret_access_key=resolve_optional(c.secret_access_key, f"{at}.secret_access_key"),
-            aws_session_token=resolve_optional(c.session_token, f"{at}.session_token"),
-            region_name=c.region, profile_name=c.profile_name)
-        # one attempt: the mesh's retry policy decides, for every provider alike
-        cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=c.timeout,
-                     read_timeout=c.timeout, user_agent_extra="langchain-mesh")
-        from botocore.exceptions import NoRegionError
-
-        try:
-            return session.client("sagemaker-runtime", endpoint_url=c.endpoint_url, config=cfg)
-        except NoRegionError:
-            raise ConfigError(f"{at}.region is missing and the AWS chain names none",
-                              [(f"{at}.region", "missing")]) from None
+        return make_boto_client("sagemaker-runtime", self.config, self.name, "sagemaker")
 
     # ---- errors ---------------------------------------------------------------------------------------------
 
