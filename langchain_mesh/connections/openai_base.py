@@ -64,7 +64,7 @@ from .openai_wire import (
     provider_message,
 )
 
-__all__ = ["OpenAIWireConfig", "OpenAIWireConnection"]
+__all__ = ["OpenAIWireConfig", "OpenAIWireConnection", "ForwardedBody"]
 
 
 class OpenAIWireConfig(ConnectionConfig):
@@ -150,6 +150,30 @@ def _import_openai() -> Any:
     except ImportError:
         raise CapabilityError("this connection needs the openai SDK: pip install 'langchain-mesh[openai]'") from None
     return openai
+
+
+class ForwardedBody:
+    """The body of a forwarded streaming answer: ``await read()`` gives each piece as it arrives (``b""``
+    at the end); ``close()`` releases the response (before its end: its connection is closed, so the
+    upstream stops), also when nothing was read yet."""
+
+    __slots__ = ("_resp", "_provider")
+
+    def __init__(self, resp: Any, provider: str):
+        self._resp = resp
+        self._provider = provider
+
+    async def read(self) -> bytes:
+        aiohttp = _aiohttp()
+        try:
+            return await self._resp.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise StreamInterruptedError(
+                f"the {self._provider} stream broke before it finished ({type(e).__name__}: {e}); "
+                "the partial answer was not returned as a success", provider=self._provider) from None
+
+    def close(self) -> None:
+        self._resp.release()
 
 
 class OpenAIWireConnection(Connection):
@@ -311,6 +335,35 @@ class OpenAIWireConnection(Connection):
         except aiohttp.ClientError as e:
             raise self._unreachable(e, url) from None
         return resp
+
+    async def aforward(self, model: str, path: str, body: bytes, stream: bool = False) -> tuple[int, Any, Any]:
+        """``POST path`` with ``body`` (JSON bytes, sent as they are) over the pooled aiohttp session, for a
+        gateway that forwards an OpenAI-wire request without translating it.
+
+        URL and headers are the SDK's, as for every other async call (token providers honoured). Returns
+        ``(status, headers, content)``: ``content`` is the answer's bytes, or (``stream``) a
+        :class:`ForwardedBody` yielding its pieces as they arrive. An error status is raised as the mesh's
+        error, transport failures and timeouts too, exactly as :meth:`_apost` does.
+        """
+        aiohttp = _aiohttp()
+        if aiohttp is None:
+            raise CapabilityError("forwarding a request needs aiohttp: pip install 'langchain-mesh[server]'")
+        url, headers = await self._head(model, path)
+        try:
+            resp = await self._session().post(url, data=body, headers=headers)
+            if resp.status >= 400 or not stream:
+                try:
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+                if resp.status >= 400:
+                    raise self._status_error(resp.status, _safe_loads(raw), resp.headers)
+                return resp.status, resp.headers, raw
+        except TimeoutError:
+            raise self._timeout() from None
+        except aiohttp.ClientError as e:
+            raise self._unreachable(e, url) from None
+        return resp.status, resp.headers, ForwardedBody(resp, self.dialect.provider)
 
     async def _astream_aiohttp(self, model: str, body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
         aiohttp = _aiohttp()

@@ -24,11 +24,12 @@ from typing import Any, Awaitable, Callable, Optional
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from ..errors import MeshError
+from ..errors import MeshError, ProviderError
 from ..schema import Purpose, StreamChunk, Usage
 from . import sse
 from .auth import KeyRing, Principal
 from .errors import APIError, api_error, model_not_found
+from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
 from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
 from .openapi import openapi_document
 from .translate import (
@@ -71,11 +72,12 @@ class _ClientGone(Exception):
 class _Served:
     """What a handler found out, kept even when it is cancelled: for the usage record."""
 
-    __slots__ = ("llm_id", "usage")
+    __slots__ = ("llm_id", "usage", "raw_usage")
 
     def __init__(self) -> None:
         self.llm_id: Optional[str] = None
         self.usage: Optional[Usage] = None
+        self.raw_usage: Optional[dict[str, Any]] = None  # the pass-through path's: read only when recorded
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -91,6 +93,8 @@ class MeshApp:
         self.on_usage = on_usage
         self._items = mesh.list_llms()
         self._llms = {i.id: mesh.get_llm(i.id) for i in self._items}
+        # the pass-through plan of each LLM that needs no translation (decided once, here)
+        self._forward = {k: f for k, f in ((k, forward_plan(llm)) for k, llm in self._llms.items()) if f is not None}
         self._openapi = orjson.dumps(openapi_document())
         self._posts: dict[str, Callable[..., Awaitable[None]]] = {
             "/v1/chat/completions": self._chat, "/v1/embeddings": self._embeddings,
@@ -148,7 +152,8 @@ class MeshApp:
             status = err.status
             await _json(send, err.status, err.body(), err.headers)
         if self.on_usage is not None or usage_log.isEnabledFor(logging.INFO):
-            self._record(UsageRecord(who, path, served.llm_id, status, served.usage, time.perf_counter() - started))
+            usage = served.usage if served.raw_usage is None else usage_of(served.raw_usage)
+            self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started))
 
     def _record(self, rec: UsageRecord) -> None:
         if self.on_usage is not None:
@@ -180,7 +185,24 @@ class MeshApp:
 
     # ---- endpoints: each fills in ``served`` (LLM id, usage) for the usage record --------------------
 
+    def _plan_of(self, body: bytes) -> tuple[Any, Any]:
+        """The pass-through plan for the body's model and the body parsed, or (None, None)."""
+        if not self._forward:
+            return None, None
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None, None  # the translated path says precisely what is wrong
+        if type(data) is not dict:
+            return None, None
+        model = data.get("model")
+        plan = self._forward.get(model) if type(model) is str else None
+        return plan, data
+
     async def _chat(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
+        plan, data = self._plan_of(body)
+        if plan is not None:
+            return await self._chat_forward(plan, data, principal, body, send, served)
         req = _parse(ChatCompletionRequest, body)
         llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
         served.llm_id = llm.id
@@ -224,12 +246,78 @@ class MeshApp:
                 log.debug("closing the upstream stream failed", exc_info=True)
         return None
 
+    async def _chat_forward(self, plan: Any, data: dict[str, Any], principal: Principal, body: bytes, send: Send,
+                            served: _Served) -> None:
+        """Chat on the pass-through path: validated as on the translated path, then forwarded."""
+        req = _parse(ForwardChatRequest, body)
+        llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
+        served.llm_id = llm.id
+        _, param_of = completion_request(req)  # every value check of the translated path; its result unused
+        stream = bool(req.stream)
+        try:
+            out, strip_usage = plan.chat_body(data, param_of, stream, b'"annotations"' in body)
+            content, first = await plan.send("/chat/completions", out, stream)
+        except MeshError as e:
+            raise api_error(e, param_of) from None
+        if not stream:
+            try:
+                answer = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                answer = None
+            if type(answer) is not dict or not answer.get("choices"):
+                raise api_error(ProviderError(f"{plan.connection.dialect.provider} answered without any choice",
+                                              provider=plan.connection.dialect.provider))
+            await _json(send, 200, swap_model(content, answer, llm.id))
+            served.raw_usage = answer.get("usage") or None
+            return
+        events = SSEPass(llm.id, strip_usage)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
+            piece = first
+            while piece:
+                data_out = events.feed(piece)
+                if data_out:
+                    await _chunk(send, data_out)
+                piece = await content.read()
+            await _chunk(send, events.flush(), more=False)
+        except Exception as e:  # noqa: BLE001 - the stream broke after the 200: OpenAI's in-stream error event
+            await _chunk(send, events.flush() + sse.event({"error": api_error(e, param_of).payload()}), more=False)
+        finally:
+            content.close()  # on cancellation too: ends the upstream request
+            served.raw_usage = events.usage
+
     async def _embeddings(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
-        req = _parse(EmbeddingsRequest, body)
+        plan, data = self._plan_of(body)
+        if plan is not None:
+            req = _parse(ForwardEmbeddingsRequest, body)
+        else:
+            req = _parse(EmbeddingsRequest, body)
         llm = self._llm(req.model, principal, Purpose.TEXT_EMBEDDING_EXTRACTION)
         served.llm_id = llm.id
+        request = embedding_request(req)
+        if plan is not None and len(request.texts) <= plan.embedding_batch and (
+                req.encoding_format != "base64" or plan.embedding_base64):
+            data["model"] = plan.wire_model
+            try:
+                content, _ = await plan.send("/embeddings", orjson.dumps(data), False)
+            except MeshError as e:
+                raise api_error(e, lambda names: "dimensions" if "dimensions" in names else None) from None
+            try:
+                answer = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                answer = None
+            if type(answer) is not dict or not isinstance(answer.get("data"), list):
+                raise api_error(ProviderError(f"{plan.connection.dialect.provider} answered without embeddings",
+                                              provider=plan.connection.dialect.provider))
+            await _json(send, 200, swap_model(content, answer, llm.id))
+            served.raw_usage = answer.get("usage") or None
+            return
+        if plan is not None:
+            for extra in req.model_extra or ():
+                raise APIError(400, f"Unrecognized request argument supplied: {extra}", param=extra,
+                               code="unknown_parameter")
         try:
-            resp = await self.mesh.aembed(llm, embedding_request(req))
+            resp = await self.mesh.aembed(llm, request)
         except MeshError as e:
             raise api_error(e, lambda names: "dimensions" if "dimensions" in names else None) from None
         await _json(send, 200, orjson.dumps(embeddings_json(resp, llm.id, req.encoding_format)))

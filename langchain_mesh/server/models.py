@@ -76,6 +76,9 @@ class AssistantMessage(_Body):
     name: Optional[str] = None
     tool_calls: Optional[list[ToolCall]] = None
     refusal: Optional[str] = None
+    # a field of OpenAI's answers (url citations) that clients echo back with the message (the SDK's
+    # ``message.model_dump()``); read-only information, not sent on to the provider
+    annotations: Optional[list[dict[str, Any]]] = None
 
 
 class ToolMessage(_Body):

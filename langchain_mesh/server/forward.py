@@ -1,0 +1,248 @@
+"""The pass-through path: OpenAI-wire requests forwarded to an OpenAI-wire upstream without translation.
+
+When an LLM's connection speaks the OpenAI wire format as the client does (``openai``,
+``openai_compatible``, and any :class:`OpenAIWireConnection` whose :class:`Dialect` needs at most a
+rename of the token-limit key), building mesh objects and the provider's JSON again would only cost
+time (DESIGN.md, "Performance notes"). The request is still validated exactly as on the translated
+path (same 400s, same fields named); then its parsed dict gets a few edits (``model``, the token-limit
+key, ``stream_options.include_usage`` so that usage can be recorded) and is sent over the
+connection's pooled aiohttp session. A 200 answer goes back as the upstream's bytes, with only its
+``model`` field set to the mesh LLM id (a byte substitution; no re-encoding), streams piece by piece.
+
+Which LLMs take this path is decided once per LLM id (:func:`forward_plan`), not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import orjson
+from pydantic import ConfigDict
+
+from ..connections.openai_wire import parse_usage
+from ..errors import ProviderError, SettingsError
+from ..policies.retry import backoff_delay
+from ..schema import Usage
+from .models import ChatCompletionRequest, EmbeddingsRequest
+from .translate import _SETTING_OF
+
+__all__ = ["Forward", "forward_plan", "ForwardChatRequest", "ForwardEmbeddingsRequest", "SSEPass", "swap_model"]
+
+
+class ForwardChatRequest(ChatCompletionRequest):
+    """The chat request on the pass-through path: every field checked as on the translated path, and
+    top-level fields the mesh has no name for (a server's own extensions: vLLM's ``min_p``,
+    ``guided_json``...) forwarded instead of refused, since nothing has to translate them."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ForwardEmbeddingsRequest(EmbeddingsRequest):
+    model_config = ConfigDict(extra="allow")
+
+
+_TOKEN_KEYS = ("max_tokens", "max_completion_tokens")
+_WIRE_METHODS = ("acomplete", "astream", "aembed", "_chat_body", "_embedding_bodies", "_apost", "_head")
+
+
+@dataclass(frozen=True)
+class Forward:
+    """How to forward one LLM's requests: built once per LLM id."""
+
+    connection: Any
+    model: str                      # the LLM id's model part (the connection's key for URL and headers)
+    wire_model: str                 # what the body's ``model`` becomes
+    rename: Optional[tuple[str, str]]  # (client key, upstream key) of the token limit, when they differ
+    unsupported: tuple[tuple[str, tuple[str, ...]], ...]  # seed setting -> the request keys that set it
+    drop_unsupported: bool
+    max_retries: int
+    embedding_batch: int
+    embedding_base64: bool          # the upstream is trusted to answer encoding_format=base64 itself
+
+    def chat_body(self, data: dict[str, Any], param_of: Any, stream: bool,
+                  annotated: bool = False) -> tuple[bytes, bool]:
+        """The upstream body (bytes) for a validated client request ``data`` (edited in place), and
+        whether the usage chunk the gateway asked for must be kept from the client."""
+        data["model"] = self.wire_model
+        if annotated:  # echoed answer annotations: not a request field (the translated path drops them too)
+            for m in data["messages"]:
+                if m.get("role") == "assistant":
+                    m.pop("annotations", None)
+        if self.rename is not None:
+            src, dst = self.rename
+            if src in data:
+                value = data.pop(src)
+                if value is not None and data.get(dst) is None:
+                    data[dst] = value
+        for setting, keys in self.unsupported:
+            present = [k for k in keys if data.get(k) is not None]
+            if present:
+                if not self.drop_unsupported:
+                    provider = self.connection.dialect.provider
+                    raise SettingsError(
+                        f"{provider} has no equivalent of the setting(s) {setting}; remove them, "
+                        "or set drop_unsupported_settings: true on the connection to ignore them", [setting])
+                for k in present:
+                    del data[k]
+        strip_usage = False
+        if stream:
+            opts = data.get("stream_options")
+            if not (opts and opts.get("include_usage")):
+                data["stream_options"] = {**(opts or {}), "include_usage": True}
+                strip_usage = True
+        return orjson.dumps(data), strip_usage
+
+    async def send(self, path: str, body: bytes, stream: bool) -> Any:
+        """The upstream's answer (bytes, or a stream's :class:`ForwardedBody` with its first piece read),
+        retried as the mesh's retry policy does while nothing was sent to the client: a retryable
+        error, up to the connection's ``max_retries``, after its ``Retry-After`` or a backoff."""
+        attempt = 0
+        while True:
+            try:
+                _, _, content = await self.connection.aforward(self.model, path, body, stream)
+                if not stream:
+                    return content, None
+                try:
+                    first = await content.read()
+                except BaseException:
+                    content.close()
+                    raise
+                return content, first
+            except ProviderError as e:
+                if not e.retryable or attempt >= self.max_retries:
+                    raise
+                wait = backoff_delay(attempt, e)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+                attempt += 1
+
+
+def forward_plan(llm: Any) -> Optional[Forward]:
+    """The pass-through plan of an LLM, or None when its requests must be translated."""
+    from ..connections.openai_base import OpenAIWireConnection, _aiohttp
+
+    conn = llm.connection
+    if not isinstance(conn, OpenAIWireConnection) or _aiohttp() is None:
+        return None
+    cls = type(conn)
+    if any(getattr(cls, m) is not getattr(OpenAIWireConnection, m) for m in _WIRE_METHODS):
+        return None  # a subclass that changes how requests are built or sent: translate
+    d = conn.dialect
+    if (d.tool_choice_required != "required" or d.seed_key != "seed" or not d.stream_usage
+            or d.max_tokens_key not in _TOKEN_KEYS or any(d.extra_keys.get(k) != _client_key(k) for k in d.extra_keys)):
+        return None
+    # the client's token-limit key the upstream does not take -> the one it does (the newer name wins,
+    # as on the translated path)
+    rename = ("max_tokens", "max_completion_tokens") if d.max_tokens_key == "max_completion_tokens" \
+        else ("max_completion_tokens", "max_tokens")
+    unsupported = tuple((s, tuple(k for k, v in _SETTING_OF.items() if v == s)) for s in sorted(d.unsupported))
+    cfg = conn.config
+    wire = conn.wire_model(llm.model)
+    return Forward(connection=conn, model=llm.model, wire_model=wire,
+                   rename=rename, unsupported=unsupported,
+                   drop_unsupported=bool(getattr(cfg, "drop_unsupported_settings", False)),
+                   max_retries=int(cfg.max_retries or 0),
+                   embedding_batch=min(d.embedding_batch, getattr(cfg, "embedding_batch_size", d.embedding_batch)),
+                   embedding_base64=d.provider in ("openai", "azure_openai") and d.embedding_dimensions)
+
+
+def _client_key(setting: str) -> Optional[str]:
+    keys = [k for k, v in _SETTING_OF.items() if v == setting]
+    return keys[0] if len(keys) == 1 else None
+
+
+# --------------------------------------------------------------------------------------------------
+# answers
+
+
+def _patterns(upstream_model: Any, llm_id: str) -> tuple[tuple[bytes, ...], bytes]:
+    if not isinstance(upstream_model, str):
+        return (), b""
+    v = orjson.dumps(upstream_model)
+    # an unescaped `"model":"..."` only occurs as JSON structure: inside a string its quotes are escaped
+    return (b'"model":' + v, b'"model": ' + v), b'"model":' + orjson.dumps(llm_id)
+
+
+def swap_model(raw: bytes, data: dict[str, Any], llm_id: str) -> bytes:
+    """The answer with its ``model`` set to the mesh LLM id, as a byte substitution when possible."""
+    pats, new = _patterns(data.get("model"), llm_id)
+    for p in pats:
+        if p in raw:
+            return raw.replace(p, new, 1)
+    data["model"] = llm_id
+    return orjson.dumps(data)
+
+
+def usage_of(raw: Optional[dict[str, Any]]) -> Optional[Usage]:
+    return parse_usage(raw) if raw else None
+
+
+class SSEPass:
+    """Passes an upstream's SSE bytes through: whole events only (a piece's incomplete tail waits for
+    the next), ``model`` substituted, the usage chunk read (and dropped when only the gateway asked
+    for it). No event is decoded but the first (for the upstream's model name) and the usage one."""
+
+    __slots__ = ("llm_id", "strip_usage", "tail", "usage", "pats", "new")
+
+    def __init__(self, llm_id: str, strip_usage: bool):
+        self.llm_id = llm_id
+        self.strip_usage = strip_usage
+        self.tail = b""
+        self.usage: Optional[dict[str, Any]] = None
+        self.pats: Optional[tuple[bytes, ...]] = None
+        self.new = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        data = self.tail + piece if self.tail else piece
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self.tail = data
+            return b""
+        self.tail = data[cut + 2:]
+        return self._events(data[:cut + 2])
+
+    def flush(self) -> bytes:
+        rest, self.tail = self.tail, b""
+        return self._events(rest) if rest else b""
+
+    def _events(self, out: bytes) -> bytes:
+        if self.pats is None:
+            first = _json_of(out.split(b"\n\n", 1)[0])
+            if first is not None:
+                self.pats, self.new = _patterns(first.get("model"), self.llm_id)
+        if b'"usage":{' in out or b'"usage": {' in out:
+            out = self._usage(out)
+        for p in self.pats or ():
+            out = out.replace(p, self.new)
+        return out
+
+    def _usage(self, out: bytes) -> bytes:
+        kept = []
+        for ev in out.split(b"\n\n"):
+            if b'"usage":{' in ev or b'"usage": {' in ev:
+                d = _json_of(ev)
+                if d is not None and isinstance(d.get("usage"), dict):
+                    self.usage = d["usage"]
+                    if self.strip_usage and not d.get("choices"):
+                        continue  # the usage-only chunk the client did not ask for
+            kept.append(ev)
+        return b"\n\n".join(kept)
+
+
+def _json_of(event: bytes) -> Optional[dict[str, Any]]:
+    """The JSON object of one SSE event's ``data:`` line, or None."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload.startswith(b"{"):
+                try:
+                    d = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    return None
+                return d if isinstance(d, dict) else None
+    return None
