@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any, Callable, ClassVar, Collection, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -42,9 +42,9 @@ from langchain_mesh.errors import MeshError
 from . import azure_search_schema as layout
 from .azure_search_odata import filter_keys, to_odata
 from .filters import FilterSpec
-from .retriever import KnowledgeBankRetriever
+from .store_base import BankStoreMixin
 
-__all__ = ["AzureSearchVectorStore", "AzureSearchIndexingError", "AzureSearchRetriever", "SEARCH_TYPES"]
+__all__ = ["AzureSearchVectorStore", "AzureSearchIndexingError", "SEARCH_TYPES"]
 
 SEARCH_TYPES = ("similarity", "hybrid", "semantic_hybrid")
 MAX_BATCH_DOCS = 1000
@@ -91,7 +91,7 @@ class _Definition:
         self.names: dict[str, str] = {}  # metadata key -> field name, for keys seen or declared
 
 
-class AzureSearchVectorStore(VectorStore):
+class AzureSearchVectorStore(BankStoreMixin, VectorStore):
     """LangChain vector store on Azure AI Search with native hybrid and semantic ranking; see the module doc."""
 
     def __init__(self, embedding: Embeddings, index_name: str, endpoint: str, key: Optional[str] = None, *,
@@ -670,61 +670,6 @@ class AzureSearchVectorStore(VectorStore):
     async def asemantic_hybrid_search(self, query: str, k: int = 4, filter: FilterSpec = None,
                                       **kwargs: Any) -> list[Document]:
         return [d for d, _ in await self.asemantic_hybrid_search_with_score(query, k, filter, **kwargs)]
-
-    def search(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
-        if search_type in _EXTRA_SEARCHES:
-            return getattr(self, _EXTRA_SEARCHES[search_type])(query, **kwargs)
-        return super().search(query, search_type, **kwargs)
-
-    async def asearch(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
-        if search_type in _EXTRA_SEARCHES:
-            return await getattr(self, "a" + _EXTRA_SEARCHES[search_type])(query, **kwargs)
-        return await super().asearch(query, search_type, **kwargs)
-
-    def as_retriever(self, **kwargs: Any) -> "AzureSearchRetriever":
-        """Search types: similarity (default: the store's ``search_type``), similarity_score_threshold,
-        mmr, hybrid, semantic_hybrid, keyword; ``k=`` honoured."""
-        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
-        kwargs.setdefault("search_type", self.search_type)
-        return AzureSearchRetriever(vectorstore=self, tags=tags, **kwargs)
-
-    # ---- construction ----------------------------------------------------------------------------------
-
-    @classmethod
-    def from_texts(cls, texts: list[str], embedding: Embeddings, metadatas: Optional[list[dict]] = None, *,
-                   ids: Optional[list[str]] = None, **kwargs: Any) -> "AzureSearchVectorStore":
-        store = cls(embedding=embedding, **kwargs)
-        store.add_texts(texts, metadatas, ids=ids)
-        return store
-
-    @classmethod
-    async def afrom_texts(cls, texts: list[str], embedding: Embeddings, metadatas: Optional[list[dict]] = None, *,
-                          ids: Optional[list[str]] = None, **kwargs: Any) -> "AzureSearchVectorStore":
-        store = cls(embedding=embedding, **kwargs)
-        await store.aadd_texts(texts, metadatas, ids=ids)
-        return store
-
-
-_EXTRA_SEARCHES = {"hybrid": "hybrid_search", "semantic_hybrid": "semantic_hybrid_search",
-                   "keyword": "keyword_search"}
-
-
-class AzureSearchRetriever(KnowledgeBankRetriever):
-    """:class:`KnowledgeBankRetriever` plus ``search_type="semantic_hybrid"``."""
-
-    allowed_search_types: ClassVar[Collection[str]] = (*KnowledgeBankRetriever.allowed_search_types,
-                                                       "semantic_hybrid")
-
-    def _get_relevant_documents(self, query: str, *, run_manager: Any, **kwargs: Any) -> list[Document]:
-        if self.search_type == "semantic_hybrid":
-            return self._finish(self.vectorstore.semantic_hybrid_search(query, **self._kwargs(kwargs)))
-        return super()._get_relevant_documents(query, run_manager=run_manager, **kwargs)
-
-    async def _aget_relevant_documents(self, query: str, *, run_manager: Any, **kwargs: Any) -> list[Document]:
-        if self.search_type == "semantic_hybrid":
-            return self._finish(await self.vectorstore.asemantic_hybrid_search(query, **self._kwargs(kwargs)))
-        return await super()._aget_relevant_documents(query, run_manager=run_manager, **kwargs)
-
 
 # ---- helpers ---------------------------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ from .elasticsearch_mapping import (SOURCE_FIELDS, TEXT_FIELD, VECTOR_FIELD, doc
                                     json_metadata, metadata_types, relevance_fn)
 from .filters import FilterSpec
 from .fusion import FUSION_METHODS, reciprocal_rank_fusion, weighted_score_fusion
-from .retriever import KnowledgeBankRetriever
+from .store_base import BankStoreMixin
 
 __all__ = ["ElasticsearchVectorStore", "ElasticsearchBulkError"]
 
@@ -89,7 +89,7 @@ def _refuses_rrf(e: Exception) -> bool:
     return status == 400 and "retriever" in text and ("unknown" in text or "parsing" in text)
 
 
-class ElasticsearchVectorStore(VectorStore):
+class ElasticsearchVectorStore(BankStoreMixin, VectorStore):
     """LangChain vector store on Elasticsearch (kNN, BM25, hybrid with RRF); see the module doc."""
 
     def __init__(self, embedding: Embeddings, index_name: str, *, es_url: Optional[str] = None,
@@ -728,42 +728,6 @@ class ElasticsearchVectorStore(VectorStore):
         """True once the cluster ran an rrf retriever, False once it refused one, None before trying."""
         return self._server_rrf
 
-    # ---- search types and retriever --------------------------------------------------------------------
-
-    def search(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
-        if search_type == "hybrid":
-            return self.hybrid_search(query, **kwargs)
-        if search_type == "keyword":
-            return self.keyword_search(query, **kwargs)
-        return super().search(query, search_type, **kwargs)
-
-    async def asearch(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
-        if search_type == "hybrid":
-            return await self.ahybrid_search(query, **kwargs)
-        if search_type == "keyword":
-            return await self.akeyword_search(query, **kwargs)
-        return await super().asearch(query, search_type, **kwargs)
-
-    def as_retriever(self, **kwargs: Any) -> KnowledgeBankRetriever:
-        """Search types: similarity, similarity_score_threshold, mmr, hybrid, keyword; ``k=`` honoured."""
-        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
-        return KnowledgeBankRetriever(vectorstore=self, tags=tags, **kwargs)
-
-    # ---- construction ----------------------------------------------------------------------------------
-
-    @classmethod
-    def from_texts(cls, texts: list[str], embedding: Embeddings, metadatas: Optional[list[dict]] = None, *,
-                   ids: Optional[list[str]] = None, **kwargs: Any) -> "ElasticsearchVectorStore":
-        store = cls(embedding=embedding, **kwargs)
-        store.add_texts(texts, metadatas, ids=ids)
-        return store
-
-    @classmethod
-    async def afrom_texts(cls, texts: list[str], embedding: Embeddings, metadatas: Optional[list[dict]] = None, *,
-                          ids: Optional[list[str]] = None, **kwargs: Any) -> "ElasticsearchVectorStore":
-        store = cls(embedding=embedding, **kwargs)
-        await store.aadd_texts(texts, metadatas, ids=ids)
-        return store
 
 
 def _to_doc(hit: dict[str, Any]) -> Document:

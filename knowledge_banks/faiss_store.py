@@ -41,7 +41,7 @@ from langchain_core.vectorstores import VectorStore
 from . import persistence
 from .filters import FilterSpec, compile_filter
 from .fusion import FUSION_METHODS, reciprocal_rank_fusion, weighted_score_fusion
-from .retriever import KnowledgeBankRetriever
+from .store_base import BankStoreMixin
 from .vector_index import DISTANCES, INDEX_TYPES, VectorIndex
 
 __all__ = ["FaissVectorStore"]
@@ -67,7 +67,7 @@ def _json_metadata(md: Any, i: int) -> dict[str, Any]:
                         f"None, lists and dicts") from None
 
 
-class FaissVectorStore(VectorStore):
+class FaissVectorStore(BankStoreMixin, VectorStore):
     """LangChain vector store on FAISS (flat / HNSW / IVF) with BM25 hybrid search; see the module doc."""
 
     def __init__(self, embedding: Embeddings, path: Optional[str] = None, distance: Optional[str] = None,
@@ -418,41 +418,6 @@ class FaissVectorStore(VectorStore):
 
     async def ahybrid_search(self, query: str, k: int = 4, filter: FilterSpec = None, **kwargs: Any) -> list[Document]:
         return [d for d, _ in await self.ahybrid_search_with_score(query, k, filter, **kwargs)]
-
-    def search(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
-        if search_type == "hybrid":
-            return self.hybrid_search(query, **kwargs)
-        if search_type == "keyword":
-            return self.keyword_search(query, **kwargs)
-        return super().search(query, search_type, **kwargs)
-
-    async def asearch(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
-        if search_type == "hybrid":
-            return await self.ahybrid_search(query, **kwargs)
-        if search_type == "keyword":
-            return await self.akeyword_search(query, **kwargs)
-        return await super().asearch(query, search_type, **kwargs)
-
-    def as_retriever(self, **kwargs: Any) -> KnowledgeBankRetriever:
-        """Search types: similarity, similarity_score_threshold, mmr, hybrid, keyword; ``k=`` honoured."""
-        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
-        return KnowledgeBankRetriever(vectorstore=self, tags=tags, **kwargs)
-
-    # ---- construction ----------------------------------------------------------------------------------
-
-    @classmethod
-    def from_texts(cls, texts: list[str], embedding: Embeddings, metadatas: Optional[list[dict]] = None, *,
-                   ids: Optional[list[str]] = None, **kwargs: Any) -> "FaissVectorStore":
-        store = cls(embedding=embedding, **kwargs)
-        store.add_texts(texts, metadatas, ids=ids)
-        return store
-
-    @classmethod
-    async def afrom_texts(cls, texts: list[str], embedding: Embeddings, metadatas: Optional[list[dict]] = None, *,
-                          ids: Optional[list[str]] = None, **kwargs: Any) -> "FaissVectorStore":
-        store = cls(embedding=embedding, **kwargs)
-        await store.aadd_texts(texts, metadatas, ids=ids)
-        return store
 
     # ---- persistence -----------------------------------------------------------------------------------
 
