@@ -84,7 +84,6 @@ class AnthropicConnection(Connection):
         self._sync: Any = None
         # an async client's pool belongs to the event loop that opened it: one client per loop
         self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
-        self._caps: Optional[dict[str, ModelCapabilities]] = None
         self._response_cls: Any = None
         self._transport_error: Any = None
 
@@ -99,10 +98,6 @@ class AnthropicConnection(Connection):
     def capabilities_for(self, model: str) -> ModelCapabilities:
         return wire.capabilities_for(model)
 
-    def _capabilities(self, model: str) -> ModelCapabilities:
-        if self._caps is None:
-            self._caps = {m.id: m.capabilities for m in self.list_models()}
-        return self._caps.get(model) or wire.capabilities_for(model)
 
     # ---- clients -----------------------------------------------------------------------------------------
 
@@ -183,7 +178,7 @@ class AnthropicConnection(Connection):
     # ---- completion --------------------------------------------------------------------------------------
 
     def _body(self, model: str, request: CompletionRequest, stream: bool) -> dict[str, Any]:
-        wire.check_request(model, request, self._capabilities(model), self.config.drop_unsupported_settings)
+        wire.check_request(model, request, self.capabilities_of(model), self.config.drop_unsupported_settings)
         return wire.message_body(model, request, stream=stream, default_max_tokens_value=self.config.default_max_tokens)
 
     def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:

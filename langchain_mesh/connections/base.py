@@ -47,6 +47,7 @@ class Connection:
         self.name = name
         self.config = config
         self._lock = threading.Lock()
+        self._listed_caps: Optional[dict[str, ModelCapabilities]] = None
 
     # ---- what the connection offers ----------------------------------------------------------------
 
@@ -81,6 +82,14 @@ class Connection:
     def capabilities_for(self, model: str) -> ModelCapabilities:
         """Capabilities of a configured model that declares none. Override per provider."""
         return ModelCapabilities()
+
+    def capabilities_of(self, model: str) -> ModelCapabilities:
+        """What ``model`` can do as the connection lists it (config, then catalogue), for checks that
+        refuse a request before it is sent. Computed once per connection."""
+        caps = self._listed_caps
+        if caps is None:
+            caps = self._listed_caps = {m.id: m.capabilities for m in self.list_models()}
+        return caps.get(model) or self.capabilities_for(model)
 
     # ---- completion ---------------------------------------------------------------------------------
 

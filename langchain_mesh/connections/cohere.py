@@ -107,7 +107,6 @@ class CohereConnection(Connection):
         super().__init__(name, config)
         self._sync: Any = None
         self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
-        self._caps: Optional[dict[str, ModelCapabilities]] = None
 
     # ---- models ------------------------------------------------------------------------------------------
 
@@ -123,10 +122,6 @@ class CohereConnection(Connection):
     def capabilities_for(self, model: str) -> ModelCapabilities:
         return _guess_capabilities(model)
 
-    def _capabilities(self, model: str) -> ModelCapabilities:
-        if self._caps is None:
-            self._caps = {m.id: m.capabilities for m in self.list_models()}
-        return self._caps.get(model) or _guess_capabilities(model)
 
     # ---- clients --------------------------------------------------------------------------------------------
 
@@ -189,7 +184,7 @@ class CohereConnection(Connection):
     # ---- completion -----------------------------------------------------------------------------------------
 
     def _args(self, model: str, request: CompletionRequest) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
-        wire.check_request(model, request, self._capabilities(model))
+        wire.check_request(model, request, self.capabilities_of(model))
         extra = request.settings.extra
         options = {"additional_body_parameters": extra} if extra else None
         return wire.chat_arguments(model, request), options

@@ -33,7 +33,6 @@ from ..schema import (
     ImageURLPart,
     Message,
     StreamChunk,
-    StreamEvent,
     StreamFooter,
     TextPart,
     TokenLogProb,

@@ -198,7 +198,6 @@ class SnowflakeCortexConnection(Connection):
         # pooled connections belong to the event loop that opened them: one async client per loop
         self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
         self._base: Optional[str] = None
-        self._caps: Optional[dict[str, ModelCapabilities]] = None
 
     # ---- models ------------------------------------------------------------------------------------------
 
@@ -214,10 +213,6 @@ class SnowflakeCortexConnection(Connection):
     def capabilities_for(self, model: str) -> ModelCapabilities:
         return _guess_capabilities(model)
 
-    def _capabilities(self, model: str) -> ModelCapabilities:
-        if self._caps is None:
-            self._caps = {m.id: m.capabilities for m in self.list_models()}
-        return self._caps.get(model) or _guess_capabilities(model)
 
     # ---- HTTP plumbing ---------------------------------------------------------------------------------
 
@@ -311,7 +306,7 @@ class SnowflakeCortexConnection(Connection):
     # ---- completion ----------------------------------------------------------------------------------
 
     def _body(self, model: str, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
-        wire.check_request(model, request, self._capabilities(model))
+        wire.check_request(model, request, self.capabilities_of(model))
         return wire.completion_body(model, request, stream=stream)
 
     def _completion(self, resp: Any, model: str) -> CompletionResponse:

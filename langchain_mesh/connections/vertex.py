@@ -199,7 +199,6 @@ class VertexConnection(Connection):
         super().__init__(name, config)
         self._sdk: Any = None
         self._signatures = _Signatures()
-        self._caps: Optional[dict[str, ModelCapabilities]] = None
 
     # ---- models ------------------------------------------------------------------------------------------
 
@@ -223,10 +222,6 @@ class VertexConnection(Connection):
     def capabilities_for(self, model: str) -> ModelCapabilities:
         return _GEMINI if _purpose(model) == Purpose.GENERIC_COMPLETION else _EMBED
 
-    def _capabilities(self, model: str) -> ModelCapabilities:
-        if self._caps is None:
-            self._caps = {m.id: m.capabilities for m in self.list_models()}
-        return self._caps.get(model) or self.capabilities_for(model)
 
     # ---- the SDK client ------------------------------------------------------------------------------
 
@@ -330,7 +325,7 @@ class VertexConnection(Connection):
     # ---- completion ----------------------------------------------------------------------------------
 
     def _args(self, model: str, request: CompletionRequest) -> tuple[list[Any], dict[str, Any]]:
-        wire.check_request(model, request, self._capabilities(model))
+        wire.check_request(model, request, self.capabilities_of(model))
         return wire.generate_args(request, self._signatures)
 
     def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:
