@@ -17,7 +17,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, AsyncIterator, Iterable, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 from ..errors import ProviderError, SettingsError, StreamInterruptedError, error_for_status
 from ..schema import (
@@ -41,6 +41,7 @@ from ..schema import (
     Usage,
     sniff_image_mime,
 )
+from .sse import SSEDecoder, aiter_sse_data, iter_sse_data  # noqa: F401  (part of this module's API)
 
 __all__ = [
     "Dialect", "chat_body", "parse_chat_completion", "ChunkReader", "SSEDecoder", "iter_sse_data", "aiter_sse_data",
@@ -351,65 +352,6 @@ class ChunkReader:
                 f"the {self.provider} stream ended before its finish_reason: the answer is incomplete",
                 provider=self.provider, partial_text="".join(self.text))
         return StreamFooter(finish_reason=self.finish, usage=self.usage, model=self.model)  # type: ignore[arg-type]
-
-
-class SSEDecoder:
-    """Server-sent events, line by line: :meth:`line` returns an event's ``data`` at its end.
-
-    Multi-line data fields are joined with newlines (per the SSE spec); comments and other fields
-    (``event:``, ``id:``, ``retry:``) are skipped; ``[DONE]`` sets :attr:`done`.
-    """
-
-    __slots__ = ("_buf", "done")
-
-    def __init__(self) -> None:
-        self._buf: list[str] = []
-        self.done = False
-
-    def line(self, line: str) -> Optional[str]:
-        if line:
-            if line.startswith("data:"):
-                self._buf.append(line[6:] if line.startswith("data: ") else line[5:])
-            return None
-        return self.end()
-
-    def end(self) -> Optional[str]:
-        """The pending event's data (call once more when the body ends without a blank line)."""
-        if not self._buf:
-            return None
-        data = "\n".join(self._buf)
-        self._buf = []
-        if data == "[DONE]":
-            self.done = True
-            return None
-        return data
-
-
-def iter_sse_data(lines: Iterable[str]) -> Iterator[str]:
-    """The ``data`` payloads of a server-sent-event stream, ending at ``[DONE]``."""
-    dec = SSEDecoder()
-    for line in lines:
-        data = dec.line(line)
-        if data is not None:
-            yield data
-        elif dec.done:
-            return
-    data = dec.end()
-    if data is not None:
-        yield data
-
-
-async def aiter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    dec = SSEDecoder()
-    async for line in lines:
-        data = dec.line(line)
-        if data is not None:
-            yield data
-        elif dec.done:
-            return
-    data = dec.end()
-    if data is not None:
-        yield data
 
 
 # --------------------------------------------------------------------------------------------------

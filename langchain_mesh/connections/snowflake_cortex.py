@@ -59,6 +59,7 @@ from ..schema import (
 )
 from . import snowflake_cortex_wire as wire
 from .base import Connection, collect_stream
+from .sse import aiter_sse_data, iter_sse_data
 
 __all__ = ["SnowflakeCortexConnection", "SnowflakeCortexConfig"]
 
@@ -339,7 +340,7 @@ class SnowflakeCortexConnection(Connection):
                 if resp.status_code >= 400:
                     raise self._status_error(resp.status_code, resp.read().decode(errors="replace"), resp.headers)
                 try:
-                    for data in wire.iter_sse_data(resp.iter_lines()):
+                    for data in iter_sse_data(resp.iter_lines()):
                         yield from decoder.feed(data)
                 except httpx.TransportError as e:
                     raise self._interrupted(e, decoder) from None
@@ -360,7 +361,7 @@ class SnowflakeCortexConnection(Connection):
                     text = (await resp.aread()).decode(errors="replace")
                     raise self._status_error(resp.status_code, text, resp.headers)
                 try:
-                    async for data in _aiter_sse_data(resp.aiter_lines()):
+                    async for data in aiter_sse_data(resp.aiter_lines()):
                         for ev in decoder.feed(data):
                             yield ev
                 except httpx.TransportError as e:
@@ -404,22 +405,9 @@ class SnowflakeCortexConnection(Connection):
 
 def _decode(lines: Iterable[str], model: str) -> Iterator[StreamEvent]:
     decoder = wire.StreamDecoder(model)
-    for data in wire.iter_sse_data(lines):
+    for data in iter_sse_data(lines):
         yield from decoder.feed(data)
     yield decoder.footer()
-
-
-async def _aiter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """:func:`wire.iter_sse_data` over an async line source."""
-    event: list[str] = []
-    async for line in lines:
-        event.append(line)
-        if not line:  # an event ends at its blank line
-            for data in wire.iter_sse_data(event):
-                yield data
-            event = []
-    for data in wire.iter_sse_data(event):  # a last event without its blank line
-        yield data
 
 
 def _close_async_client(loop: asyncio.AbstractEventLoop, client: Any) -> None:

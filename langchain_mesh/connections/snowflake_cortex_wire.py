@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 from ..errors import CapabilityError, CredentialError, ProviderError, SettingsError, StreamInterruptedError
 from ..schema import (
@@ -46,7 +46,7 @@ from ..schema import (
 
 __all__ = [
     "PROVIDER", "TOOL_RESULTS_CONTENT", "check_request", "completion_body", "parse_completion", "StreamDecoder",
-    "iter_sse_data", "embed_body", "parse_embeddings", "error_message", "load_private_key", "keypair_jwt",
+    "embed_body", "parse_embeddings", "error_message", "load_private_key", "keypair_jwt",
     "jwt_account",
 ]
 
@@ -264,20 +264,6 @@ def parse_completion(body: dict[str, Any], model: str) -> CompletionResponse:
                               finish_reason=finish or ("tool_calls" if calls else "stop"),  # type: ignore[arg-type]
                               usage=parse_usage(body.get("usage")) or Usage(), model=body.get("model") or model,
                               raw=body)
-
-
-def iter_sse_data(lines: Iterable[str]) -> Iterator[str]:
-    """The ``data`` of each server-sent event (multi-line data joined, comments and other fields skipped)."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
-    if data:  # a final event without its blank line
-        yield "\n".join(data)
 
 
 class StreamDecoder:
