@@ -26,9 +26,7 @@ tool, see :mod:`.anthropic_wire`; its input comes back as the text). ``extra`` a
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from typing import Any, AsyncIterator, Iterator, Optional
 
 from pydantic import Field
@@ -46,6 +44,7 @@ from ..errors import (
 from ..schema import CompletionRequest, CompletionResponse, ModelCapabilities, ModelInfo, StreamEvent
 from . import anthropic_wire as wire
 from .base import Connection
+from .clients import PerLoopClients
 
 __all__ = ["AnthropicConnection", "AnthropicConfig"]
 
@@ -81,9 +80,7 @@ class AnthropicConnection(Connection):
 
     def __init__(self, name: str, config: ConnectionConfig):
         super().__init__(name, config)
-        self._sync: Any = None
-        # an async client's pool belongs to the event loop that opened it: one client per loop
-        self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._clients = PerLoopClients(self._make_client, lambda c: c.close(), lambda c: c.close())
         self._response_cls: Any = None
         self._transport_error: Any = None
 
@@ -114,35 +111,8 @@ class AnthropicConnection(Connection):
         return cls(api_key=cfg.api_key.get(f"{at}.api_key"), base_url=cfg.base_url, max_retries=0,
                    timeout=cfg.timeout, default_headers={"anthropic-version": cfg.anthropic_version, **headers})
 
-    def _client(self) -> Any:
-        if self._sync is None:
-            with self._lock:
-                if self._sync is None:
-                    self._sync = self._make_client(False)
-        return self._sync
-
-    def _aclient(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            with self._lock:
-                client = self._async.get(loop)
-                if client is None:
-                    client = self._async[loop] = self._make_client(True)
-        return client
-
     def close(self) -> None:
-        with self._lock:
-            sync, self._sync = self._sync, None
-            clients = list(self._async.items())
-            self._async.clear()
-        if sync is not None:
-            sync.close()
-        for loop, client in clients:
-            # close() is a coroutine of the client's own loop; on a loop that no longer runs, the
-            # pool goes when the client is collected
-            if loop.is_running() and not loop.is_closed():
-                asyncio.run_coroutine_threadsafe(client.close(), loop)
+        self._clients.close()
 
     # ---- errors ------------------------------------------------------------------------------------------
 
@@ -183,7 +153,7 @@ class AnthropicConnection(Connection):
 
     def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         body = self._body(model, request, False)
-        client = self._client()
+        client = self._clients.sync()
         try:
             resp = client.post(wire.MESSAGES_PATH, body=body, cast_to=self._response_cls)
         except Exception as e:  # noqa: BLE001
@@ -192,7 +162,7 @@ class AnthropicConnection(Connection):
 
     async def acomplete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         body = self._body(model, request, False)
-        client = self._aclient()
+        client = self._clients.running_loop()
         try:
             resp = await client.post(wire.MESSAGES_PATH, body=body, cast_to=self._response_cls)
         except Exception as e:  # noqa: BLE001
@@ -207,7 +177,7 @@ class AnthropicConnection(Connection):
         return self._aevents(model, self._body(model, request, True), wire.answer_tool(request))
 
     def _events(self, model: str, body: dict[str, Any], answer: Optional[str]) -> Iterator[StreamEvent]:
-        client = self._client()
+        client = self._clients.sync()
         try:
             resp = client.post(wire.MESSAGES_PATH, body=body, cast_to=self._response_cls, stream=True)
         except Exception as e:  # noqa: BLE001
@@ -223,7 +193,7 @@ class AnthropicConnection(Connection):
         yield decoder.footer()
 
     async def _aevents(self, model: str, body: dict[str, Any], answer: Optional[str]) -> AsyncIterator[StreamEvent]:
-        client = self._aclient()
+        client = self._clients.running_loop()
         try:
             resp = await client.post(wire.MESSAGES_PATH, body=body, cast_to=self._response_cls, stream=True)
         except Exception as e:  # noqa: BLE001

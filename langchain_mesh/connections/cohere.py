@@ -22,8 +22,6 @@ client per event loop (their connection pools belong to the loop that opened the
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from typing import Any, AsyncIterator, Iterator, Optional
 
 from pydantic import Field
@@ -50,6 +48,7 @@ from ..schema import (
 )
 from . import cohere_wire as wire
 from .base import Connection
+from .clients import PerLoopClients
 
 __all__ = ["CohereConnection", "CohereConfig"]
 
@@ -105,8 +104,8 @@ class CohereConnection(Connection):
 
     def __init__(self, name: str, config: ConnectionConfig):
         super().__init__(name, config)
-        self._sync: Any = None
-        self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        # (SDK client, its httpx client): we make the httpx client so close() can close its pool
+        self._clients = PerLoopClients(self._make_client, lambda pair: pair[1].close(), lambda pair: pair[1].aclose())
 
     # ---- models ------------------------------------------------------------------------------------------
 
@@ -142,27 +141,15 @@ class CohereConnection(Connection):
                 from None
         return cohere
 
-    # Each SDK client gets an httpx client made here, kept beside it so close() can close its pool.
-
-    def _client(self) -> Any:
-        with self._lock:
-            if self._sync is None:
-                import httpx
-
-                http = httpx.Client(timeout=self.config.timeout)
-                self._sync = (self._sdk().ClientV2(**self._kwargs(), httpx_client=http), http)
-            return self._sync[0]
-
-    def _aclient(self) -> Any:
+    def _make_client(self, is_async: bool) -> tuple[Any, Any]:
         import httpx
 
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            pair = self._async.get(loop)
-            if pair is None:
-                http = httpx.AsyncClient(timeout=self.config.timeout)
-                pair = self._async[loop] = (self._sdk().AsyncClientV2(**self._kwargs(), httpx_client=http), http)
-            return pair[0]
+        sdk = self._sdk()
+        if is_async:
+            http: Any = httpx.AsyncClient(timeout=self.config.timeout)
+            return sdk.AsyncClientV2(**self._kwargs(), httpx_client=http), http
+        http = httpx.Client(timeout=self.config.timeout)
+        return sdk.ClientV2(**self._kwargs(), httpx_client=http), http
 
     # ---- errors -------------------------------------------------------------------------------------------
 
@@ -192,7 +179,7 @@ class CohereConnection(Connection):
     def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         args, options = self._args(model, request)
         try:
-            resp = self._client().chat(**args, request_options=options)
+            resp = self._clients.sync()[0].chat(**args, request_options=options)
         except Exception as e:
             raise self._mapped(e) from None
         return wire.parse_chat(resp.dict(by_alias=True, exclude_none=True), model)
@@ -200,7 +187,7 @@ class CohereConnection(Connection):
     async def acomplete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         args, options = self._args(model, request)
         try:
-            resp = await self._aclient().chat(**args, request_options=options)
+            resp = await self._clients.running_loop()[0].chat(**args, request_options=options)
         except Exception as e:
             raise self._mapped(e) from None
         return wire.parse_chat(resp.dict(by_alias=True, exclude_none=True), model)
@@ -216,7 +203,7 @@ class CohereConnection(Connection):
     def _events(self, model: str, args: dict[str, Any], options: Any) -> Iterator[StreamEvent]:
         decoder = wire.StreamDecoder(model)
         try:
-            for ev in self._client().chat_stream(**args, request_options=options):
+            for ev in self._clients.sync()[0].chat_stream(**args, request_options=options):
                 yield from decoder.feed(ev.dict(by_alias=True, exclude_none=True))
         except Exception as e:
             raise self._mapped(e, decoder) from None
@@ -225,7 +212,7 @@ class CohereConnection(Connection):
     async def _aevents(self, model: str, args: dict[str, Any], options: Any) -> AsyncIterator[StreamEvent]:
         decoder = wire.StreamDecoder(model)
         try:
-            async for ev in self._aclient().chat_stream(**args, request_options=options):
+            async for ev in self._clients.running_loop()[0].chat_stream(**args, request_options=options):
                 for out in decoder.feed(ev.dict(by_alias=True, exclude_none=True)):
                     yield out
         except Exception as e:
@@ -250,7 +237,7 @@ class CohereConnection(Connection):
         parts = []
         for args in self._embed_calls(model, request):
             try:
-                resp = self._client().embed(**args)
+                resp = self._clients.sync()[0].embed(**args)
             except Exception as e:
                 raise self._mapped(e) from None
             parts.append(wire.parse_embeddings(resp.dict(by_alias=True, exclude_none=True)))
@@ -260,7 +247,7 @@ class CohereConnection(Connection):
         parts = []
         for args in self._embed_calls(model, request):
             try:
-                resp = await self._aclient().embed(**args)
+                resp = await self._clients.running_loop()[0].embed(**args)
             except Exception as e:
                 raise self._mapped(e) from None
             parts.append(wire.parse_embeddings(resp.dict(by_alias=True, exclude_none=True)))
@@ -269,17 +256,4 @@ class CohereConnection(Connection):
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            sync, self._sync = self._sync, None
-            clients = list(self._async.items())
-            self._async.clear()
-        if sync is not None:
-            sync[1].close()
-        for loop, (_, http) in clients:
-            # the pool must be closed on its own loop; a closed loop's sockets go with the client
-            if loop.is_closed():
-                continue
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(http.aclose(), loop)
-            else:
-                loop.run_until_complete(http.aclose())
+        self._clients.close()

@@ -29,10 +29,8 @@ here (the mesh's retry policy decides). Credentials are resolved at first use an
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-import weakref
 from typing import Any, AsyncIterator, Iterable, Iterator, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
@@ -59,6 +57,7 @@ from ..schema import (
 )
 from . import snowflake_cortex_wire as wire
 from .base import Connection, collect_stream
+from .clients import PerLoopClients
 from .sse import aiter_sse_data, iter_sse_data
 
 __all__ = ["SnowflakeCortexConnection", "SnowflakeCortexConfig"]
@@ -195,9 +194,7 @@ class SnowflakeCortexConnection(Connection):
     def __init__(self, name: str, config: ConnectionConfig):
         super().__init__(name, config)
         self._credentials = _Credentials(name, self.config)
-        self._sync: Any = None
-        # pooled connections belong to the event loop that opened them: one async client per loop
-        self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._http = PerLoopClients(self._make_http, lambda c: c.close(), lambda c: c.aclose())
         self._base: Optional[str] = None
 
     # ---- models ------------------------------------------------------------------------------------------
@@ -231,23 +228,10 @@ class SnowflakeCortexConnection(Connection):
     def _headers(self, accept: str) -> dict[str, str]:
         return {"Accept": accept, "User-Agent": "langchain-mesh", **self._credentials.headers()}
 
-    def _client(self) -> Any:
+    def _make_http(self, is_async: bool) -> Any:
         import httpx
 
-        with self._lock:
-            if self._sync is None:
-                self._sync = httpx.Client(timeout=self.config.timeout)
-            return self._sync
-
-    def _aclient(self) -> Any:
-        import httpx
-
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async.get(loop)
-            if client is None:
-                client = self._async[loop] = httpx.AsyncClient(timeout=self.config.timeout)
-            return client
+        return (httpx.AsyncClient if is_async else httpx.Client)(timeout=self.config.timeout)
 
     def _transport_error(self, e: Exception) -> ProviderError:
         import httpx
@@ -285,7 +269,7 @@ class SnowflakeCortexConnection(Connection):
 
         headers = self._headers("application/json")
         try:
-            resp = self._client().post(self.base_url + path, json=body, headers=headers)
+            resp = self._http.sync().post(self.base_url + path, json=body, headers=headers)
         except httpx.TransportError as e:
             raise self._transport_error(e) from None
         if resp.status_code >= 400:
@@ -297,7 +281,7 @@ class SnowflakeCortexConnection(Connection):
 
         headers = self._headers("application/json")
         try:
-            resp = await self._aclient().post(self.base_url + path, json=body, headers=headers)
+            resp = await self._http.running_loop().post(self.base_url + path, json=body, headers=headers)
         except httpx.TransportError as e:
             raise self._transport_error(e) from None
         if resp.status_code >= 400:
@@ -336,7 +320,7 @@ class SnowflakeCortexConnection(Connection):
         decoder = wire.StreamDecoder(model)
         headers = self._headers("text/event-stream")
         try:
-            with self._client().stream("POST", self.base_url + COMPLETE_PATH, json=body, headers=headers) as resp:
+            with self._http.sync().stream("POST", self.base_url + COMPLETE_PATH, json=body, headers=headers) as resp:
                 if resp.status_code >= 400:
                     raise self._status_error(resp.status_code, resp.read().decode(errors="replace"), resp.headers)
                 try:
@@ -355,7 +339,7 @@ class SnowflakeCortexConnection(Connection):
         decoder = wire.StreamDecoder(model)
         headers = self._headers("text/event-stream")
         try:
-            async with self._aclient().stream("POST", self.base_url + COMPLETE_PATH, json=body,
+            async with self._http.running_loop().stream("POST", self.base_url + COMPLETE_PATH, json=body,
                                               headers=headers) as resp:
                 if resp.status_code >= 400:
                     text = (await resp.aread()).decode(errors="replace")
@@ -393,14 +377,7 @@ class SnowflakeCortexConnection(Connection):
     # ---- lifecycle -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            sync, self._sync = self._sync, None
-            clients = list(self._async.items())
-            self._async.clear()
-        if sync is not None:
-            sync.close()
-        for loop, client in clients:
-            _close_async_client(loop, client)
+        self._http.close()
 
 
 def _decode(lines: Iterable[str], model: str) -> Iterator[StreamEvent]:
@@ -408,14 +385,3 @@ def _decode(lines: Iterable[str], model: str) -> Iterator[StreamEvent]:
     for data in iter_sse_data(lines):
         yield from decoder.feed(data)
     yield decoder.footer()
-
-
-def _close_async_client(loop: asyncio.AbstractEventLoop, client: Any) -> None:
-    # close() is synchronous and the client must be closed on its own loop; on a loop already
-    # closed it can no longer run, and its sockets go when the client is collected
-    if loop.is_closed():
-        return
-    if loop.is_running():
-        asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-    else:
-        loop.run_until_complete(client.aclose())

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-import weakref
 from typing import Any, Optional
 
 from pydantic import Field
@@ -54,6 +53,7 @@ from ..schema import (
     Purpose,
 )
 from .base import Connection
+from .clients import PerLoopClients
 from .vertex_wire import aspect_ratio_for
 
 __all__ = ["StabilityConnection", "StabilityConfig"]
@@ -161,9 +161,7 @@ class StabilityConnection(Connection):
 
     def __init__(self, name: str, config: ConnectionConfig):
         super().__init__(name, config)
-        self._sync: Any = None
-        # pooled connections belong to the event loop that opened them: one async client per loop
-        self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._http = PerLoopClients(self._make_http, lambda c: c.close(), lambda c: c.aclose())
         self._key: Optional[str] = None
 
     def default_models(self) -> list[ModelInfo]:
@@ -182,23 +180,10 @@ class StabilityConnection(Connection):
         return {"Authorization": f"Bearer {self._key}", "Accept": "image/*", "Content-Type": content_type,
                 "User-Agent": "langchain-mesh"}
 
-    def _client(self) -> Any:
+    def _make_http(self, is_async: bool) -> Any:
         import httpx
 
-        with self._lock:
-            if self._sync is None:
-                self._sync = httpx.Client(timeout=self.config.timeout)
-            return self._sync
-
-    def _aclient(self) -> Any:
-        import httpx
-
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async.get(loop)
-            if client is None:
-                client = self._async[loop] = httpx.AsyncClient(timeout=self.config.timeout)
-            return client
+        return (httpx.AsyncClient if is_async else httpx.Client)(timeout=self.config.timeout)
 
     def _requests(self, model: str, request: ImageGenerationRequest) -> list[tuple[str, bytes, dict[str, str]]]:
         """(url, body, headers) of each of the ``n`` requests."""
@@ -244,7 +229,7 @@ class StabilityConnection(Connection):
         images = []
         for url, body, headers in self._requests(model, request):
             try:
-                resp = self._client().post(url, content=body, headers=headers)
+                resp = self._http.sync().post(url, content=body, headers=headers)
             except httpx.TransportError as e:
                 raise self._transport_error(e) from None
             images.append(self._image(resp, model))
@@ -253,7 +238,7 @@ class StabilityConnection(Connection):
     async def agenerate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
         import httpx
 
-        client = self._aclient()
+        client = self._http.running_loop()
 
         async def one(url: str, body: bytes, headers: dict[str, str]) -> GeneratedImage:
             try:
@@ -266,18 +251,7 @@ class StabilityConnection(Connection):
         return ImageGenerationResponse(images=list(images), model=model)
 
     def close(self) -> None:
-        with self._lock:
-            sync, self._sync = self._sync, None
-            clients = list(self._async.items())
-            self._async.clear()
-        if sync is not None:
-            sync.close()
-        for loop, client in clients:
-            # close on the client's own loop; a closed loop's sockets go when the client is collected
-            if loop.is_running() and not loop.is_closed():
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-            elif not loop.is_closed():
-                loop.run_until_complete(client.aclose())
+        self._http.close()
 
 
 def error_message(resp: Any) -> str:

@@ -1,0 +1,69 @@
+"""Client lifetimes for connections: one sync client, and one async client per event loop.
+
+An async client's connection pool belongs to the loop that opened it, so a connection used from
+several loops (``asyncio.run`` twice, a server with workers) keeps one per loop, held weakly so a
+finished loop's client goes with it. ``close()`` closes each async client on its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any, Awaitable, Callable, Optional
+
+__all__ = ["PerLoopClients", "close_on_its_loop"]
+
+
+def close_on_its_loop(loop: asyncio.AbstractEventLoop, close: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``close()`` on ``loop`` from synchronous code (this thread's loop or another's); a closed
+    loop can no longer run it, and the client's sockets go when it is collected."""
+    if loop.is_closed():
+        return
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(close(), loop)  # type: ignore[arg-type]
+    else:
+        loop.run_until_complete(close())
+
+
+class PerLoopClients:
+    """``make(is_async)`` builds a client on first use; ``close_sync``/``close_async`` release one."""
+
+    def __init__(self, make: Callable[[bool], Any], close_sync: Callable[[Any], None],
+                 close_async: Callable[[Any], Awaitable[Any]]):
+        self._make = make
+        self._close_sync = close_sync
+        self._close_async = close_async
+        self._lock = threading.Lock()
+        self._sync: Optional[Any] = None
+        self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+
+    def sync(self) -> Any:
+        client = self._sync
+        if client is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = self._make(False)
+                client = self._sync
+        return client
+
+    def running_loop(self) -> Any:
+        """The async client of the running event loop."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            with self._lock:
+                client = self._async.get(loop)
+                if client is None:
+                    client = self._async[loop] = self._make(True)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            sync, self._sync = self._sync, None
+            clients = list(self._async.items())
+            self._async.clear()
+        if sync is not None:
+            self._close_sync(sync)
+        for loop, client in clients:
+            close_on_its_loop(loop, lambda c=client: self._close_async(c))
