@@ -78,3 +78,44 @@ def serve_image_fixtures_locally(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"unexpected download of {url}")
 
     monkeypatch.setattr(httpx, "get", fake_get)
+
+
+class EveryFeatureOn:
+    """langchain-tests feature flags for an "oracle" model that can answer every kind of test:
+    mix in before ``ChatModelIntegrationTests``."""
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return True
+
+    @property
+    def supports_image_urls(self) -> bool:
+        return True
+
+    @property
+    def supports_image_tool_message(self) -> bool:
+        return True
+
+    @property
+    def supports_anthropic_inputs(self) -> bool:
+        return True
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True

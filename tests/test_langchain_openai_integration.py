@@ -37,7 +37,7 @@ from langchain_mesh.testing.openai import OpenAIServer  # noqa: E402
 from langchain_mesh.testing.wire import Reply  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
-from _oracle import instance, quoted  # noqa: E402
+from _oracle import EveryFeatureOn, instance, quoted  # noqa: E402
 from _oracle import serve_image_fixtures_locally  # noqa: E402,F401  (autouse fixture)
 
 # --------------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def _config() -> dict[str, Any]:
 # the suites
 
 
-class TestMeshChatModelOnOpenAIWire(ChatModelIntegrationTests):
+class TestMeshChatModelOnOpenAIWire(EveryFeatureOn, ChatModelIntegrationTests):
     @property
     def chat_model_class(self) -> type[MeshChatModel]:
         return MeshChatModel
@@ -137,42 +137,6 @@ class TestMeshChatModelOnOpenAIWire(ChatModelIntegrationTests):
                   **(getattr(request, "param", None) or {})}
         yield MeshChatModel(**params)
         mesh.close()
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return True
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return True
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
 
     @property
     def model_override_value(self) -> str:

@@ -28,7 +28,7 @@ from langchain_mesh.schema import CompletionRequest, FunctionCall, ImagePart, Im
 from langchain_mesh.testing.scripted import Reply, ScriptedConnection  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
-from _oracle import instance as _instance, quoted as _quoted  # noqa: E402
+from _oracle import EveryFeatureOn, instance as _instance, quoted as _quoted  # noqa: E402
 from _oracle import serve_image_fixtures_locally  # noqa: E402,F401  (autouse fixture)
 
 # --------------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ ORACLE = {"connections": {"o": {"type": "lc-oracle", "models": [
     {"id": "chat"}, {"id": "chat-2"}, {"id": "embed", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}}
 
 
-class TestMeshChatModelOnScripted(ChatModelIntegrationTests):
+class TestMeshChatModelOnScripted(EveryFeatureOn, ChatModelIntegrationTests):
     @property
     def chat_model_class(self) -> type[MeshChatModel]:
         return MeshChatModel
@@ -87,42 +87,6 @@ class TestMeshChatModelOnScripted(ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict:
         return {"model": "lc-oracle:o:chat", "mesh": ORACLE}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return True
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return True
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
 
     @property
     def model_override_value(self) -> str:
