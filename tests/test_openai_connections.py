@@ -113,6 +113,16 @@ def chat(c: Case, srv: OpenAIServer, **over: Any):
     return mesh_for(c, srv, **over).get_llm(f"{c.type}:conn:{c.chat}")
 
 
+# the async path's two transports: the lean HTTP/1.1 client (httptools installed, no proxy) and the
+# SDK's own async client (no httptools, or a proxy in the environment)
+TRANSPORTS = pytest.mark.parametrize("lean", [True, False], ids=["http1", "sdk"])
+
+
+def on_transport(llm: Any, lean: bool) -> Any:
+    llm.connection._lean = lean
+    return llm
+
+
 def body(srv: OpenAIServer) -> dict[str, Any]:
     return srv.last_request.json
 
@@ -152,9 +162,10 @@ def test_streaming_with_usage_in_the_footer(case):
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
-async def test_async_completion_and_stream(case):
+@TRANSPORTS
+async def test_async_completion_and_stream(case, lean):
     c, srv = case
-    llm = chat(c, srv)
+    llm = on_transport(chat(c, srv), lean)
     srv.script(text="async answer")
     r = await llm.new_completion().with_message("hi").aexecute()
     assert r.text == "async answer"
@@ -270,10 +281,11 @@ def test_embeddings_are_batched_and_decoded(case):
     assert all(q.path == c.embed_path and q.json["encoding_format"] == "base64" for q in posts)
 
 
-async def test_async_embeddings_keep_the_input_order(case):
+@TRANSPORTS
+async def test_async_embeddings_keep_the_input_order(case, lean):
     c, srv = case
     mesh = mesh_for(c, srv, embedding_batch_size=1)
-    llm = mesh.get_llm(f"{c.type}:conn:{c.embed}")
+    llm = on_transport(mesh.get_llm(f"{c.type}:conn:{c.embed}"), lean)
     r = await llm.new_embeddings().add_texts(["a b", "c d", "e f"]).aexecute()
     one = llm.new_embeddings().add_text("c d").execute()
     assert r.embeddings[1] == one.embeddings[0]
@@ -358,12 +370,26 @@ def test_a_cut_stream_raises_instead_of_returning_partial_text(case):
     assert "This answer will be cut off in the middle of it." != "".join(got)
 
 
-async def test_a_cut_async_stream_raises_too(case):
+@TRANSPORTS
+async def test_a_cut_async_stream_raises_too(case, lean):
     c, srv = case
     srv.script(text="This answer will be cut off in the middle of it.", cut_after=3)
     with pytest.raises(StreamInterruptedError):
-        async for _ in chat(c, srv).new_completion().with_message("hi").aexecute_streamed():
+        async for _ in on_transport(chat(c, srv), lean).new_completion().with_message("hi").aexecute_streamed():
             pass
+
+
+@TRANSPORTS
+async def test_async_errors_map_as_the_sync_ones(case, lean):
+    c, srv = case
+    llm = on_transport(chat(c, srv), lean)
+    srv.script(status=429, error_message="slow down", headers={"retry-after": "7"})
+    with pytest.raises(RateLimitError, match="slow down") as e:
+        await llm.new_completion().with_message("hi").aexecute()
+    assert e.value.retry_after == 7
+    srv.script(status=400, error_message="bad temperature")
+    with pytest.raises(BadRequestError, match="bad temperature"):
+        await llm.new_completion().with_message("hi").aexecute()
 
 
 def test_a_stream_that_fails_before_its_first_event_is_retried(case):

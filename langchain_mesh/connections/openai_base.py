@@ -7,10 +7,11 @@ for the raw HTTP response (``cast_to=Response``) and read the JSON ourselves wit
 of the mesh together, and we would then translate them a second time. Retries are off in the SDK
 (``max_retries=0``): the mesh's retry policy retries every provider the same way.
 
-The async path (``acomplete``/``astream``/``aembed``) sends over one pooled ``aiohttp`` session per
-connection and event loop when aiohttp is installed (the ``server`` extra): the SDK's async client
-reaches about 4% of an upstream's throughput behind a gateway, a pooled aiohttp session about 59%
-(DESIGN.md, "Performance notes"). The SDK client still decides *what* is sent: the URL and headers
+The async path (``acomplete``/``astream``/``aembed``, and the gateway's pass-through) sends over
+:mod:`.http1`, a lean keep-alive HTTP/1.1 client, one per connection and event loop, when httptools
+is installed (the ``server`` extra) and no proxy is configured: behind ``mesh serve`` the SDK's async
+client costs the gateway about 25 times what the upstream call needs, a pooled aiohttp session about
+three times (bench/gateway.py). The SDK client still decides *what* is sent: the URL and headers
 come from its own request builder (cached; rebuilt per request when the credential is a token
 provider, which the SDK calls before every request), so auth, Azure deployment URLs and
 ``api-version`` stay exactly the SDK's.
@@ -22,9 +23,7 @@ A subclass is a few lines: its :class:`Dialect`, its config model, how to build 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import weakref
 from typing import Any, AsyncIterator, ClassVar, Iterator, Optional
 
 from pydantic import Field
@@ -50,6 +49,9 @@ from ..schema import (
     StreamEvent,
 )
 from .base import Connection
+from .clients import PerLoopClients
+from . import http1
+from .http1 import HTTPClient, HTTPError, Target
 from .openai_wire import (
     ChunkReader,
     Dialect,
@@ -95,33 +97,28 @@ def _dumps(body: Any) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
 
 
-@functools.lru_cache(maxsize=None)
-def _aiohttp() -> Any:
-    """aiohttp if installed (the async transport), else None (the SDK's own async client is used)."""
-    try:
-        import aiohttp
-    except ImportError:
-        return None
-    return aiohttp
+def lean_transport() -> bool:
+    """Whether the async path can use :mod:`.http1`: httptools is installed (the ``server`` extra) and
+    the environment names no proxy (which only the SDK's client honours)."""
+    if http1.httptools is None:
+        return False
+    import urllib.request
+
+    return not urllib.request.getproxies()
 
 
-# Headers of the SDK's built request that aiohttp must set itself: the body's length, the host, and
-# the encodings (httpx advertises br/zstd, which aiohttp may not be able to decode here).
+# Headers of the SDK's built request the HTTP/1.1 client sets itself (the body's length, the host) or
+# must not send (httpx advertises br/zstd encodings; the lean client asks for none)
 _OWN_HEADERS = frozenset({"content-length", "host", "accept-encoding", "connection", "transfer-encoding"})
 
 
-def _abandon(session: Any) -> None:
-    """Drop a session whose event loop has closed (asyncio.run ended): nothing can be awaited on it."""
-    connector = session.connector
-    session.detach()  # marks it closed, so it does not warn when collected
-    if connector is not None:
-        connector._close()  # sync part of connector.close(); a no-op on a closed loop
-
-
-async def _sse_lines(content: Any) -> AsyncIterator[str]:
-    """Lines of an aiohttp body, read in whatever pieces arrive (no line-length limit, unlike readline)."""
+async def _sse_lines(resp: Any) -> AsyncIterator[str]:
+    """Lines of a streamed body, read in whatever pieces arrive (no line-length limit)."""
     tail = b""
-    async for piece in content.iter_any():
+    while True:
+        piece = await resp.readany()
+        if not piece:
+            break
         *lines, tail = (tail + piece).split(b"\n")
         for line in lines:
             yield line.rstrip(b"\r").decode()
@@ -164,10 +161,9 @@ class ForwardedBody:
         self._provider = provider
 
     async def read(self) -> bytes:
-        aiohttp = _aiohttp()
         try:
-            return await self._resp.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as e:
+            return await self._resp.readany()
+        except (HTTPError, TimeoutError) as e:
             raise StreamInterruptedError(
                 f"the {self._provider} stream broke before it finished ({type(e).__name__}: {e}); "
                 "the partial answer was not returned as a success", provider=self._provider) from None
@@ -185,9 +181,10 @@ class OpenAIWireConnection(Connection):
         self._clients: dict[str, Any] = {}
         self._aclients: dict[str, Any] = {}
         self._response_cls: Any = None
-        # the aiohttp transport: one session per event loop; (url, headers) per client key, path, model
-        self._sessions: dict[Any, Any] = {}
-        self._heads: dict[tuple[str, str, str], tuple[str, Any]] = {}
+        # the lean async transport: one HTTPClient per event loop; a Target per client key, path, model
+        self._http = PerLoopClients(self._make_http, lambda _: None, lambda c: c.close())
+        self._targets: dict[tuple[str, str, str], Target] = {}
+        self._lean = lean_transport()
         self._token_auth: dict[str, bool] = {}  # client key -> credential is a per-request token provider
 
     # ---- what subclasses adapt ------------------------------------------------------------------
@@ -261,67 +258,43 @@ class OpenAIWireConnection(Connection):
         self._clients.clear()
         # async clients close on their own loop; dropping them lets the pool be collected
         self._aclients.clear()
-        self._heads.clear()
-        with self._lock:
-            sessions, self._sessions = self._sessions, {}
-        for loop, session in sessions.items():
-            if loop.is_running() and not loop.is_closed():
-                # closing is a coroutine of the session's own loop (this thread's, or another's)
-                asyncio.run_coroutine_threadsafe(session.close(), loop)
-            else:
-                _abandon(session)
+        self._targets.clear()
+        self._http.close()
 
-    # ---- the aiohttp transport --------------------------------------------------------------------------
+    # ---- the lean async transport (http1) --------------------------------------------------------------
 
-    def _session(self) -> Any:
-        loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None:
-            with self._lock:
-                for old in [lp for lp in self._sessions if lp.is_closed()]:
-                    _abandon(self._sessions.pop(old))
-                aiohttp = _aiohttp()
-                t = self.config.timeout
-                import urllib.request
+    def _make_http(self, is_async: bool) -> HTTPClient:
+        t = self.config.timeout  # like the SDK's httpx client: connect, and each read, within the timeout
+        return HTTPClient(connect_timeout=t, read_timeout=t)
 
-                # like the SDK's httpx client: connect and each read within the timeout; proxies from
-                # the environment only when there are some (looking them up costs on every request)
-                session = self._sessions[loop] = aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=t, sock_read=t),
-                    trust_env=bool(urllib.request.getproxies()))
-                # a connection dropped (or the interpreter exiting) without close() lets go of its pool
-                # quietly instead of aiohttp's "Unclosed client session" at collection
-                weakref.finalize(self, _abandon, session)
-        return session
-
-    async def _head(self, model: str, path: str) -> tuple[str, Any]:
-        """URL and headers of ``POST path`` exactly as the SDK client builds them."""
+    async def _target(self, model: str, path: str) -> Target:
+        """``POST path`` with the URL and headers exactly as the SDK client builds them (cached, unless
+        the credential is a token provider, which the SDK calls before every request)."""
         ckey = self.client_key(model)
         key = (ckey, path, model)
-        head = self._heads.get(key)
-        if head is not None:
-            return head
+        target = self._targets.get(key)
+        if target is not None:
+            return target
         from openai._models import FinalRequestOptions
 
         client = self._aclient(model)
         # Azure routes by the body's model (its deployment); nothing else of the body matters here
         options = FinalRequestOptions.construct(method="post", url=path, json_data={"model": self.wire_model(model)})
-        options = await client._prepare_options(options)  # calls a token provider, as the SDK does
+        options = await client._prepare_options(options)
         request = client._build_request(options)
         await client._prepare_request(request)
-        from multidict import CIMultiDict  # aiohttp's own header type: it then skips a conversion per request
-
-        head = (str(request.url), CIMultiDict((k, v) for k, v in request.headers.items() if k not in _OWN_HEADERS))
+        target = Target("POST", str(request.url),
+                        [(k, v) for k, v in request.headers.items() if k not in _OWN_HEADERS])
         if not self._token_auth.get(ckey):
-            self._heads[key] = head
-        return head
+            self._targets[key] = target
+        return target
 
-    async def _apost(self, model: str, path: str, body: dict[str, Any], stream: bool = False) -> Any:
-        """POST over aiohttp: the JSON answer, or (``stream``) the open response; errors mapped."""
-        aiohttp = _aiohttp()
-        url, headers = await self._head(model, path)
+    async def _send(self, model: str, path: str, body: bytes, stream: bool) -> Any:
+        """POST ``body``: the answer's bytes, or (``stream``) the open :class:`~.http1.Response`; an
+        error status, a timeout or a transport failure raised as the mesh's error."""
+        target = await self._target(model, path)
         try:
-            resp = await self._session().post(url, data=_dumps(body), headers=headers)
+            resp = await self._http.running_loop().request(target, body, stream)
             if resp.status >= 400 or not stream:
                 try:
                     raw = await resp.read()
@@ -329,52 +302,36 @@ class OpenAIWireConnection(Connection):
                     resp.release()
                 if resp.status >= 400:
                     raise self._status_error(resp.status, _safe_loads(raw), resp.headers)
-                return _loads(raw)
+                return raw
         except TimeoutError:
             raise self._timeout() from None
-        except aiohttp.ClientError as e:
-            raise self._unreachable(e, url) from None
+        except HTTPError as e:
+            raise self._unreachable(e, target.url) from None
         return resp
 
-    async def aforward(self, model: str, path: str, body: bytes, stream: bool = False) -> tuple[int, Any, Any]:
-        """``POST path`` with ``body`` (JSON bytes, sent as they are) over the pooled aiohttp session, for a
-        gateway that forwards an OpenAI-wire request without translating it.
+    async def _apost(self, model: str, path: str, body: dict[str, Any]) -> Any:
+        return _loads(await self._send(model, path, _dumps(body), False))
 
-        URL and headers are the SDK's, as for every other async call (token providers honoured). Returns
-        ``(status, headers, content)``: ``content`` is the answer's bytes, or (``stream``) a
-        :class:`ForwardedBody` yielding its pieces as they arrive. An error status is raised as the mesh's
-        error, transport failures and timeouts too, exactly as :meth:`_apost` does.
-        """
-        aiohttp = _aiohttp()
-        if aiohttp is None:
-            raise CapabilityError("forwarding a request needs aiohttp: pip install 'langchain-mesh[server]'")
-        url, headers = await self._head(model, path)
-        try:
-            resp = await self._session().post(url, data=body, headers=headers)
-            if resp.status >= 400 or not stream:
-                try:
-                    raw = await resp.read()
-                finally:
-                    resp.release()
-                if resp.status >= 400:
-                    raise self._status_error(resp.status, _safe_loads(raw), resp.headers)
-                return resp.status, resp.headers, raw
-        except TimeoutError:
-            raise self._timeout() from None
-        except aiohttp.ClientError as e:
-            raise self._unreachable(e, url) from None
-        return resp.status, resp.headers, ForwardedBody(resp, self.dialect.provider)
+    async def aforward(self, model: str, path: str, body: bytes, stream: bool = False) -> Any:
+        """``POST path`` with ``body`` (JSON bytes, sent as they are), for a gateway that forwards an
+        OpenAI-wire request without translating it: the answer's bytes, or (``stream``) a
+        :class:`ForwardedBody` yielding its pieces as they arrive. URL and headers are the SDK's, as
+        for every other async call; errors are raised as the mesh's, as for every other call."""
+        if not self._lean:
+            raise CapabilityError("forwarding a request needs httptools (pip install 'langchain-mesh[server]') "
+                                  "and no proxy in the environment")
+        out = await self._send(model, path, body, stream)
+        return ForwardedBody(out, self.dialect.provider) if stream else out
 
-    async def _astream_aiohttp(self, model: str, body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
-        aiohttp = _aiohttp()
-        resp = await self._apost(model, "/chat/completions", body, stream=True)
+    async def _astream_lean(self, model: str, body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+        resp = await self._send(model, "/chat/completions", _dumps(body), True)
         reader = ChunkReader(self.dialect.provider)
         try:
-            async for data in aiter_sse_data(_sse_lines(resp.content)):
+            async for data in aiter_sse_data(_sse_lines(resp)):
                 chunk = reader.feed(_loads(data))
                 if chunk is not None:
                     yield chunk
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (HTTPError, TimeoutError) as e:
             raise self._interrupted(e, reader) from None
         finally:
             resp.release()  # a body not read to its end closes the connection: the upstream stops
@@ -431,7 +388,7 @@ class OpenAIWireConnection(Connection):
 
     async def acomplete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         body = self._chat_body(model, request, False)
-        if _aiohttp() is not None:
+        if self._lean:
             return parse_chat_completion(await self._apost(model, "/chat/completions", body), self.dialect.provider)
         client = self._aclient(model)
         try:
@@ -462,8 +419,8 @@ class OpenAIWireConnection(Connection):
 
     async def astream(self, model: str, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         body = self._chat_body(model, request, True)
-        if _aiohttp() is not None:
-            async for event in self._astream_aiohttp(model, body):
+        if self._lean:
+            async for event in self._astream_lean(model, body):
                 yield event
             return
         client = self._aclient(model)
@@ -504,7 +461,7 @@ class OpenAIWireConnection(Connection):
         return parse_embeddings(out)
 
     async def aembed(self, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
-        client = None if _aiohttp() is not None else self._aclient(model)
+        client = None if self._lean else self._aclient(model)
         sem = asyncio.Semaphore(4)  # batches in parallel, but not a burst that trips the rate limit
 
         async def one(body: dict[str, Any]) -> Any:

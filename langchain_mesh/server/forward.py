@@ -6,7 +6,7 @@ rename of the token-limit key), building mesh objects and the provider's JSON ag
 time (DESIGN.md, "Performance notes"). The request is still validated exactly as on the translated
 path (same 400s, same fields named); then its parsed dict gets a few edits (``model``, the token-limit
 key, ``stream_options.include_usage`` so that usage can be recorded) and is sent over the
-connection's pooled aiohttp session. A 200 answer goes back as the upstream's bytes, with only its
+connection's pooled HTTP/1.1 client (:mod:`..connections.http1`). A 200 answer goes back as the upstream's bytes, with only its
 ``model`` field set to the mesh LLM id (a byte substitution; no re-encoding), streams piece by piece.
 
 Which LLMs take this path is decided once per LLM id (:func:`forward_plan`), not per request.
@@ -44,7 +44,7 @@ class ForwardEmbeddingsRequest(EmbeddingsRequest):
 
 
 _TOKEN_KEYS = ("max_tokens", "max_completion_tokens")
-_WIRE_METHODS = ("acomplete", "astream", "aembed", "_chat_body", "_embedding_bodies", "_apost", "_head")
+_WIRE_METHODS = ("acomplete", "astream", "aembed", "_chat_body", "_embedding_bodies", "_apost", "_send", "_target")
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Forward:
         attempt = 0
         while True:
             try:
-                _, _, content = await self.connection.aforward(self.model, path, body, stream)
+                content = await self.connection.aforward(self.model, path, body, stream)
                 if not stream:
                     return content, None
                 try:
@@ -122,10 +122,10 @@ class Forward:
 
 def forward_plan(llm: Any) -> Optional[Forward]:
     """The pass-through plan of an LLM, or None when its requests must be translated."""
-    from ..connections.openai_base import OpenAIWireConnection, _aiohttp
+    from ..connections.openai_base import OpenAIWireConnection
 
     conn = llm.connection
-    if not isinstance(conn, OpenAIWireConnection) or _aiohttp() is None:
+    if not isinstance(conn, OpenAIWireConnection) or not conn._lean:
         return None
     cls = type(conn)
     if any(getattr(cls, m) is not getattr(OpenAIWireConnection, m) for m in _WIRE_METHODS):
