@@ -1,11 +1,13 @@
 """The gateway's pass-through path: OpenAI-wire requests to ``openai`` / ``openai_compatible``
 connections are forwarded with minimal edits (model, token-limit key, ``stream_options``) over the
-connection's pooled aiohttp session, and the upstream's answer bytes come back with only ``model`` set
+connection's pooled HTTP/1.1 client (connections/http1.py), and the upstream's answer bytes come back with only ``model`` set
 to the mesh id; other connections keep the translated path. Real uvicorn stack, real upstream fixture."""
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 
 import pytest
@@ -58,6 +60,9 @@ def post(srv, body, path: str = "/v1/chat/completions", **kw) -> httpx.Response:
 
 def test_the_path_is_chosen_once_per_llm(srv):
     plans = srv.app._forward
+    # built at startup: the first request does not pay for the SDK client, its URL and headers
+    assert ("", "/chat/completions", "qwen") in plans[COMPAT].connection._targets
+    assert ("", "/embeddings", "text-embedding-3-small") in plans[OA_EMBED].connection._targets
     assert {COMPAT, RETRYING, OA, OA_EMBED} <= set(plans) and FAKE not in plans
     assert plans[OA].rename == ("max_tokens", "max_completion_tokens")
     assert plans[COMPAT].rename == ("max_completion_tokens", "max_tokens")
@@ -187,3 +192,68 @@ def test_embeddings_are_forwarded(srv):
     assert srv.upstream.last_request.json == {"model": "text-embedding-3-small", "input": ["alpha", "beta"],
                                               "encoding_format": "float", "dimensions": 8}
     assert srv.records[-1].usage.input_tokens > 0
+
+
+class SilentUpstream:
+    """An upstream that reads a request, never answers, and notes when the gateway hangs up on it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.requests = 0
+        self.hung_up = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(65536):  # b"" when the gateway closes the connection
+                    if b"\r\n\r\n" in data:
+                        self.requests += 1
+                self.hung_up.set()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_hanging_up_closes_the_forwarded_request(stream):
+    up = SilentUpstream()
+    mesh = Mesh.from_config({"connections": {"up": {
+        "type": "openai_compatible", "base_url": f"http://127.0.0.1:{up.port}/v1", "max_retries": 0, "timeout": 30,
+        "models": [{"id": "m"}]}}})
+    records: list = []
+    try:
+        with RunningServer(mesh, on_usage=records.append) as srv:
+            assert "openai_compatible:up:m" in srv.app._forward
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(srv.url + "/v1/chat/completions", timeout=0.5,
+                           json={"model": "openai_compatible:up:m", "messages": USER, "stream": stream})
+            assert up.hung_up.wait(5), "the upstream request outlived its client"
+            assert up.requests == 1
+            deadline = time.monotonic() + 5
+            while not records and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert records[-1].status == 499
+    finally:
+        up.sock.close()
+
+
+def test_an_llm_that_cannot_be_prepared_at_startup_is_named_and_the_rest_serve(srv, monkeypatch, caplog):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    mesh = Mesh.from_config({"connections": {
+        "nokey": {"type": "openai", "max_retries": 0, "models": [{"id": "gpt-4o"}]},
+        "vllm": {"type": "openai_compatible", "base_url": srv.upstream.base_url, "api_key": "test-key",
+                 "max_retries": 0, "models": [{"id": "qwen"}]}}})
+    with caplog.at_level("WARNING", logger="langchain_mesh.server"):
+        with RunningServer(mesh) as gw:
+            srv.upstream.script(text="still here")
+            ok = httpx.post(gw.url + "/v1/chat/completions", json={"model": COMPAT, "messages": USER})
+            bad = httpx.post(gw.url + "/v1/chat/completions", json={"model": "openai:nokey:gpt-4o", "messages": USER})
+    assert "openai:nokey:gpt-4o is not ready" in caplog.text and "api_key" in caplog.text
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "still here"
+    # the gateway's own setup is at fault: a 503 that sends the operator to the log, which names it
+    assert bad.status_code == 503 and bad.json()["error"]["code"] == "model_unavailable"
+    assert "OPENAI_API_KEY" not in bad.text and "server log" in bad.json()["error"]["message"]
+    assert "environment variable OPENAI_API_KEY is not set" in caplog.text

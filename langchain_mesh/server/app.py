@@ -14,6 +14,7 @@ end closes its connection; a stream's generator is closed).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -34,6 +35,7 @@ from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
 from .openapi import openapi_document
 from .translate import (
     ChunkStream,
+    check_request,
     completion_json,
     completion_request,
     embedding_request,
@@ -112,11 +114,27 @@ class MeshApp:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
+                await self._warm()
+                # what was built at start (the mesh, its SDK clients, imported modules) lives as long as the
+                # process: out of the collector's sight, a full collection no longer walks it (a
+                # multi-millisecond pause now and then under load, without this)
+                gc.collect()
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 self.mesh.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _warm(self) -> None:
+        """Build what the first pass-through request of each LLM would (the SDK client, its URL and
+        headers), so that no client's first request pays for importing the SDK."""
+        for llm_id, plan in self._forward.items():
+            embeds = Purpose.TEXT_EMBEDDING_EXTRACTION in self._llms[llm_id].info.purposes
+            try:
+                await plan.connection._target(plan.model, "/embeddings" if embeds else "/chat/completions")
+            except Exception as e:  # noqa: BLE001 - its requests will say the same, as an OpenAI error
+                log.warning("%s is not ready: %s", llm_id, e)
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
@@ -252,7 +270,7 @@ class MeshApp:
         req = _parse(ForwardChatRequest, body)
         llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
         served.llm_id = llm.id
-        _, param_of = completion_request(req)  # every value check of the translated path; its result unused
+        param_of = check_request(req)  # every value check of the translated path
         stream = bool(req.stream)
         try:
             out, strip_usage = plan.chat_body(data, param_of, stream, b'"annotations"' in body)
@@ -371,31 +389,52 @@ async def _read_body(receive: Receive) -> bytes:
         parts.append(part)
 
 
+# How long a request runs before a watch on its client starts: an answer sooner than this goes out
+# without one (a task per request is a fifth of a pass-through request's cost); a client that hangs up
+# on a slower one (every real model call) cancels it this long after the request came in, at the latest.
+WATCH_AFTER = 0.05
+
+
 async def _until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
     """``work``'s result, unless the client disconnects first: then ``work`` is cancelled.
 
-    ``work`` runs in the current task; one watcher task waits on the receive channel and cancels it
-    (one task per request rather than two and an ``asyncio.wait``: this is on every request's path).
+    ``work`` runs in the current task. After :data:`WATCH_AFTER` seconds a watcher task starts waiting
+    on the receive channel, and cancels the current task when the client goes (a disconnect that came
+    earlier is already queued there, so it is seen at once).
     """
     current = asyncio.current_task()
-    gone = []
-
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone.append(True)
-        current.cancel()  # type: ignore[union-attr]
-
-    watcher = asyncio.ensure_future(watch())
+    watch = _Watch(receive, current)
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
     try:
         return await work
     except asyncio.CancelledError:
-        if gone:  # our own cancellation, not the server's shutdown
+        if watch.gone:  # our own cancellation, not the server's shutdown
             current.uncancel()  # type: ignore[union-attr]
             raise _ClientGone from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watch.task is not None:
+            watch.task.cancel()
+
+
+class _Watch:
+    __slots__ = ("receive", "current", "task", "gone")
+
+    def __init__(self, receive: Receive, current: Any):
+        self.receive = receive
+        self.current = current
+        self.task: Optional[asyncio.Task[None]] = None
+        self.gone = False
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        self.current.cancel()
 
 
 _BAD_JSON = ("We could not parse the JSON body of your request. The OpenAI API expects a JSON payload, "

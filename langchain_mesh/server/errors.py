@@ -14,6 +14,8 @@ from ..errors import (
     AuthenticationError,
     BadRequestError,
     CapabilityError,
+    ConfigError,
+    CredentialError,
     InvalidLLMIdError,
     NotFoundError,
     ProviderError,
@@ -69,6 +71,11 @@ def api_error(e: BaseException, param_of: Any = None) -> APIError:
         return APIError(400, str(e), param="model", code="unsupported_model")
     if isinstance(e, ProviderError):
         return _upstream(e)
+    if isinstance(e, (CredentialError, ConfigError)):  # the gateway's own setup: the operator's to fix
+        log.error("a request could not be served: %s", e)
+        return APIError(503, "This model is not available: the gateway's configuration for it is incomplete "
+                             "(a credential is missing or unreadable; the server log says which).",
+                        type="server_error", code="model_unavailable")
     log.exception("unexpected error while serving a request")
     return APIError(500, f"internal error ({type(e).__name__}); see the server log", type="server_error")
 

@@ -52,7 +52,7 @@ def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, por
     # httptools + uvloop: the fastest uvicorn stack; no access log by default (a line per request costs
     # more than the rest of a cached request's handling)
     options: dict[str, Any] = dict(host=host, port=port, loop="uvloop", http="httptools", log_level=log_level,
-                                   access_log=access_log, lifespan="on")
+                                   access_log=access_log, lifespan="on", proxy_headers=False)
     if workers > 1:
         if not config_path:
             os.environ.pop(_CONFIG_ENV, None)

@@ -42,7 +42,7 @@ from ..errors import SettingsError
 from .errors import APIError, api_error
 from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
 
-__all__ = ["completion_request", "completion_json", "ChunkStream", "embedding_request", "embeddings_json",
+__all__ = ["completion_request", "check_request", "completion_json", "ChunkStream", "embedding_request", "embeddings_json",
            "image_request", "images_json", "usage_json"]
 
 # OpenAI parameter -> seed setting: openai_wire's table read backwards (top_k is vLLM's spelling)
@@ -137,26 +137,48 @@ def _settings(req: ChatCompletionRequest) -> tuple[dict[str, Any], dict[str, str
 
 def completion_request(req: ChatCompletionRequest) -> tuple[CompletionRequest, Callable[[Sequence[str]], Optional[str]]]:
     """The mesh request, and a function naming the request field behind a :class:`SettingsError`."""
+    _check_stream_options(req)
+    messages = [_checked_message(m, i) for i, m in enumerate(req.messages)]
+    settings, param_of = _checked_settings(req)
+    # the messages are validated Message objects already
+    return CompletionRequest.model_construct(messages=messages, settings=settings), param_of
+
+
+def check_request(req: ChatCompletionRequest) -> Callable[[Sequence[str]], Optional[str]]:
+    """The checks of :func:`completion_request` without building the mesh request (the pass-through
+    path forwards the client's JSON): the same 400s, the same fields named. A message whose content is
+    a string and that is neither a tool result nor an assistant turn has nothing left to check after
+    the request model, so it is not converted."""
+    _check_stream_options(req)
+    for i, m in enumerate(req.messages):
+        if m.role in ("tool", "assistant") or type(m.content) is not str:
+            _checked_message(m, i)
+    return _checked_settings(req)[1]
+
+
+def _check_stream_options(req: ChatCompletionRequest) -> None:
     if req.stream_options is not None and not req.stream:
         raise APIError(400, "stream_options is only allowed when stream is true", param="stream_options")
-    messages = []
-    for i, m in enumerate(req.messages):
-        at = f"messages[{i}]"
-        try:
-            messages.append(_message(m, at))
-        except ValidationError as e:
-            raise APIError(400, f"{at}: {e.errors()[0]['msg']}", param=at) from None
+
+
+def _checked_message(m: Any, i: int) -> Message:
+    at = f"messages[{i}]"
+    try:
+        return _message(m, at)
+    except ValidationError as e:
+        raise APIError(400, f"{at}: {e.errors()[0]['msg']}", param=at) from None
+
+
+def _checked_settings(req: ChatCompletionRequest) -> tuple[Any, Callable[[Sequence[str]], Optional[str]]]:
     settings, given = _settings(req)
 
     def param_of(names: Sequence[str]) -> Optional[str]:
         return next((given[n] for n in names if n in given), None)
 
     try:
-        checked = validate_settings(settings)
+        return validate_settings(settings), param_of
     except SettingsError as e:  # a bad value or incoherent settings: name the field the client sent
         raise api_error(e, param_of) from None
-    # the messages are validated Message objects already
-    return CompletionRequest.model_construct(messages=messages, settings=checked), param_of
 
 
 # --------------------------------------------------------------------------------------------------
