@@ -10,12 +10,17 @@ Starts, each in its own process:
 
 then loads each with the same chat request at 16 connections for ``--seconds`` (direct first, then
 through the gateway) and prints one table: req/s, median and p99 latency, the CPU time the serving
-process spent per request (upstream for "direct", gateway for "mesh serve"; the number that holds on
+process spent per request (upstream for "direct", the gateway for the others; the number that holds on
 a busy machine), the gateway's share of the direct throughput and the median latency it adds. The issue's goal: share >= 0.50 and added
 median <= 1 ms.
 
     python bench/gateway.py [--seconds 10] [--connections 16] [--upstream aiohttp|asgi]
     python bench/gateway.py --install-wrk     # apt-get install -y wrk (Debian/Ubuntu, as root), then run
+    python bench/gateway.py --litellm /path/to/venv/bin/python   # adds LiteLLM's proxy, same upstream
+
+``--litellm`` names a Python that has ``litellm[proxy]`` installed (a separate virtualenv: its
+dependencies are not ours). Its proxy then runs as a third target with one worker, its config one
+model routed to the same upstream, and is loaded exactly like the other two.
 
 The load generator is wrk (``apt-get install -y wrk``). Without it the script falls back to a small
 asyncio + aiohttp load generator in its own process, and says so: that one costs the machine more
@@ -105,10 +110,11 @@ uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", l
 PYLOAD_SRC = r'''
 import asyncio, json, sys, time, aiohttp
 url, body, conns, seconds = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), float(sys.argv[4])
+headers = {"content-type": "application/json", **({"authorization": "Bearer " + sys.argv[5]} if sys.argv[5] else {})}
 async def worker(session, stop, lat):
     while time.perf_counter() < stop:
         t = time.perf_counter()
-        async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
+        async with session.post(url, data=body, headers=headers) as r:
             await r.read()
             if r.status != 200:
                 raise SystemExit(f"HTTP {r.status}")
@@ -130,8 +136,9 @@ asyncio.run(main())
 
 WRK_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[{body}]]
+{auth}wrk.body = [[{body}]]
 """
+LITELLM_KEY = "sk-bench-gateway-0123456789abcdef"  # its proxy refuses to start without a master key
 
 
 def cpu_seconds(pid: int) -> Optional[float]:
@@ -165,19 +172,21 @@ def wait_up(url: str, proc: subprocess.Popen, what: str, timeout: float = 30.0) 
     raise SystemExit(f"{what} did not start within {timeout:.0f}s")
 
 
-def warm(url: str, body: bytes, n: int = 200) -> None:
+def warm(url: str, body: bytes, n: int = 200, key: Optional[str] = None) -> None:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     for _ in range(n):
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=10).read()
+        urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10).read()
 
 
 def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(url: str, body: str, connections: int, seconds: int, threads: int) -> dict[str, float]:
+def run_wrk(url: str, body: str, connections: int, seconds: int, threads: int,
+            key: Optional[str] = None) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(WRK_LUA.format(body=body))
+        auth = f'wrk.headers["Authorization"] = "Bearer {key}"\n' if key else ""
+        f.write(WRK_LUA.format(body=body, auth=auth))
         script = f.name
     try:
         out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
@@ -193,10 +202,22 @@ def run_wrk(url: str, body: str, connections: int, seconds: int, threads: int) -
     return {"rps": rps, "p50": lat["50"], "p99": lat["99"]}
 
 
-def run_python(url: str, body: str, connections: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", PYLOAD_SRC, url, body, str(connections), str(seconds)],
+def run_python(url: str, body: str, connections: int, seconds: int, key: Optional[str] = None) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", PYLOAD_SRC, url, body, str(connections), str(seconds), key or ""],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
+
+
+def start_litellm(python: str, up_port: int, port: int, tmp: str, env: dict[str, str]) -> subprocess.Popen:
+    """LiteLLM's proxy, one worker, one model routed to the upstream (its CLI, from ``python``'s env)."""
+    cfg = Path(tmp) / "litellm.yaml"
+    cfg.write_text(json.dumps({"model_list": [{"model_name": UPSTREAM_MODEL, "litellm_params": {
+        "model": f"openai/{UPSTREAM_MODEL}", "api_base": f"http://127.0.0.1:{up_port}/v1", "api_key": "sk-none"}}]}))
+    cli = "from litellm.proxy.proxy_cli import run_server; run_server()"
+    return subprocess.Popen([python, "-c", cli, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+                             "--num_workers", "1"],
+                            env={**env, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -208,6 +229,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="aiohttp: a mock that parses each request (default); asgi: prebuilt bytes, no parsing")
     ap.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk first (root, Debian/Ubuntu)")
     ap.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk is there")
+    ap.add_argument("--litellm", metavar="PYTHON", help="a Python with litellm[proxy] installed: adds LiteLLM's "
+                                                         "proxy (1 worker) as a third target")
     args = ap.parse_args(argv)
 
     if args.install_wrk and not shutil.which("wrk"):
@@ -220,7 +243,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("wrk not found (apt-get install -y wrk, or run with --install-wrk): using the Python load generator",
               file=sys.stderr)
 
-    up_port, gw_port = free_port(), free_port()
+    up_port, gw_port, ll_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen] = []
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,15 +261,22 @@ def main(argv: Optional[list[str]] = None) -> int:
                 env=env, stderr=subprocess.DEVNULL))
             wait_up(f"http://127.0.0.1:{gw_port}/health", procs[-1], "mesh serve")
             gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+            targets = [("direct", direct_url, UPSTREAM_MODEL, procs[0], None),
+                       ("mesh serve", gw_url, GATEWAY_MODEL, procs[1], None)]
+            if args.litellm:
+                procs.append(start_litellm(args.litellm, up_port, ll_port, tmp, env))
+                wait_up(f"http://127.0.0.1:{ll_port}/health/liveliness", procs[-1], "LiteLLM's proxy", timeout=120)
+                targets.append(("litellm proxy", f"http://127.0.0.1:{ll_port}/v1/chat/completions", UPSTREAM_MODEL,
+                                procs[-1], LITELLM_KEY))
 
             rows = {}
-            for name, url, model in (("direct", direct_url, UPSTREAM_MODEL), ("mesh serve", gw_url, GATEWAY_MODEL)):
+            for name, url, model, proc, key in targets:
                 body = json.dumps({**REQUEST, "model": model})
-                warm(url, body.encode())
-                pid = procs[0 if name == "direct" else 1].pid
+                warm(url, body.encode(), key=key)
+                pid = proc.pid
                 cpu0 = cpu_seconds(pid)
-                rows[name] = (run_wrk(url, body, args.connections, args.seconds, args.threads) if use_wrk
-                              else run_python(url, body, args.connections, args.seconds))
+                rows[name] = (run_wrk(url, body, args.connections, args.seconds, args.threads, key) if use_wrk
+                              else run_python(url, body, args.connections, args.seconds, key))
                 cpu1 = cpu_seconds(pid)
                 if cpu0 is not None and cpu1 is not None and rows[name]["rps"]:
                     rows[name]["cpu_us"] = (cpu1 - cpu0) / (rows[name]["rps"] * args.seconds) * 1e6
@@ -263,15 +293,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     gen = f"wrk -t{args.threads}" if use_wrk else "python (aiohttp)"
     print(f"\n{gen}, {args.connections} connections, {args.seconds} s per target, POST /v1/chat/completions, "
           f"upstream: {args.upstream}\n")
-    print(f"| {'target':<12} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU us/req':>17} |")
-    print(f"|{'-' * 14}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 19}|")
+    print(f"| {'target':<13} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU us/req':>17} |")
+    print(f"|{'-' * 15}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 19}|")
     for name, r in rows.items():
         cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
-        print(f"| {name:<12} | {r['rps']:>9.0f} | {r['p50']:>7.2f} | {r['p99']:>7.2f} | {cpu:>17} |")
+        print(f"| {name:<13} | {r['rps']:>9.0f} | {r['p50']:>7.2f} | {r['p99']:>7.2f} | {cpu:>17} |")
     share = g["rps"] / d["rps"] if d["rps"] else float("nan")
     added = g["p50"] - d["p50"]
     print(f"\nthroughput through mesh serve: {share:.2f} of direct (goal >= 0.50); "
           f"added median latency: {added:.2f} ms (goal <= 1 ms)")
+    if "litellm proxy" in rows:
+        ll = rows["litellm proxy"]
+        print(f"LiteLLM's proxy: {ll['rps'] / d['rps']:.3f} of direct, added median {ll['p50'] - d['p50']:.2f} ms; "
+              f"mesh serve does {g['rps'] / ll['rps']:.1f}x its requests/s at {ll['p50'] / g['p50']:.1f}x lower median latency")
+    elif not args.litellm:
+        print("(add LiteLLM's proxy to the same run: --litellm /path/to/a/venv/with/litellm[proxy]/bin/python)")
     return 0
 
 

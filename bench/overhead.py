@@ -357,6 +357,32 @@ def _ttft(start: Callable[[], Any], has_content: Callable[[Any], bool]) -> Calla
     return run
 
 
+def _atimed(loop: Any, make: Callable[[], Any]) -> Callable[[], float]:
+    """An async call timed on ``loop`` (one loop for every round, as in an application)."""
+    async def one() -> float:
+        t = time.perf_counter()
+        await make()
+        return time.perf_counter() - t
+    return lambda: loop.run_until_complete(one())
+
+
+def _attft(loop: Any, start: Callable[[], Any], has_content: Callable[[Any], bool]) -> Callable[[], float]:
+    """Time from the async call to its first chunk with content; the stream is then drained (untimed)."""
+    async def one() -> float:
+        t = time.perf_counter()
+        first: Optional[float] = None
+        stream = start()
+        if not hasattr(stream, "__aiter__"):  # a coroutine giving the stream (the SDK's create)
+            stream = await stream
+        async for chunk in stream:
+            if first is None and has_content(chunk):
+                first = time.perf_counter() - t
+        if first is None:
+            raise RuntimeError("the stream carried no content")
+        return first
+    return lambda: loop.run_until_complete(one())
+
+
 def print_latency_table(title: str, times: dict[str, list[float]], reference: str) -> None:
     med = {name: statistics.median(ts) for name, ts in times.items()}
     w = max(len(n) for n in times)
@@ -454,9 +480,64 @@ def _bench_openai(base_url: str, rounds: int, warmup: int, openai: Any) -> None:
     try:
         run_http_section("openai connection over HTTP to the local OpenAI server (separate process)",
                          "openai SDK direct", invoke, stream, skipped, rounds, warmup)
+        _bench_openai_async(base_url, mesh, rounds, warmup, openai)
     finally:
         client.close()
         mesh.close()
+
+
+def _bench_openai_async(base_url: str, mesh: Mesh, rounds: int, warmup: int, openai: Any) -> None:
+    """The async calls (what an async app or agent runs): the mesh sends them over its own HTTP/1.1
+    client (connections/http1.py) where httptools is installed, else over the SDK's async client."""
+    import asyncio
+
+    from langchain_mesh.connections.openai_base import lean_transport
+
+    loop = asyncio.new_event_loop()
+    messages = [{"role": "user", "content": PROMPT}]
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test-key", max_retries=0)
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    has_delta = lambda c: bool(c.choices and c.choices[0].delta.content)  # noqa: E731
+    invoke = {"AsyncOpenAI direct": _atimed(loop, lambda: client.chat.completions.create(model="gpt-4o",
+                                                                                         messages=messages)),
+              "mesh builder .aexecute()": _atimed(loop, lambda: llm.new_completion().with_message(PROMPT).aexecute())}
+    stream = {"AsyncOpenAI direct": _attft(loop, lambda: client.chat.completions.create(
+                  model="gpt-4o", messages=messages, stream=True), has_delta),
+              "mesh builder .aexecute_streamed()": _attft(
+                  loop, lambda: llm.new_completion().with_message(PROMPT).aexecute_streamed(),
+                  lambda ev: bool(getattr(ev, "text", None)))}
+    skipped: list[str] = []
+    if importlib.util.find_spec("langchain_core") is not None:
+        from langchain_mesh.langchain import MeshChatModel
+
+        chat = MeshChatModel(model="openai:oa:gpt-4o", mesh=mesh)
+        invoke["MeshChatModel.ainvoke"] = _atimed(loop, lambda: chat.ainvoke(PROMPT))
+        stream["MeshChatModel.astream"] = _attft(loop, lambda: chat.astream(PROMPT), lambda c: bool(c.content))
+    if importlib.util.find_spec("langchain_openai") is not None:
+        from langchain_openai import ChatOpenAI
+
+        lc = ChatOpenAI(model="gpt-4o", base_url=base_url, api_key="test-key", max_retries=0)  # type: ignore[arg-type]
+        invoke["langchain_openai ChatOpenAI.ainvoke"] = _atimed(loop, lambda: lc.ainvoke(PROMPT))
+        stream["langchain_openai ChatOpenAI.astream"] = _attft(loop, lambda: lc.astream(PROMPT),
+                                                               lambda c: bool(c.content))
+    else:
+        skipped.append("ChatOpenAI (langchain-openai)")
+    if importlib.util.find_spec("litellm") is not None:
+        import litellm
+
+        kw = {"model": "openai/gpt-4o", "api_base": base_url, "api_key": "test-key", "messages": messages}
+        invoke["litellm.acompletion"] = _atimed(loop, lambda: litellm.acompletion(**kw))
+        stream["litellm.acompletion(stream=True)"] = _attft(loop, lambda: litellm.acompletion(stream=True, **kw),
+                                                            has_delta)
+    else:
+        skipped.append("litellm")
+    transport = "its HTTP/1.1 client" if lean_transport() else "the SDK's async client (no httptools, or a proxy)"
+    try:
+        run_http_section(f"The same, async (the mesh on {transport})", "AsyncOpenAI direct", invoke, stream,
+                         skipped, rounds, warmup)
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
 
 
 # the same comparison for one provider that does not speak the OpenAI format

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API over a mesh (``mesh serve``): see :class:`~.app.MeshApp`.
 
-Needs the ``server`` extra (uvicorn with httptools and uvloop, orjson, aiohttp). Nothing here is
+Needs the ``server`` extra (uvicorn with httptools and uvloop, orjson). Nothing here is
 imported by ``import langchain_mesh``.
 """
 

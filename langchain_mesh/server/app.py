@@ -6,9 +6,11 @@ digest, validate the body in one compiled pass (pydantic-core, from bytes), tran
 Everything else (the LLM handles, the model list, the OpenAPI document, the key digests) is built
 once in :class:`MeshApp`'s constructor.
 
-Every POST runs under a watch on the ASGI receive channel: when the client disconnects, the task
-serving it is cancelled, which closes the upstream request (an aiohttp response released before its
-end closes its connection; a stream's generator is closed).
+Every POST that lasts longer than :data:`WATCH_AFTER` runs under a watch on the ASGI receive
+channel: when the client disconnects, the task serving it is cancelled, which closes the upstream
+request (an HTTP/1.1 answer released before its end closes its connection; a stream's generator is
+closed). At startup, the SDK clients of the pass-through LLMs are built and what was built is frozen
+out of the garbage collector's sight.
 """
 
 from __future__ import annotations

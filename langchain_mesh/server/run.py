@@ -34,7 +34,7 @@ def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, por
     try:
         import uvicorn
 
-        from .app import MeshApp  # orjson, aiohttp (through the connections)
+        from .app import MeshApp  # orjson, httptools (through the connections)
     except ImportError as e:
         from ..errors import CapabilityError
 
