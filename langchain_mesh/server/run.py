@@ -2,7 +2,8 @@
 
 One worker serves the Mesh built by the caller. With ``workers > 1`` uvicorn starts processes that
 each import :func:`app_factory`, which builds that process's Mesh (and so its clients and pools)
-once from the config path passed in ``$MESH_SERVE_CONFIG``.
+once from the config path passed in ``$MESH_SERVE_CONFIG`` (and turns the usage log on when
+``$MESH_SERVE_USAGE_LOG`` says so: logging set up in the parent does not reach a worker).
 """
 
 from __future__ import annotations
@@ -14,14 +15,23 @@ from typing import Any, Optional
 __all__ = ["serve", "app_factory"]
 
 _CONFIG_ENV = "MESH_SERVE_CONFIG"
+_USAGE_LOG_ENV = "MESH_SERVE_USAGE_LOG"
 
 
 def app_factory() -> Any:
     from ..mesh import Mesh
     from .app import MeshApp
 
+    if os.environ.get(_USAGE_LOG_ENV) == "1":
+        _log_usage()
     path = os.environ.get(_CONFIG_ENV)
     return MeshApp(Mesh(path) if path else Mesh())
+
+
+def _log_usage() -> None:
+    logger = logging.getLogger("langchain_mesh.server.usage")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.StreamHandler())
 
 
 def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, port: Optional[int] = None,
@@ -45,10 +55,8 @@ def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, por
     host = host or mesh.config.server.host
     port = mesh.config.server.port if port is None else port
     check_bind(host, KeyRing(mesh.config.server))
-    if usage_log:
-        logger = logging.getLogger("langchain_mesh.server.usage")
-        logger.setLevel(logging.INFO)
-        logger.addHandler(logging.StreamHandler())
+    if usage_log and workers == 1:
+        _log_usage()
     # httptools + uvloop: the fastest uvicorn stack; no access log by default (a line per request costs
     # more than the rest of a cached request's handling)
     options: dict[str, Any] = dict(host=host, port=port, loop="uvloop", http="httptools", log_level=log_level,
@@ -58,6 +66,7 @@ def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, por
             os.environ.pop(_CONFIG_ENV, None)
         else:
             os.environ[_CONFIG_ENV] = os.path.abspath(config_path)
+        os.environ[_USAGE_LOG_ENV] = "1" if usage_log else "0"
         uvicorn.run("langchain_mesh.server.run:app_factory", factory=True, workers=workers, **options)
     else:
         uvicorn.run(MeshApp(mesh), **options)
