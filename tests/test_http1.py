@@ -73,6 +73,16 @@ def answer(body: bytes, status: str = "200 OK", extra: bytes = b"") -> bytes:
         status.encode(), len(body), extra, body)
 
 
+async def fetch(client: HTTPClient, target: Target) -> bytes:
+    """One whole answer's body; the connection goes back to the pool (or is closed)."""
+    resp = await client.request(target, b"{}")
+    try:
+        assert resp.status == 200
+        return await resp.read()
+    finally:
+        resp.release()
+
+
 def chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
 
@@ -136,9 +146,7 @@ async def test_chunked_bodies_whole_and_piece_by_piece():
             rest += piece
         assert rest == b"data: 2\n\ndata: [DONE]\n\n"
         resp.release()
-        resp = await client.request(srv.target(), b"{}")
-        assert await resp.read() == b"abcd"
-        resp.release()
+        assert await fetch(client, srv.target()) == b"abcd"
         await client.close()
     assert srv.connections == 1
 
@@ -153,9 +161,7 @@ async def test_a_body_delimited_by_the_close_ends_there_and_the_connection_is_no
     async with Server(handler) as srv:
         client = HTTPClient()
         for _ in range(2):
-            resp = await client.request(srv.target(), b"{}")
-            assert await resp.read() == b"all of it"
-            resp.release()
+            assert await fetch(client, srv.target()) == b"all of it"
         await client.close()
     assert srv.connections == 2
 
@@ -169,9 +175,7 @@ async def test_an_idle_connection_the_server_dropped_is_replaced_once():
     async with Server(handler) as srv:
         client = HTTPClient()
         for _ in range(3):
-            resp = await client.request(srv.target(), b"{}")
-            assert resp.status == 200 and await resp.read() == b"{}"
-            resp.release()
+            assert await fetch(client, srv.target()) == b"{}"
             await asyncio.sleep(0.05)  # the server's close arrives while the connection idles
         await client.close()
     assert srv.connections == 3 and len(srv.requests) == 3
@@ -305,15 +309,7 @@ async def test_at_most_limit_connections_per_origin():
 
     async with Server(handler) as srv:
         client = HTTPClient(limit=2)
-
-        async def one() -> bytes:
-            resp = await client.request(srv.target(), b"{}")
-            try:
-                return await resp.read()
-            finally:
-                resp.release()
-
-        assert await asyncio.gather(*(one() for _ in range(8))) == [b"{}"] * 8
+        assert await asyncio.gather(*(fetch(client, srv.target()) for _ in range(8))) == [b"{}"] * 8
         await client.close()
     assert peak == 2 and srv.connections == 2
 
