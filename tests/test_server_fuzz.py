@@ -71,3 +71,67 @@ def test_fuzz_embeddings(fuzz_server):
         check(fuzz_server, "/v1/embeddings", body)
 
     run()
+
+
+# --------------------------------------------------------------------------------------------------
+# the pass-through path (openai_compatible): the same schema, forwarded to the local OpenAI server
+
+
+@pytest.fixture(scope="module")
+def forward_server(_mesh_openai_server_session):
+    mesh = Mesh.from_config({"connections": {"vllm": {
+        "type": "openai_compatible", "base_url": _mesh_openai_server_session.base_url, "api_key": "test-key",
+        "max_retries": 0, "models": [{"id": "qwen"}, {"id": "bge", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}})
+    with RunningServer(mesh) as srv:
+        assert set(srv.app._forward) == {"openai_compatible:vllm:qwen", "openai_compatible:vllm:bge"}
+        srv.doc = httpx.get(srv.url + "/openapi.json").json()
+        srv.http = httpx.Client(base_url=srv.url, timeout=3)
+        yield srv
+        srv.http.close()
+
+
+def test_fuzz_chat_completions_pass_through(forward_server):
+    @FUZZ
+    @given(bodies(forward_server.doc, "/v1/chat/completions", "openai_compatible:vllm:qwen"))
+    def run(body):
+        check(forward_server, "/v1/chat/completions", body)
+
+    run()
+
+
+def test_fuzz_embeddings_pass_through(forward_server):
+    @FUZZ
+    @given(bodies(forward_server.doc, "/v1/embeddings", "openai_compatible:vllm:bge"))
+    def run(body):
+        check(forward_server, "/v1/embeddings", body)
+
+    run()
+
+
+def test_the_pass_through_checks_are_the_translated_paths(fuzz_server):
+    """check_request (pass-through) refuses exactly what completion_request (translation) refuses,
+    with the same status, field and message."""
+    from pydantic import ValidationError
+
+    from langchain_mesh.server.errors import APIError
+    from langchain_mesh.server.models import ChatCompletionRequest
+    from langchain_mesh.server.translate import check_request, completion_request
+
+    def outcome(fn, req):
+        try:
+            fn(req)
+        except APIError as e:
+            return e.status, e.param, e.message
+        return None
+
+    @settings(max_examples=150, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @given(bodies(fuzz_server.doc, "/v1/chat/completions", "scripted:fake:chat"))
+    def run(body):
+        try:
+            req = ChatCompletionRequest.model_validate(body)
+        except ValidationError:
+            return  # refused before either runs
+        assert outcome(check_request, req) == outcome(completion_request, req), body
+
+    run()

@@ -50,9 +50,9 @@ from ..schema import (
     ImageGenerationResponse,
     StreamEvent,
 )
+from . import http1
 from .base import Connection
 from .clients import PerLoopClients
-from . import http1
 from .http1 import HTTPClient, HTTPError, Target
 from .openai_wire import (
     ChunkReader,

@@ -6,8 +6,9 @@ rename of the token-limit key), building mesh objects and the provider's JSON ag
 time (DESIGN.md, "Performance notes"). The request is still validated exactly as on the translated
 path (same 400s, same fields named); then its parsed dict gets a few edits (``model``, the token-limit
 key, ``stream_options.include_usage`` so that usage can be recorded) and is sent over the
-connection's pooled HTTP/1.1 client (:mod:`..connections.http1`). A 200 answer goes back as the upstream's bytes, with only its
-``model`` field set to the mesh LLM id (a byte substitution; no re-encoding), streams piece by piece.
+connection's pooled HTTP/1.1 client (:mod:`..connections.http1`). A 200 answer goes back as the
+upstream's bytes, with only its ``model`` field set to the mesh LLM id (a byte substitution; no
+re-encoding), streams piece by piece.
 
 Which LLMs take this path is decided once per LLM id (:func:`forward_plan`), not per request.
 """
