@@ -5,6 +5,8 @@ stack over a scripted connection. Whatever arrives, the answer is never a 5xx.""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -25,14 +27,19 @@ FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
                                        HealthCheck.function_scoped_fixture])
 
 
+@contextmanager
+def fuzzable(mesh: Mesh) -> Iterator[RunningServer]:
+    """The server over ``mesh``, with its OpenAPI document and an HTTP client."""
+    with RunningServer(mesh) as srv, httpx.Client(base_url=srv.url, timeout=3) as http:
+        srv.doc = http.get("/openapi.json").json()
+        srv.http = http
+        yield srv
+
+
 @pytest.fixture(scope="module")
 def fuzz_server():
-    mesh = Mesh.from_config({"connections": {"fake": {"type": "scripted"}}})
-    with RunningServer(mesh) as srv:
-        srv.doc = httpx.get(srv.url + "/openapi.json").json()
-        srv.http = httpx.Client(base_url=srv.url, timeout=3)
+    with fuzzable(Mesh.from_config({"connections": {"fake": {"type": "scripted"}}})) as srv:
         yield srv
-        srv.http.close()
 
 
 def bodies(doc: dict, path: str, llm_id: str) -> st.SearchStrategy:
@@ -55,24 +62,6 @@ def check(srv, path: str, body) -> None:
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
-def test_fuzz_chat_completions(fuzz_server):
-    @FUZZ
-    @given(bodies(fuzz_server.doc, "/v1/chat/completions", "scripted:fake:chat"))
-    def run(body):
-        check(fuzz_server, "/v1/chat/completions", body)
-
-    run()
-
-
-def test_fuzz_embeddings(fuzz_server):
-    @FUZZ
-    @given(bodies(fuzz_server.doc, "/v1/embeddings", "scripted:fake:embed"))
-    def run(body):
-        check(fuzz_server, "/v1/embeddings", body)
-
-    run()
-
-
 # --------------------------------------------------------------------------------------------------
 # the pass-through path (openai_compatible): the same schema, forwarded to the local OpenAI server
 
@@ -82,28 +71,24 @@ def forward_server(_mesh_openai_server_session):
     mesh = Mesh.from_config({"connections": {"vllm": {
         "type": "openai_compatible", "base_url": _mesh_openai_server_session.base_url, "api_key": "test-key",
         "max_retries": 0, "models": [{"id": "qwen"}, {"id": "bge", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}})
-    with RunningServer(mesh) as srv:
+    with fuzzable(mesh) as srv:
         assert set(srv.app._forward) == {"openai_compatible:vllm:qwen", "openai_compatible:vllm:bge"}
-        srv.doc = httpx.get(srv.url + "/openapi.json").json()
-        srv.http = httpx.Client(base_url=srv.url, timeout=3)
         yield srv
-        srv.http.close()
 
 
-def test_fuzz_chat_completions_pass_through(forward_server):
+@pytest.mark.parametrize("server,path,llm_id", [
+    ("fuzz_server", "/v1/chat/completions", "scripted:fake:chat"),
+    ("fuzz_server", "/v1/embeddings", "scripted:fake:embed"),
+    ("forward_server", "/v1/chat/completions", "openai_compatible:vllm:qwen"),
+    ("forward_server", "/v1/embeddings", "openai_compatible:vllm:bge"),
+], ids=["chat", "embeddings", "chat-pass-through", "embeddings-pass-through"])
+def test_fuzz(request, server, path, llm_id):
+    srv = request.getfixturevalue(server)
+
     @FUZZ
-    @given(bodies(forward_server.doc, "/v1/chat/completions", "openai_compatible:vllm:qwen"))
+    @given(bodies(srv.doc, path, llm_id))
     def run(body):
-        check(forward_server, "/v1/chat/completions", body)
-
-    run()
-
-
-def test_fuzz_embeddings_pass_through(forward_server):
-    @FUZZ
-    @given(bodies(forward_server.doc, "/v1/embeddings", "openai_compatible:vllm:bge"))
-    def run(body):
-        check(forward_server, "/v1/embeddings", body)
+        check(srv, path, body)
 
     run()
 
