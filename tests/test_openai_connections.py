@@ -392,6 +392,30 @@ async def test_async_errors_map_as_the_sync_ones(case, lean):
         await llm.new_completion().with_message("hi").aexecute()
 
 
+@TRANSPORTS
+def test_the_clients_of_finished_event_loops_are_let_go(openai_server, lean):
+    """``asyncio.run`` per call (scripts, notebooks, sync web apps): every run gets clients of its own
+    loop, and each run's loop, with its client and sockets, is freed once the next one starts, instead
+    of piling up for the life of the process."""
+    import gc
+    import weakref
+
+    llm = on_transport(Mesh.from_config({"connections": {"c": {
+        "type": "openai_compatible", "base_url": openai_server.base_url, "api_key": "test-key",
+        "models": [{"id": "m"}]}}}).get_llm("openai_compatible:c:m"), lean)
+    loops = []
+    for i in range(4):
+        openai_server.script(text=f"run {i}")
+        loop = asyncio.new_event_loop()
+        loops.append(weakref.ref(loop))
+        assert loop.run_until_complete(llm.new_completion().with_message("hi").aexecute()).text == f"run {i}"
+        loop.close()
+        del loop
+    if lean:  # (the SDK's clients, once dropped, log their failed close on the next loop: that keeps it)
+        gc.collect()
+        assert [r() is None for r in loops] == [True, True, True, False]  # the last one waits for a next run
+
+
 def test_a_stream_that_fails_before_its_first_event_is_retried(case):
     c, srv = case
     srv.script(status=500, error_message="boom")

@@ -1,8 +1,10 @@
 """Client lifetimes for connections: one sync client, and one async client per event loop.
 
 An async client's connection pool belongs to the loop that opened it, so a connection used from
-several loops (``asyncio.run`` twice, a server with workers) keeps one per loop, held weakly so a
-finished loop's client goes with it. ``close()`` closes each async client on its own loop.
+several loops (``asyncio.run`` twice, a server with workers) keeps one per loop. A client's sockets
+refer to its loop, so a weak reference alone would never let a finished loop go: the clients of
+closed loops are dropped whenever a new loop's client is made, and the collector then frees the
+loop, the client and its sockets together. ``close()`` closes each async client on its own loop.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class PerLoopClients:
             with self._lock:
                 client = self._async.get(loop)
                 if client is None:
+                    for closed in [lp for lp in self._async if lp.is_closed()]:
+                        del self._async[closed]  # nothing can run on it any more (asyncio.run ended)
                     client = self._async[loop] = self._make(True)
         return client
 

@@ -128,6 +128,11 @@ async def _sse_lines(resp: Any) -> AsyncIterator[str]:
         yield tail.rstrip(b"\r").decode()
 
 
+async def _close_all(clients: dict[str, Any]) -> None:
+    for c in clients.values():
+        await c.close()
+
+
 def _safe_loads(raw: bytes) -> Any:
     """An error body: its JSON, else its text (provider_message reads either)."""
     try:
@@ -181,7 +186,8 @@ class OpenAIWireConnection(Connection):
     def __init__(self, name: str, config: ConnectionConfig):
         super().__init__(name, config)
         self._clients: dict[str, Any] = {}
-        self._aclients: dict[str, Any] = {}
+        # the SDK's async clients, per event loop (their pools belong to it), each a dict by client key
+        self._aclients = PerLoopClients(lambda _: {}, lambda _: None, _close_all)
         self._response_cls: Any = None
         # the lean async transport: one HTTPClient per event loop; a Target per client key, path, model
         self._http = PerLoopClients(self._make_http, lambda _: None, lambda c: c.close())
@@ -246,20 +252,20 @@ class OpenAIWireConnection(Connection):
 
     def _aclient(self, model: str) -> Any:
         key = self.client_key(model)
-        c = self._aclients.get(key)
+        clients = self._aclients.running_loop()
+        c = clients.get(key)
         if c is None:
             with self._lock:
-                c = self._aclients.get(key)
+                c = clients.get(key)
                 if c is None:
-                    c = self._aclients[key] = self._make_client(model, True)
+                    c = clients[key] = self._make_client(model, True)
         return c
 
     def close(self) -> None:
         for c in self._clients.values():
             c.close()
         self._clients.clear()
-        # async clients close on their own loop; dropping them lets the pool be collected
-        self._aclients.clear()
+        self._aclients.close()
         self._targets.clear()
         self._http.close()
 
