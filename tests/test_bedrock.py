@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import time
 
 import pytest
@@ -33,6 +32,7 @@ from langchain_mesh.errors import (
 )
 from langchain_mesh.schema import StreamChunk, StreamFooter
 from langchain_mesh.testing.bedrock import BedrockServer
+from langchain_mesh.testing.wire import free_port
 
 pytest.importorskip("boto3")
 
@@ -77,11 +77,6 @@ def mesh(_server):
 def _llm(mesh, model=CLAUDE, conn="aws"):
     return mesh.get_llm(f"bedrock:{conn}:{model}")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -544,7 +539,7 @@ async def test_timeout(srv):
 
 
 def test_refused_connection(srv):
-    with Mesh.from_config(_config(srv, endpoint_url=f"http://127.0.0.1:{_free_port()}")) as mesh:
+    with Mesh.from_config(_config(srv, endpoint_url=f"http://127.0.0.1:{free_port()}")) as mesh:
         llm = _llm(mesh)
         with pytest.raises(ProviderConnectionError, match="cannot reach"):
             llm.new_completion().with_message("hi").execute()

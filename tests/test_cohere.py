@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 
 import pytest
@@ -28,6 +27,7 @@ from langchain_mesh.errors import (  # noqa: E402
 )
 from langchain_mesh.schema import EmbeddingRequest, Message, StreamChunk, StreamFooter  # noqa: E402
 from langchain_mesh.testing.cohere import CHAT_PATH, EMBED_PATH, CohereServer  # noqa: E402
+from langchain_mesh.testing.wire import free_port  # noqa: E402
 
 KEY = "co-s3cret-key-0123456789"
 CHAT = "command-a-03-2025"
@@ -65,11 +65,6 @@ def mesh(srv):
 def _llm(mesh, model=CHAT):
     return mesh.get_llm(f"cohere:co:{model}")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -344,7 +339,7 @@ async def test_timeout_and_refused_connection(srv):
         with pytest.raises(ProviderTimeoutError):
             await _llm(mesh).new_completion().with_message("hi").aexecute()
         assert time.monotonic() - started < 2.0
-    with Mesh.from_config(_config(srv, base_url=f"http://127.0.0.1:{_free_port()}")) as mesh:
+    with Mesh.from_config(_config(srv, base_url=f"http://127.0.0.1:{free_port()}")) as mesh:
         with pytest.raises(ProviderConnectionError, match="cannot reach"):
             _llm(mesh).new_completion().with_message("hi").execute()
         with pytest.raises(ProviderConnectionError):

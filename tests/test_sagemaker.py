@@ -5,7 +5,6 @@ with assertions on the exact request each container received."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
@@ -31,6 +30,7 @@ from langchain_mesh.errors import (  # noqa: E402
 )
 from langchain_mesh.schema import StreamChunk, StreamFooter  # noqa: E402
 from langchain_mesh.testing.sagemaker import SageMakerServer  # noqa: E402
+from langchain_mesh.testing.wire import free_port  # noqa: E402
 
 SECRET = "sm-s3cret-key-value-0123456789"
 ENDPOINTS = {"tgi-ep": "tgi", "hf-ep": "huggingface", "llama3-ep": "tgi", "llama2-ep": "llama", "j2-ep": "jurassic",
@@ -78,11 +78,6 @@ def mesh(srv):
 def _llm(mesh, model="tgi"):
     return mesh.get_llm(f"sagemaker:sm:{model}")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,7 +399,7 @@ def test_timeout_and_refused_connection(srv):
         with pytest.raises(ProviderTimeoutError):
             _llm(mesh).new_completion().with_message("hi").execute()
         assert time.monotonic() - started < 2.0  # the client creation is inside the window
-    with Mesh.from_config(_config(srv, endpoint_url=f"http://127.0.0.1:{_free_port()}")) as mesh:
+    with Mesh.from_config(_config(srv, endpoint_url=f"http://127.0.0.1:{free_port()}")) as mesh:
         with pytest.raises(ProviderConnectionError):
             _llm(mesh).new_completion().with_message("hi").execute()
         with pytest.raises(ProviderConnectionError):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,10 @@ openai = pytest.importorskip("openai")
 
 import httpx  # noqa: E402
 
+from langchain_mesh.testing.wire import free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(cfg: Path, port: int, *extra: str) -> subprocess.Popen:
@@ -69,7 +65,7 @@ def test_mesh_serve_from_the_command_line(openai_server, tmp_path, workers):
                                                             {"id": "bge", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]},
                         "fake": {"type": "scripted"}},
         "server": {"api_keys": [{"key": "sk-cli-test", "name": "cli"}]}}))
-    port = _free_port()
+    port = free_port()
     proc = _start(cfg, port, "--workers", str(workers), "--usage-log")
     url = f"http://127.0.0.1:{port}"
     try:

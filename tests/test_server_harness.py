@@ -4,7 +4,6 @@ server tests (imported by them; no tests of its own): the stack ``mesh serve`` r
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from typing import Any, AsyncIterator
@@ -14,6 +13,7 @@ import uvicorn
 from langchain_mesh import Connection, Mesh, register_connection_type
 from langchain_mesh.schema import CompletionRequest, CompletionResponse, ModelInfo, Purpose, StreamEvent, StreamFooter
 from langchain_mesh.server import create_app
+from langchain_mesh.testing.wire import free_port
 
 
 class SlowConnection(Connection):
@@ -47,11 +47,6 @@ class SlowConnection(Connection):
 
 register_connection_type("slowtest", SlowConnection)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RunningServer:

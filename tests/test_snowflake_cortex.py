@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import time
 
 import pytest
@@ -33,6 +32,7 @@ from langchain_mesh.errors import (
 )
 from langchain_mesh.schema import StreamChunk, StreamFooter
 from langchain_mesh.testing.snowflake_cortex import COMPLETE_PATH, EMBED_PATH, SnowflakeCortexServer
+from langchain_mesh.testing.wire import free_port
 
 PAT = "pat-s3cret-value-0123456789"
 CHAT = "snowflake_cortex:sf:claude-3-5-sonnet"
@@ -72,11 +72,6 @@ def mesh(srv):
 def _llm(mesh, model="claude-3-5-sonnet"):
     return mesh.get_llm(f"snowflake_cortex:sf:{model}")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,7 +362,7 @@ async def test_timeout(srv):
 
 
 def test_refused_connection(srv):
-    with Mesh.from_config(_config(srv, base_url=f"http://127.0.0.1:{_free_port()}")) as mesh:
+    with Mesh.from_config(_config(srv, base_url=f"http://127.0.0.1:{free_port()}")) as mesh:
         llm = _llm(mesh)
         with pytest.raises(ProviderConnectionError, match="cannot reach"):
             llm.new_completion().with_message("hi").execute()

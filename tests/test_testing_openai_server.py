@@ -11,7 +11,6 @@ import base64
 import json
 import math
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from langchain_mesh.testing.openai import OpenAIServer, count_tokens, embed_text, make_png, split_tokens
+from langchain_mesh.testing.wire import free_port
 
 AUTH = {"Authorization": "Bearer test-key"}
 HELLO = [{"role": "user", "content": "Hello there, world!"}]
@@ -725,14 +725,9 @@ def test_sdk_sees_a_cut_stream_as_an_error(openai_server):
 # ---- python -m -------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_python_m_serves_and_accepts_scripts():
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "langchain_mesh.testing.openai", "--port", str(port),
                              "--flavor", "mistral", "--api-key", "k-123"],

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Reply", "RecordedRequest", "Responder", "WireServer", "serve_main", "sse_json"]
+__all__ = ["Reply", "RecordedRequest", "Responder", "WireServer", "free_port", "serve_main", "sse_json"]
 
 
 @dataclass
@@ -344,6 +344,13 @@ class _Handler(BaseHTTPRequestHandler):
             respond.json(404, {"error": {"message": f"unknown control path {req.path}"}})
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch  # type: ignore[assignment]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now: for a server about to start, or a refused connection."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def serve_main(server_cls: type[WireServer], argv: Optional[Sequence[str]] = None, **defaults: Any) -> None:
