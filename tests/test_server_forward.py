@@ -5,7 +5,6 @@ to the mesh id; other connections keep the translated path. Real uvicorn stack, 
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time

@@ -3,7 +3,6 @@ and the exact multipart request the server received."""
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 
@@ -23,6 +22,7 @@ from langchain_mesh.errors import (
 )
 from langchain_mesh.testing.openai import make_png
 from langchain_mesh.testing.stability import StabilityServer, form_of, make_jpeg
+from langchain_mesh.testing.wire import free_port
 
 
 def _config(srv, **conn):
@@ -182,10 +182,7 @@ def test_timeout_and_refused_connection():
         srv.script(delay=1.5)
         with pytest.raises(ProviderTimeoutError):
             _gen(mesh).execute()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = {"connections": {"st": {"type": "stability", "api_key": "k", "base_url": f"http://127.0.0.1:{port}"}}}
+    cfg = {"connections": {"st": {"type": "stability", "api_key": "k", "base_url": f"http://127.0.0.1:{free_port()}"}}}
     with Mesh.from_config(cfg) as mesh, pytest.raises(ProviderConnectionError, match="cannot reach stability"):
         _gen(mesh).execute()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 
 import pytest
+
+from _transport_checks import assert_refused, assert_times_out
 
 from langchain_mesh import Mesh
 from langchain_mesh.config import load_config
@@ -19,9 +20,7 @@ from langchain_mesh.errors import (
     ConfigError,
     CredentialError,
     NotFoundError,
-    ProviderConnectionError,
     ProviderError,
-    ProviderTimeoutError,
     RateLimitError,
     ServerError,
     SettingsError,
@@ -29,6 +28,7 @@ from langchain_mesh.errors import (
 )
 from langchain_mesh.schema import StreamChunk, StreamFooter
 from langchain_mesh.testing.openai import make_png
+from langchain_mesh.testing.wire import free_port
 
 CHAT = "vertex:gcp:gemini-2.5-flash"
 GEN = "/v1beta1/projects/test-project/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"
@@ -452,23 +452,14 @@ def test_application_default_credentials(vertex_server, sa_key, tmp_path, monkey
 
 async def test_timeout(vertex_server, sa_key):
     with Mesh.from_config(_config(vertex_server, sa_key, timeout=1)) as mesh:
-        vertex_server.script(delay=2.5)
-        with pytest.raises(ProviderTimeoutError):
-            _q(mesh).execute()
-        vertex_server.script(delay=2.5)
-        with pytest.raises(ProviderTimeoutError):
-            await _q(mesh).aexecute()
+        await assert_times_out(vertex_server, mesh.get_llm(CHAT), 2.5)
 
 
 def test_refused_connection(sa_key, vertex_server):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cfg = _config(vertex_server, sa_key)
-    cfg["connections"]["gem"]["base_url"] = f"http://127.0.0.1:{port}"
+    cfg["connections"]["gem"]["base_url"] = f"http://127.0.0.1:{free_port()}"
     with Mesh.from_config(cfg) as mesh:
-        with pytest.raises(ProviderConnectionError, match="cannot reach vertex"):
-            _q(mesh, llm="vertex:gem:gemini-2.5-flash").execute()
+        assert_refused(mesh.get_llm("vertex:gem:gemini-2.5-flash"), match="cannot reach vertex", stream=False)
 
 
 async def test_cut_stream_is_interrupted_with_partial_text(vertex_server, mesh):
