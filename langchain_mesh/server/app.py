@@ -133,7 +133,7 @@ class MeshApp:
         for llm_id, plan in self._forward.items():
             embeds = Purpose.TEXT_EMBEDDING_EXTRACTION in self._llms[llm_id].info.purposes
             try:
-                await plan.connection._target(plan.model, "/embeddings" if embeds else "/chat/completions")
+                await plan.prepare("/embeddings" if embeds else "/chat/completions")
             except Exception as e:  # noqa: BLE001 - its requests will say the same, as an OpenAI error
                 log.warning("%s is not ready: %s", llm_id, e)
 

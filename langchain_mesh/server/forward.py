@@ -95,6 +95,10 @@ class Forward:
                 strip_usage = True
         return orjson.dumps(data), strip_usage
 
+    async def prepare(self, path: str) -> None:
+        """Build what the first request to ``path`` would (the SDK client, the URL and headers)."""
+        await self.connection._target(self.model, path)
+
     async def send(self, path: str, body: bytes, stream: bool) -> Any:
         """The upstream's answer (bytes, or a stream's :class:`ForwardedBody` with its first piece read),
         retried as the mesh's retry policy does while nothing was sent to the client: a retryable
