@@ -288,7 +288,7 @@ class OpenAIWireConnection(Connection):
         client = self._aclient(model)
         # Azure routes by the body's model (its deployment); nothing else of the body matters here
         options = FinalRequestOptions.construct(method="post", url=path, json_data={"model": self.wire_model(model)})
-        options = await client._prepare_options(options)
+        options = await client._prepare_options(options)  # calls a token provider, as the SDK does
         request = client._build_request(options)
         await client._prepare_request(request)
         target = Target("POST", str(request.url),
