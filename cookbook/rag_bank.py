@@ -4,8 +4,9 @@ RAG chain over it, printing the sources — all on the embedded default (local m
     python cookbook/rag_bank.py "How do I list the embedding models of a mesh?"
 
 The bank is the default mesh's ``docs`` bank (``$MESH_BANKS_DIR/docs``, else ``./banks/docs``).
-Ingesting is idempotent: chunk ids derive from file and offset, so a rerun makes a new version with
-the same content rather than duplicates.
+Ingesting syncs: chunk ids derive from file and offset, and a chunk whose text and metadata did not
+change keeps its vector, so a rerun over the same documents embeds nothing and makes no new version
+(chunks of deleted or shortened files are removed: the bank mirrors the folder).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from langchain_core.runnables import RunnablePassthrough
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rag_chain import PROMPT, format_docs, pick_llm  # noqa: E402
 
-from knowledge_banks.ingest import ingest  # noqa: E402
+from knowledge_banks.ingest import describe_counts, ingest  # noqa: E402
 from langchain_mesh import Mesh, MeshChatModel  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent / "docs"
@@ -40,8 +41,9 @@ def build_chain(mesh: Mesh, kb_id: str = "docs", k: int = 2) -> Any:
 def main(mesh: Optional[Mesh] = None, question: str = QUESTION, kb_id: str = "docs") -> dict[str, Any]:
     mesh = mesh or Mesh.default()
     kb = mesh.get_knowledge_bank(kb_id)
-    counts = ingest(kb, [str(DOCS)], chunk_size=400, chunk_overlap=40, clear=True)
-    print(f"Bank {kb.id}: {counts['chunks']} chunks from {counts['files']} files at {kb.folder.root}")
+    counts = ingest(kb, [str(DOCS)], chunk_size=400, chunk_overlap=40, mirror=True)
+    print(f"Bank {kb.id}: {counts['chunks']} chunks from {counts['files']} files at {kb.folder.root} "
+          f"({describe_counts(counts)})")
     out = build_chain(mesh, kb_id).invoke(question)
     print(f"Q: {question}")
     print("Sources:")

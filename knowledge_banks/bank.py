@@ -22,7 +22,21 @@ if TYPE_CHECKING:
     from langchain_mesh.mesh import Mesh
 
 __all__ = ["KnowledgeBank", "KnowledgeBankListItem", "KnowledgeBankSettings", "KnowledgeBankWriter",
-           "WriterBusyError"]
+           "SyncResult", "WriterBusyError"]
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What :meth:`KnowledgeBankWriter.sync_documents` changed: only ``added`` documents were embedded."""
+
+    added: int
+    unchanged: int
+    deleted: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.deleted)
+
 
 @dataclass(frozen=True)
 class KnowledgeBankListItem:
@@ -146,6 +160,7 @@ class KnowledgeBankWriter:
         self.bank = bank
         self._store: Any = None
         self._release: Any = None
+        self._synced = False
         self._schema = bank._settings_data().get("metadata_schema") or {}
 
     def __enter__(self) -> "KnowledgeBankWriter":
@@ -161,7 +176,7 @@ class KnowledgeBankWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         engine = self.bank.engine
         try:
-            if exc_type is None:
+            if exc_type is None and not self._nothing_new():
                 engine.commit(self._store)
             else:
                 engine.discard(self._store)
@@ -171,6 +186,11 @@ class KnowledgeBankWriter:
         finally:
             self._close()
         return False
+
+    def _nothing_new(self) -> bool:
+        # After a sync that found every document unchanged, a store that can tell it holds nothing new
+        # makes no new version: an identical copy would only push a real one out of the history.
+        return self._synced and not getattr(self._store, "has_unsaved_changes", True)
 
     def _close(self) -> None:
         self._store = None
@@ -193,8 +213,53 @@ class KnowledgeBankWriter:
         self._require_open()
         return _SchemaCheckedStore(self)
 
+    def sync_documents(self, documents: list[Any], ids: list[str], *, cleanup: Optional[str] = None,
+                       batch_size: int = 64, on_batch: Any = None) -> SyncResult:
+        """Make the staged version hold ``documents`` under ``ids``, embedding only what changed.
+
+        A document whose id is already stored with the same text and metadata keeps its vector; a new
+        or changed one is (re-)embedded. ``cleanup="full"`` also deletes every stored document not in
+        ``ids`` (the bank then mirrors exactly this set); ``None`` deletes nothing. ``on_batch(n)`` is
+        called after each batch of documents is compared, for progress bars.
+        """
+        self._require_open()
+        if cleanup not in (None, "full"):
+            raise ValueError(f"cleanup must be None or 'full', not {cleanup!r}")
+        if len(ids) != len(documents):
+            raise ValueError(f"{len(ids)} ids for {len(documents)} documents")
+        store = self.as_langchain_vectorstore()
+        added = unchanged = 0
+        for start in range(0, len(documents), batch_size):
+            docs, doc_ids = documents[start:start + batch_size], ids[start:start + batch_size]
+            stored = {d.id: d for d in store.get_by_ids(doc_ids)}
+            todo = [(d, i) for d, i in zip(docs, doc_ids) if not _same_document(stored.get(i), d)]
+            if todo:
+                store.add_documents([d for d, _ in todo], ids=[i for _, i in todo])
+            added += len(todo)
+            unchanged += len(docs) - len(todo)
+            if on_batch is not None:
+                on_batch(len(docs))
+        deleted = self._delete_others(store, set(ids)) if cleanup == "full" else 0
+        self._synced = True
+        return SyncResult(added=added, unchanged=unchanged, deleted=deleted)
+
+    def _delete_others(self, store: Any, keep: set[str]) -> int:
+        all_ids = getattr(self._store, "document_ids", None)
+        if all_ids is None:
+            raise NotImplementedError(
+                f"the {self.bank.config.backend} backend cannot list its documents, so sync_documents cannot "
+                f"remove stale ones; use cleanup=None, or writer.clear() before adding")
+        stale = [i for i in all_ids() if i not in keep]
+        if stale:
+            store.delete(stale)
+        return len(stale)
+
     def get_metadata_formatter(self) -> MetadataFormatter:
         return MetadataFormatter(self.bank.images_dir)
+
+
+def _same_document(stored: Any, doc: Any) -> bool:
+    return stored is not None and stored.page_content == doc.page_content and stored.metadata == doc.metadata
 
 
 class _SchemaCheckedStore:

@@ -212,6 +212,11 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
                 self._bm25.clear()
             self._dirty = True
 
+    def document_ids(self) -> list[str]:
+        """Every stored document's id (what a writer's ``sync_documents(cleanup="full")`` compares)."""
+        with self._lock:
+            return list(self._records)
+
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         with self._lock:
             return [self._doc(i) for i in ids if i in self._records]

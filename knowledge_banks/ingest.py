@@ -3,7 +3,8 @@
 Text and Markdown are read as UTF-8; PDFs page by page when ``pypdf`` is installed. Chunks are cut
 with LangChain's recursive splitter (Markdown-aware for ``.md``) and keep ``source``, ``start_index``
 and, for PDFs, ``page``. Chunk ids derive from the source path and offset, so ingesting the same
-file again replaces its chunks instead of duplicating them.
+file again replaces its chunks instead of duplicating them; chunks whose text and metadata did not
+change keep their vectors (only what changed is embedded again).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from langchain_mesh.errors import MeshError
 
-__all__ = ["find_files", "load_documents", "split_documents", "ingest", "TEXT_SUFFIXES"]
+__all__ = ["find_files", "load_documents", "split_documents", "ingest", "describe_counts", "TEXT_SUFFIXES"]
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 PDF_SUFFIXES = {".pdf"}
@@ -71,8 +72,15 @@ def chunk_id(doc: Any) -> str:
 
 
 def ingest(kb: Any, paths: Iterable[str], chunk_size: int = 1000, chunk_overlap: int = 150,
-           clear: bool = False, batch_size: int = 64, progress: bool = True) -> dict[str, int]:
-    """Read, split and write; returns counts. Nothing is committed unless every chunk was written."""
+           clear: bool = False, batch_size: int = 64, progress: bool = True,
+           mirror: bool = False) -> dict[str, int]:
+    """Read, split and sync; returns counts. Nothing is committed unless every chunk was written.
+
+    Chunks already in the bank with the same text and metadata keep their vectors: only new or changed
+    chunks are embedded (``added``), and a run that changes nothing makes no new version. ``mirror``
+    also removes every stored chunk not produced by this run (the bank then mirrors ``paths``);
+    ``clear`` starts from an empty bank and embeds everything again.
+    """
     from tqdm.auto import tqdm
 
     files = find_files(paths)
@@ -82,10 +90,15 @@ def ingest(kb: Any, paths: Iterable[str], chunk_size: int = 1000, chunk_overlap:
     with kb.get_writer() as writer:
         if clear:
             writer.clear()
-        store = writer.as_langchain_vectorstore()
         with tqdm(total=len(chunks), desc=f"Ingesting into {kb.id}", unit="chunk", disable=not progress) as bar:
-            for start in range(0, len(chunks), batch_size):
-                batch = chunks[start:start + batch_size]
-                store.add_documents(batch, ids=[chunk_id(c) for c in batch])
-                bar.update(len(batch))
-    return {"files": len(files), "chunks": len(chunks)}
+            result = writer.sync_documents(chunks, [chunk_id(c) for c in chunks], cleanup="full" if mirror else None,
+                                           batch_size=batch_size, on_batch=bar.update)
+    return {"files": len(files), "chunks": len(chunks), "added": result.added, "unchanged": result.unchanged,
+            "deleted": result.deleted}
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """'3 embedded, 4 unchanged, 0 removed' — or that nothing had to be written."""
+    if not counts["added"] and not counts["deleted"]:
+        return f"all {counts['unchanged']} unchanged, nothing embedded, no new version"
+    return f"{counts['added']} embedded, {counts['unchanged']} unchanged, {counts['deleted']} removed"

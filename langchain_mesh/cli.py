@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     p.add_argument("--chunk-size", type=int, default=1000, dest="chunk_size", metavar="N")
     p.add_argument("--chunk-overlap", type=int, default=150, dest="chunk_overlap", metavar="N")
-    p.add_argument("--clear", action="store_true", help="replace the bank's content instead of adding to it")
+    p.add_argument("--clear", action="store_true", help="start from an empty bank and embed everything again")
+    p.add_argument("--mirror", action="store_true",
+                   help="also remove stored chunks these paths no longer produce (the bank mirrors PATHs)")
     p.set_defaults(func=_cmd_kb_ingest)
     p = kb_sub.add_parser("search", parents=[common], help="search a bank")
     p.add_argument("--kb", required=True, metavar="ID", help="knowledge bank id")
@@ -246,12 +248,14 @@ def _cmd_kb_list(mesh: "Mesh", args: argparse.Namespace) -> int:
 
 
 def _cmd_kb_ingest(mesh: "Mesh", args: argparse.Namespace) -> int:
-    from knowledge_banks.ingest import ingest
+    from knowledge_banks.ingest import describe_counts, ingest
 
     kb = mesh.get_knowledge_bank(args.kb)
-    counts = ingest(kb, args.paths, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, clear=args.clear)
+    counts = ingest(kb, args.paths, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, clear=args.clear,
+                    mirror=args.mirror)
     current = next((v.id for v in kb.versions() if v.current), "?")
-    print(f"ingested {counts['chunks']} chunks from {counts['files']} files into {kb.id} (version {current})")
+    print(f"ingested {counts['chunks']} chunks from {counts['files']} files into {kb.id} (version {current}): "
+          f"{describe_counts(counts)}")
     return EXIT_OK
 
 

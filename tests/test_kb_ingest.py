@@ -42,8 +42,12 @@ def test_ingest_then_search(config, capsys):
     assert len(hits) == 4 and hits[0]["metadata"]["source"].endswith("knowledge-banks.md")
     assert all("start_index" in h["metadata"] for h in hits)
 
-    # ingesting the same files again replaces their chunks instead of duplicating them
+    # ingesting the same files again embeds nothing and makes no new version
     assert main(["kb", "ingest", "--kb", "docs", str(DOCS), "--config", config, "--chunk-size", "300"]) == 0
+    assert "nothing embedded, no new version" in capsys.readouterr().out
+    # --clear embeds everything again, into a new version with the same chunks
+    assert main(["kb", "ingest", "--kb", "docs", str(DOCS), "--config", config, "--chunk-size", "300",
+                 "--clear"]) == 0
     capsys.readouterr()
     assert main(["kb", "versions", "--kb", "docs", "--config", config]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -53,6 +57,53 @@ def test_ingest_then_search(config, capsys):
     assert main(["kb", "rollback", "--kb", "docs", "v000001", "--config", config]) == 0
     assert main(["kb", "rollback", "--kb", "docs", "v000042", "--config", config]) == 2
     assert "v000042" in capsys.readouterr().err
+
+
+def _embedded_texts(mesh) -> list[str]:
+    return [t for r in mesh.connection("fake").embedding_requests for t in r.texts]
+
+
+def test_ingest_syncs_only_what_changed(config, tmp_path):
+    from knowledge_banks.ingest import ingest
+    from langchain_mesh import Mesh
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Alpha\n\n" + "alpha words here. " * 40)
+    (docs / "b.md").write_text("# Beta\n\nbeta is short.")
+    (docs / "c.md").write_text("# Gamma\n\ngamma is short too.")
+    mesh = Mesh.from_config(config)
+    kb = mesh.get_knowledge_bank("docs")
+    first = ingest(kb, [str(docs)], chunk_size=200, chunk_overlap=0, progress=False)
+    assert first["added"] == first["chunks"] > 3 and first["unchanged"] == first["deleted"] == 0
+    n_embedded = len(_embedded_texts(mesh))
+    assert n_embedded == first["chunks"]
+
+    again = ingest(kb, [str(docs)], chunk_size=200, chunk_overlap=0, progress=False)
+    assert (again["added"], again["unchanged"], again["deleted"]) == (0, first["chunks"], 0)
+    assert len(_embedded_texts(mesh)) == n_embedded  # no vector computed
+    assert [v.id for v in kb.versions()] == ["v000001"]  # and no new version
+
+    (docs / "b.md").write_text("# Beta\n\nbeta changed.")
+    (docs / "c.md").unlink()
+    synced = ingest(kb, [str(docs)], chunk_size=200, chunk_overlap=0, progress=False, mirror=True)
+    assert (synced["added"], synced["deleted"]) == (1, 1)
+    assert _embedded_texts(mesh)[n_embedded:] == ["# Beta\n\nbeta changed."]  # only the changed chunk
+    texts = {d.page_content for d in kb.as_langchain_vectorstore().similarity_search("beta gamma alpha", k=50)}
+    assert "# Beta\n\nbeta changed." in texts and not any("gamma" in t for t in texts)
+    assert [v.id for v in kb.versions() if v.current] == ["v000002"]
+
+
+def test_sync_refuses_a_bad_cleanup(config):
+    from langchain_core.documents import Document
+
+    from langchain_mesh import Mesh
+
+    kb = Mesh.from_config(config).get_knowledge_bank("docs")
+    with pytest.raises(ValueError, match="cleanup must be None or 'full'"):
+        with kb.get_writer() as w:
+            w.sync_documents([Document(page_content="x")], ["1"], cleanup="sources")
+    assert kb.versions() == []
 
 
 def test_ingest_errors_are_one_line(config, tmp_path, capsys):

@@ -66,6 +66,10 @@ class HuggingFaceLocalConfig(ConnectionConfig):
     device: str = "auto"
     # when a request sets no maxOutputTokens; a 135M model that has not stopped by then is looping
     max_new_tokens: int = Field(default=256, ge=1)
+    # Loop control for small models under greedy decoding (see local/generation.py); a request can
+    # override both through settings.extra, e.g. {"repetition_penalty": 1.0, "loop_ngram": 0} = off.
+    repetition_penalty: float = Field(default=1.15, ge=1.0, le=3.0)
+    loop_ngram: int = Field(default=4, ge=0)  # stop before a run of this many words occurs a third time
     embedding_batch_size: int = Field(default=32, ge=1)
 
 
@@ -143,7 +147,7 @@ class HuggingFaceLocalConnection(Connection):
             grammar = json_grammar(s.responseFormat.schema_)
 
         prompt_ids = self._prompt(lm, request.messages, tools, mode, s)
-        params = self._params(s, mode)
+        params = self._params(lm, s, mode)
         constraint = GrammarConstraint(lm, grammar) if grammar is not None else None
 
         # Text streams token by token. A tool call is only known once its text is complete, so call
@@ -193,9 +197,11 @@ class HuggingFaceLocalConnection(Connection):
         head = text[: len(TOOL_CALL_OPEN)]
         return bool(head) and not TOOL_CALL_OPEN.startswith(head)
 
-    def _params(self, s: CompletionSettings, mode: str) -> Any:
+    def _params(self, lm: Any, s: CompletionSettings, mode: str) -> Any:
         from ..local.generation import GenerationParams
 
+        extra = _local_extra(s.extra)
+        free_text = mode in ("text", "auto_call")
         return GenerationParams(
             max_new_tokens=s.maxOutputTokens or (self.config.max_new_tokens if mode == "text" else 1024),
             temperature=s.temperature,
@@ -208,7 +214,11 @@ class HuggingFaceLocalConnection(Connection):
             top_logprobs=s.topLogProbs or 0,
             seed=s.seed,
             # stop sequences would cut a constrained JSON document short; they apply to free text
-            stop=list(s.stopSequences or []) if mode in ("text", "auto_call") else [],
+            stop=(list(s.stopSequences or []) + _transcript_stops(lm)) if free_text else [],
+            # the guards apply to free text only: a grammar already bounds a JSON document or a call
+            repetition_penalty=extra.get("repetition_penalty", self.config.repetition_penalty) if free_text else 1.0,
+            loop_ngram=extra.get("loop_ngram", self.config.loop_ngram) if free_text else 0,
+            stop_token_ids=_template_stop_ids(lm),
         )
 
     def _prompt(self, lm: Any, messages: list[Message], tools: list[Any], mode: str,
@@ -294,6 +304,43 @@ class HuggingFaceLocalConnection(Connection):
             out.extend(pooled.float().cpu().tolist())  # tolist(): Python floats, not numpy scalars
             tokens += int(batch["attention_mask"].sum())
         return EmbeddingResponse(embeddings=out, usage=Usage(input_tokens=tokens), model=model)
+
+
+_EXTRA_SETTINGS = {"repetition_penalty": (float, 1.0, 3.0), "loop_ngram": (int, 0, 64)}
+
+
+def _local_extra(extra: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """settings.extra for a local model: only the generation controls it knows, each range-checked."""
+    out: dict[str, Any] = {}
+    for key, value in (extra or {}).items():
+        if key not in _EXTRA_SETTINGS:
+            raise SettingsError(f"huggingfacelocal models take no setting {key!r} in settings.extra; "
+                                f"they take {', '.join(sorted(_EXTRA_SETTINGS))}", [key])
+        kind, low, high = _EXTRA_SETTINGS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise SettingsError(f"settings.extra[{key!r}] must be a number in [{low}, {high}], not {value!r}", [key])
+        out[key] = kind(value)
+    return out
+
+
+def _template_stop_ids(lm: Any) -> frozenset[int]:
+    """The special tokens the chat template writes between turns (``<|im_start|>``, ``<|im_end|>``...):
+    a model that emits one has finished its turn, even when its generation config names another EOS."""
+    cached = getattr(lm, "_template_stops", None)
+    if cached is None:
+        tok = lm.tokenizer
+        template = getattr(tok, "chat_template", None) or ""
+        specials = set(getattr(tok, "all_special_tokens", [])) | set(getattr(tok, "get_added_vocab", dict)())
+        ids = {tok.convert_tokens_to_ids(t) for t in specials if t and t in template}
+        cached = frozenset(i for i in ids if isinstance(i, int) and i != getattr(tok, "unk_token_id", None))
+        lm._template_stops = cached
+    return cached
+
+
+def _transcript_stops(lm: Any) -> list[str]:
+    """A model without a chat template reads a plain ``role: text`` transcript (see ``_prompt``): a new
+    user line means it is writing the next turn itself."""
+    return [] if getattr(lm.tokenizer, "chat_template", None) else ["\nuser:"]
 
 
 def _log_probs(entries: Optional[list[Any]]) -> Optional[list[TokenLogProb]]:

@@ -5,11 +5,19 @@ every token is yielded as soon as it exists (real streaming, no thread to leak w
 reading), and the seed's settings map one to one onto the steps below — logit bias, presence and
 frequency penalties (OpenAI's definitions), a grammar mask, temperature / top-k / top-p sampling,
 log-probabilities, and stop sequences that never leak into the output.
+
+Small models loop under greedy decoding (SmolLM2-135M answers a question with ``-m -l -m -l ...``
+until the token budget runs out), so two guards run too, both set by the connection's defaults:
+a repetition penalty on the tokens already generated (the CTRL/transformers definition; the prompt is
+left alone, since a RAG answer should be free to copy its context), and :class:`LoopGuard`, which
+stops the answer before any run of ``loop_ngram`` words appears a third time.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterator, Optional, Protocol, Union
 
 from .loading import LoadedModel
@@ -36,6 +44,9 @@ class GenerationParams:
     top_logprobs: int = 0
     seed: Optional[int] = None
     stop: list[str] = field(default_factory=list)
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already generated; 1 = off
+    loop_ngram: int = 0  # stop before a run of this many words occurs a third time; 0 = off
+    stop_token_ids: frozenset[int] = frozenset()  # besides EOS: e.g. the chat template's turn markers
 
 
 @dataclass
@@ -52,6 +63,45 @@ class Finished:
     text: str
 
 
+class LoopGuard:
+    """Finds where an answer starts repeating itself: the point before a run of ``n`` words would occur
+    for the ``max_repeats + 1``-th time.
+
+    Words are whitespace-separated, so the guard sees what a reader sees, whatever the tokenizer. Only
+    complete words count (a word is complete once whitespace follows it, or at the end of the answer),
+    and :meth:`safe_end` tells the decoder not to emit the word still being written, so a cut never
+    has to take back text that was already streamed.
+    """
+
+    def __init__(self, n: int, max_repeats: int = 2):
+        self.n, self.max_repeats = n, max_repeats
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.words: list[str] = []
+        self.pos = 0  # how far ``full`` has been scanned for complete words
+
+    def feed(self, full: str, final: bool = False) -> Optional[int]:
+        """Scan newly completed words; the length to cut the answer to when it started looping, else None."""
+        for m in re.finditer(r"\S+", full[self.pos:]):
+            start, end = self.pos + m.start(), self.pos + m.end()
+            if end == len(full) and not final:
+                break  # still being written
+            self.words.append(m.group())
+            if len(self.words) >= self.n:
+                gram = tuple(self.words[-self.n:])
+                seen = self.counts.get(gram, 0)
+                if seen >= self.max_repeats:
+                    return start
+                self.counts[gram] = seen + 1
+        last_ws = max(full.rfind(" "), full.rfind("\n"), full.rfind("\t"))
+        self.pos = max(self.pos, last_ws + 1) if not final else len(full)
+        return None
+
+    @staticmethod
+    def safe_end(full: str) -> int:
+        """Text up to the last whitespace may be emitted; the word after it may still be cut."""
+        return max(full.rfind(" "), full.rfind("\n"), full.rfind("\t")) + 1
+
+
 class StopMatcher:
     """Releases text only once it cannot be the start of a stop sequence."""
 
@@ -59,8 +109,11 @@ class StopMatcher:
         self.stops = [s for s in stops if s]
         self.emitted = 0
 
-    def feed(self, full: str) -> tuple[str, bool]:
-        """Given all text so far, return (text safe to emit now, whether a stop sequence was hit)."""
+    def feed(self, full: str, limit: Optional[int] = None) -> tuple[str, bool]:
+        """Given all text so far, return (text safe to emit now, whether a stop sequence was hit).
+
+        ``limit`` caps what may be emitted now (the loop guard holds back the word being written).
+        """
         for s in self.stops:
             i = full.find(s, max(0, self.emitted - len(s) + 1))
             if i >= 0:
@@ -73,7 +126,7 @@ class StopMatcher:
                 if full.endswith(s[:k]):
                     hold = max(hold, k)
                     break
-        end = len(full) - hold
+        end = len(full) - hold if limit is None else min(len(full) - hold, limit)
         out = full[self.emitted:end] if end > self.emitted else ""
         self.emitted = max(self.emitted, end)
         return out, False
@@ -82,6 +135,15 @@ class StopMatcher:
         out = full[self.emitted:]
         self.emitted = len(full)
         return out
+
+
+@lru_cache(maxsize=None)
+def _cache_keyword(model_type: type) -> str:
+    """The KV-cache argument's name: transformers 5.25 renamed ``past_key_values`` to ``cache`` (the old
+    name warns on every step), older releases only know the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
 def _eos_ids(lm: LoadedModel) -> set[int]:
@@ -100,7 +162,7 @@ def generate(lm: LoadedModel, input_ids: list[int], params: GenerationParams,
     import torch
 
     model, tok = lm.model, lm.tokenizer
-    eos = _eos_ids(lm)
+    eos = _eos_ids(lm) | set(params.stop_token_ids)
     vocab = int(model.config.vocab_size)
     for t in params.logit_bias:
         if not 0 <= t < vocab:
@@ -117,7 +179,10 @@ def generate(lm: LoadedModel, input_ids: list[int], params: GenerationParams,
     if params.seed is not None:
         gen = torch.Generator(device=lm.device).manual_seed(params.seed)
     greedy = not params.temperature  # None or 0.0
-    counts = torch.zeros(vocab, device=lm.device) if (params.presence_penalty or params.frequency_penalty) else None
+    penalised = params.presence_penalty or params.frequency_penalty or params.repetition_penalty != 1.0
+    counts = torch.zeros(vocab, device=lm.device) if penalised else None
+    loop = LoopGuard(params.loop_ngram) if params.loop_ngram else None
+    cache_kw = _cache_keyword(type(model))
 
     stop = StopMatcher(params.stop)
     generated: list[int] = []
@@ -125,15 +190,20 @@ def generate(lm: LoadedModel, input_ids: list[int], params: GenerationParams,
     past = None
     reason = "length"
     hit_stop = False
+    looped: Optional[int] = None
     for _ in range(params.max_new_tokens):
         with torch.inference_mode():
-            out = model(input_ids=ids, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+            out = model(input_ids=ids, use_cache=True, **{cache_kw: past})
+        past = getattr(out, cache_kw)
         logits = out.logits[0, -1, :vocab].float().clone()
         if bias is not None:
             logits += bias
         if counts is not None:
             logits -= counts * params.frequency_penalty + (counts > 0).float() * params.presence_penalty
+            if params.repetition_penalty != 1.0:
+                seen = counts > 0
+                logits[seen] = torch.where(logits[seen] > 0, logits[seen] / params.repetition_penalty,
+                                           logits[seen] * params.repetition_penalty)
         if constraint is not None:
             constraint.apply(logits)
         token = int(torch.argmax(logits)) if greedy else _sample(logits, params, gen)
@@ -157,13 +227,24 @@ def generate(lm: LoadedModel, input_ids: list[int], params: GenerationParams,
         full = tok.decode(generated, skip_special_tokens=True)
         if full.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
             continue
-        text, hit_stop = stop.feed(full)
+        cut = loop.feed(full) if loop is not None else None
+        if cut is not None:
+            looped = cut
+            break
+        text, hit_stop = stop.feed(full, LoopGuard.safe_end(full) if loop is not None else None)
         if text or lp:
             yield TextDelta(text, lp)
         if hit_stop or (constraint is not None and constraint.is_stopped()):
             reason = "stop"
             break
     full = tok.decode(generated, skip_special_tokens=True)
+    if looped is None and loop is not None and not hit_stop:
+        looped = loop.feed(full, final=True)
+    if looped is not None:  # the answer started over: end it where the repetition began
+        reason, hit_stop = "stop", True
+        if looped > stop.emitted:  # never below: the word being cut was held back
+            yield TextDelta(full[stop.emitted:looped])
+            stop.emitted = looped
     if hit_stop:
         final = full[:stop.emitted]
     else:

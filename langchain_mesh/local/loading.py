@@ -14,9 +14,10 @@ import os
 import shutil
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from ..errors import ConfigError, MeshError
 
@@ -78,6 +79,7 @@ class LoadedModel:
     _guidance_tokenizer: Any = None
     _guidance_lock: Any = None
     _digit_tokens: Any = None
+    _template_stops: Any = None
 
     def guidance_tokenizer(self) -> Any:
         """The llguidance view of the tokenizer (built once; about half a second)."""
@@ -131,6 +133,24 @@ def _progress(desc: str, total: int) -> Any:
     return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Converting and de-quantizing GGUF
+    tensors"...) and advisory log lines, off while we load: ours says what is happening. Restored after,
+    since the caller's process may use transformers for its own work."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_causal_lm(path: Path, device: Optional[str] = None, kind: str = "auto") -> LoadedModel:
     """A chat model from a HF folder or a GGUF file, with its tokenizer and chat template."""
     dev = pick_device(device)
@@ -143,7 +163,7 @@ def _load_causal_lm(path: Path, device: str) -> LoadedModel:
 
     if not path.exists():
         raise ConfigError(f"local model path {path} does not exist")
-    with _progress(f"Loading {path.name}", 3) as bar:
+    with _progress(f"Loading {path.name}", 3) as bar, _quiet_transformers():
         source, gguf_file = path, None
         if path.suffix == ".gguf":
             cached = _gguf_cache_for(path)
@@ -196,7 +216,7 @@ def _load_encoder(path: Path, device: str) -> LoadedModel:
 
     if not path.exists():
         raise ConfigError(f"local model path {path} does not exist")
-    with _progress(f"Loading {path.name}", 2) as bar:
+    with _progress(f"Loading {path.name}", 2) as bar, _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         bar.update(1)
         model = AutoModel.from_pretrained(str(path))
