@@ -154,7 +154,8 @@ class Mesh:
     def list_knowledge_banks(self) -> list[Any]:
         from knowledge_banks.bank import KnowledgeBankListItem
 
-        return [KnowledgeBankListItem(id=k, name=k, backend=c.backend, description=c.description)
+        return [KnowledgeBankListItem(id=k, name=k, backend=c.backend, description=c.description,
+                                      embedding_llm=c.embedding_llm, mesh=self)
                 for k, c in self.config.knowledge_banks.items()]
 
     def get_knowledge_bank(self, kb_id: str) -> Any:
