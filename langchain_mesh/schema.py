@@ -438,6 +438,14 @@ class CompletionRequest(_Model):
     messages: list[Message]
     settings: CompletionSettings = Field(default_factory=CompletionSettings)
 
+    @classmethod
+    def from_prompt(cls, prompt: str, settings: Optional[CompletionSettings] = None) -> "CompletionRequest":
+        """A text completion (a prompt string): one user message. The one definition shared by
+        ``POST /v1/completions`` and :class:`~langchain_mesh.langchain.MeshLLM` (mesh LLMs are chat
+        models, so a prompt is what a user says; providers' legacy completion APIs are not used)."""
+        message = Message.model_construct(role="user", content=prompt, tool_calls=None, tool_call_id=None, name=None)
+        return cls.model_construct(messages=[message], settings=settings or CompletionSettings())
+
 
 class Usage(_Model):
     input_tokens: int = 0
