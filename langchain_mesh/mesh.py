@@ -197,13 +197,25 @@ class Mesh:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
         return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n)
 
+    def _check_images(self, llm: "LLM", request: EmbeddingRequest) -> None:
+        """Images go only to a model that embeds them: anywhere else they would be dropped or misread."""
+        if request.images and not llm.capabilities.image_embedding:
+            from .errors import CapabilityError
+
+            able = [i.id for i in self.list_llms("TEXT_EMBEDDING_EXTRACTION") if i.capabilities.image_embedding]
+            raise CapabilityError(f"{llm.id} does not embed images (only texts). Image embedding models: "
+                                  f"{', '.join(able) or 'none in this mesh'} (Bedrock amazon.titan-embed-image-v1, "
+                                  "Vertex multimodalembedding@001, Cohere embed-v4.0)")
+
     def embed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
+        self._check_images(llm, request)
         conn, n = llm.connection, llm.connection.config.max_retries
         if not n:
             return conn.embed(llm.model, request)
         return call_with_retries(lambda: conn.embed(llm.model, request), n)
 
     async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
+        self._check_images(llm, request)
         conn, n = llm.connection, llm.connection.config.max_retries
         if not n:
             return await conn.aembed(llm.model, request)
