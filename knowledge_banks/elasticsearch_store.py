@@ -28,6 +28,12 @@ and remembers for its lifetime not to ask again. ``alpha`` other than 0.5 weighs
 (1-α)·minmax(BM25)`` over the union of both windows, each candidate's missing score fetched exactly
 from the cluster (as FAISS computes it), via :func:`~knowledge_banks.fusion.weighted_score_fusion`.
 
+Strategy. ``strategy=DenseVectorStrategy(hybrid=True, rrf=...)`` (from ``elasticsearch.helpers.vectorstore``,
+the seed's form) makes ``similarity_search`` the hybrid search: ``rrf`` True or a dict of its
+parameters runs the rrf retriever above; ``rrf=False`` sends ``knn`` and a BM25 ``query`` in one
+search (the cluster sums their scores). What the strategy carries that the store cannot honour is
+refused by :func:`strategy_options`.
+
 Async: every operation has an ``a``-prefixed variant on ``AsyncElasticsearch`` (one client per event
 loop, made from the same connection settings; with only a sync ``client=`` given, async calls run it
 in a worker thread).

@@ -199,7 +199,7 @@ class Mesh:
 
     def _check_images(self, llm: "LLM", request: EmbeddingRequest) -> None:
         """Images go only to a model that embeds them: anywhere else they would be dropped or misread."""
-        if request.images and not llm.capabilities.image_embedding:
+        if request.images and not (llm.capabilities.image_embedding and llm.connection.embeds_images):
             from .errors import CapabilityError
 
             able = [i.id for i in self.list_llms("TEXT_EMBEDDING_EXTRACTION") if i.capabilities.image_embedding]

@@ -109,3 +109,16 @@ def test_text_only_models_refuse_images_with_capability_error():
             llm.new_embeddings().add_image(b"not an image")
         with pytest.raises(SettingsError, match="at least one text or image"):
             llm.new_embeddings().execute()
+
+
+def test_a_declared_capability_is_not_enough_without_a_connection_that_sends_images(openai_server):
+    # a config may claim image_embedding for a model; the openai connection has no image wire format,
+    # so images are refused rather than dropped
+    cfg = {"connections": {"oa": {"type": "openai", "api_key": "k", "base_url": openai_server.base_url,
+                                  "models": [{"id": "text-embedding-3-small",
+                                              "capabilities": {"image_embedding": True}}]}}}
+    with Mesh.from_config(cfg) as mesh:
+        llm = mesh.get_llm("openai:oa:text-embedding-3-small")
+        with pytest.raises(CapabilityError, match="does not embed images"):
+            llm.new_embeddings().add_image(PNG).execute()
+    assert not openai_server.requests

@@ -108,6 +108,12 @@ def test_refusals_name_the_field(srv, extra, param, words):
     assert err["param"] == param and words in err["message"]
 
 
+def test_openapi_lists_the_endpoint(srv):
+    doc = httpx.get(srv.url + "/openapi.json").json()
+    assert doc["paths"]["/v1/completions"]["post"]["operationId"] == "createCompletion"
+    assert "CompletionsRequest" in doc["components"]["schemas"]
+
+
 def test_mesh_llm_takes_the_same_path(srv):
     from langchain_mesh.langchain import MeshLLM
 

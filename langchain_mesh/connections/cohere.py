@@ -101,6 +101,7 @@ def _transport_error(e: Exception, base: str) -> ProviderError:
 
 class CohereConnection(Connection):
     type_name = "cohere"
+    embeds_images = True
     config_model = CohereConfig
     config: CohereConfig
 

@@ -206,6 +206,7 @@ def _reason(details: Any) -> Optional[str]:
 
 class VertexConnection(Connection):
     type_name = "vertex"
+    embeds_images = True
     config_model = VertexConfig
     config: VertexConfig
 
