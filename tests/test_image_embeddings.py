@@ -5,6 +5,7 @@ without image embeddings refuses with CapabilityError."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -65,6 +66,7 @@ def test_vertex_multimodalembedding(vertex_server, sa_key):
         q.settings["dimensions"] = 256
         img, txt = q.execute().get_embeddings()
         assert len(img) == len(txt) == 256 and img != txt
+        assert asyncio.run(q.aexecute()).get_embeddings() == [img, txt]  # the SDK's async request too
         predicts = [r for r in vertex_server.requests if r.path.endswith("multimodalembedding@001:predict")]
         assert predicts[0].path.startswith("/v1beta1/projects/")
         bodies = [r.json for r in predicts]
