@@ -14,6 +14,8 @@ _EXPORTS = {
     "ElasticsearchBulkError": "knowledge_banks.elasticsearch_store",
     "AzureSearchVectorStore": "knowledge_banks.azure_search_store",
     "KnowledgeBankRetriever": "knowledge_banks.retriever",
+    "FolderDocumentRef": "knowledge_banks.metadata",
+    "ManagedFolderDocumentRef": "knowledge_banks.metadata",
     "BM25Index": "knowledge_banks.lexical",
     "Tokenizer": "knowledge_banks.lexical",
     "compile_filter": "knowledge_banks.filters",

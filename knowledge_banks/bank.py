@@ -7,9 +7,10 @@ and makes it current only when the ``with`` block exits cleanly (see :mod:`knowl
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
@@ -38,12 +39,26 @@ class SyncResult:
         return bool(self.added or self.deleted)
 
 
+
 @dataclass(frozen=True)
 class KnowledgeBankListItem:
+    """One entry of ``mesh.list_knowledge_banks()`` (the seed's ``DSSKnowledgeBankListItem``: it prints
+    ``kb.name`` and ``kb.id``); ``as_core_knowledge_bank()`` opens the bank."""
+
     id: str
     name: str
     backend: str
     description: str
+    embedding_llm: str = ""
+    mesh: Any = field(default=None, repr=False, compare=False)
+
+    def as_core_knowledge_bank(self) -> "KnowledgeBank":
+        if self.mesh is None:
+            raise RuntimeError(f"list item {self.id!r} was made without its mesh; use mesh.get_knowledge_bank(id)")
+        return self.mesh.get_knowledge_bank(self.id)
+
+    def to_knowledge_bank(self) -> "KnowledgeBank":
+        return self.as_core_knowledge_bank()
 
 
 class KnowledgeBankSettings:
@@ -132,17 +147,54 @@ class KnowledgeBank:
         """Make an earlier version current again (readers opened afterwards see it)."""
         self.engine.rollback(version)
 
-    def as_langchain_vectorstore(self, **kwargs: Any) -> Any:
-        """The current version as a LangChain vector store (a snapshot: later commits are not seen)."""
-        return self.engine.open_current()
+    def as_core_knowledge_bank(self) -> "KnowledgeBank":
+        """The bank itself: the seed's ``project.get_knowledge_bank(id).as_core_knowledge_bank()`` runs as is
+        (here the public handle and the core handle are one object)."""
+        return self
+
+    def as_langchain_vectorstore(self, **vectorstore_kwargs: Any) -> Any:
+        """The current version as a LangChain vector store (FAISS: a snapshot, later commits are not seen).
+
+        Keywords: on Elasticsearch, ``strategy=DenseVectorStrategy(hybrid=True, rrf=True | False | {...})``
+        makes the store's similarity search the hybrid search. Any other keyword is refused, named."""
+        allowed = tuple(getattr(self.engine, "reader_options", ()))
+        unknown = sorted(set(vectorstore_kwargs) - set(allowed))
+        if unknown:
+            from langchain_mesh.errors import SettingsError
+
+            raise SettingsError(
+                f"knowledge bank {self.id!r} ({self.config.backend}): as_langchain_vectorstore() does not take "
+                f"{', '.join(unknown)}; it takes {', '.join(allowed) or 'no keyword'} on this backend", unknown)
+        return self.engine.open_current(**vectorstore_kwargs)
 
     def as_langchain_retriever(self, search_type: str = "similarity", search_kwargs: Optional[dict[str, Any]] = None,
-                               **kwargs: Any) -> Any:
+                               vectorstore_kwargs: Optional[dict[str, Any]] = None, **retriever_kwargs: Any) -> Any:
+        """A retriever over the current version.
+
+        ``search_type``: similarity, similarity_score_threshold, mmr, hybrid, keyword (semantic_hybrid on
+        Azure AI Search); ``search_kwargs``: what that search takes (k, filter, ...);
+        ``vectorstore_kwargs``: passed to :meth:`as_langchain_vectorstore` (the seed's Elasticsearch
+        ``{"strategy": DenseVectorStrategy(hybrid=True)}``); other keywords are the retriever's own
+        (``k``, ``tags``, ``metadata``). Anything not understood is refused with an error naming it."""
+        from langchain_mesh.errors import SettingsError
+
         from .retriever import KnowledgeBankRetriever
 
-        store = self.as_langchain_vectorstore()
+        own = set(KnowledgeBankRetriever.model_fields) - {"vectorstore", "search_type", "search_kwargs", "images_dir"}
+        unknown = sorted(set(retriever_kwargs) - own)
+        if unknown:
+            raise SettingsError(f"as_langchain_retriever() does not take {', '.join(unknown)}; it takes search_type, "
+                                f"search_kwargs, vectorstore_kwargs and {', '.join(sorted(own))}", unknown)
+        if search_type not in KnowledgeBankRetriever.allowed_search_types:
+            raise SettingsError(f"search_type {search_type!r} is not one of "
+                                f"{', '.join(KnowledgeBankRetriever.allowed_search_types)}", ["search_type"])
+        store = self.as_langchain_vectorstore(**(vectorstore_kwargs or {}))
+        if getattr(store, "hybrid", None) is not None and search_type != "similarity":
+            raise SettingsError(f"search_type {search_type!r} cannot be used with a hybrid strategy: only "
+                                "'similarity' is (it runs the hybrid search)", ["search_type"])
+        _check_search_kwargs(store, search_type, search_kwargs or {})
         return KnowledgeBankRetriever(vectorstore=store, search_type=search_type, search_kwargs=search_kwargs or {},
-                                      images_dir=str(self.images_dir), **kwargs)
+                                      images_dir=str(self.images_dir), **retriever_kwargs)
 
     # ---- writing ----------------------------------------------------------------------------------
 
@@ -197,6 +249,11 @@ class KnowledgeBankWriter:
         if self._release is not None:
             self._release()
             self._release = None
+
+    @property
+    def folder_path(self) -> str:
+        """The bank's local folder (settings, images, and FAISS's versions): the seed prints it."""
+        return str(self.bank.folder.root)
 
     def _require_open(self) -> None:
         if self._store is None:
@@ -288,3 +345,41 @@ class _SchemaCheckedStore:
         return getattr(self._writer._store, name)
 
 
+
+
+# What each search type calls on the store: a retriever's search_kwargs must be parameters of one of
+# these (the methods pass **kwargs down the chain, which would otherwise swallow a typo silently).
+_SEARCH_METHODS = {
+    "similarity": ("similarity_search", "similarity_search_with_score", "similarity_search_with_score_by_vector"),
+    "similarity_score_threshold": ("similarity_search_with_relevance_scores", "similarity_search_with_score",
+                                   "similarity_search_with_score_by_vector"),
+    "mmr": ("max_marginal_relevance_search", "max_marginal_relevance_search_by_vector"),
+    "hybrid": ("hybrid_search", "hybrid_search_with_score", "hybrid_search_with_score_by_vector"),
+    "keyword": ("keyword_search", "keyword_search_with_score"),
+    "semantic_hybrid": ("semantic_hybrid_search", "semantic_hybrid_search_with_score"),
+}
+_NOT_SEARCH_KWARGS = {"self", "query", "embedding", "run_manager"}
+
+
+def _search_params(store: Any, search_type: str) -> set[str]:
+    names = {"k", "filter"} | ({"score_threshold"} if search_type == "similarity_score_threshold" else set())
+    if search_type == "similarity" and getattr(store, "hybrid", None) is not None:
+        return names | {"num_candidates"}  # what the hybrid strategy's search takes
+    for method in _SEARCH_METHODS.get(search_type, ()):
+        fn = getattr(store, method, None)
+        if fn is None:
+            continue
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in _NOT_SEARCH_KWARGS:
+                names.add(p.name)
+    return names
+
+
+def _check_search_kwargs(store: Any, search_type: str, search_kwargs: dict[str, Any]) -> None:
+    from langchain_mesh.errors import SettingsError
+
+    known = _search_params(store, search_type)
+    unknown = sorted(set(search_kwargs) - known)
+    if unknown:
+        raise SettingsError(f"search_kwargs {', '.join(unknown)} not understood by a {search_type!r} search on "
+                            f"{type(store).__name__}; it takes {', '.join(sorted(known))}", unknown)

@@ -116,10 +116,16 @@ class ElasticsearchBankEngine:
 
     # ---- readers -------------------------------------------------------------------------------------
 
-    def open_current(self) -> ElasticsearchVectorStore:
-        """A store reading through the alias: each search sees the version current at that moment."""
+    #: keywords ``kb.as_langchain_vectorstore(...)`` accepts on this backend
+    reader_options = ("strategy",)
+
+    def open_current(self, strategy: Any = None) -> ElasticsearchVectorStore:
+        """A store reading through the alias: each search sees the version current at that moment.
+
+        ``strategy``: an ``elasticsearch.helpers.vectorstore.DenseVectorStrategy``; with ``hybrid=True``
+        the store's similarity search is the hybrid search (RRF, or summed scores with ``rrf=False``)."""
         return ElasticsearchVectorStore(embedding=self.embedding, index_name=self.alias, create_index=False,
-                                        **self._store_args)
+                                        strategy=strategy, **self._store_args)
 
     # ---- writers -------------------------------------------------------------------------------------
 

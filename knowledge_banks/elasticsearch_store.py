@@ -28,6 +28,12 @@ and remembers for its lifetime not to ask again. ``alpha`` other than 0.5 weighs
 (1-α)·minmax(BM25)`` over the union of both windows, each candidate's missing score fetched exactly
 from the cluster (as FAISS computes it), via :func:`~knowledge_banks.fusion.weighted_score_fusion`.
 
+Strategy. ``strategy=DenseVectorStrategy(hybrid=True, rrf=...)`` (from ``elasticsearch.helpers.vectorstore``,
+the seed's form) makes ``similarity_search`` the hybrid search: ``rrf`` True or a dict of its
+parameters runs the rrf retriever above; ``rrf=False`` sends ``knn`` and a BM25 ``query`` in one
+search (the cluster sums their scores). What the strategy carries that the store cannot honour is
+refused by :func:`strategy_options`.
+
 Async: every operation has an ``a``-prefixed variant on ``AsyncElasticsearch`` (one client per event
 loop, made from the same connection settings; with only a sync ``client=`` given, async calls run it
 in a worker thread).
@@ -98,7 +104,7 @@ class ElasticsearchVectorStore(BankStoreMixin, VectorStore):
                  metadata_schema: Optional[dict[str, str]] = None, similarity: str = "cosine",
                  index_options: Optional[dict[str, Any]] = None, refresh: bool | str = True,
                  create_index: bool = True, num_candidates: Optional[int] = None, bulk_batch_size: int = 500,
-                 client_kwargs: Optional[dict[str, Any]] = None):
+                 client_kwargs: Optional[dict[str, Any]] = None, strategy: Any = None):
         given = [n for n, v in (("es_url", es_url), ("client", client), ("cloud_id", cloud_id)) if v]
         if len(given) != 1:
             raise ValueError("give exactly one of es_url=, client= or cloud_id= (with api_key=), "
@@ -113,6 +119,8 @@ class ElasticsearchVectorStore(BankStoreMixin, VectorStore):
         self.num_candidates = num_candidates
         self.bulk_batch_size = int(bulk_batch_size)
         index_mapping(None, similarity, index_options, self.metadata_schema)  # validates early
+        #: how ``similarity_search`` runs, from an ``elasticsearch`` ``DenseVectorStrategy`` (None: plain kNN)
+        self.hybrid = strategy_options(strategy, similarity)
         self._conn = {k: v for k, v in (("hosts", es_url), ("cloud_id", cloud_id), ("api_key", api_key),
                                         ("basic_auth", basic_auth)) if v}
         self._conn.update(client_kwargs or {})
@@ -454,6 +462,7 @@ class ElasticsearchVectorStore(BankStoreMixin, VectorStore):
     def similarity_search_with_score_by_vector(self, embedding: list[float], k: int = 4, filter: FilterSpec = None,
                                                num_candidates: Optional[int] = None,
                                                **kwargs: Any) -> list[tuple[Document, float]]:
+        self._no_strategy("search by vector (the hybrid search needs the query text)")
         if k <= 0:
             return []
         return self._search(self._knn_body(embedding, k, self._filter(filter), num_candidates))
@@ -461,18 +470,73 @@ class ElasticsearchVectorStore(BankStoreMixin, VectorStore):
     async def asimilarity_search_with_score_by_vector(self, embedding: list[float], k: int = 4,
                                                       filter: FilterSpec = None, num_candidates: Optional[int] = None,
                                                       **kwargs: Any) -> list[tuple[Document, float]]:
+        self._no_strategy("search by vector (the hybrid search needs the query text)")
         if k <= 0:
             return []
         return await self._asearch(self._knn_body(embedding, k, await self._afilter(filter), num_candidates))
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: FilterSpec = None,
                                      **kwargs: Any) -> list[tuple[Document, float]]:
+        if self.hybrid is not None:  # the store was opened with a hybrid DenseVectorStrategy
+            return self._strategy_search(query, self.embedding.embed_query(query), k, filter, kwargs)
         return self.similarity_search_with_score_by_vector(self.embedding.embed_query(query), k, filter, **kwargs)
 
     async def asimilarity_search_with_score(self, query: str, k: int = 4, filter: FilterSpec = None,
                                             **kwargs: Any) -> list[tuple[Document, float]]:
         vector = await self.embedding.aembed_query(query)
+        if self.hybrid is not None:
+            return await self._astrategy_search(query, vector, k, filter, kwargs)
         return await self.asimilarity_search_with_score_by_vector(vector, k, filter, **kwargs)
+
+    # ---- the hybrid strategy -------------------------------------------------------------------------------
+
+    def _strategy_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from langchain_mesh.errors import SettingsError
+
+        unknown = sorted(set(kwargs) - {"num_candidates"})
+        if unknown:
+            raise SettingsError(f"similarity search with a hybrid strategy takes k, filter and num_candidates; "
+                                f"unknown: {', '.join(unknown)}", unknown)
+        opts = self.hybrid or {}
+        if opts.get("fusion") != "rrf":
+            return dict(kwargs)
+        return {"fusion": "rrf", "rank_constant": opts["rank_constant"], "rank_window_size": opts["rank_window_size"],
+                **kwargs}
+
+    def _sum_body(self, query: str, vector: Sequence[float], k: int, filters: list[dict[str, Any]],
+                  num_candidates: Optional[int]) -> dict[str, Any]:
+        # DenseVectorStrategy(hybrid=True, rrf=False): one search with a kNN clause and a BM25 query
+        # beside it; Elasticsearch returns their union with the two scores summed
+        k = min(int(k), MAX_K)
+        return {"knn": self._knn(vector, k, filters, num_candidates), "query": self._bm25(query, filters),
+                "size": k, "source": SOURCE_FIELDS}
+
+    def _strategy_search(self, query: str, vector: Sequence[float], k: int, filter: FilterSpec,
+                         kwargs: dict[str, Any]) -> list[tuple[Document, float]]:
+        kw = self._strategy_kwargs(kwargs)
+        if k <= 0:
+            return []
+        if self.hybrid and self.hybrid["fusion"] == "sum":
+            return self._search(self._sum_body(query, vector, k, self._filter(filter), kw.get("num_candidates")))
+        return self.hybrid_search_with_score_by_vector(query, list(vector), k, filter, **kw)
+
+    async def _astrategy_search(self, query: str, vector: Sequence[float], k: int, filter: FilterSpec,
+                                kwargs: dict[str, Any]) -> list[tuple[Document, float]]:
+        kw = self._strategy_kwargs(kwargs)
+        if k <= 0:
+            return []
+        if self.hybrid and self.hybrid["fusion"] == "sum":
+            body = self._sum_body(query, vector, k, await self._afilter(filter), kw.get("num_candidates"))
+            return await self._asearch(body)
+        return await self.ahybrid_search_with_score_by_vector(query, list(vector), k, filter, **kw)
+
+    def _no_strategy(self, what: str) -> None:
+        from langchain_mesh.errors import SettingsError
+
+        if self.hybrid is not None:
+            raise SettingsError(f"{what} cannot run with a hybrid DenseVectorStrategy: only similarity search does "
+                                "(it runs the hybrid search); open the store without strategy= for this",
+                                ["strategy"])
 
     def similarity_search(self, query: str, k: int = 4, filter: FilterSpec = None, **kwargs: Any) -> list[Document]:
         return [d for d, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
@@ -513,6 +577,7 @@ class ElasticsearchVectorStore(BankStoreMixin, VectorStore):
                                                 **kwargs: Any) -> list[Document]:
         from elasticsearch import NotFoundError
 
+        self._no_strategy("max marginal relevance search")
         body = self._mmr_body(embedding, max(fetch_k, k), self._filter(filter))
         try:
             r = self._call("search", index=self.index_name, **body)
@@ -527,6 +592,7 @@ class ElasticsearchVectorStore(BankStoreMixin, VectorStore):
                                                        **kwargs: Any) -> list[Document]:
         from elasticsearch import NotFoundError
 
+        self._no_strategy("max marginal relevance search")
         body = self._mmr_body(embedding, max(fetch_k, k), await self._afilter(filter))
         try:
             r = await self._acall("search", index=self.index_name, **body)
@@ -728,6 +794,67 @@ class ElasticsearchVectorStore(BankStoreMixin, VectorStore):
         """True once the cluster ran an rrf retriever, False once it refused one, None before trying."""
         return self._server_rrf
 
+
+
+# --------------------------------------------------------------------------------------------------
+# DenseVectorStrategy (the seed's ``vectorstore_kwargs={"strategy": DenseVectorStrategy(hybrid=True)}``)
+
+_DISTANCES = {"COSINE": "cosine", "DOT_PRODUCT": "dot_product", "EUCLIDEAN_DISTANCE": "l2_norm",
+              "MAX_INNER_PRODUCT": "max_inner_product"}
+_RRF_KEYS = {"rank_constant", "rank_window_size", "window_size"}  # window_size: the helper's older name
+
+
+def strategy_options(strategy: Any, similarity: str) -> Optional[dict[str, Any]]:
+    """What a ``DenseVectorStrategy`` asks of ``similarity_search``: None for plain kNN, else
+    ``{"fusion": "rrf", "rank_constant", "rank_window_size"}`` (``rrf=True`` or a dict of its parameters)
+    or ``{"fusion": "sum"}`` (``rrf=False``: Elasticsearch's kNN + BM25 query, scores summed).
+
+    Everything the strategy carries is either honoured or refused with a :class:`SettingsError`
+    naming it: the distance must be the index's, inference in the cluster (``model_id``) is not
+    used (the bank embeds with its ``embedding_llm``), and other strategy classes are refused.
+    """
+    from langchain_mesh.errors import SettingsError
+
+    if strategy is None:
+        return None
+    try:
+        from elasticsearch.helpers.vectorstore import DenseVectorStrategy
+    except ImportError:  # pragma: no cover - the elasticsearch extra is what this store runs on
+        DenseVectorStrategy = None  # type: ignore[assignment,misc]
+    if DenseVectorStrategy is None or not isinstance(strategy, DenseVectorStrategy):
+        raise SettingsError(f"strategy={type(strategy).__name__}(...) is not supported by a knowledge bank on "
+                            "Elasticsearch: give elasticsearch.helpers.vectorstore.DenseVectorStrategy (for "
+                            "keyword search use search_type='keyword')", ["strategy"])
+    distance = _DISTANCES.get(getattr(strategy.distance, "name", str(strategy.distance)))
+    if distance != similarity:
+        raise SettingsError(f"DenseVectorStrategy(distance={strategy.distance}) does not match the bank's index, "
+                            f"built with similarity {similarity!r}; leave distance out or set the bank's "
+                            f"settings.similarity", ["strategy.distance"])
+    if strategy.model_id:
+        raise SettingsError(f"DenseVectorStrategy(model_id={strategy.model_id!r}): inference in the cluster is not "
+                            "used; the knowledge bank embeds queries with its embedding_llm", ["strategy.model_id"])
+    if strategy.text_field not in ("text_field", TEXT_FIELD):  # "text_field" is the helper's default
+        raise SettingsError(f"DenseVectorStrategy(text_field={strategy.text_field!r}): a knowledge bank keeps its "
+                            f"text in {TEXT_FIELD!r}; leave text_field out", ["strategy.text_field"])
+    rrf = strategy.rrf
+    if not strategy.hybrid:
+        if isinstance(rrf, dict):
+            raise SettingsError("DenseVectorStrategy(rrf={...}) has parameters for hybrid search; add hybrid=True",
+                                ["strategy.rrf"])
+        return None
+    if rrf is False:
+        return {"fusion": "sum"}
+    if rrf is True:
+        return {"fusion": "rrf", "rank_constant": 60, "rank_window_size": None}
+    if not isinstance(rrf, dict):
+        raise SettingsError(f"DenseVectorStrategy(rrf={rrf!r}): give True, False or a dict of "
+                            f"{sorted(_RRF_KEYS - {'window_size'})}", ["strategy.rrf"])
+    unknown = sorted(set(rrf) - _RRF_KEYS)
+    if unknown:
+        raise SettingsError(f"DenseVectorStrategy(rrf=...): unknown rrf parameter(s) {unknown}; known: "
+                            "rank_constant, rank_window_size", [f"strategy.rrf.{k}" for k in unknown])
+    window = rrf.get("rank_window_size", rrf.get("window_size"))
+    return {"fusion": "rrf", "rank_constant": rrf.get("rank_constant", 60), "rank_window_size": window}
 
 
 def _to_doc(hit: dict[str, Any]) -> Document:

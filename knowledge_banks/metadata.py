@@ -13,13 +13,15 @@ import hashlib
 import json
 import mimetypes
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from langchain_mesh.errors import MeshError
 
 __all__ = ["MetadataSchemaError", "validate_metadata", "MetadataFormatter", "DOCUMENT_KEY",
-           "RETRIEVAL_KEY", "apply_retrieval_content", "METADATA_TYPES"]
+           "RETRIEVAL_KEY", "apply_retrieval_content", "METADATA_TYPES", "FolderDocumentRef",
+           "ManagedFolderDocumentRef"]
 
 METADATA_TYPES = ("string", "int", "float", "bool", "date")
 # Reserved keys; stored as JSON text so every engine can keep them in a plain string field.
@@ -74,6 +76,30 @@ def validate_metadata(schema: Mapping[str, str], docs: Iterable[Any]) -> None:
         raise MetadataSchemaError(f"metadata does not match the bank's schema: {shown}. Nothing was written.")
 
 
+@dataclass(frozen=True)
+class FolderDocumentRef:
+    """A document (a PDF, a page image) kept in a folder: the seed's ``ManagedFolderDocumentRef``.
+
+        ref = FolderDocumentRef("/reports/q3.pdf", "/data/originals")   # path inside the folder, folder
+        formatter.with_original_document_ref(ref)
+
+    ``folder_id`` is a local folder (a bank's images folder, a shared drive); ``None`` means ``path``
+    stands alone. :meth:`resolve` gives the file on disk.
+    """
+
+    path: str
+    folder_id: Optional[str] = None
+
+    def resolve(self) -> Path:
+        if self.folder_id is None:
+            return Path(self.path)
+        return Path(self.folder_id).expanduser() / self.path.lstrip("/")
+
+
+#: the seed's name for it
+ManagedFolderDocumentRef = FolderDocumentRef
+
+
 class MetadataFormatter:
     """Builds the reserved metadata of one document (the seed's ``writer.get_metadata_formatter()``)."""
 
@@ -103,15 +129,26 @@ class MetadataFormatter:
         if text is not None:
             self._retrieval = {"type": "text", "text": text}
         else:
-            self._retrieval = {"type": "images", "images": [self._store_image(Path(p)) for p in image_paths or []]}
+            self._retrieval = {"type": "images", "images": [self._store_image(p) for p in image_paths or []]}
         return self
 
-    def _store_image(self, path: Path) -> str:
-        """Copy an image into the bank's images folder under its content hash; return that name."""
+    def _store_image(self, path: Any) -> str:
+        """Copy an image into the bank's images folder under its content hash; return that name.
+
+        An image already in the images folder (the seed's ``"/path/to/screenshot/in/image/folder.jpg"``,
+        a path inside that folder) is kept where it is; a :class:`FolderDocumentRef` is read from its folder.
+        """
+        if isinstance(path, FolderDocumentRef):
+            path = path.resolve()
+        path = Path(path)
         if self._images_dir is None:
             return str(path.resolve())
+        inside = self._images_dir / str(path).lstrip("/")
+        if not path.is_file() and inside.is_file():
+            return str(inside.relative_to(self._images_dir))
         if not path.is_file():
-            raise FileNotFoundError(f"retrieval image {path} does not exist")
+            raise FileNotFoundError(f"retrieval image {path} does not exist (neither as a file nor inside the "
+                                    f"bank's images folder {self._images_dir})")
         data = path.read_bytes()
         name = hashlib.sha256(data).hexdigest()[:32] + path.suffix.lower()
         target = self._images_dir / name

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("serve", parents=[common], help="serve the mesh's LLMs through the OpenAI HTTP API",
-                       description="Serve every LLM of the mesh through the OpenAI HTTP API (/v1/chat/completions, "
+                       description="Serve every LLM of the mesh through the OpenAI HTTP API (/v1/chat/completions, /v1/completions, "
                                    "/v1/embeddings, /v1/images/generations, /v1/models) with uvicorn. API keys "
                                    "come from server.api_keys in the config; without any, only a loopback "
                                    "address may be used. Needs the server extra: pip install 'langchain-mesh[server]'.")

@@ -154,7 +154,8 @@ class Mesh:
     def list_knowledge_banks(self) -> list[Any]:
         from knowledge_banks.bank import KnowledgeBankListItem
 
-        return [KnowledgeBankListItem(id=k, name=k, backend=c.backend, description=c.description)
+        return [KnowledgeBankListItem(id=k, name=k, backend=c.backend, description=c.description,
+                                      embedding_llm=c.embedding_llm, mesh=self)
                 for k, c in self.config.knowledge_banks.items()]
 
     def get_knowledge_bank(self, kb_id: str) -> Any:
@@ -196,13 +197,25 @@ class Mesh:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
         return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n)
 
+    def _check_images(self, llm: "LLM", request: EmbeddingRequest) -> None:
+        """Images go only to a model that embeds them: anywhere else they would be dropped or misread."""
+        if request.images and not (llm.capabilities.image_embedding and llm.connection.embeds_images):
+            from .errors import CapabilityError
+
+            able = [i.id for i in self.list_llms("TEXT_EMBEDDING_EXTRACTION") if i.capabilities.image_embedding]
+            raise CapabilityError(f"{llm.id} does not embed images (only texts). Image embedding models: "
+                                  f"{', '.join(able) or 'none in this mesh'} (Bedrock amazon.titan-embed-image-v1, "
+                                  "Vertex multimodalembedding@001, Cohere embed-v4.0)")
+
     def embed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
+        self._check_images(llm, request)
         conn, n = llm.connection, llm.connection.config.max_retries
         if not n:
             return conn.embed(llm.model, request)
         return call_with_retries(lambda: conn.embed(llm.model, request), n)
 
     async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
+        self._check_images(llm, request)
         conn, n = llm.connection, llm.connection.config.max_retries
         if not n:
             return await conn.aembed(llm.model, request)

@@ -259,14 +259,20 @@ class CompletionsQuery:
 
 
 class EmbeddingsQuery:
+    """Texts (``add_text``) and images (``add_image``, on models that embed images); ``execute()`` gives
+    one vector per input, in the order they were added."""
+
     def __init__(self, llm: LLM):
         self.llm = llm
         self.texts: list[str] = []
+        self.images: list[ImagePart] = []
+        self._order: list[tuple[str, int]] = []  # ("text" | "image", index in its list), as added
         self.settings: dict[str, Any] = {}  # dimensions, input_type
 
     def add_text(self, text: str) -> "EmbeddingsQuery":
         if not isinstance(text, str):
             raise SettingsError(f"add_text takes a string, got {type(text).__name__}", ["text"])
+        self._order.append(("text", len(self.texts)))
         self.texts.append(text)
         return self
 
@@ -275,19 +281,55 @@ class EmbeddingsQuery:
             self.add_text(t)
         return self
 
-    def build_request(self) -> EmbeddingRequest:
-        if not self.texts:
-            raise SettingsError("an embeddings query needs at least one text (use add_text)", ["texts"])
+    def add_image(self, image: Union[bytes, str], mime_type: Optional[str] = None) -> "EmbeddingsQuery":
+        """Raw image bytes, or base64 text (as ``with_inline_image``); png, jpeg, gif or webp."""
+        if isinstance(image, str):
+            import base64
+
+            image = base64.b64decode(image)
+        if not isinstance(image, (bytes, bytearray)):
+            raise SettingsError(f"add_image takes image bytes (or base64 text), got {type(image).__name__}", ["image"])
         try:
-            return EmbeddingRequest(texts=list(self.texts), **self.settings)
+            part = ImagePart.from_bytes(bytes(image), mime_type)
+        except ValueError as e:
+            raise SettingsError(f"add_image: {e}", ["image"]) from None
+        self._order.append(("image", len(self.images)))
+        self.images.append(part)
+        return self
+
+    def _build(self, texts: list[str], images: list[ImagePart]) -> EmbeddingRequest:
+        try:
+            return EmbeddingRequest(texts=texts, images=images, **self.settings)
         except Exception as e:  # pydantic names the offending setting
             raise SettingsError(f"invalid embedding settings: {e}", list(self.settings)) from None
 
+    def build_request(self) -> EmbeddingRequest:
+        """The one request of a query of texts only, or of images only."""
+        if not self.texts and not self.images:
+            raise SettingsError("an embeddings query needs at least one text or image (use add_text or add_image)",
+                                ["texts"])
+        if self.texts and self.images:
+            raise SettingsError("this query mixes texts and images: execute() sends them as two requests; "
+                                "build_request() makes one", ["images"])
+        return self._build(list(self.texts), list(self.images))
+
+    def _requests(self) -> list[EmbeddingRequest]:
+        if self.texts and self.images:
+            return [self._build(list(self.texts), []), self._build([], list(self.images))]
+        return [self.build_request()]
+
+    def _merge(self, responses: list[EmbeddingResponse]) -> EmbeddingResponse:
+        if len(responses) == 1:
+            return responses[0]
+        by_kind = {"text": responses[0].embeddings, "image": responses[1].embeddings}
+        return EmbeddingResponse(embeddings=[by_kind[kind][i] for kind, i in self._order],
+                                 usage=responses[0].usage + responses[1].usage, model=responses[0].model)
+
     def execute(self) -> EmbeddingResponse:
-        return self.llm.mesh.embed(self.llm, self.build_request())
+        return self._merge([self.llm.mesh.embed(self.llm, r) for r in self._requests()])
 
     async def aexecute(self) -> EmbeddingResponse:
-        return await self.llm.mesh.aembed(self.llm, self.build_request())
+        return self._merge([await self.llm.mesh.aembed(self.llm, r) for r in self._requests()])
 
 
 class ImageGenerationQuery:

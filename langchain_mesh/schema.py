@@ -438,6 +438,14 @@ class CompletionRequest(_Model):
     messages: list[Message]
     settings: CompletionSettings = Field(default_factory=CompletionSettings)
 
+    @classmethod
+    def from_prompt(cls, prompt: str, settings: Optional[CompletionSettings] = None) -> "CompletionRequest":
+        """A text completion (a prompt string): one user message. The one definition shared by
+        ``POST /v1/completions`` and :class:`~langchain_mesh.langchain.MeshLLM` (mesh LLMs are chat
+        models, so a prompt is what a user says; providers' legacy completion APIs are not used)."""
+        message = Message.model_construct(role="user", content=prompt, tool_calls=None, tool_call_id=None, name=None)
+        return cls.model_construct(messages=[message], settings=settings or CompletionSettings())
+
 
 class Usage(_Model):
     input_tokens: int = 0
@@ -535,9 +543,23 @@ StreamEvent = Union[StreamChunk, StreamFooter]
 
 
 class EmbeddingRequest(_Model):
-    texts: list[str]
+    """Texts, or images (for models with ``image_embedding``), to embed; one vector each, in order.
+
+    One request holds one kind: a query that mixes them (``add_text`` and ``add_image``) is sent as
+    two requests and its vectors put back in the order they were added."""
+
+    texts: list[str] = Field(default_factory=list)
+    images: list[ImagePart] = Field(default_factory=list)
     dimensions: Optional[int] = Field(default=None, ge=1)
     input_type: Optional[Literal["query", "document"]] = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "EmbeddingRequest":
+        if self.texts and self.images:
+            raise ValueError("an embedding request holds texts or images, not both (send two requests)")
+        if not self.texts and not self.images:
+            raise ValueError("an embedding request needs at least one text or image")
+        return self
 
 
 class EmbeddingResponse(_Model):
@@ -585,6 +607,8 @@ class ModelCapabilities(_Model):
     json_output: bool = False
     structured_output: bool = False
     image_input: bool = False
+    #: embeds images (``EmbeddingRequest.images``): Titan Multimodal, Vertex multimodalembedding, Cohere embed-v4
+    image_embedding: bool = False
     log_probs: bool = False
     context_window: Optional[int] = None
 

@@ -42,6 +42,9 @@ class Connection:
     type_name: ClassVar[str] = ""
     #: the pydantic model validating this type's config section
     config_model: ClassVar[type[ConnectionConfig]] = ConnectionConfig
+    #: ``embed`` translates ``EmbeddingRequest.images`` for the models whose capabilities say
+    #: ``image_embedding``; without it the mesh refuses images whatever a config declares
+    embeds_images: ClassVar[bool] = False
 
     def __init__(self, name: str, config: ConnectionConfig):
         self.name = name

@@ -91,6 +91,7 @@ class BedrockConfig(AWSConnectionConfig):
 
 class BedrockConnection(Connection):
     type_name = "bedrock"
+    embeds_images = True
     config_model = BedrockConfig
     config: BedrockConfig
 

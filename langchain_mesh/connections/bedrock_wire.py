@@ -122,7 +122,7 @@ def capabilities_for(model: str) -> ModelCapabilities:
     """What Converse offers for a model (AWS's "supported models and model features" table)."""
     m, f = base_model_id(model), family(model)
     if f in EMBEDDING_FAMILIES or f in IMAGE_FAMILIES:
-        return ModelCapabilities(streaming=False)
+        return ModelCapabilities(streaming=False, image_embedding=is_titan_multimodal(m))
     if f == "claude":
         if re.search(r"claude-(v2|instant)", m):
             return ModelCapabilities()
@@ -182,7 +182,8 @@ DEFAULT_MODELS = [
     "mistral.mistral-7b-instruct-v0:2", "mistral.mixtral-8x7b-instruct-v0:1", "mistral.mistral-large-2402-v1:0",
     "meta.llama2-13b-chat-v1", "meta.llama2-70b-chat-v1", "meta.llama3-8b-instruct-v1:0",
     "meta.llama3-70b-instruct-v1:0", "meta.llama3-1-70b-instruct-v1:0",
-    "amazon.titan-embed-text-v1", "amazon.titan-embed-text-v2:0", "cohere.embed-english-v3",
+    "amazon.titan-embed-text-v1", "amazon.titan-embed-text-v2:0", "amazon.titan-embed-image-v1",
+    "cohere.embed-english-v3",
     "cohere.embed-multilingual-v3",
     "stability.stable-diffusion-xl-v1", "stability.stable-image-core-v1:0", "stability.sd3-large-v1:0",
     "stability.stable-image-ultra-v1:0", "amazon.titan-image-generator-v1", "amazon.titan-image-generator-v2:0",
@@ -540,9 +541,37 @@ COHERE_INPUT_TYPES = {"query": "search_query", "document": "search_document", No
 COHERE_MAX_TEXTS = 96
 
 
+#: Titan Multimodal Embeddings G1's output sizes (embeddingConfig.outputEmbeddingLength; 1024 by default)
+TITAN_MULTIMODAL_DIMENSIONS = (256, 384, 1024)
+
+
+def is_titan_multimodal(model: str) -> bool:
+    return base_model_id(model).startswith("amazon.titan-embed-image")
+
+
+def _titan_multimodal_bodies(m: str, request: EmbeddingRequest) -> list[dict[str, Any]]:
+    """Titan Multimodal Embeddings: one input a call, ``inputText`` or ``inputImage`` (base64)."""
+    dims = request.dimensions
+    if dims is not None and dims not in TITAN_MULTIMODAL_DIMENSIONS:
+        raise SettingsError(f"{m} makes vectors of {TITAN_MULTIMODAL_DIMENSIONS}, not dimensions={dims}",
+                            ["dimensions"])
+    config = {"embeddingConfig": {"outputEmbeddingLength": dims}} if dims else {}
+    if request.images:
+        for img in request.images:
+            if img.mime_type not in ("image/png", "image/jpeg"):
+                raise SettingsError(f"{m} embeds PNG and JPEG images, not {img.mime_type}", ["images"])
+        return [{"inputImage": img.base64, **config} for img in request.images]
+    return [{"inputText": t, **config} for t in request.texts]
+
+
 def embedding_bodies(model: str, request: EmbeddingRequest, batch_size: int) -> list[dict[str, Any]]:
     """One InvokeModel body per request to make: Titan embeds one text a call, Cohere up to 96."""
     m, f, dims = base_model_id(model), family(model), request.dimensions
+    if f == "titan_embed" and is_titan_multimodal(m):
+        return _titan_multimodal_bodies(m, request)
+    if request.images:
+        raise CapabilityError(f"{m} on {PROVIDER} does not embed images; Titan Multimodal Embeddings "
+                              "(amazon.titan-embed-image-v1) does")
     if f == "titan_embed":
         if "v2" in m:
             if dims is not None and dims not in TITAN_V2_DIMENSIONS:

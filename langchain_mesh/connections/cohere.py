@@ -22,6 +22,7 @@ client per event loop (their connection pools belong to the loop that opened the
 
 from __future__ import annotations
 
+import re
 from typing import Any, AsyncIterator, Iterator, Optional
 
 from pydantic import Field
@@ -79,7 +80,8 @@ EMBEDDING_DIMENSIONS = {"embed-v4.0": 1536, "embed-english-v3.0": 1024, "embed-m
 
 def _guess_capabilities(model: str) -> ModelCapabilities:
     if model in EMBEDDING_DIMENSIONS or model.startswith("embed-"):
-        return ModelCapabilities(streaming=False)
+        # images are embedded by the v3.0 models and newer (Cohere's /v2/embed ``images``)
+        return ModelCapabilities(streaming=False, image_embedding=bool(re.match(r"embed-(v4|.*v3\.0)", model)))
     if "vision" in model:
         return _VISION
     if model in ("command", "command-light", "command-nightly", "command-light-nightly"):
@@ -99,6 +101,7 @@ def _transport_error(e: Exception, base: str) -> ProviderError:
 
 class CohereConnection(Connection):
     type_name = "cohere"
+    embeds_images = True
     config_model = CohereConfig
     config: CohereConfig
 
@@ -223,6 +226,8 @@ class CohereConnection(Connection):
 
     def _embed_calls(self, model: str, request: EmbeddingRequest) -> list[dict[str, Any]]:
         dims_ok = model.startswith("embed-v4")
+        if request.images:  # one image a call: the API's limit for ``images``
+            return [wire.image_embed_arguments(model, image, request, dims_ok) for image in request.images]
         return [wire.embed_arguments(model, request.texts[i:i + wire.EMBED_BATCH], request,
                                      self.config.embedding_input_type, dims_ok)
                 for i in range(0, len(request.texts), wire.EMBED_BATCH)]

@@ -40,6 +40,7 @@ from ..schema import (
 )
 
 __all__ = ["PROVIDER", "EMBED_BATCH", "chat_arguments", "parse_chat", "StreamDecoder", "embed_arguments",
+           "image_embed_arguments",
            "INPUT_TYPES", "error_message"]
 
 PROVIDER = "cohere"
@@ -258,6 +259,21 @@ def embed_arguments(model: str, texts: list[str], request: EmbeddingRequest, def
     input_type = {"query": "search_query", "document": "search_document"}.get(request.input_type or "",
                                                                                default_input_type)
     args: dict[str, Any] = {"model": model, "texts": texts, "input_type": input_type, "embedding_types": ["float"]}
+    if request.dimensions is not None:
+        args["output_dimension"] = request.dimensions
+    return args
+
+
+def image_embed_arguments(model: str, image: Any, request: EmbeddingRequest, dimensions_ok: bool) -> dict[str, Any]:
+    """One image (a data URL, ``input_type: image``): Cohere embeds one image a call through ``images``."""
+    if request.dimensions is not None and not dimensions_ok:
+        raise SettingsError(f"{model} on Cohere has a fixed vector size; output dimensions are chosen only for "
+                            "embed-v4 models", ["dimensions"])
+    if image.mime_type not in ("image/png", "image/jpeg", "image/gif", "image/webp"):
+        raise SettingsError(f"{model} on Cohere embeds png, jpeg, gif or webp images, not {image.mime_type}",
+                            ["images"])
+    args: dict[str, Any] = {"model": model, "images": [image.data_url], "input_type": "image",
+                            "embedding_types": ["float"]}
     if request.dimensions is not None:
         args["output_dimension"] = request.dimensions
     return args

@@ -51,7 +51,9 @@ from ..errors import (
     ConfigError,
     CredentialError,
     ProviderConnectionError,
+    ProviderError,
     ProviderTimeoutError,
+    SettingsError,
     StreamInterruptedError,
     error_for_status,
     parse_retry_after,
@@ -119,6 +121,17 @@ class VertexConfig(ConnectionConfig):
 _GEMINI = ModelCapabilities(streaming=True, tools=True, tool_choice=True, json_output=True, structured_output=True,
                             image_input=True, log_probs=True)
 _EMBED = ModelCapabilities(streaming=False)
+_MULTIMODAL_EMBED = ModelCapabilities(streaming=False, image_embedding=True)
+#: multimodalembedding's vector sizes (parameters.dimension; 1408 by default)
+MULTIMODAL_DIMENSIONS = (128, 256, 512, 1408)
+
+
+def _is_multimodal(model: str) -> bool:
+    return model.startswith("multimodalembedding")
+
+
+def _embed_caps(model: str) -> ModelCapabilities:
+    return _MULTIMODAL_EMBED if _is_multimodal(model) else _EMBED
 _IMAGE = ModelCapabilities(streaming=False)
 
 _CHAT_MODELS = [
@@ -129,7 +142,8 @@ _CHAT_MODELS = [
     ("gemini-2.0-flash-lite", 1_048_576, "Gemini 2.0 Flash-Lite"),
 ]
 _EMBED_MODELS = {
-    "vertex": ["text-embedding-005", "text-multilingual-embedding-002", "gemini-embedding-001"],
+    "vertex": ["text-embedding-005", "text-multilingual-embedding-002", "gemini-embedding-001",
+               "multimodalembedding@001"],
     "gemini": ["gemini-embedding-001", "text-embedding-004"],
 }
 #: Imagen 3 and Imagen 3 Fast (the seed's image models); Vertex AI only
@@ -192,6 +206,7 @@ def _reason(details: Any) -> Optional[str]:
 
 class VertexConnection(Connection):
     type_name = "vertex"
+    embeds_images = True
     config_model = VertexConfig
     config: VertexConfig
 
@@ -207,7 +222,7 @@ class VertexConnection(Connection):
         out = [ModelInfo(id=m, purposes=[Purpose.GENERIC_COMPLETION], description=f"{d} on {where}",
                          capabilities=_GEMINI.model_copy(update={"context_window": ctx}))
                for m, ctx, d in _CHAT_MODELS]
-        out += [ModelInfo(id=m, purposes=[Purpose.TEXT_EMBEDDING_EXTRACTION], capabilities=_EMBED,
+        out += [ModelInfo(id=m, purposes=[Purpose.TEXT_EMBEDDING_EXTRACTION], capabilities=_embed_caps(m),
                           description=f"{m} embeddings on {where}") for m in _EMBED_MODELS[self.config.backend]]
         if self.config.backend == "vertex":
             out += [ModelInfo(id=m, purposes=[Purpose.IMAGE_GENERATION], capabilities=_IMAGE,
@@ -216,11 +231,11 @@ class VertexConnection(Connection):
 
     def known_model(self, model: Any) -> Optional[ModelInfo]:
         purpose = _purpose(model.id)
-        caps = _GEMINI if purpose == Purpose.GENERIC_COMPLETION else _EMBED
+        caps = _GEMINI if purpose == Purpose.GENERIC_COMPLETION else _embed_caps(model.id)
         return ModelInfo(id=model.id, purposes=[purpose], capabilities=caps)
 
     def capabilities_for(self, model: str) -> ModelCapabilities:
-        return _GEMINI if _purpose(model) == Purpose.GENERIC_COMPLETION else _EMBED
+        return _GEMINI if _purpose(model) == Purpose.GENERIC_COMPLETION else _embed_caps(model)
 
 
     # ---- the SDK client ------------------------------------------------------------------------------
@@ -384,7 +399,46 @@ class VertexConnection(Connection):
         usage = sum((wire.embed_usage(r) for r in responses), Usage())
         return EmbeddingResponse(embeddings=vectors, usage=usage, model=model)
 
+    # multimodalembedding (texts and images, one per call) answers only Vertex's predict with
+    # ``instances: [{"text"} | {"image": {"bytesBase64Encoded"}}]``; the SDK's embed_content sends
+    # ``content`` instances there, which it refuses, so these bodies go through the SDK's own request
+    # method (its credentials, base_url, project/location path and error types all apply).
+
+    def _multimodal_bodies(self, model: str, request: EmbeddingRequest) -> list[dict[str, Any]]:
+        if self.config.backend != "vertex":
+            raise CapabilityError(f"{model} is offered on Vertex AI only, not on the Gemini API")
+        dims = request.dimensions
+        if dims is not None and dims not in MULTIMODAL_DIMENSIONS:
+            raise SettingsError(f"{model} makes vectors of {MULTIMODAL_DIMENSIONS}, not dimensions={dims}",
+                                ["dimensions"])
+        params = {"parameters": {"dimension": dims}} if dims else {}
+        instances: list[dict[str, Any]] = (
+            [{"image": {"bytesBase64Encoded": img.base64, "mimeType": img.mime_type}} for img in request.images]
+            or [{"text": t} for t in request.texts])
+        return [{"instances": [inst], **params} for inst in instances]
+
+    @staticmethod
+    def _multimodal_vectors(model: str, answers: list[Any]) -> EmbeddingResponse:
+        vectors = []
+        for a in answers:
+            pred = (json.loads(a.body or "{}").get("predictions") or [{}])[0]
+            vec = pred.get("imageEmbedding") or pred.get("textEmbedding")
+            if vec is None:
+                raise ProviderError(f"{model} answered without an embedding", provider="vertex")
+            vectors.append([float(x) for x in vec])
+        return EmbeddingResponse(embeddings=vectors, model=model)
+
     def embed(self, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
+        if _is_multimodal(model):
+            bodies = self._multimodal_bodies(model, request)
+            api = self._client()._api_client
+            try:
+                answers = [api.request("post", f"publishers/google/models/{model}:predict", b) for b in bodies]
+            except Exception as e:  # noqa: BLE001
+                raise self._error(e) from None
+            return self._multimodal_vectors(model, answers)
+        if request.images:
+            raise CapabilityError(f"{model} does not embed images; multimodalembedding@001 does (Vertex AI)")
         config = wire.embed_config(request.input_type, request.dimensions)
         client = self._client()
         try:
@@ -395,6 +449,17 @@ class VertexConnection(Connection):
         return self._embedding(model, out)
 
     async def aembed(self, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
+        if _is_multimodal(model):
+            bodies = self._multimodal_bodies(model, request)
+            api = self._client()._api_client
+            try:
+                answers = [await api.async_request("post", f"publishers/google/models/{model}:predict", b)
+                           for b in bodies]
+            except Exception as e:  # noqa: BLE001
+                raise self._error(e) from None
+            return self._multimodal_vectors(model, answers)
+        if request.images:
+            raise CapabilityError(f"{model} does not embed images; multimodalembedding@001 does (Vertex AI)")
         config = wire.embed_config(request.input_type, request.dimensions)
         client = self._client()
         try:

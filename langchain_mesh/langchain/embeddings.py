@@ -3,18 +3,24 @@
 Texts go to the mesh in batches of ``batch_size`` (order preserved); vectors come back as lists of
 Python ``float`` whatever the connection produced (numpy scalars are converted). Async calls use the
 mesh's async path (``mesh.aembed``).
+
+Images: ``embed_image(uris)`` follows LangChain's convention for image embeddings (the
+``embed_image(uris)`` of ``OpenCLIPEmbeddings``, which vector stores' ``add_images`` call): file paths,
+``file://`` URIs or ``data:`` URLs (raw bytes too), one vector each, on models that embed images
+(others raise :class:`~langchain_mesh.errors.CapabilityError`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal, Optional
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
 
 from langchain_core.embeddings import Embeddings
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import MeshError
-from ..schema import EmbeddingRequest
+from ..errors import MeshError, SettingsError
+from ..schema import EmbeddingRequest, ImagePart
 from ._common import acall_with_retries, call_with_retries, coerce_mesh, get_llm
 
 __all__ = ["MeshEmbeddings"]
@@ -63,35 +69,50 @@ class MeshEmbeddings(BaseModel, Embeddings):
         return [EmbeddingRequest(texts=texts[i:i + n], dimensions=self.dimensions, input_type=kind)
                 for i in range(0, len(texts), n)]
 
+    def _image_requests(self, uris: Sequence[Union[str, bytes]]) -> list[EmbeddingRequest]:
+        images = [_load_image(u) for u in uris]
+        n = self.batch_size
+        return [EmbeddingRequest(images=images[i:i + n], dimensions=self.dimensions)
+                for i in range(0, len(images), n)]
+
     @staticmethod
     def _vectors(resp: Any, expected: int, llm_id: str) -> list[list[float]]:
         if len(resp.embeddings) != expected:
-            raise MeshError(f"{llm_id} returned {len(resp.embeddings)} embeddings for {expected} texts")
+            raise MeshError(f"{llm_id} returned {len(resp.embeddings)} embeddings for {expected} inputs")
         return [_floats(v) for v in resp.embeddings]
 
-    def _embed(self, texts: list[str], input_type: Literal["query", "document"]) -> list[list[float]]:
-        if not texts:
-            return []
+    def _run(self, requests: list[EmbeddingRequest]) -> list[list[float]]:
         llm = get_llm(self.mesh, self.model, "TEXT_EMBEDDING_EXTRACTION")
         out: list[list[float]] = []
-        for req in self._requests(list(texts), input_type):
+        for req in requests:
             resp = call_with_retries(lambda req=req: llm.mesh.embed(llm, req), self.max_retries)  # type: ignore[misc]
-            out.extend(self._vectors(resp, len(req.texts), llm.id))
+            out.extend(self._vectors(resp, len(req.texts) + len(req.images), llm.id))
         return out
 
-    async def _aembed(self, texts: list[str], input_type: Literal["query", "document"]) -> list[list[float]]:
-        if not texts:
-            return []
+    async def _arun(self, requests: list[EmbeddingRequest]) -> list[list[float]]:
         llm = get_llm(self.mesh, self.model, "TEXT_EMBEDDING_EXTRACTION")
         sem = asyncio.Semaphore(self.max_concurrency)
 
         async def one(req: EmbeddingRequest) -> list[list[float]]:
             async with sem:
                 resp = await acall_with_retries(lambda: llm.mesh.aembed(llm, req), self.max_retries, self.timeout)
-            return self._vectors(resp, len(req.texts), llm.id)
+            return self._vectors(resp, len(req.texts) + len(req.images), llm.id)
 
-        batches = await asyncio.gather(*(one(r) for r in self._requests(list(texts), input_type)))
+        batches = await asyncio.gather(*(one(r) for r in requests))
         return [v for batch in batches for v in batch]
+
+    def _embed(self, texts: list[str], input_type: Literal["query", "document"]) -> list[list[float]]:
+        return self._run(self._requests(list(texts), input_type)) if texts else []
+
+    async def _aembed(self, texts: list[str], input_type: Literal["query", "document"]) -> list[list[float]]:
+        return await self._arun(self._requests(list(texts), input_type)) if texts else []
+
+    def embed_image(self, uris: list[str]) -> list[list[float]]:
+        """One vector per image: file paths, ``file://`` URIs, ``data:`` URLs or raw bytes."""
+        return self._run(self._image_requests(uris)) if uris else []
+
+    async def aembed_image(self, uris: list[str]) -> list[list[float]]:
+        return await self._arun(self._image_requests(uris)) if uris else []
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self._embed(texts, "document")
@@ -104,3 +125,27 @@ class MeshEmbeddings(BaseModel, Embeddings):
 
     async def aembed_query(self, text: str) -> list[float]:
         return (await self._aembed([text], "query"))[0]
+
+
+def _load_image(uri: Union[str, bytes]) -> ImagePart:
+    """An image from a path, a ``file://`` URI, a ``data:`` URL or bytes. Remote URLs are refused: the
+    mesh does not fetch on a caller's behalf (download it, then pass the bytes or a path)."""
+    if isinstance(uri, (bytes, bytearray)):
+        return ImagePart.from_bytes(bytes(uri))
+    if not isinstance(uri, str):
+        raise SettingsError(f"embed_image takes paths, file:// URIs, data: URLs or bytes; got {type(uri).__name__}",
+                            ["uris"])
+    if uri.startswith("data:"):
+        return ImagePart.from_data_url(uri)
+    if uri.startswith(("http://", "https://")):
+        raise SettingsError(f"embed_image does not download {uri[:80]!r}: pass the image's bytes or a local path",
+                            ["uris"])
+    path = Path(uri[7:] if uri.startswith("file://") else uri).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SettingsError(f"embed_image cannot read {path}: {e.strerror or e}", ["uris"]) from None
+    try:
+        return ImagePart.from_bytes(data)
+    except ValueError as e:
+        raise SettingsError(f"embed_image: {path}: {e}", ["uris"]) from None

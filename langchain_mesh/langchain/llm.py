@@ -1,6 +1,7 @@
 """``MeshLLM``: a mesh LLM as a LangChain text-completion model (``BaseLLM``).
 
-A prompt becomes one user message; the rest is the chat path: the same request building, the same
+A prompt becomes one user message (:meth:`CompletionRequest.from_prompt`, also behind the server's
+``POST /v1/completions``); the rest is the chat path: the same request building, the same
 ``mesh.complete`` / ``mesh.acomplete`` / ``mesh.stream`` / ``mesh.astream`` dispatch.
 """
 
@@ -14,7 +15,7 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from ..errors import MeshError
-from ..schema import CompletionRequest, CompletionResponse, Message, StreamFooter
+from ..schema import CompletionRequest, CompletionResponse, StreamFooter
 from ._common import (
     MeshModelFields,
     acall_with_retries,
@@ -43,10 +44,7 @@ class MeshLLM(MeshModelFields, BaseLLM):
         model = kwargs.pop("model", None) or self.model
         llm = get_llm(self.mesh, model, "GENERIC_COMPLETION")
         settings = self._call_settings(stop, kwargs)
-        request = CompletionRequest.model_construct(
-            messages=[Message.model_construct(role="user", content=prompt, tool_calls=None, tool_call_id=None, name=None)],
-            settings=settings)
-        return llm, request
+        return llm, CompletionRequest.from_prompt(prompt, settings)  # the path of POST /v1/completions too
 
     @staticmethod
     def _generation(resp: CompletionResponse, llm: Any) -> Generation:

@@ -33,7 +33,7 @@ from . import sse
 from .auth import KeyRing, Principal
 from .errors import APIError, api_error, model_not_found
 from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
-from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
+from .models import ChatCompletionRequest, CompletionsRequest, EmbeddingsRequest, ImagesRequest
 from .openapi import openapi_document
 from .translate import (
     ChunkStream,
@@ -101,7 +101,7 @@ class MeshApp:
         self._forward = {k: f for k, f in ((k, forward_plan(llm)) for k, llm in self._llms.items()) if f is not None}
         self._openapi = orjson.dumps(openapi_document())
         self._posts: dict[str, Callable[..., Awaitable[None]]] = {
-            "/v1/chat/completions": self._chat, "/v1/embeddings": self._embeddings,
+            "/v1/chat/completions": self._chat, "/v1/completions": self._text, "/v1/embeddings": self._embeddings,
             "/v1/images/generations": self._images}
 
     # ---- ASGI ---------------------------------------------------------------------------------------
@@ -304,6 +304,51 @@ class MeshApp:
         finally:
             content.close()  # on cancellation too: ends the upstream request
             served.raw_usage = events.usage
+
+    async def _text(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
+        """``/v1/completions``: each prompt a one-message chat request (see :mod:`.text_completion`)."""
+        from .text_completion import TextChunkStream, text_completion_json, text_requests
+
+        req = _parse(CompletionsRequest, body)
+        llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
+        served.llm_id = llm.id
+        requests, param_of = text_requests(req)
+        if not req.stream:
+            try:
+                answers = [await self.mesh.acomplete(llm, r) for r in requests]
+            except MeshError as e:
+                raise api_error(e, param_of) from None
+            out = text_completion_json(answers, llm.id)
+            served.usage = Usage(input_tokens=out["usage"]["prompt_tokens"],
+                                 output_tokens=out["usage"]["completion_tokens"],
+                                 total_tokens=out["usage"]["total_tokens"])
+            await _json(send, 200, orjson.dumps(out))
+            return
+        chunks = TextChunkStream(llm.id, bool(req.stream_options and req.stream_options.include_usage))
+        started = False
+        try:
+            for index, request in enumerate(requests):
+                events = self.mesh.astream(llm, request)
+                try:
+                    async for ev in events:
+                        if not started:  # the status waits for the first event, as on the chat path
+                            await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
+                            started = True
+                        if isinstance(ev, StreamChunk):
+                            piece = chunks.chunk(index, ev)
+                            if piece is not None:
+                                await _chunk(send, sse.event(piece))
+                        else:
+                            await _chunk(send, sse.event(chunks.end(index, ev.finish_reason, ev.usage)))
+                finally:
+                    await events.aclose()
+            await _chunk(send, b"".join(sse.event(c) for c in chunks.final()) + sse.DONE, more=False)
+            served.usage = chunks.usage
+        except Exception as e:  # noqa: BLE001 - a MeshError, or a bug (api_error logs those)
+            err = api_error(e, param_of)
+            if not started:
+                raise err from None
+            await _chunk(send, sse.event({"error": err.payload()}), more=False)
 
     async def _embeddings(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
         plan, data = self._plan_of(body)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ChatCompletionRequest", "EmbeddingsRequest", "ImagesRequest"]
+__all__ = ["ChatCompletionRequest", "CompletionsRequest", "EmbeddingsRequest", "ImagesRequest"]
 
 
 class _Body(BaseModel):
@@ -167,6 +167,32 @@ class ChatCompletionRequest(_Body):
     parallel_tool_calls: Optional[bool] = None
     reasoning_effort: Optional[Literal["minimal", "low", "medium", "high"]] = None
     metadata: Optional[dict[str, str]] = None
+
+
+class CompletionsRequest(_Body):
+    """``POST /v1/completions`` (OpenAI's legacy text completion). ``prompt``: a string, or a list of
+    strings answered as one choice each. Token-id prompts are not taken (mesh models have different
+    tokenizers); ``echo``, ``suffix`` and ``best_of`` > 1 are refused with a 400 naming them."""
+
+    model: str
+    prompt: Union[str, list[str]]
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    stop: Union[str, list[str], None] = None
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    logit_bias: Optional[dict[str, float]] = None
+    logprobs: Optional[int] = None
+    seed: Optional[int] = None
+    stream: Optional[bool] = None
+    stream_options: Optional[StreamOptions] = None
+    n: Optional[Literal[1]] = Field(default=None, description="only one choice per prompt")
+    echo: Optional[bool] = None
+    suffix: Optional[str] = None
+    best_of: Optional[int] = None
+    user: Optional[str] = None
 
 
 class EmbeddingsRequest(_Body):

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
-from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
+from .models import ChatCompletionRequest, CompletionsRequest, EmbeddingsRequest, ImagesRequest
 
 __all__ = ["openapi_document"]
 
@@ -19,6 +19,8 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
 _POSTS = {
     "/v1/chat/completions": (ChatCompletionRequest, "createChatCompletion",
                              "A chat completion from a mesh LLM (SSE with stream: true)"),
+    "/v1/completions": (CompletionsRequest, "createCompletion",
+                        "A legacy text completion from a mesh LLM (the prompt as one user message)"),
     "/v1/embeddings": (EmbeddingsRequest, "createEmbedding", "Embeddings from a mesh embedding LLM"),
     "/v1/images/generations": (ImagesRequest, "createImage", "Images from a mesh image-generation LLM"),
 }

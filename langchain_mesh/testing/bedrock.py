@@ -50,7 +50,7 @@ import zlib
 from typing import Any, Iterable, Optional, Sequence
 from urllib.parse import quote, unquote
 
-from .fakes import count_tokens, embed_text, make_png, stream_pieces
+from .fakes import count_tokens, embed_image_words, embed_text, make_png, stream_pieces
 from .wire import ClientGone, RecordedRequest, Reply, Responder, WireServer, serve_main
 
 __all__ = ["BedrockServer", "encode_event_message"]
@@ -459,7 +459,33 @@ class BedrockServer(WireServer):
             if key not in body:
                 raise _malformed(f"#: required key [{key}] not found")
 
+    def _titan_multimodal(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """Titan Multimodal Embeddings G1: inputText and/or inputImage (base64 PNG/JPEG), one call each."""
+        self._only(body, {"inputText", "inputImage", "embeddingConfig"}, [])
+        text, image = body.get("inputText"), body.get("inputImage")
+        if text is None and image is None:
+            raise _malformed("#: at least one of [inputText, inputImage] is required")
+        dims = (body.get("embeddingConfig") or {}).get("outputEmbeddingLength", 1024)
+        if dims not in (256, 384, 1024):
+            raise _malformed(f"#/embeddingConfig/outputEmbeddingLength: {dims} is not a valid enum value")
+        words = []
+        if image is not None:
+            try:
+                data = base64.b64decode(image, validate=True)
+            except (ValueError, TypeError):
+                raise _malformed("#/inputImage: the image is not valid base64") from None
+            if not data.startswith((b"\x89PNG", b"\xff\xd8")):
+                raise _malformed("#/inputImage: only PNG and JPEG images are supported")
+            words.append(embed_image_words(data))
+        if text is not None:
+            words.append(text)
+        vector = embed_text(" ".join(words), dims)
+        tokens = count_tokens(text) if text else 0
+        return {"embedding": vector, "inputTextTokenCount": tokens}, tokens
+
     def _titan_embed(self, model: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        if model.startswith("amazon.titan-embed-image"):
+            return self._titan_multimodal(body)
         v2 = "v2" in model
         self._only(body, {"inputText", "dimensions", "normalize", "embeddingTypes"} if v2 else {"inputText"},
                    ["inputText"])

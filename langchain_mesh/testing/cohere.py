@@ -25,13 +25,15 @@ Unscripted, chat echoes the last user message and embed returns deterministic ha
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import re
 import time
 import uuid
 from typing import Any, Iterator, Optional
 
-from .fakes import count_tokens, embed_text, stream_pieces
+from .fakes import count_tokens, embed_image_words, embed_text, stream_pieces
 from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main
 
 __all__ = ["CohereServer", "CHAT_PATH", "EMBED_PATH"]
@@ -260,6 +262,9 @@ class CohereServer(WireServer):
         model = body.get("model")
         if model not in _DIMENSIONS:
             raise _Invalid(f"model '{model}' not found, make sure the correct model ID was used")
+        images = body.get("images")
+        if images is not None:
+            return self._embed_images(model, body, images, respond)
         texts = body.get("texts")
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise _Invalid("texts must be a non-empty list of strings")
@@ -279,6 +284,36 @@ class CohereServer(WireServer):
         respond.json(200, {"id": str(uuid.uuid4()), "embeddings": {k: vectors for k in kinds}, "texts": texts,
                            "meta": {"api_version": {"version": "2"},
                                     "billed_units": {"input_tokens": sum(count_tokens(t) for t in texts)}},
+                           "response_type": "embeddings_by_type"}, reply.headers)
+
+    def _embed_images(self, model: str, body: dict[str, Any], images: Any, respond: Responder) -> None:
+        """``images``: one data URL a call (``input_type: image``), on embed v3.0 models and newer."""
+        if body.get("texts"):
+            raise _Invalid("texts and images cannot be embedded in the same call")
+        if not (model.startswith("embed-v4") or model.endswith("v3.0")):
+            raise _Invalid(f"model '{model}' does not support image embeddings")
+        if not isinstance(images, list) or len(images) != 1 or not isinstance(images[0], str):
+            raise _Invalid("images must be a list of exactly one data URI")
+        if body.get("input_type") != "image":
+            raise _Invalid("input_type must be 'image' when embedding images")
+        m = re.fullmatch(r"data:image/(png|jpeg|gif|webp);base64,(.+)", images[0], re.S)
+        if not m:
+            raise _Invalid("images must be data URIs of png, jpeg, gif or webp images")
+        try:
+            data = base64.b64decode(m.group(2), validate=True)
+        except ValueError:
+            raise _Invalid("the image data URI is not valid base64") from None
+        dims = body.get("output_dimension")
+        if dims is not None and (not model.startswith("embed-v4") or dims not in (256, 512, 1024, 1536)):
+            raise _Invalid("output_dimension is only supported on embed-v4.0, with 256, 512, 1024 or 1536")
+        reply = self._scripted(respond)
+        if reply is None:
+            return
+        vectors = reply.embeddings or [embed_text(embed_image_words(data), dims or _DIMENSIONS[model])]
+        kinds = body.get("embedding_types") or ["float"]
+        respond.json(200, {"id": str(uuid.uuid4()), "embeddings": {k: vectors for k in kinds}, "texts": [],
+                           "images": [{"width": 1, "height": 1, "format": m.group(1), "bit_depth": 8}],
+                           "meta": {"api_version": {"version": "2"}, "billed_units": {"images": 1}},
                            "response_type": "embeddings_by_type"}, reply.headers)
 
 

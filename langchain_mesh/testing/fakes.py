@@ -11,7 +11,7 @@ import struct
 import zlib
 from typing import Any
 
-__all__ = ["split_tokens", "count_tokens", "stream_pieces", "embed_text", "to_float32", "token_logprob", "alternative_tokens", "make_png", "sample_from_schema"]
+__all__ = ["split_tokens", "count_tokens", "stream_pieces", "embed_text", "embed_image_words", "to_float32", "token_logprob", "alternative_tokens", "make_png", "sample_from_schema"]
 
 # A token is a word or one punctuation mark, with the whitespace before it: joining tokens gives the
 # text back, so truncating to N tokens and streaming token by token never loses a character.
@@ -45,6 +45,13 @@ def embed_text(text: str, dimensions: int) -> list[float]:
         vec[int.from_bytes(h[:4], "little") % dimensions] += 1.0 if h[4] & 1 else -1.0
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
     return [to_float32(v / norm) for v in vec]
+
+
+def embed_image_words(data: bytes) -> str:
+    """An image as pseudo-words for :func:`embed_text`: the same image, the same vector (the local
+    servers' stand-in for an image encoder)."""
+    digest = hashlib.sha256(data).hexdigest()
+    return " ".join("img" + digest[i:i + 8] for i in range(0, 64, 8))
 
 
 def token_logprob(token: str) -> float:

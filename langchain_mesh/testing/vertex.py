@@ -44,7 +44,8 @@ import uuid
 from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import parse_qs
 
-from .fakes import alternative_tokens, count_tokens, embed_text, sample_from_schema, stream_pieces, token_logprob
+from .fakes import (alternative_tokens, count_tokens, embed_image_words, embed_text, sample_from_schema, stream_pieces,
+                    token_logprob)
 from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main, sse_json
 
 __all__ = ["VertexServer"]
@@ -565,6 +566,9 @@ class VertexServer(WireServer):
         if model.startswith("imagen"):
             self._imagen(model, instances, params, respond)
             return
+        if model.startswith("multimodalembedding"):
+            self._multimodal(instances, params, respond)
+            return
         texts = []
         for i, inst in enumerate(instances):
             if not isinstance(inst.get("content"), str):
@@ -577,6 +581,36 @@ class VertexServer(WireServer):
         respond.json(200, {"predictions": [{"embeddings": {"values": v, "statistics": {
             "token_count": count_tokens(t), "truncated": False}}} for v, t in zip(vectors, texts)],
             "metadata": {"billableCharacterCount": sum(len(t) for t in texts)}}, reply.headers)
+
+    def _multimodal(self, instances: list[Any], params: dict[str, Any], respond: Responder) -> None:
+        """multimodalembedding@001: one instance of ``text`` and/or ``image.bytesBase64Encoded``."""
+        if len(instances) != 1 or not isinstance(instances[0], dict):
+            raise _Invalid("multimodalembedding takes exactly one instance per request")
+        inst = instances[0]
+        unknown = sorted(set(inst) - {"text", "image", "video"})
+        if unknown or not ({"text", "image"} & set(inst)):
+            raise _Invalid(f"instances[0] must have text and/or image (unknown: {unknown})")
+        dims = params.get("dimension", 1408)
+        if dims not in (128, 256, 512, 1408) or set(params) - {"dimension"}:
+            raise _Invalid(f"parameters.dimension must be 128, 256, 512 or 1408, got {dims}")
+        out: dict[str, Any] = {}
+        if "image" in inst:
+            image = inst["image"] if isinstance(inst["image"], dict) else {}
+            try:
+                data = base64.b64decode(image.get("bytesBase64Encoded") or "", validate=True)
+            except ValueError:
+                data = b""
+            if not data:
+                raise _Invalid("instances[0].image.bytesBase64Encoded must be a base64 image")
+            out["imageEmbedding"] = embed_text(embed_image_words(data), dims)
+        if "text" in inst:
+            if not isinstance(inst["text"], str) or not inst["text"]:
+                raise _Invalid("instances[0].text must be a non-empty string")
+            out["textEmbedding"] = embed_text(inst["text"], dims)
+        reply = self._scripted(respond)
+        if reply is None:
+            return
+        respond.json(200, {"predictions": [out], "deployedModelId": "multimodal"}, reply.headers)
 
     def _imagen(self, model: str, instances: list[Any], params: dict[str, Any], respond: Responder) -> None:
         from .stability import make_image
