@@ -272,6 +272,12 @@ class PresetConfig(_Strict):
     description: str = ""
     values: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("values")
+    @classmethod
+    def _references(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # a reference is a Secret (checked, never shown) whichever field of the set it fills
+        return {k: Secret(x) if isinstance(x, str) and _looks_like_reference(x) else x for k, x in v.items()}
+
 
 class MeshConfig(_Strict):
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
@@ -458,7 +464,7 @@ def _link(base: MeshConfig, conns: dict[str, ConnectionConfig]) -> list[tuple[st
                                      f"section (resolver: env | file | a plugin's); supported references: "
                                      f"{SUPPORTED_REFERENCES}"))
                 secret._resolver = resolver
-            elif secret.kind == "user":
+            elif secret.kind == "user" and secret.user_slot is None:  # (a plugin's presets bind their own)
                 slot = _user_slot(path)
                 if slot is None:
                     problems.append((path, "{{user}} (a per-user credential) is only allowed in a "
