@@ -43,7 +43,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config import ConnectionConfig, ModelConfig, Secret, _looks_like_reference
 from ..errors import ConfigError, MeshError, ProviderError, error_for_status
-from ..schema import CompletionRequest, CompletionResponse, ModelCapabilities, ModelInfo, StreamEvent
+from ..schema import CompletionRequest, CompletionResponse, ModelCapabilities, ModelInfo, StreamEvent, StreamFooter
 from ..connections.base import Connection, collect_stream
 from .base_llm import BaseLLM, Trace
 from .descriptor import Component, Param, check_values, load_plugin
@@ -308,10 +308,13 @@ class CustomConnection(Connection):
             return
         tr = StreamTranslator()
         items = inst.process_stream(to_query(request), to_settings(request), Trace())  # type: ignore[attr-defined]
+        footer = None
         try:
-            for item in items:
+            for item in items:  # read to the end: an item after the footer is the plugin's bug, named
                 ev = tr.event(item)
-                if ev is not None:
+                if isinstance(ev, StreamFooter):
+                    footer = ev
+                elif ev is not None:
                     yield ev
         except MeshError:
             raise
@@ -321,9 +324,7 @@ class CustomConnection(Connection):
             close = getattr(items, "close", None)
             if close is not None:
                 close()
-        footer = tr.end()
-        if footer is not None:
-            yield footer
+        yield footer or tr.end()
 
     async def acomplete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         inst = await asyncio.to_thread(self._llm, model)
@@ -334,8 +335,6 @@ class CustomConnection(Connection):
                 raise _plugin_error(e, self.config.component) from e  # type: ignore[attr-defined]
             return to_response(answer, "aprocess")
         if self._has(inst, "aprocess_stream") and not self._has(inst, "process"):
-            from ..connections.base import ToolCallAssembler  # noqa: F401 - collect below
-
             events = [ev async for ev in self.astream(model, request)]
             return collect_stream(iter(events))
         return await super().acomplete(model, request)
@@ -348,10 +347,13 @@ class CustomConnection(Connection):
             return
         tr = StreamTranslator("aprocess_stream")
         items = inst.aprocess_stream(to_query(request), to_settings(request), Trace())  # type: ignore[attr-defined]
+        footer = None
         try:
             async for item in items:
                 ev = tr.event(item)
-                if ev is not None:
+                if isinstance(ev, StreamFooter):
+                    footer = ev
+                elif ev is not None:
                     yield ev
         except MeshError:
             raise
@@ -361,9 +363,7 @@ class CustomConnection(Connection):
             aclose = getattr(items, "aclose", None)
             if aclose is not None:
                 await aclose()
-        footer = tr.end()
-        if footer is not None:
-            yield footer
+        yield footer or tr.end()
 
     def close(self) -> None:
         for inst in self._instances.values():
