@@ -134,16 +134,15 @@ def make_secret_resolver(name: str, options: Mapping[str, Any]) -> SecretResolve
     if cls is None:
         ep = _entry_points().get(name)
         if ep is None:
-            raise ConfigError(
-                f"secrets.resolver: unknown secret resolver {name!r}; known: {', '.join(secret_resolver_names())} "
-                f"(plugins register more under the {_ENTRY_POINT_GROUP!r} entry point group)",
-                [("secrets.resolver", "unknown resolver")])
+            why = (f"unknown secret resolver {name!r}; known: {', '.join(secret_resolver_names())} "
+                   f"(plugins register more under the {_ENTRY_POINT_GROUP!r} entry point group)")
+            raise ConfigError(f"secrets.resolver: {why}", [("secrets.resolver", why)])
         cls = ep.load()
     try:
         resolver = cls(**dict(options))
     except TypeError as e:
-        raise ConfigError(f"secrets.options: the {name!r} resolver refused its options: {e}",
-                          [("secrets.options", str(e))]) from None
+        why = f"the {name!r} resolver refused its options: {e}"
+        raise ConfigError(f"secrets.options: {why}", [("secrets.options", why)]) from None
     resolver.name = name
     return resolver
 
