@@ -424,7 +424,7 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
             problems += _problems_from(e, at, model)
 
     if base is not None:
-        problems += _link(base, conns)
+        problems += _link(base, conns, Path(source).parent if isinstance(source, (str, os.PathLike)) else None)
     if problems:
         raise ConfigError(_format_problems(problems, where), problems)
     assert base is not None
@@ -432,10 +432,11 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
     return base
 
 
-def _link(base: MeshConfig, conns: dict[str, ConnectionConfig]) -> list[tuple[str, str]]:
+def _link(base: MeshConfig, conns: dict[str, ConnectionConfig], base_dir: Optional[Path] = None) -> list[tuple[str, str]]:
     """Checks that need the whole config: secret references bound to the configured resolver,
     ``{{user}}`` references to their credential target, and each connection's own cross-checks
-    (``check_with``: a custom connection's presets and parameters)."""
+    (``check_with``: a custom connection's presets and parameters; relative paths in it are read
+    from ``base_dir``, the YAML file's folder)."""
     problems: list[tuple[str, str]] = []
     resolver = None
     if base.secrets is not None:
@@ -452,7 +453,7 @@ def _link(base: MeshConfig, conns: dict[str, ConnectionConfig]) -> list[tuple[st
     for name, conn in conns.items():
         check = getattr(conn, "check_with", None)
         if check is not None:
-            problems += check(base, f"connections.{name}")
+            problems += check(base, f"connections.{name}", base_dir=base_dir)
     roots: list[tuple[str, Any]] = [(f"connections.{n}", c) for n, c in conns.items()]
     roots += [(f"presets.{n}.values", p.values) for n, p in base.presets.items()]
     roots += [("server", base.server), ("credentials", base.credentials)]

@@ -358,8 +358,13 @@ def test_presets_checked_and_inline_values(tmp_path, monkeypatch):
         Mesh(_conn(root, params={"auth": "Nope"}))
     with pytest.raises(ConfigError, match="is of parameter set 'other'"):
         Mesh({**_conn(root, params={"auth": "P"}), "presets": {"P": {"parameter_set": "other"}}})
-    with pytest.raises(ConfigError, match="missing: name a preset"):
-        Mesh(_conn(root))
+    monkeypatch.setenv("MESH_CREDENTIALS_KEY", new_key())
+    with Mesh({**_conn(root), "credentials": {"path": str(tmp_path / "c.json")}}) as m:  # no preset named: each user supplies the set's credential, under "c"
+        assert m.credential_targets() == {"c": ["key"]}
+        c = m.get_llm("custom:c:m").new_completion()
+        c.with_message("q")
+        with acting_as("dave"), pytest.raises(MissingUserCredentialError, match="mesh credentials set c --user dave"):
+            c.execute()
     with pytest.raises(ConfigError, match=r"presets.P.values.kee: unknown parameter"):
         Mesh({**_conn(root, params={"auth": "P"}), "presets": {"P": {"parameter_set": "creds", "values": {"kee": "x"}}}})
     monkeypatch.setenv("INLINE_KEY", "from-env")
@@ -367,9 +372,23 @@ def test_presets_checked_and_inline_values(tmp_path, monkeypatch):
         c = m.get_llm("custom:c:m").new_completion()
         c.with_message("q")
         assert "('auth', {'key': 'from-env'})" in c.execute().text
-    root2 = _plugin(tmp_path / "b", '{"name": "auth", "type": "PRESET", "parameterSetId": "creds"}', inline="false")
+    root2 = _plugin(tmp_path / "b", '{"name": "auth", "type": "PRESET", "parameterSetId": "creds", "mandatory": true}',
+                    inline="false")
     with pytest.raises(ConfigError, match="not definable inline"):
         Mesh(_conn(root2, params={"auth": {"key": "x"}}))
+    with pytest.raises(ConfigError, match="missing: name a preset"):
+        Mesh(_conn(root2))
+
+
+def test_relative_plugin_path_is_read_beside_the_yaml(tmp_path, monkeypatch):
+    _plugin(tmp_path, '{"name": "n", "type": "INT", "defaultValue": 7}')
+    (tmp_path / "mesh.yaml").write_text(
+        "connections:\n  c: {type: custom, plugin: ./plug, component: c, models: [{id: m}]}\n")
+    monkeypatch.chdir(tmp_path.parent)
+    with Mesh(tmp_path / "mesh.yaml") as m:
+        c = m.get_llm("custom:c:m").new_completion()
+        c.with_message("q")
+        assert c.execute().text == "[('n', 7)]|q"
 
 
 def test_plugin_answers_in_the_wrong_shape_are_errors(tmp_path):

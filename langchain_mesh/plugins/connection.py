@@ -13,12 +13,15 @@
     connections:
       mycustom:
         type: custom
-        plugin: ./plugins/tutorial-llm-connection    # the plugin folder, or a package that ships one
+        plugin: ./plugins/tutorial-llm-connection    # the plugin folder (relative: to the mesh.yaml's
+                                                     # folder, else the working directory), or a package
         component: custom-chat-plugin                # python-llms/<component>/
         plugin_params: {}                            # plugin.json's params -> set_config's plugin_config
         params:                                      # llm.json's params, for every model...
           api_key: OpenAI                            # PRESET: a preset name ({preset: OpenAI} too), or
-                                                     # the set's values inline ({param_set_api_key: ...})
+                                                     # the set's values inline ({param_set_api_key: ...});
+                                                     # left out: each user's own credentials for the
+                                                     # set, stored under the connection's name
         models:
           - id: gpt-4o-mini                          # custom:mycustom:gpt-4o-mini
             params: {model: gpt-4o-mini}             # ...and per model (a "model" parameter left unset
@@ -37,6 +40,7 @@ import hashlib
 import importlib.util
 import sys
 import threading
+from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Optional
 
 from pydantic import Field, field_validator, model_validator
@@ -86,8 +90,12 @@ class CustomConfig(ConnectionConfig):
 
     # ---- load-time checks against the plugin's descriptors ------------------------------------------
 
-    def check_with(self, mesh_config: Any, at: str) -> list[tuple[str, str]]:
+    def check_with(self, mesh_config: Any, at: str, base_dir: Optional[Path] = None) -> list[tuple[str, str]]:
         name = at.split(".", 1)[1]
+        if base_dir is not None and not Path(self.plugin).expanduser().is_absolute():
+            beside = base_dir / self.plugin
+            if beside.is_dir():  # a folder next to the mesh.yaml that names it, wherever mesh runs from
+                self.plugin = str(beside.resolve())
         try:
             plugin = load_plugin(self.plugin)
         except ConfigError as e:
@@ -125,11 +133,13 @@ class CustomConfig(ConnectionConfig):
             problems.append((where, f"the plugin has no parameter set {p.parameter_set_id!r} "
                                     f"(parameter-sets/{p.parameter_set_id}/parameter-set.json)"))
             return {}
+        if value is None and ps.definable_inline:
+            value = {}  # no preset named: each user supplies the set's credentials, under the connection's name
         if value is None:
             if p.mandatory:
                 problems.append((where, f"missing: name a preset of parameter set {ps.id!r} "
-                                        f"(presets: {', '.join(_presets_of(mesh_config, ps.id)) or 'none defined'})"
-                                        + (" or give its values inline" if ps.definable_inline else "")))
+                                        f"(presets: {', '.join(_presets_of(mesh_config, ps.id)) or 'none defined'}); "
+                                        "the set is not definable inline"))
             return {}
         if isinstance(value, str) or (isinstance(value, dict) and set(value) == {"preset"}):
             preset_name = value if isinstance(value, str) else value["preset"]
