@@ -163,8 +163,7 @@ class CustomConfig(ConnectionConfig):
             problems.append((where, "a PRESET parameter takes a preset name, {preset: NAME}, or the set's values"))
             return {}
         secrets = _secrets_for(ps.params, values, vwhere, problems, keep_unknown=True)
-        if vwhere.startswith("presets."):
-            preset.values.update(secrets)  # the preset's secrets are these objects: bound once, shared
+        values.update(secrets)  # the config holds the Secrets (never a literal in clear), bound once, shared
         # a CREDENTIAL_REQUEST left out is each user's own (the seed's per-user credential)
         for q in ps.params:
             if q.type == "CREDENTIAL_REQUEST" and secrets.get(q.name) is None:
