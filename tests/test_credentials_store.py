@@ -58,6 +58,23 @@ def test_unreadable_without_the_key_and_a_wrong_key_is_named(store, monkeypatch)
         load_key()
 
 
+def test_key_from_the_os_keyring(monkeypatch):
+    import sys
+    import types
+
+    key = new_key()
+    asked = []
+    fake = types.ModuleType("keyring")
+    fake.get_password = lambda service, name: asked.append((service, name)) or key
+    monkeypatch.setitem(sys.modules, "keyring", fake)
+    monkeypatch.delenv("MESH_CREDENTIALS_KEY", raising=False)
+    assert load_key() == base64.urlsafe_b64decode(key)
+    assert asked == [("langchain-mesh", "credentials-key")]
+    fake.get_password = lambda service, name: None
+    with pytest.raises(CredentialError, match="no key for the credential store"):
+        load_key()
+
+
 @pytest.mark.parametrize("field", ["data", "nonce", "version"])
 def test_tampering_is_detected(store, field):
     store.set("alice", "t", {"api_key": VALUE})

@@ -108,6 +108,15 @@ def default_path() -> Path:
     return Path(base) / "langchain-mesh" / "credentials.json"
 
 
+def _aesgcm() -> type:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError:  # pragma: no cover - the credentials extra
+        raise ImportError("the credential store needs the cryptography package: "
+                          "pip install 'langchain-mesh[credentials]'") from None
+    return AESGCM
+
+
 def _key_id(key: bytes) -> str:
     return hmac.new(key, b"langchain-mesh credentials key id", hashlib.sha256).hexdigest()[:16]
 
@@ -131,8 +140,8 @@ class FileCredentialStore:
     # ---- reading ----------------------------------------------------------------------------------
 
     def _decrypt(self, blob: bytes) -> dict[str, Any]:
+        AESGCM = _aesgcm()
         from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         try:
             doc = json.loads(blob)
@@ -215,8 +224,7 @@ class FileCredentialStore:
                 os.close(fd)  # closing releases the flock
 
     def _write(self, content: dict[str, Any]) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+        AESGCM = _aesgcm()
         nonce = os.urandom(12)
         data = AESGCM(self._key).encrypt(nonce, json.dumps(content).encode(), _aad(self._key_id))
         doc = {"format": FORMAT, "version": VERSION, "cipher": "AES-256-GCM", "key_id": self._key_id,
