@@ -454,6 +454,19 @@ def _link(base: MeshConfig, conns: dict[str, ConnectionConfig], base_dir: Option
         check = getattr(conn, "check_with", None)
         if check is not None:
             problems += check(base, f"connections.{name}", base_dir=base_dir)
+    for kb, kbc in base.knowledge_banks.items():
+        # the banks read their settings' references themselves, when opened: check them now
+        for key, value in kbc.settings.items():
+            if isinstance(value, str) and _looks_like_reference(value):
+                where = f"knowledge_banks.{kb}.settings.{key}"
+                try:
+                    kind = Secret(value).kind
+                except ValueError as e:
+                    problems.append((where, str(e)))
+                    continue
+                if kind not in ("env", "file"):
+                    problems.append((where, "knowledge-bank settings take {{env:NAME}} and {{file:PATH}} "
+                                            "references only"))
     roots: list[tuple[str, Any]] = [(f"connections.{n}", c) for n, c in conns.items()]
     roots += [(f"presets.{n}.values", p.values) for n, p in base.presets.items()]
     roots += [("server", base.server), ("credentials", base.credentials)]
