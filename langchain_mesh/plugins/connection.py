@@ -117,13 +117,17 @@ class CustomConfig(ConnectionConfig):
             presets = {p.name: merged.pop(p.name, None) for p in comp.params if p.type == "PRESET"}
             values, probs = check_values(comp.params, merged, f"{at}.models[{i}].params",
                                          skip_types=frozenset({"PRESET"}))
-            problems += [(path.replace(f"{at}.models[{i}].params", f"{at}.params") if path.split(".")[-1] in
-                          self.params and path.split(".")[-1] not in m.params else path, why) for path, why in probs]
+            per_model = f"{at}.models[{i}].params"
+            for path, why in probs:  # a value set for every model is named where it was set
+                key = path.rsplit(".", 1)[-1]
+                if key in self.params and key not in m.params:
+                    path = path.replace(per_model, f"{at}.params", 1)
+                problems.append((path, why))
             for p in comp.params:
                 if p.type == "PRESET":
                     values[p.name] = self._preset(p, presets[p.name], mesh_config, plugin, name, at, problems)
             self.resolved_params[m.id] = values
-        return problems
+        return list(dict.fromkeys(problems))  # a connection-wide value is checked once per model
 
     def _preset(self, p: Param, value: Any, mesh_config: Any, plugin: Any, conn: str, at: str,
                 problems: list[tuple[str, str]]) -> dict[str, Any]:

@@ -121,10 +121,10 @@ def _usage(d: dict[str, Any]) -> Usage:
     return Usage(input_tokens=pt, output_tokens=ct, total_tokens=int(d.get("totalTokens") or pt + ct))
 
 
-def _finish(d: dict[str, Any], calls: list[ToolCall], where: str) -> Optional[str]:
+def _finish(d: dict[str, Any], has_calls: bool, where: str) -> Optional[str]:
     raw = d.get("finishReason")
     if raw is None:
-        return "tool_calls" if calls else "stop"
+        return "tool_calls" if has_calls else "stop"
     fr = _FINISH.get(str(raw).lower())
     if fr is None:
         raise PluginAnswerError(f"{_who(where)} returned finishReason {raw!r}; expected one of "
@@ -150,7 +150,7 @@ def to_response(answer: Any, where: str = "process") -> CompletionResponse:
     text = answer.get("text") or ""
     if not isinstance(text, str):
         raise PluginAnswerError(f"{_who(where)} returned a text that is a {type(text).__name__}, not a str")
-    return CompletionResponse(text=text, tool_calls=calls, finish_reason=_finish(answer, calls, where),
+    return CompletionResponse(text=text, tool_calls=calls, finish_reason=_finish(answer, bool(calls), where),
                               usage=_usage(answer))
 
 
@@ -187,7 +187,7 @@ class StreamTranslator:
         _check_keys(body, _RESPONSE_KEYS - {"text"}, self.where)
         self.done = True
         calls = _tool_calls(body.get("toolCalls"), self.where)
-        return StreamFooter(finish_reason=_finish(body, calls or ([None] if self.calls else []), self.where),
+        return StreamFooter(finish_reason=_finish(body, bool(calls) or self.calls > 0, self.where),
                             usage=_usage(body), tool_calls=calls)
 
     def end(self) -> Optional[StreamFooter]:
