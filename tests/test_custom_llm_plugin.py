@@ -257,6 +257,15 @@ def test_gateway_users_each_use_their_own_key(env, upstream, caplog, capsys):
                 assert "".join(ch.choices[0].delta.content or "" for ch in s if ch.choices) == f"stream {who}"
                 assert upstream.last_request.headers["authorization"] == f"Bearer {key}"
 
+        # tools through the gateway, on alice's key
+        upstream.script(tool_calls=[("multiply", {"a": 3, "b": 6})])
+        client = openai.OpenAI(base_url=gw.base_url, api_key="gw-alice", max_retries=0)
+        r = client.chat.completions.create(model=LLM_ID, messages=[{"role": "user", "content": "3*6?"}], tools=[TOOL])
+        call = r.choices[0].message.tool_calls[0]
+        assert call.function.name == "multiply" and r.choices[0].finish_reason == "tool_calls"
+        assert upstream.last_request.json["tools"][0]["function"]["name"] == "multiply"
+        assert upstream.last_request.headers["authorization"] == f"Bearer {ALICE_KEY}"
+
         # carol stored nothing: a 401 that says what to set, and nothing reaches the upstream
         sent = len(upstream.requests)
         r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": "Bearer gw-carol"},
@@ -474,5 +483,5 @@ def test_plugin_new_scaffolds_a_plugin_whose_test_passes(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=240,
                        env={**__import__("os").environ, "PYTHONPATH": str(repo)})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "4 passed" in r.stdout
+    assert "5 passed" in r.stdout
     shutil.rmtree(root)

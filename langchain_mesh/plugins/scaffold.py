@@ -172,6 +172,15 @@ _SETTINGS = {{"temperature": "temperature", "topP": "top_p", "maxOutputTokens": 
              "frequencyPenalty": "frequency_penalty", "seed": "seed"}}
 
 
+def _response_format(fmt):
+    if fmt.get("type") == "text":
+        return {{"type": "text"}}
+    if not fmt.get("schema"):
+        return {{"type": "json_object"}}
+    return {{"type": "json_schema", "json_schema": {{"name": fmt.get("name") or "answer", "schema": fmt["schema"],
+                                                  "strict": bool(fmt.get("strict"))}}}}
+
+
 def _tool_choice(choice):
     if choice["type"] == "tool_name":
         return {{"type": "function", "function": {{"name": choice["name"]}}}}
@@ -197,6 +206,8 @@ class MyLLM(BaseLLM):
                 request["tools"] = value
             elif name == "toolChoice":
                 request["tool_choice"] = _tool_choice(value)
+            elif name == "responseFormat":
+                request["response_format"] = _response_format(value)
             else:
                 raise ValueError("setting %r is not supported by this LLM" % name)
         return request
@@ -319,6 +330,16 @@ def test_tool_call(mesh):
     resp = completion.execute()
     assert resp.tool_calls[0]["function"]["name"] == "multiply"
     assert mesh.server.last_request.json["tools"][0]["function"]["name"] == "multiply"
+
+
+def test_json_output(mesh):
+    completion = mesh.get_llm(LLM_ID).new_completion()
+    completion.with_message("Give a name and an age")
+    completion.with_json_output(schema={{"type": "object", "properties": {{"name": {{"type": "string"}},
+                                        "age": {{"type": "integer"}}}}, "required": ["name", "age"]}})
+    resp = completion.execute()
+    assert set(resp.json) == {{"name", "age"}}
+    assert mesh.server.last_request.json["response_format"]["type"] == "json_schema"
 
 
 def test_a_user_without_a_key_is_told_what_to_set(mesh):

@@ -39,6 +39,15 @@ _SETTINGS = {"temperature": "temperature", "topP": "top_p", "maxOutputTokens": "
              "frequencyPenalty": "frequency_penalty", "seed": "seed"}
 
 
+def _response_format(fmt):
+    if fmt.get("type") == "text":
+        return {"type": "text"}
+    if not fmt.get("schema"):
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": fmt.get("name") or "answer", "schema": fmt["schema"],
+                                                  "strict": bool(fmt.get("strict"))}}
+
+
 def _tool_choice(choice):
     if choice["type"] == "tool_name":
         return {"type": "function", "function": {"name": choice["name"]}}
@@ -64,6 +73,8 @@ class MyLLM(BaseLLM):
                 request["tools"] = value
             elif name == "toolChoice":
                 request["tool_choice"] = _tool_choice(value)
+            elif name == "responseFormat":
+                request["response_format"] = _response_format(value)
             else:
                 raise ValueError("setting %r is not supported by this LLM" % name)
         return request
