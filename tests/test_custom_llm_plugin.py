@@ -377,10 +377,13 @@ def test_presets_checked_and_inline_values(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"presets.P.values.kee: unknown parameter"):
         Mesh({**_conn(root, params={"auth": "P"}), "presets": {"P": {"parameter_set": "creds", "values": {"kee": "x"}}}})
     monkeypatch.setenv("INLINE_KEY", "from-env")
-    with Mesh(_conn(root, params={"auth": {"key": "{{env:INLINE_KEY}}"}})) as m:
-        c = m.get_llm("custom:c:m").new_completion()
-        c.with_message("q")
-        assert "('auth', {'key': 'from-env'})" in c.execute().text
+    cfg = _conn(root, params={"auth": {"key": "{{env:INLINE_KEY}}"}})
+    with Mesh(cfg) as m, Mesh(cfg) as m2:  # the same dict twice: loading leaves it as it was
+        assert cfg["connections"]["c"]["params"] == {"auth": {"key": "{{env:INLINE_KEY}}"}}
+        for mesh in (m, m2):
+            c = mesh.get_llm("custom:c:m").new_completion()
+            c.with_message("q")
+            assert "('auth', {'key': 'from-env'})" in c.execute().text
     root2 = _plugin(tmp_path / "b", '{"name": "auth", "type": "PRESET", "parameterSetId": "creds", "mandatory": true}',
                     inline="false")
     with pytest.raises(ConfigError, match="not definable inline"):

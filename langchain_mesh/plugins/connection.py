@@ -36,6 +36,7 @@ is first used, then handed to ``set_config`` as plain strings.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import importlib.util
 import sys
@@ -108,9 +109,12 @@ class CustomConfig(ConnectionConfig):
         plugin_values, probs = check_values(plugin.params, self.plugin_params, f"{at}.plugin_params")
         problems += probs
         self.resolved_plugin_params = _secrets_for(plugin.params, plugin_values, f"{at}.plugin_params", problems)
-        self.params = _secrets_for(comp.params, self.params, f"{at}.params", problems, keep_unknown=True)
+        # copies: pydantic keeps nested values as given, and the caller's dict must stay as it was
+        self.params = _secrets_for(comp.params, copy.deepcopy(self.params), f"{at}.params", problems,
+                                   keep_unknown=True)
         for i, m in enumerate(self.models or []):
-            m.params = _secrets_for(comp.params, m.params, f"{at}.models[{i}].params", problems, keep_unknown=True)
+            m.params = _secrets_for(comp.params, copy.deepcopy(m.params), f"{at}.models[{i}].params", problems,
+                                    keep_unknown=True)
             merged = {**self.params, **m.params}
             if any(p.name == "model" for p in comp.params) and "model" not in merged:
                 merged["model"] = m.id
