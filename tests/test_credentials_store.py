@@ -147,7 +147,7 @@ def test_cli_set_list_delete_never_echo(mesh_yaml, monkeypatch, capsys):
 
 
 def test_builtin_connection_uses_each_users_key(mesh_yaml, openai_server, monkeypatch):
-    openai_server.api_key = VALUE
+    monkeypatch.setattr(openai_server, "api_key", VALUE)  # the shared server gets its own key back after
     monkeypatch.setenv("SERVER_ONLY_SECRET", "the-server's-own")
     with Mesh(mesh_yaml, user="alice") as mesh:
         mesh.credential_store.set("alice", "myopenai", {"api_key": VALUE})
@@ -165,6 +165,6 @@ def test_builtin_connection_uses_each_users_key(mesh_yaml, openai_server, monkey
             c.execute()
         # a changed credential takes effect on the next call (the user's connection is rebuilt)
         mesh.credential_store.set("alice", "myopenai", {"api_key": "rotated"})
-        openai_server.api_key = "rotated"
+        monkeypatch.setattr(openai_server, "api_key", "rotated")
         assert c.execute().success
         assert openai_server.last_request.headers["authorization"] == "Bearer rotated"
