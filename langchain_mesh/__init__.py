@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "MeshChatModel": "langchain_mesh.langchain",
     "MeshLLM": "langchain_mesh.langchain",
     "MeshEmbeddings": "langchain_mesh.langchain",
+    "acting_as": "langchain_mesh.credentials",
+    "BaseLLM": "langchain_mesh.plugins",
 }
 
 __all__ = sorted(_EXPORTS) + ["errors", "__version__"]
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from .config import ConnectionConfig, ModelConfig, Secret
     from .connections import register_connection_type
     from .connections.base import Connection
+    from .credentials import acting_as
+    from .plugins import BaseLLM
     from .ids import format_llm_id, parse_llm_id
     from .langchain import MeshChatModel, MeshEmbeddings, MeshLLM
     from .mesh import LLMListItem, Mesh

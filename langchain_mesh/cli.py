@@ -7,6 +7,8 @@
     mesh embed "text" [--llm ID]
     mesh kb list | ingest --kb ID PATH... | search --kb ID "query" [--type hybrid] | versions | rollback
     mesh serve [--host H] [--port P] [--workers N] [--usage-log]
+    mesh credentials set TARGET [--user U] [--field F] | list [--user U | --all] | delete TARGET | new-key
+    mesh plugin new NAME [--dir D]
 
 Every subcommand takes ``--config PATH``; without it the mesh is read from ``$MESH_CONFIG``, and
 without that it is the embedded default (``Mesh()``: local models). Without ``--llm``, ``chat`` and
@@ -144,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", required=True, metavar="ID", help="knowledge bank id")
     p.add_argument("version", help="a version id from `mesh kb versions`")
     p.set_defaults(func=_cmd_kb_rollback)
+
+    from .credentials.cli import add_parser as add_credentials
+    from .plugins.cli import add_parser as add_plugin
+
+    add_credentials(sub, common, _CliError)
+    add_plugin(sub, common, _CliError)
     return parser
 
 
@@ -323,6 +331,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .errors import MeshError, ProviderError
 
     try:
+        if getattr(args, "no_mesh", False):  # commands that need no mesh (scaffolding, a new key)
+            return args.func(None, args)
         with _open_mesh(args.config) as mesh:
             return args.func(mesh, args)
     except ProviderError as e:

@@ -24,10 +24,26 @@ from .schema import ModelCapabilities, Purpose
 
 __all__ = [
     "Secret", "ModelConfig", "ConnectionConfig", "KnowledgeBankConfig", "ServerConfig",
-    "MeshConfig", "load_config", "DEFAULT_CONFIG",
+    "MeshConfig", "load_config", "DEFAULT_CONFIG", "SecretsConfig", "CredentialsConfig", "PresetConfig",
 ]
 
 _REF = re.compile(r"^\{\{\s*(env|file)\s*:\s*(.+?)\s*\}\}$")
+_SECRETS_REF = re.compile(r"^\{\{\s*secrets\s*/\s*([^/{}\s]+)\s*/\s*([^/{}\s]+)\s*\}\}$")
+_USER_REF = re.compile(r"^\{\{\s*user\s*\}\}$")
+#: what the error for a reference we do not resolve lists
+SUPPORTED_REFERENCES = ("{{env:NAME}}, {{file:PATH}}, {{secrets/SCOPE/KEY}} (with a secrets: resolver "
+                        "configured) and {{user}} (each caller's own stored credential)")
+
+
+def _looks_like_reference(raw: str) -> bool:
+    return "{{" in raw or "}}" in raw or raw.lstrip().startswith("${")
+
+
+def _reference_head(raw: str) -> str:
+    """The start of a malformed reference, safe to show: up to its first ':' or '/' (a typo such as
+    ``{{enve:X}}`` shows as ``{{enve:...}}``; whatever follows may be a value)."""
+    head = re.split(r"[:/]", raw.strip(), maxsplit=1)[0]
+    return head[:24] + ("..." if len(head) > 24 or head != raw.strip() else "")
 
 
 class Secret:
@@ -37,23 +53,72 @@ class Secret:
     Databricks host, an Azure endpoint): resolved the same way, shown in reprs.
     """
 
-    __slots__ = ("_raw", "_kind", "_target", "masked")
+    __slots__ = ("_raw", "_kind", "_target", "masked", "_resolver", "_user_slot")
 
     def __init__(self, raw: str, masked: bool = True):
         if not isinstance(raw, str):
             raise TypeError("a secret must be a string or a {{env:NAME}} / {{file:PATH}} reference")
         self._raw = raw
-        m = _REF.match(raw.strip())
-        self._kind, self._target = (m.group(1), m.group(2)) if m else ("literal", "")
         self.masked = masked
+        self._resolver: Any = None  # the configured SecretResolver, bound by load_config
+        self._user_slot: Optional[tuple[str, str]] = None  # (target, field) of a {{user}}, bound by load_config
+        stripped = raw.strip()
+        m = _REF.match(stripped)
+        if m:
+            self._kind, self._target = m.group(1), m.group(2)
+            return
+        m = _SECRETS_REF.match(stripped)
+        if m:
+            from .secrets import check_scope_key
+
+            check_scope_key(m.group(1), m.group(2))
+            self._kind, self._target = "secrets", f"{m.group(1)}/{m.group(2)}"
+            return
+        if _USER_REF.match(stripped):
+            self._kind, self._target = "user", ""
+            return
+        if _looks_like_reference(raw):
+            # A mistyped reference would otherwise be sent to the provider as the key itself.
+            raise ValueError(f"{_reference_head(raw)} looks like a secret reference but is not one the mesh "
+                             f"resolves; supported: {SUPPORTED_REFERENCES}")
+        self._kind, self._target = "literal", ""
 
     @property
     def is_reference(self) -> bool:
         return self._kind != "literal"
 
+    @classmethod
+    def literal(cls, value: str) -> "Secret":
+        """A masked literal taken as is, never parsed as a reference: for values users supply (their
+        stored credentials), which must not be able to name the server's own variables or files."""
+        s = cls.__new__(cls)
+        s._raw, s.masked, s._resolver, s._user_slot = value, True, None, None
+        s._kind, s._target = "literal", ""
+        return s
+
+    @property
+    def kind(self) -> str:
+        """``literal``, ``env``, ``file``, ``secrets`` or ``user``."""
+        return self._kind
+
+    @property
+    def user_slot(self) -> Optional[tuple[str, str]]:
+        """For a ``{{user}}`` reference: the (credential target, field) whose stored value it stands for."""
+        return self._user_slot
+
     def get(self, where: str = "") -> str:
         """Resolve now. Raises :class:`CredentialError` naming the variable or file, never a value."""
         at = f" (referenced by {where})" if where else ""
+        if self._kind == "secrets":
+            if self._resolver is None:
+                raise CredentialError(f"{{{{secrets/{self._target}}}}}{at} needs a secrets resolver: add a "
+                                      "'secrets:' section to the mesh config (resolver: env | file | a plugin's)")
+            scope, _, key = self._target.partition("/")
+            return self._resolver.resolve(scope, key)
+        if self._kind == "user":
+            slot = f" for {self._user_slot[0]}" if self._user_slot else ""
+            raise CredentialError(f"{{{{user}}}}{at} stands for each caller's own stored credential{slot}; "
+                                  "it is resolved per user by the mesh, not read directly")
         if self._kind == "env":
             value = os.environ.get(self._target)
             if value is None or value == "":
@@ -70,6 +135,10 @@ class Secret:
 
     def describe(self) -> str:
         """Safe to show: the reference itself, or asterisks for a literal."""
+        if self._kind == "secrets":
+            return "{{secrets/" + self._target + "}}"
+        if self._kind == "user":
+            return "{{user}}"
         if self.is_reference:
             return "{{" + f"{self._kind}:{self._target}" + "}}"
         return "**********" if self.masked else self._raw
@@ -90,7 +159,7 @@ class Secret:
         # so refuse that rather than leak.
         if not self.is_reference and self.masked:
             raise TypeError("a literal secret cannot be pickled; use a {{env:...}} or {{file:...}} reference")
-        return (Secret, (self._raw, self.masked))
+        return (_rebuild_secret, (self._raw, self.masked, self._resolver, self._user_slot))
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
@@ -107,6 +176,12 @@ class Secret:
             to_secret,
             serialization=core_schema.plain_serializer_function_ser_schema(lambda s: s.describe()),
         )
+
+
+def _rebuild_secret(raw: str, masked: bool, resolver: Any, user_slot: Optional[tuple[str, str]]) -> "Secret":
+    s = Secret(raw, masked)
+    s._resolver, s._user_slot = resolver, user_slot
+    return s
 
 
 def resolve_optional(value: Union[str, Secret, None], where: str = "") -> Optional[str]:
@@ -172,10 +247,45 @@ class ServerConfig(_Strict):
     api_keys: list[ServerKeyConfig] = Field(default_factory=list)
 
 
+class SecretsConfig(_Strict):
+    """Who resolves ``{{secrets/<scope>/<key>}}`` (see :mod:`langchain_mesh.secrets`)."""
+
+    resolver: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class CredentialsConfig(_Strict):
+    """The per-user credential store (see :mod:`langchain_mesh.credentials`)."""
+
+    store: Literal["file"] = "file"
+    #: default: $MESH_CREDENTIALS_FILE, else ~/.local/share/langchain-mesh/credentials.json
+    path: Optional[str] = None
+    #: the store's encryption key; default: $MESH_CREDENTIALS_KEY, else the OS keyring
+    key: Optional[Secret] = None
+
+
+class PresetConfig(_Strict):
+    """A preset of a plugin's parameter set: values for its fields. A credential field left out (or
+    set to ``{{user}}``) is each user's own, stored with ``mesh credentials set <preset>``."""
+
+    parameter_set: str
+    description: str = ""
+    values: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("values")
+    @classmethod
+    def _references(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # a reference is a Secret (checked, never shown) whichever field of the set it fills
+        return {k: Secret(x) if isinstance(x, str) and _looks_like_reference(x) else x for k, x in v.items()}
+
+
 class MeshConfig(_Strict):
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     knowledge_banks: dict[str, KnowledgeBankConfig] = Field(default_factory=dict)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    secrets: Optional[SecretsConfig] = None
+    credentials: CredentialsConfig = Field(default_factory=CredentialsConfig)
+    presets: dict[str, PresetConfig] = Field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"MeshConfig(connections={sorted(self.connections)}, knowledge_banks={sorted(self.knowledge_banks)})"
@@ -313,8 +423,93 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
         except ValidationError as e:
             problems += _problems_from(e, at, model)
 
+    if base is not None:
+        problems += _link(base, conns, Path(source).parent if isinstance(source, (str, os.PathLike)) else None)
     if problems:
         raise ConfigError(_format_problems(problems, where), problems)
     assert base is not None
     base.connections = conns
     return base
+
+
+def _link(base: MeshConfig, conns: dict[str, ConnectionConfig], base_dir: Optional[Path] = None) -> list[tuple[str, str]]:
+    """Checks that need the whole config: secret references bound to the configured resolver,
+    ``{{user}}`` references to their credential target, and each connection's own cross-checks
+    (``check_with``: a custom connection's presets and parameters; relative paths in it are read
+    from ``base_dir``, the YAML file's folder)."""
+    problems: list[tuple[str, str]] = []
+    resolver = None
+    if base.secrets is not None:
+        from .secrets import make_secret_resolver
+
+        try:
+            resolver = make_secret_resolver(base.secrets.resolver, base.secrets.options)
+        except ConfigError as e:
+            problems += e.problems or [("secrets", str(e))]
+    for name in conns:
+        if name in base.presets:
+            problems.append((f"presets.{name}", f"a preset and a connection are both named {name!r}: "
+                             "credentials are stored by that name, so it must be unique"))
+    for name, conn in conns.items():
+        check = getattr(conn, "check_with", None)
+        if check is not None:
+            problems += check(base, f"connections.{name}", base_dir=base_dir)
+    for kb, kbc in base.knowledge_banks.items():
+        # the banks read their settings' references themselves, when opened: check them now
+        for key, value in kbc.settings.items():
+            if isinstance(value, str) and _looks_like_reference(value):
+                where = f"knowledge_banks.{kb}.settings.{key}"
+                try:
+                    kind = Secret(value).kind
+                except ValueError as e:
+                    problems.append((where, str(e)))
+                    continue
+                if kind not in ("env", "file"):
+                    problems.append((where, "knowledge-bank settings take {{env:NAME}} and {{file:PATH}} "
+                                            "references only"))
+    roots: list[tuple[str, Any]] = [(f"connections.{n}", c) for n, c in conns.items()]
+    roots += [(f"presets.{n}.values", p.values) for n, p in base.presets.items()]
+    roots += [("server", base.server), ("credentials", base.credentials)]
+    for root, obj in roots:
+        for path, secret in _secrets_in(obj, root):
+            if secret.kind == "secrets":
+                if base.secrets is None:
+                    problems.append((path, f"{secret.describe()} needs a secrets resolver: add a 'secrets:' "
+                                     f"section (resolver: env | file | a plugin's); supported references: "
+                                     f"{SUPPORTED_REFERENCES}"))
+                secret._resolver = resolver
+            elif secret.kind == "user" and secret.user_slot is None:  # (a plugin's presets bind their own)
+                slot = _user_slot(path)
+                if slot is None:
+                    problems.append((path, "{{user}} (a per-user credential) is only allowed in a "
+                                     "connection's settings or a preset's values"))
+                secret._user_slot = slot
+    return problems
+
+
+def _user_slot(path: str) -> Optional[tuple[str, str]]:
+    """(credential target, field) of a ``{{user}}`` found at ``path``: the connection or preset it
+    belongs to, and its key there (``connections.myopenai.api_key`` -> (``myopenai``, ``api_key``))."""
+    parts = path.split(".")
+    if parts[0] == "connections" and len(parts) >= 3:
+        return parts[1], ".".join(parts[2:])
+    if parts[0] == "presets" and len(parts) >= 4 and parts[2] == "values":
+        return parts[1], ".".join(parts[3:])
+    return None
+
+
+def _secrets_in(obj: Any, path: str) -> list[tuple[str, Secret]]:
+    """Every :class:`Secret` inside a validated config object, with its dotted path."""
+    out: list[tuple[str, Secret]] = []
+    if isinstance(obj, Secret):
+        out.append((path, obj))
+    elif isinstance(obj, BaseModel):
+        for k in type(obj).model_fields:
+            out += _secrets_in(getattr(obj, k, None), f"{path}.{k}")
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out += _secrets_in(v, f"{path}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out += _secrets_in(v, f"{path}[{i}]")
+    return out

@@ -26,6 +26,19 @@ class CredentialError(MeshError):
     """A secret reference could not be resolved (unset variable, unreadable file)."""
 
 
+class MissingUserCredentialError(CredentialError):
+    """The calling user has no stored credential where the connection or preset needs one (401-class:
+    the user, not the operator, fixes it by storing their own)."""
+
+    status = 401
+
+    def __init__(self, message: str, *, user: str = "", target: str = "", fields: Sequence[str] = ()):
+        super().__init__(message)
+        self.user = user
+        self.target = target
+        self.fields = list(fields)
+
+
 class UnknownLLMError(MeshError, LookupError):
     """An LLM id names a connection or model the mesh does not have."""
 

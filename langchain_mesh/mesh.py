@@ -33,6 +33,7 @@ from .schema import (
 
 if TYPE_CHECKING:
     from .connections.base import Connection, ToolCallAssembler
+    from .credentials.per_user import PerUserConnections
     from .queries import LLM
 
 __all__ = ["Mesh", "LLMListItem"]
@@ -53,8 +54,13 @@ class LLMListItem:
 class Mesh:
     """A set of connections and knowledge banks, described by a config (``Mesh()`` = embedded default)."""
 
-    def __init__(self, config: Union[MeshConfig, Mapping[str, Any], str, os.PathLike[str], None] = None):
+    def __init__(self, config: Union[MeshConfig, Mapping[str, Any], str, os.PathLike[str], None] = None,
+                 user: Optional[str] = None):
         self.config: MeshConfig = load_config(config)
+        #: the caller in library use when no ``acting_as`` says otherwise (default: the OS user)
+        self.user = user
+        self._user_slots: dict[str, dict[str, list[str]]] = _user_slots_of(self.config)
+        self._per_user: Optional["PerUserConnections"] = None
         self._connections: dict[str, "Connection"] = {}
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._handles: dict[str, "LLM"] = {}
@@ -96,6 +102,47 @@ class Mesh:
                 conn = get_connection_class(cfg.type)(name, cfg)
                 self._connections[name] = conn
         return conn
+
+    # ---- per-user credentials -------------------------------------------------------------------------
+
+    def uses_user_credentials(self, llm: "LLM") -> bool:
+        """Whether ``llm``'s connection takes each caller's own stored credential (``{{user}}``)."""
+        return llm.connection.name in self._user_slots
+
+    def credential_targets(self) -> dict[str, list[str]]:
+        """What users can store credentials for: connection or preset name -> the fields."""
+        out: dict[str, list[str]] = {}
+        for slots in self._user_slots.values():
+            for target, fields in slots.items():
+                out.setdefault(target, [])
+                out[target] += [f for f in fields if f not in out[target]]
+        return out
+
+    @property
+    def credential_store(self) -> Any:
+        return self._user_connections().store
+
+    def _user_connections(self) -> "PerUserConnections":
+        if self._per_user is None:
+            with self._lock:
+                if self._per_user is None:
+                    from .credentials.per_user import PerUserConnections, open_store
+
+                    self._per_user = PerUserConnections(lambda: open_store(self.config))
+        return self._per_user
+
+    def caller(self) -> str:
+        """The user this call runs for: ``acting_as`` / the server's caller, else ``Mesh(user=)``, else the OS user."""
+        from .credentials.identity import current_user, os_user
+
+        return current_user() or self.user or os_user()
+
+    def _conn(self, llm: "LLM") -> "Connection":
+        conn = llm.connection
+        slots = self._user_slots.get(conn.name)
+        if slots is None:  # the common case: one dict lookup
+            return conn
+        return self._user_connections().connection(conn, slots, self.caller())
 
     def _models_of(self, name: str) -> dict[str, ModelInfo]:
         models = self._models.get(name)
@@ -174,25 +221,29 @@ class Mesh:
     # retries off (the scripted test connection) the policy is skipped entirely.
 
     def complete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
+        conn = self._conn(llm)
+        n = conn.config.max_retries
         if not n:
             return conn.complete(llm.model, request)
         return call_with_retries(lambda: conn.complete(llm.model, request), n)
 
     async def acomplete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
+        conn = self._conn(llm)
+        n = conn.config.max_retries
         if not n:
             return await conn.acomplete(llm.model, request)
         return await acall_with_retries(lambda: conn.acomplete(llm.model, request), n)
 
     def stream(self, llm: "LLM", request: CompletionRequest) -> Iterator[StreamEvent]:
-        conn, n = llm.connection, llm.connection.config.max_retries
+        conn = self._conn(llm)
+        n = conn.config.max_retries
         if not n:
             return _ensure_footer(conn.stream(llm.model, request), llm.id)
         return stream_with_retries(lambda: _ensure_footer(conn.stream(llm.model, request), llm.id), n)
 
     def astream(self, llm: "LLM", request: CompletionRequest) -> AsyncIterator[StreamEvent]:
-        conn, n = llm.connection, llm.connection.config.max_retries
+        conn = self._conn(llm)
+        n = conn.config.max_retries
         if not n:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
         return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n)
@@ -209,28 +260,34 @@ class Mesh:
 
     def embed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
         self._check_images(llm, request)
-        conn, n = llm.connection, llm.connection.config.max_retries
+        conn = self._conn(llm)
+        n = conn.config.max_retries
         if not n:
             return conn.embed(llm.model, request)
         return call_with_retries(lambda: conn.embed(llm.model, request), n)
 
     async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
         self._check_images(llm, request)
-        conn, n = llm.connection, llm.connection.config.max_retries
+        conn = self._conn(llm)
+        n = conn.config.max_retries
         if not n:
             return await conn.aembed(llm.model, request)
         return await acall_with_retries(lambda: conn.aembed(llm.model, request), n)
 
     def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
+        conn = self._conn(llm)
+        n = conn.config.max_retries
         return call_with_retries(lambda: conn.generate_images(llm.model, request), n)
 
     async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
+        conn = self._conn(llm)
+        n = conn.config.max_retries
         return await acall_with_retries(lambda: conn.agenerate_images(llm.model, request), n)
 
     def close(self) -> None:
         with self._lock:
+            if self._per_user is not None:
+                self._per_user.close()
             for conn in self._connections.values():
                 conn.close()
             self._connections.clear()
@@ -245,6 +302,19 @@ class Mesh:
 
     def __repr__(self) -> str:
         return f"Mesh(connections={sorted(self.config.connections)})"
+
+
+def _user_slots_of(config: MeshConfig) -> dict[str, dict[str, list[str]]]:
+    """Connection name -> its ``{{user}}`` references (credential target -> fields), for the
+    connections that have any."""
+    from .credentials.per_user import user_slots
+
+    out = {}
+    for name, cfg in config.connections.items():
+        slots = user_slots(cfg)
+        if slots:
+            out[name] = slots
+    return out
 
 
 def _footer_with_calls(footer: StreamFooter, calls: "ToolCallAssembler") -> StreamFooter:

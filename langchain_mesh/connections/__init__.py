@@ -32,6 +32,7 @@ _BUILTIN: dict[str, str] = {
     "cohere": "langchain_mesh.connections.cohere:CohereConnection",
     "vertex": "langchain_mesh.connections.vertex:VertexConnection",
     "stability": "langchain_mesh.connections.stability:StabilityConnection",
+    "custom": "langchain_mesh.plugins.connection:CustomConnection",
 }
 _REGISTERED: dict[str, "type[Connection]"] = {}
 _ENTRY_POINT_GROUP = "langchain_mesh.connections"

@@ -30,7 +30,9 @@ from pydantic import BaseModel, ValidationError
 from ..errors import MeshError, ProviderError
 from ..schema import Purpose, StreamChunk, Usage
 from . import sse
+from ..credentials.identity import reset_user, set_user
 from .auth import KeyRing, Principal
+from .credentials import CredentialsAPI
 from .errors import APIError, api_error, model_not_found
 from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
 from .models import ChatCompletionRequest, CompletionsRequest, EmbeddingsRequest, ImagesRequest
@@ -98,7 +100,10 @@ class MeshApp:
         self._items = mesh.list_llms()
         self._llms = {i.id: mesh.get_llm(i.id) for i in self._items}
         # the pass-through plan of each LLM that needs no translation (decided once, here)
-        self._forward = {k: f for k, f in ((k, forward_plan(llm)) for k, llm in self._llms.items()) if f is not None}
+        # (not for LLMs on each caller's own credential: their connection is chosen per request)
+        self._forward = {k: f for k, f in ((k, forward_plan(llm)) for k, llm in self._llms.items()
+                                           if not mesh.uses_user_credentials(llm)) if f is not None}
+        self._credentials = CredentialsAPI(mesh)
         self._openapi = orjson.dumps(openapi_document())
         self._posts: dict[str, Callable[..., Awaitable[None]]] = {
             "/v1/chat/completions": self._chat, "/v1/completions": self._text, "/v1/embeddings": self._embeddings,
@@ -141,6 +146,7 @@ class MeshApp:
         method, path = scope["method"], scope["path"]
         started = time.perf_counter()
         who, served, status = "-", _Served(), 200
+        user_token = None
         try:
             if path == "/health":
                 return await _json(send, 200, b'{"status":"ok"}')
@@ -148,8 +154,11 @@ class MeshApp:
                 return await _json(send, 200, self._openapi)
             principal = self.keys.authenticate(_header(scope, b"authorization"))
             who = principal.name
+            user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
             handler = self._posts.get(path)
-            if handler is not None and method == "POST":
+            if path.startswith("/v1/credentials"):
+                await self._credentials.handle(method, path, principal, receive, send)
+            elif handler is not None and method == "POST":
                 body = await _read_body(receive)
                 await _until_disconnect(receive, handler(principal, body, send, served))
             elif method == "GET" and path == "/v1/models":
@@ -170,6 +179,9 @@ class MeshApp:
             err = api_error(e)
             status = err.status
             await _json(send, err.status, err.body(), err.headers)
+        finally:
+            if user_token is not None:
+                reset_user(user_token)
         if self.on_usage is not None or usage_log.isEnabledFor(logging.INFO):
             usage = served.usage if served.raw_usage is None else usage_of(served.raw_usage)
             self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started))

@@ -17,6 +17,7 @@ from ..errors import (
     ConfigError,
     CredentialError,
     InvalidLLMIdError,
+    MissingUserCredentialError,
     NotFoundError,
     ProviderError,
     ProviderTimeoutError,
@@ -71,6 +72,8 @@ def api_error(e: BaseException, param_of: Any = None) -> APIError:
         return APIError(400, str(e), param="model", code="unsupported_model")
     if isinstance(e, ProviderError):
         return _upstream(e)
+    if isinstance(e, MissingUserCredentialError):  # the caller's own credential: theirs to set
+        return APIError(401, str(e), type="invalid_request_error", code="missing_credential")
     if isinstance(e, (CredentialError, ConfigError)):  # the gateway's own setup: the operator's to fix
         log.error("a request could not be served: %s", e)
         return APIError(503, "This model is not available: the gateway's configuration for it is incomplete "

@@ -46,6 +46,20 @@ def openapi_document() -> dict[str, Any]:
         "/v1/models": {"get": {"operationId": "listModels", "summary": "the mesh LLM ids this key may use",
                                "responses": _responses("a list of model objects")}},
     }
+    # each caller's own credentials (langchain_mesh/server/credentials.py); values go in, never out
+    target = {"name": "target", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "a connection or preset taking per-user credentials"}
+    values = {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}, "minProperties": 1}
+    paths["/v1/credentials"] = {"get": {"operationId": "listCredentials",
+                                        "summary": "the caller's stored credentials (fields, no values) and the targets",
+                                        "responses": _responses("a list of credential objects")}}
+    paths["/v1/credentials/{target}"] = {
+        "put": {"operationId": "setCredential", "summary": "store the caller's own credential for a target",
+                "parameters": [target],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": values}}},
+                "responses": _responses("the credential object (fields, no values)")},
+        "delete": {"operationId": "deleteCredential", "summary": "delete the caller's credential for a target",
+                   "parameters": [target], "responses": _responses("deleted")}}
     for path, (model, op, summary) in _POSTS.items():
         paths[path] = {"post": {
             "operationId": op, "summary": summary,
