@@ -52,7 +52,7 @@ class ImageTranslation:
             return
         raise SettingsError(f"{self.model} on {self.provider} does not take '{setting}': {why}. Remove it, or "
                             "set lenient (request.lenient=True, or image_settings: lenient on the connection) "
-                            "to drop what a model does not take", [setting])
+                            "to drop what a model does not take", setting.split("/"))
 
     def refuse_present(self, **why: str) -> None:
         """Refuse each named setting that the request sets (``quality="DALL-E 2 has one quality"``)."""

@@ -72,6 +72,7 @@ from ..schema import (
 )
 from . import vertex_wire as wire
 from .base import Connection
+from .image_settings import ImageTranslation
 
 __all__ = ["VertexConnection", "VertexConfig"]
 
@@ -406,10 +407,11 @@ class VertexConnection(Connection):
 
     # ---- images --------------------------------------------------------------------------------------
 
-    def _image_config(self, model: str, request: ImageGenerationRequest) -> dict[str, Any]:
+    def _image_config(self, model: str, request: ImageGenerationRequest) -> tuple[dict[str, Any], Any]:
         if self.config.backend != "vertex":
             raise CapabilityError("Imagen is offered on Vertex AI only (google-genai has no Gemini API path for it)")
-        return wire.image_config(model, request)
+        t = ImageTranslation(wire.PROVIDER, model, request)
+        return wire.image_config(model, request, t), t
 
     @staticmethod
     def _images(resp: Any, model: str) -> ImageGenerationResponse:
@@ -419,19 +421,19 @@ class VertexConnection(Connection):
                     for g in resp.generated_images if g.image is not None and g.image.image_bytes], model=model)
 
     def generate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
-        config = self._image_config(model, request)
+        config, t = self._image_config(model, request)
         try:
             resp = self._client().models.generate_images(model=model, prompt=request.prompt, config=config)
         except Exception as e:  # noqa: BLE001
             raise self._error(e) from None
-        return self._images(resp, model)
+        return t.finish(self._images(resp, model))
 
     async def agenerate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
-        config = self._image_config(model, request)
+        config, t = self._image_config(model, request)
         try:
             resp = await self._client().aio.models.generate_images(model=model, prompt=request.prompt,
                                                                    config=config)
         except Exception as e:  # noqa: BLE001
             raise self._error(e) from None
-        return self._images(resp, model)
+        return t.finish(self._images(resp, model))
 

@@ -427,31 +427,33 @@ def _ratio(r: str) -> float:
     return int(w) / int(h)
 
 
-def image_config(model: str, request: ImageGenerationRequest) -> dict[str, Any]:
-    """``GenerateImagesConfig`` for Imagen; what Imagen cannot do raises before any request."""
+def image_config(model: str, request: ImageGenerationRequest,
+                 t: Optional["ImageTranslation"] = None) -> dict[str, Any]:
+    """``GenerateImagesConfig`` for Imagen; what Imagen cannot do raises before any request.
+
+    Imagen takes one plain prompt (weighted prompts are merged), a negative prompt, a seed, an aspect
+    ratio (a size or ratio snaps to the nearest of its five), ``fidelity`` as ``guidance_scale`` (1-10),
+    and no quality or style.
+    """
+    from .image_settings import ImageTranslation, fidelity_to_scale
+
+    t = t or ImageTranslation(PROVIDER, model, request)
     if request.images:
-        raise CapabilityError(f"{model} generates images from text only; image-to-image is not offered here")
+        raise t.mode_not_offered(["text-to-image"], "; image-to-image is not offered here")
     if request.n > 4:
-        raise SettingsError(f"Imagen generates at most 4 images per request, asked for n={request.n}", ["n"])
+        raise SettingsError(f"Imagen generates at most 4 images per request, asked for n={request.n}",
+                            ["images_to_generate"])
     if request.mime_type not in ("image/png", "image/jpeg"):
         raise SettingsError(f"Imagen writes image/png or image/jpeg, not {request.mime_type}", ["mime_type"])
+    t.refuse_present(quality="Imagen has no quality setting", style="Imagen has no style setting")
     config: dict[str, Any] = {"number_of_images": request.n, "output_mime_type": request.mime_type}
-    ratio = request.aspect_ratio
-    if request.width is not None or request.height is not None:
-        if request.width is None or request.height is None:
-            raise SettingsError("give both width and height (Imagen takes an aspect ratio)", ["width", "height"])
-        ratio_wh = aspect_ratio_for(request.width, request.height, IMAGEN_ASPECT_RATIOS)
-        if ratio_wh is None or (ratio is not None and ratio != ratio_wh):
-            raise SettingsError(f"Imagen takes an aspect ratio ({', '.join(IMAGEN_ASPECT_RATIOS)}), not a size; "
-                                f"{request.width}x{request.height} matches none of them", ["width", "height"])
-        ratio = ratio_wh
+    ratio = t.snap_ratio(IMAGEN_ASPECT_RATIOS)
     if ratio is not None:
-        if ratio not in IMAGEN_ASPECT_RATIOS:
-            raise SettingsError(f"Imagen's aspect ratios are {', '.join(IMAGEN_ASPECT_RATIOS)}, not {ratio!r}",
-                                ["aspect_ratio"])
         config["aspect_ratio"] = ratio
     if request.negative_prompt:
         config["negative_prompt"] = request.negative_prompt
+    if request.fidelity is not None:
+        config["guidance_scale"] = fidelity_to_scale(request.fidelity)
     if request.seed is not None:
         # Imagen refuses a seed while its invisible watermark is on: asking for a seed turns it off
         config["seed"] = request.seed

@@ -584,6 +584,11 @@ class VertexServer(WireServer):
         prompt = instances[0].get("prompt") if isinstance(instances[0], dict) else None
         if len(instances) != 1 or not isinstance(prompt, str) or not prompt:
             raise _Invalid("Imagen takes exactly one instance with a non-empty prompt.")
+        unknown = sorted(set(params) - _IMAGEN_PARAMETERS)
+        if unknown:
+            raise _Invalid(f"Unknown Imagen parameter(s): {', '.join(unknown)}.")
+        if "guidanceScale" in params and not isinstance(params["guidanceScale"], (int, float)):
+            raise _Invalid("guidanceScale must be a number.")
         count = params.get("sampleCount", 4)
         if not isinstance(count, int) or not 1 <= count <= 4:
             raise _Invalid(f"sampleCount must be between 1 and 4, got {count}.")
@@ -603,6 +608,11 @@ class VertexServer(WireServer):
         images = [make_image(mime, w, h, f"{seed}|{i}") for i in range(count)]
         respond.json(200, {"predictions": [{"bytesBase64Encoded": base64.b64encode(img).decode(), "mimeType": mime}
                                            for img in images]}, reply.headers)
+
+
+_IMAGEN_PARAMETERS = {"sampleCount", "aspectRatio", "seed", "addWatermark", "outputOptions", "negativePrompt",
+                      "guidanceScale", "personGeneration", "safetySetting", "includeRaiReason", "enhancePrompt",
+                      "language", "sampleImageSize", "includeSafetyAttributes", "storageUri"}
 
 
 if __name__ == "__main__":
