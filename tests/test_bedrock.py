@@ -452,9 +452,12 @@ def test_titan_image_generator(srv, mesh):
     assert srv.last_request.json["taskType"] == "IMAGE_VARIATION" and params["similarityStrength"] == 0.5
 
     q.aspect_ratio = "16:9"
-    with pytest.raises(SettingsError) as ei:
+    with pytest.raises(SettingsError, match="contradict") as ei:
         q.execute()
-    assert ei.value.settings == ["aspect_ratio"]
+    assert ei.value.settings == ["aspect_ratio", "width", "height"]
+    q.width = q.height = None  # an aspect ratio alone snaps to Titan's nearest size (1152x640 for 16:9)
+    q.execute()
+    assert srv.last_request.json["imageGenerationConfig"]["width"] == 1152
 
 
 def test_filtered_image_is_an_error(srv, mesh):

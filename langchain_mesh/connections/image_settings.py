@@ -23,12 +23,24 @@ from ..errors import CapabilityError, SettingsError
 from ..imaging import check_mask_size
 from ..schema import ImageGenerationRequest, ImageGenerationResponse, ratio_value
 
-__all__ = ["ImageTranslation", "SNAP_TOLERANCE", "fidelity_to_scale"]
+__all__ = ["ImageTranslation", "SNAP_TOLERANCE", "STYLE_PRESETS", "fidelity_to_scale", "weighted_prompt"]
 
 log = logging.getLogger("langchain_mesh.images")
 
 #: how far (relative) an asked width/height ratio may be from the one a model accepts and still snap to it
 SNAP_TOLERANCE = 0.05
+
+
+#: Stability's style presets (its REST API, and SDXL on Bedrock)
+STYLE_PRESETS = ("3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
+                 "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami",
+                 "photographic", "pixel-art", "tile-texture")
+
+
+def weighted_prompt(prompts: list[Any]) -> str:
+    """Stability's prompt syntax weighs words as ``(text:weight)``: weighted prompts stay weighted in one text."""
+    return ", ".join(p.text.strip() if p.weight is None or p.weight == 1 else f"({p.text.strip()}:{p.weight:g})"
+                     for p in prompts)
 
 
 def fidelity_to_scale(fidelity: float, low: float = 1.0, high: float = 10.0) -> float:

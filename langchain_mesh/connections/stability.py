@@ -55,7 +55,7 @@ from ..schema import (
 from .base import Connection
 from .clients import PerLoopClients
 from ..imaging import white_mask
-from .image_settings import ImageTranslation, fidelity_to_scale
+from .image_settings import STYLE_PRESETS, ImageTranslation, fidelity_to_scale, weighted_prompt
 
 __all__ = ["StabilityConnection", "StabilityConfig"]
 
@@ -106,9 +106,6 @@ def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]])
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
-STYLE_PRESETS = ("3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
-                 "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami",
-                 "photographic", "pixel-art", "tile-texture")
 #: image-to-image mode -> the Stable Image service path serving it (MASK_FREE is the generate endpoint's)
 MODE_PATHS = {"INPAINTING": "/v2beta/stable-image/edit/inpaint",
               "CONTROLNET_STRUCTURE": "/v2beta/stable-image/control/structure",
@@ -116,12 +113,6 @@ MODE_PATHS = {"INPAINTING": "/v2beta/stable-image/edit/inpaint",
 _MODES = {"core": ("INPAINTING", "CONTROLNET_STRUCTURE", "CONTROLNET_SKETCH"),
           "ultra": ("MASK_FREE", "INPAINTING", "CONTROLNET_STRUCTURE", "CONTROLNET_SKETCH"),
           "sd3": ("MASK_FREE",)}
-
-
-def weighted_prompt(prompts: list[Any]) -> str:
-    """Stability's prompt syntax weighs words as ``(text:weight)``: weighted prompts stay weighted."""
-    return ", ".join(p.text.strip() if p.weight is None or p.weight == 1 else f"({p.text.strip()}:{p.weight:g})"
-                     for p in prompts)
 
 
 def form_fields(model: str, request: ImageGenerationRequest, strength: float,
