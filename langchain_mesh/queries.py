@@ -310,6 +310,7 @@ class ImageGenerationQuery:
 
     Each setting is sent, translated or refused per model (see the README's translation table);
     ``generation.lenient = True`` drops what the model does not take instead of refusing it.
+    ``height``/``width`` and ``aspect_ratio`` are alternatives: setting one clears the other.
     """
 
     def __init__(self, llm: LLM):
@@ -321,9 +322,9 @@ class ImageGenerationQuery:
         self.image_weight: Optional[float] = None
         self.mask_type: Optional[str] = None
         self.mask: Optional[ImagePart] = None
-        self.height: Optional[int] = None
-        self.width: Optional[int] = None
-        self.aspect_ratio: Union[None, float, str] = None
+        self._height: Optional[int] = None
+        self._width: Optional[int] = None
+        self._aspect_ratio: Union[None, float, str] = None
         self.seed: Optional[int] = None
         self.images_to_generate = 1
         self.quality: Optional[str] = None
@@ -331,6 +332,39 @@ class ImageGenerationQuery:
         self.fidelity: Optional[float] = None
         self.mime_type = "image/png"
         self.lenient = False
+
+    # The seed: "you can specify either the height and width or the aspect_ratio" (and its sample sets
+    # height and width, then aspect_ratio). The two are alternatives: the one set last is the one used.
+
+    @property
+    def height(self) -> Optional[int]:
+        return self._height
+
+    @height.setter
+    def height(self, value: Optional[int]) -> None:
+        self._height = value
+        if value is not None:
+            self._aspect_ratio = None
+
+    @property
+    def width(self) -> Optional[int]:
+        return self._width
+
+    @width.setter
+    def width(self, value: Optional[int]) -> None:
+        self._width = value
+        if value is not None:
+            self._aspect_ratio = None
+
+    @property
+    def aspect_ratio(self) -> Union[None, float, str]:
+        return self._aspect_ratio
+
+    @aspect_ratio.setter
+    def aspect_ratio(self, value: Union[None, float, str]) -> None:
+        self._aspect_ratio = value
+        if value is not None:
+            self._height = self._width = None
 
     @property
     def n(self) -> int:  # the OpenAI name of images_to_generate
