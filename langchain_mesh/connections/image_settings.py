@@ -28,7 +28,7 @@ __all__ = ["ImageTranslation", "SNAP_TOLERANCE", "STYLE_PRESETS", "fidelity_to_s
 log = logging.getLogger("langchain_mesh.images")
 
 #: how far (relative) an asked width/height ratio may be from the one a model accepts and still snap to it
-SNAP_TOLERANCE = 0.05
+SNAP_TOLERANCE = 0.10
 
 
 #: Stability's style presets (its REST API, and SDXL on Bedrock)
