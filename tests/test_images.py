@@ -199,7 +199,8 @@ def test_a_mode_the_model_lacks_is_a_capability_error(mesh, servers):
              ("azure_openai:az:dall-e-3-dep", "VARY"), ("stability:st:sd3.5-large", "INPAINTING"),
              ("stability:st:stable-image-core", "MASK_FREE"), ("bedrock:aws:stability.sd3-large-v1:0", "VARY"),
              ("bedrock:aws:amazon.titan-image-generator-v1", "CONTROLNET_STRUCTURE"),
-             ("vertex:gcp:imagen-3.0-generate-002", "MASK_FREE")]
+             ("vertex:gcp:imagen-3.0-generate-002", "MASK_FREE"), ("vertex:gcp:imagen-3.0-capability-001", "VARY"),
+             ("vertex:gcp:imagen-3.0-capability-001", "MASK_FREE")]
     for llm_id, mode in cases:
         g = gen(mesh, llm_id).with_original_image(png(), mode=mode)
         if mode == "INPAINTING":
@@ -211,7 +212,8 @@ def test_a_mode_the_model_lacks_is_a_capability_error(mesh, servers):
 
 
 @pytest.mark.parametrize("llm_id", ["stability:st:stable-image-ultra", "bedrock:aws:amazon.titan-image-generator-v2:0",
-                                    "bedrock:aws:stability.stable-diffusion-xl-v1", "openai:oa:dall-e-2"])
+                                    "bedrock:aws:stability.stable-diffusion-xl-v1", "openai:oa:dall-e-2",
+                                    "vertex:gcp:imagen-3.0-capability-001"])
 def test_a_mask_of_the_wrong_size_is_refused_before_sending(mesh, servers, llm_id):
     g = gen(mesh, llm_id).with_original_image(png((128, 128)), mode="INPAINTING")
     g.with_mask("MASK_IMAGE_BLACK", image=png((64, 64), mode="L", color=0))

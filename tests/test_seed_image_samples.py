@@ -470,6 +470,8 @@ CONTROL = {
     ("bedrock:aws:amazon.titan-image-generator-v2:0", "CONTROLNET_SKETCH"): lambda r:
         r.json["textToImageParams"]["controlMode"] == "CANNY_EDGE",
 }
+# Imagen's control has no strength: the seed's weight=0.3 is refused (strict) or dropped (lenient)
+IMAGEN_CONTROL = {"CONTROLNET_STRUCTURE": "CONTROL_TYPE_CANNY", "CONTROLNET_SKETCH": "CONTROL_TYPE_SCRIBBLE"}
 
 
 @pytest.mark.parametrize("llm_id,mode", list(CONTROL))
@@ -477,6 +479,21 @@ def test_controlnet_modes(seed, _servers, llm_id, mode):
     resp = seed_prompted_variation(seed(), llm_id, mode=mode)
     _check_same_size(resp)
     assert CONTROL[(llm_id, mode)](_last(llm_id, _servers))
+
+
+@pytest.mark.parametrize("mode", list(IMAGEN_CONTROL))
+def test_controlnet_modes_on_imagen(seed, _servers, mode):
+    llm_id = "vertex:gcp:imagen-3.0-capability-001"
+    with pytest.raises(SettingsError, match="weight"):
+        seed_prompted_variation(seed(), llm_id, mode=mode)
+    resp = seed_prompted_variation(seed(lenient=True), llm_id, mode=mode)
+    _check_same_size(resp)
+    assert resp.ignored_settings == ["weight"]
+    body = _last(llm_id, _servers).json
+    (ref,) = body["instances"][0]["referenceImages"]
+    assert body["parameters"]["editMode"] == "EDIT_MODE_CONTROLLED_EDITING"
+    assert (ref["referenceType"], ref["controlImageConfig"]["controlType"]) == ("REFERENCE_TYPE_CONTROL",
+                                                                                IMAGEN_CONTROL[mode])
 
 
 def test_unprompted_variation(seed, _servers):
@@ -503,6 +520,9 @@ def _mask_of(llm_id: str, req: Any) -> Optional[PILImage.Image]:
         files = form_of(req)[1]
         return _decoded(files["mask"][2]) if "mask" in files else None
     body = req.json
+    if llm_id.startswith("vertex:"):
+        masks = [r for r in body["instances"][0]["referenceImages"] if r["referenceType"] == "REFERENCE_TYPE_MASK"]
+        return _b64_image(masks[0]["referenceImage"]["bytesBase64Encoded"])
     if "mask_image" in body:
         return _b64_image(body["mask_image"])
     if "inPaintingParams" in body:
@@ -511,9 +531,10 @@ def _mask_of(llm_id: str, req: Any) -> Optional[PILImage.Image]:
 
 
 INPAINT = ["stability:st:stable-image-core", "bedrock:aws:stability.stable-diffusion-xl-v1",
-           "bedrock:aws:amazon.titan-image-generator-v2:0", "openai:oa:dall-e-2", "openai:oa:gpt-image-1"]
+           "bedrock:aws:amazon.titan-image-generator-v2:0", "openai:oa:dall-e-2", "openai:oa:gpt-image-1",
+           "vertex:gcp:imagen-3.0-capability-001"]
 #: which pixel value marks "fill here" in each provider's mask (the seed's mask: black = fill)
-FILL = {"stability": 255, "bedrock": 0, "openai": "transparent"}
+FILL = {"stability": 255, "bedrock": 0, "openai": "transparent", "vertex": 255}
 
 
 def _fill_marks(llm_id: str, mask: PILImage.Image) -> tuple[Any, Any]:
@@ -544,6 +565,8 @@ def test_inpainting_with_a_black_mask_image(seed, _servers, llm_id):
         assert req.json["mask_source"] == "MASK_IMAGE_BLACK"
     elif "titan" in llm_id:
         assert req.json["taskType"] == "INPAINTING" and req.json["inPaintingParams"]["text"] == "dog"
+    elif llm_id.startswith("vertex:"):
+        assert req.json["parameters"]["editMode"] == "EDIT_MODE_INPAINT_INSERTION"
     else:
         assert req.path == "/v1/images/edits"
 
@@ -559,6 +582,7 @@ def test_inpainting_the_transparent_pixels(seed, _servers, llm_id):
         assert form_of(req)[1]["image"][2][:8] == b"\x89PNG\r\n\x1a\n"
     elif "stable-diffusion" in llm_id:
         assert mask is None and req.json["mask_source"] == "INIT_IMAGE_ALPHA"
-    else:  # Titan takes a mask image: made from the alpha channel (black = the transparent left half)
+    else:  # Titan and Imagen take a mask image, made from the alpha channel: the transparent left half
         gray = mask.convert("L")
-        assert gray.getpixel((10, SIDE - 10)) == 0 and gray.getpixel((SIDE - 10, 10)) == 255
+        fill = FILL[llm_id.split(":")[0]]
+        assert gray.getpixel((10, SIDE - 10)) == fill and gray.getpixel((SIDE - 10, 10)) == 255 - fill
