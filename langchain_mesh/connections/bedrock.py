@@ -2,7 +2,8 @@
 
 Chat (Claude, Mistral, Llama, Cohere Command, Titan Text, Nova, AI21) through **Converse** and
 **ConverseStream**; embeddings (Titan Text Embeddings, Cohere Embed) and images (Stability SD3 Large,
-Stable Image Core and Ultra, SDXL, Titan Image Generator) through **InvokeModel**::
+Stable Image Core and Ultra, SDXL, Titan Image Generator; image-to-image modes and masks per model, see
+``bedrock_wire.image_bodies`` and the README's table) through **InvokeModel**::
 
     connections:
       aws:

@@ -9,17 +9,23 @@ There is no maintained official Python SDK, so this is a plain ``httpx`` client:
       # image_strength: 0.5                   # image-to-image: how far from the input image (0-1)
 
 Models and endpoints: ``stable-image-core`` (``/v2beta/stable-image/generate/core``, text only),
-``stable-image-ultra`` (``/generate/ultra``, image-to-image with ``image`` + ``strength``) and the SD3
-family on ``/generate/sd3`` with ``model`` (``sd3-large``, ``sd3-large-turbo``, ``sd3.5-large``...;
-image-to-image with ``mode=image-to-image``). Requests are ``multipart/form-data`` with ``Accept:
-image/*``: the raw image comes back with ``finish-reason`` and ``seed`` headers.
+``stable-image-ultra`` (``/generate/ultra``, MASK_FREE image-to-image with ``image`` + ``strength``) and
+the SD3 family on ``/generate/sd3`` with ``model`` (``sd3-large``, ``sd3-large-turbo``, ``sd3.5-large``...;
+MASK_FREE with ``mode=image-to-image``). Core and Ultra also reach Stability's edit and control
+services: INPAINTING is ``/v2beta/stable-image/edit/inpaint`` (a white-is-fill ``mask``, or none: the
+image's transparent pixels), CONTROLNET_STRUCTURE / CONTROLNET_SKETCH are ``/control/structure`` and
+``/control/sketch`` with ``control_strength`` (the original image's weight). Requests are
+``multipart/form-data`` with ``Accept: image/*``: the raw image comes back with ``finish-reason`` and
+``seed`` headers.
 
-Request mapping: ``prompt``, ``negative_prompt``, ``seed``, ``aspect_ratio``; ``mime_type`` is
-``output_format`` (png, jpeg, webp; SD3 writes no webp). The API takes an aspect ratio, not a size: a
-``width``/``height`` whose ratio is within 2% of one of the API's nine ratios is sent as that ratio
-(1024x1024 is 1:1, 1344x768 is 16:9; the service picks the pixel size, about one megapixel), any
-other size is a :class:`SettingsError` naming ``width``/``height`` rather than a silently different
-shape. The API returns one image per request, so ``n`` images are ``n`` requests (concurrent in the
+Request mapping (:class:`~.image_settings.ImageTranslation`: strict refusals, or lenient drops):
+``prompt`` and ``negative_prompt`` keep their weights in Stability's ``(text:weight)`` syntax; ``seed``;
+``style`` is ``style_preset`` (Core and the edit/control services); ``fidelity`` is SD3's ``cfg_scale``
+(10 x fidelity); ``quality`` has no parameter; ``mime_type`` is ``output_format`` (png, jpeg, webp; SD3
+writes no webp); the original image's weight is ``strength`` = 1 - weight. The API takes an aspect
+ratio, not a size: a ratio (or ``width``/``height``) within 10% of one of the API's nine ratios is sent
+as that ratio (1344x768 is 16:9; the service picks the pixel size, about one megapixel), any other is
+refused rather than a silently different shape. The API returns one image per request, so ``n`` images are ``n`` requests (concurrent in the
 async path); with a ``seed``, image *i* uses ``seed + i`` so the images differ and stay reproducible.
 An image the service filtered (``finish-reason: CONTENT_FILTERED``, a blurred image) is an error,
 not a success. Errors (``{"id", "name", "errors"}``) are the mesh's typed errors; nothing is retried

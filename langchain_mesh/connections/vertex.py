@@ -27,8 +27,11 @@ Gemini parameter and is refused with a :class:`SettingsError`. Thought signature
 (thinking models need them back with the call) are kept per connection, by call id, for the
 conversation's next turn. Embeddings take ``input_type`` (RETRIEVAL_QUERY/RETRIEVAL_DOCUMENT) and
 ``dimensions`` (``output_dimensionality``). Imagen (Vertex only) takes ``aspect_ratio`` (a width and
-height are read as their ratio when it is one of Imagen's), ``negative_prompt``, ``seed`` (which turns
-the watermark off: Imagen refuses seeds otherwise) and ``n`` up to 4.
+height, or a ratio, snap to the nearest of Imagen's five within 10%), ``negative_prompt``, ``seed``
+(which turns the watermark off: Imagen refuses seeds otherwise), ``fidelity`` as ``guidance_scale`` and
+``n`` up to 4; weighted prompts are merged. ``imagen-3.0-capability-001`` edits through ``edit_image``:
+INPAINTING (a user-provided mask, white = fill) and CONTROLNET_STRUCTURE / CONTROLNET_SKETCH (canny /
+scribble control images).
 
 Errors are the mesh's typed errors, with the SDK's retries off.
 """

@@ -12,7 +12,11 @@ endpoint_url=srv.url)`` runs its own request validation, SigV4 signing and event
   ``metadata``;
 * ``POST /model/{modelId}/invoke``: Titan Text Embeddings (v1, v2), Cohere Embed, Stability (SD3 Large,
   Stable Image Core/Ultra, SDXL) and Titan Image Generator / Nova Canvas bodies, with the
-  ``X-Amzn-Bedrock-Input-Token-Count`` header.
+  ``X-Amzn-Bedrock-Input-Token-Count`` header. Image bodies are checked as the models take them: SDXL's
+  sizes, style presets, ``init_image`` with ``image_strength`` or a ``mask_source`` (``mask_image`` of
+  the init image's size, or an init image with alpha); Titan's ``TEXT_IMAGE`` (with v2's
+  ``conditionImage``/``controlMode``), ``IMAGE_VARIATION`` (text optional), ``INPAINTING`` (a
+  ``maskImage`` of the image's size), quality, cfgScale and sizes.
 
 Every request is authenticated first: a SigV4 ``Authorization`` header whose credential scope names
 the server's region and the service ``bedrock``, a matching ``X-Amz-Date``, the configured access key
@@ -31,7 +35,7 @@ application-inference-profile ARNs given in ``application_profiles``::
         srv.last_request.json
 
 Unscripted, chat echoes the last user message, embeddings are deterministic hashed vectors and images
-are small PNGs. ``python -m langchain_mesh.testing.bedrock --port 8080`` serves it.
+are PNGs of the asked size (or of the input image's; Stability's ratios as small PNGs). ``python -m langchain_mesh.testing.bedrock --port 8080`` serves it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """A local server speaking the OpenAI wire format, in the flavours of the services that speak it.
 
 Point the real ``openai`` SDK (or any HTTP client) at it to test an app offline: chat completions
-(plain, streamed, tool calls, logprobs, ``n`` choices), embeddings (float and base64) and image
-generation, with each service's paths, auth headers, response extras and error bodies::
+(plain, streamed, tool calls, logprobs, ``n`` choices), embeddings (float and base64), image
+generation, and image edits and variations (multipart; DALL-E 2's square PNGs, a mask of the image's
+size with an alpha channel, gpt-image's several images, dall-e-3's one image a request, each family's
+qualities and styles), with each service's paths, auth headers, response extras and error bodies::
 
     from openai import AzureOpenAI, OpenAI
     from langchain_mesh.testing.openai import OpenAIServer

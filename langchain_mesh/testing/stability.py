@@ -1,7 +1,10 @@
 """A local Stability AI REST API (v2beta Stable Image), for offline tests of the ``stability`` connection.
 
-Serves ``POST /v2beta/stable-image/generate/core``, ``/generate/ultra`` and ``/generate/sd3`` as the
-reference describes them: a ``multipart/form-data`` body (parsed for real, file parts included),
+Serves ``POST /v2beta/stable-image/generate/core``, ``/generate/ultra`` and ``/generate/sd3``, and the
+edit and control services ``/v2beta/stable-image/edit/inpaint``, ``/control/structure`` and
+``/control/sketch`` (an ``image``; inpaint's ``mask`` must have the image's size, or the image must have
+an alpha channel; ``control_strength`` in [0, 1]; the answer has the input's size), as the reference
+describes them: a ``multipart/form-data`` body (parsed for real, file parts included),
 ``Authorization: Bearer <key>``, and ``Accept: image/*`` (the raw image, with ``finish-reason`` and
 ``seed`` headers; the default) or ``application/json`` (``{"image": base64, "finish_reason", "seed"}``)::
 
