@@ -38,12 +38,14 @@ def mesh(_mesh_openai_server_session, _mesh_stability_server_session, _mesh_bedr
          _mesh_vertex_server_session, _mesh_azure_openai_server_session):
     oa, st, aws, gcp = (_mesh_openai_server_session, _mesh_stability_server_session, _mesh_bedrock_server_session,
                         _mesh_vertex_server_session)
+    _mesh_azure_openai_server_session.deployments.setdefault("gpt-image-1-dep", "gpt-image-1")
     m = Mesh.from_config({"connections": {
         "oa": {"type": "openai", "api_key": "test-key", "base_url": oa.base_url, "max_retries": 0,
                "models": [{"id": i, "purposes": ["IMAGE_GENERATION"]} for i in ("dall-e-2", "dall-e-3", "gpt-image-1")]},
         "az": {"type": "azure_openai", "endpoint": _mesh_azure_openai_server_session.base_url, "api_key": "test-key",
                "api_version": "2024-10-21", "max_retries": 0,
-               "models": [{"id": "dall-e-3-dep", "model": "dall-e-3", "purposes": ["IMAGE_GENERATION"]}]},
+               "models": [{"id": "dall-e-3-dep", "model": "dall-e-3", "purposes": ["IMAGE_GENERATION"]},
+                          {"id": "gpt-image-1-dep", "model": "gpt-image-1", "purposes": ["IMAGE_GENERATION"]}]},
         "st": {"type": "stability", "api_key": st.api_key, "base_url": st.url, "max_retries": 0},
         "aws": {"type": "bedrock", "endpoint_url": aws.url, "region": "us-east-1", "access_key_id": "AKIDTESTKEY",
                 "secret_access_key": "test-secret", "max_retries": 0},
@@ -243,6 +245,19 @@ def test_the_local_servers_check_masks_themselves(servers):
         client.images.create_variation(model="dall-e-2", image=("i.png", png((128, 64)), "image/png"))
     with pytest.raises(openai.BadRequestError, match="Value must be 'dall-e-2'"):
         client.images.create_variation(model="gpt-image-1", image=("i.png", png(), "image/png"))
+
+
+def test_azure_openai_edits_on_its_deployment_url(mesh, azure_openai_server):
+    g = gen(mesh, "azure_openai:az:gpt-image-1-dep", "a dog").with_original_image(png(), mode="INPAINTING")
+    g.with_mask("MASK_IMAGE_BLACK", image=png(mode="L", color=0))
+    g.images_to_generate, g.quality = 2, "hd"
+    r = g.execute()
+    assert len(r.images) == 2 and decoded(r.first_image()).size == (128, 128)
+    req = azure_openai_server.last_request
+    assert req.path == "/openai/deployments/gpt-image-1-dep/images/edits" and req.query["api-version"]
+    fields, files = form_of(req)
+    assert (fields["n"], fields["quality"], fields["prompt"]) == ("2", "high", "a dog")
+    assert decoded(files["mask"][2]).mode == "RGBA"  # the seed's black mask as OpenAI's transparent one
 
 
 def test_builder_refuses_what_is_incoherent(mesh):
