@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common], help="serve the mesh's LLMs through the OpenAI HTTP API",
                        description="Serve every LLM of the mesh through the OpenAI HTTP API (/v1/chat/completions, "
-                                   "/v1/embeddings, /v1/images/generations|edits|variations, /v1/models) with uvicorn. API keys "
+                                   "/v1/embeddings, /v1/images/generations|edits|variations, /v1/models) with "
+                                   "uvicorn. API keys "
                                    "come from server.api_keys in the config; without any, only a loopback "
                                    "address may be used. Needs the server extra: pip install 'langchain-mesh[server]'.")
     p.add_argument("--host", metavar="H", help="address to bind (default: server.host, else 127.0.0.1)")
@@ -285,7 +286,7 @@ def _cmd_image(mesh: "Mesh", args: argparse.Namespace) -> int:
         gen.with_mask("ORIGINAL_IMAGE_ALPHA" if args.mask_alpha else "MASK_IMAGE_BLACK",
                       image=_read_file(args.mask) if args.mask else None)
     resp = gen.execute()
-    for path, image in zip(_outputs(args.output, len(resp.images)), resp.images):
+    for path, image in zip(_outputs(args.output, len(resp.images)), resp.images, strict=True):
         with open(path, "wb") as f:
             f.write(image.data)
         print(path)

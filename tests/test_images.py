@@ -41,7 +41,8 @@ def mesh(_mesh_openai_server_session, _mesh_stability_server_session, _mesh_bedr
     _mesh_azure_openai_server_session.deployments.setdefault("gpt-image-1-dep", "gpt-image-1")
     m = Mesh.from_config({"connections": {
         "oa": {"type": "openai", "api_key": "test-key", "base_url": oa.base_url, "max_retries": 0,
-               "models": [{"id": i, "purposes": ["IMAGE_GENERATION"]} for i in ("dall-e-2", "dall-e-3", "gpt-image-1")]},
+               "models": [{"id": i, "purposes": ["IMAGE_GENERATION"]}
+                          for i in ("dall-e-2", "dall-e-3", "gpt-image-1")]},
         "az": {"type": "azure_openai", "endpoint": _mesh_azure_openai_server_session.base_url, "api_key": "test-key",
                "api_version": "2024-10-21", "max_retries": 0,
                "models": [{"id": "dall-e-3-dep", "model": "dall-e-3", "purposes": ["IMAGE_GENERATION"]},
@@ -317,7 +318,8 @@ def test_openai_sdk_against_mesh_serve(gateway, servers):
                            image=("t.png", png(mode="RGBA", color=(9, 9, 9, 255), clear=(0, 0, 128, 30)), "image/png"))
     assert len(r.data) == 1 and list(form_of(servers["oa"].last_request)[1]) == ["image"]
     # an opaque image without a mask is a prompted variation (MASK_FREE): Titan's IMAGE_VARIATION
-    client.images.edit(model="bedrock:aws:amazon.titan-image-generator-v2:0", prompt="sky", image=("o.png", png(), "image/png"))
+    client.images.edit(model="bedrock:aws:amazon.titan-image-generator-v2:0", prompt="sky",
+                       image=("o.png", png(), "image/png"))
     assert servers["aws"].last_request.json["taskType"] == "IMAGE_VARIATION"
 
     r = client.images.create_variation(model="openai:oa:dall-e-2", image=("v.png", png(), "image/png"), n=2)
@@ -337,7 +339,8 @@ def test_mesh_serve_image_errors(gateway, servers):
     with pytest.raises(openai.BadRequestError, match="does not take 'style'") as ei:
         client.images.generate(model="openai:oa:gpt-image-1", prompt="x", style="vivid")
     assert ei.value.body["param"] == "style"
-    r = httpx.post(gateway.base_url + "/images/edits", data={"model": "openai:oa:dall-e-2", "prompt": "x", "bogus": "1"},
+    r = httpx.post(gateway.base_url + "/images/edits",
+                   data={"model": "openai:oa:dall-e-2", "prompt": "x", "bogus": "1"},
                    files={"image": ("i.png", png(), "image/png")})
     assert r.status_code == 400 and r.json()["error"]["param"] == "bogus"
     r = httpx.post(gateway.base_url + "/images/edits", json={"model": "openai:oa:dall-e-2", "prompt": "x"})

@@ -26,7 +26,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pytest
 from PIL import Image as PILImage
@@ -260,7 +260,8 @@ def _config(servers: dict[str, Any], lenient: bool) -> dict[str, Any]:
     oa, az, st, aws, gcp = (servers[k] for k in ("openai", "azure", "stability", "bedrock", "vertex"))
     return {"connections": {
         "oa": {"type": "openai", "api_key": "test-key", "base_url": oa.base_url, **mode,
-               "models": [{"id": m, "purposes": ["IMAGE_GENERATION"]} for m in ("dall-e-2", "dall-e-3", "gpt-image-1")]},
+               "models": [{"id": m, "purposes": ["IMAGE_GENERATION"]}
+                          for m in ("dall-e-2", "dall-e-3", "gpt-image-1")]},
         "az": {"type": "azure_openai", "endpoint": az.base_url, "api_key": "test-key", "api_version": "2024-10-21",
                **mode, "models": [{"id": "dall-e-3-dep", "model": "dall-e-3", "purposes": ["IMAGE_GENERATION"]},
                                   {"id": "gpt-image-1-dep", "model": "gpt-image-1", "purposes": ["IMAGE_GENERATION"]}]},
@@ -378,7 +379,8 @@ PARAMETERS = {
         ["quality", "style"], (147, 64)),
     # Titan: one plain prompt (the weighted ones merged), quality hd -> premium, 21:9 -> 1408x640
     "bedrock:aws:amazon.titan-image-generator-v2:0": (
-        {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "meat pizza, rustic wooden table", "negativeText": NEG},
+        {"taskType": "TEXT_IMAGE",
+         "textToImageParams": {"text": "meat pizza, rustic wooden table", "negativeText": NEG},
          "imageGenerationConfig": {"numberOfImages": 1, "quality": "premium", "cfgScale": 5.0, "seed": 3,
                                    "width": 1408, "height": 640}},
         ["style"], (1408, 640)),
@@ -430,7 +432,8 @@ def _check_same_size(resp: Any) -> None:
 PROMPTED = {
     "stability:st:stable-image-ultra": lambda r: form_of(r)[0] == {
         "prompt": "dog on the beach", "output_format": "png", "strength": "0.7"} and r.path.endswith("/ultra"),
-    "stability:st:sd3.5-large": lambda r: form_of(r)[0]["mode"] == "image-to-image" and form_of(r)[0]["strength"] == "0.7",
+    "stability:st:sd3.5-large": lambda r: (form_of(r)[0]["mode"], form_of(r)[0]["strength"]) == ("image-to-image",
+                                                                                              "0.7"),
     "bedrock:aws:stability.sd3-large-v1:0": lambda r: (r.json["mode"], r.json["strength"]) == ("image-to-image", 0.7),
     "bedrock:aws:stability.stable-diffusion-xl-v1": lambda r: (
         r.json["init_image_mode"], r.json["image_strength"]) == ("IMAGE_STRENGTH", 0.3),

@@ -636,8 +636,8 @@ def _stability_body(m: str, request: ImageGenerationRequest, t: ImageTranslation
     mode = request.mode
     if mode is not None:
         if "sd3" not in m or mode != "MASK_FREE":
-            raise t.mode_not_offered(["MASK_FREE"] if "sd3" in m else [],
-                                     "" if "sd3" in m else "; it generates from text only (SD3 models take an input image)")
+            why = "" if "sd3" in m else "; it generates from text only (SD3 models take an input image)"
+            raise t.mode_not_offered(["MASK_FREE"] if "sd3" in m else [], why)
         body.update(mode="image-to-image", image=request.images[0].base64, strength=t.strength(strength))
         return body
     ratio = t.snap_ratio(STABILITY_RATIOS)

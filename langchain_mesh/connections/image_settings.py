@@ -106,7 +106,8 @@ class ImageTranslation:
                 raise SettingsError(f"width/height {r.width}x{r.height} contradict aspect_ratio {r.aspect_ratio}; "
                                     "give one or the other", ["aspect_ratio", "width", "height"])
         if (r.width is None) != (r.height is None) and r.aspect_ratio is None:
-            raise SettingsError(f"give both width and height (or an aspect_ratio) for {self.model}", ["width", "height"])
+            raise SettingsError(f"give both width and height (or an aspect_ratio) for {self.model}",
+                                ["width", "height"])
         return r.ratio, "aspect_ratio" if r.aspect_ratio is not None else "width/height"
 
     def snap_ratio(self, allowed: Iterable[str]) -> Optional[str]:

@@ -27,7 +27,6 @@ from ..schema import (
     EmbeddingResponse,
     FunctionCall,
     GeneratedImage,
-    ImageGenerationRequest,
     ImageGenerationResponse,
     ImagePart,
     ImageURLPart,

@@ -25,7 +25,8 @@ Request mapping (:class:`~.image_settings.ImageTranslation`: strict refusals, or
 writes no webp); the original image's weight is ``strength`` = 1 - weight. The API takes an aspect
 ratio, not a size: a ratio (or ``width``/``height``) within 10% of one of the API's nine ratios is sent
 as that ratio (1344x768 is 16:9; the service picks the pixel size, about one megapixel), any other is
-refused rather than a silently different shape. The API returns one image per request, so ``n`` images are ``n`` requests (concurrent in the
+refused rather than a silently different shape. The API returns one image per request, so ``n``
+images are ``n`` requests (concurrent in the
 async path); with a ``seed``, image *i* uses ``seed + i`` so the images differ and stay reproducible.
 An image the service filtered (``finish-reason: CONTENT_FILTERED``, a blurred image) is an error,
 not a success. Errors (``{"id", "name", "errors"}``) are the mesh's typed errors; nothing is retried

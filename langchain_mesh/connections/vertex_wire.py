@@ -40,6 +40,7 @@ from ..schema import (
     ToolCallDelta,
     Usage,
 )
+from .image_settings import ImageTranslation, fidelity_to_scale
 
 __all__ = ["PROVIDER", "check_request", "generate_args", "parse_response", "StreamDecoder", "embed_config",
            "image_config", "aspect_ratio_for", "json_schema_to_gemini"]
@@ -428,15 +429,13 @@ def _ratio(r: str) -> float:
 
 
 def image_config(model: str, request: ImageGenerationRequest,
-                 t: Optional["ImageTranslation"] = None) -> dict[str, Any]:
+                 t: Optional[ImageTranslation] = None) -> dict[str, Any]:
     """``GenerateImagesConfig`` for Imagen; what Imagen cannot do raises before any request.
 
     Imagen takes one plain prompt (weighted prompts are merged), a negative prompt, a seed, an aspect
     ratio (a size or ratio snaps to the nearest of its five), ``fidelity`` as ``guidance_scale`` (1-10),
     and no quality or style.
     """
-    from .image_settings import ImageTranslation, fidelity_to_scale
-
     t = t or ImageTranslation(PROVIDER, model, request)
     if request.images:
         raise t.mode_not_offered(["text-to-image"], "; image-to-image is imagen-3.0-capability-001's")
@@ -471,7 +470,7 @@ def is_edit_model(model: str) -> bool:
 
 
 def edit_request(model: str, request: ImageGenerationRequest,
-                 t: Optional["ImageTranslation"] = None) -> tuple[list[Any], dict[str, Any]]:
+                 t: Optional[ImageTranslation] = None) -> tuple[list[Any], dict[str, Any]]:
     """``edit_image``'s reference images and ``EditImageConfig`` for the capability model:
 
     * INPAINTING: the raw image and a user-provided mask (white = the area: the seed's black mask, or the
@@ -484,7 +483,6 @@ def edit_request(model: str, request: ImageGenerationRequest,
     from google.genai import types
 
     from ..imaging import white_mask
-    from .image_settings import ImageTranslation, fidelity_to_scale
 
     t = t or ImageTranslation(PROVIDER, model, request)
     mode = request.mode
@@ -510,7 +508,8 @@ def edit_request(model: str, request: ImageGenerationRequest,
         mask = white_mask(request.mask_type or "", source.data, request.mask.data if request.mask else None)
         refs: list[Any] = [
             types.RawReferenceImage(reference_id=1, reference_image=image),
-            types.MaskReferenceImage(reference_id=2, reference_image=types.Image(image_bytes=mask, mime_type="image/png"),
+            types.MaskReferenceImage(reference_id=2,
+                                     reference_image=types.Image(image_bytes=mask, mime_type="image/png"),
                                      config=types.MaskReferenceConfig(mask_mode="MASK_MODE_USER_PROVIDED"))]
         config["edit_mode"] = "EDIT_MODE_INPAINT_INSERTION"
     else:

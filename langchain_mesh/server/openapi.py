@@ -26,7 +26,8 @@ _POSTS = {
 #: multipart/form-data endpoints: the form's text fields and its files
 _FORMS = {
     "/v1/images/edits": (ImageEditForm, ("image", "mask"), "createImageEdit",
-                         "An edited image: inpainting with a mask (or the image's transparency), else a prompted variation"),
+                         "An edited image: inpainting with a mask (or the image's transparency), "
+                         "else a prompted variation"),
     "/v1/images/variations": (ImageVariationForm, ("image",), "createImageVariation",
                               "An unprompted variation of an image"),
 }

@@ -35,7 +35,8 @@ application-inference-profile ARNs given in ``application_profiles``::
         srv.last_request.json
 
 Unscripted, chat echoes the last user message, embeddings are deterministic hashed vectors and images
-are PNGs of the asked size (or of the input image's; Stability's ratios as small PNGs). ``python -m langchain_mesh.testing.bedrock --port 8080`` serves it.
+are PNGs of the asked size (or of the input image's; Stability's ratios as small PNGs).
+``python -m langchain_mesh.testing.bedrock --port 8080`` serves it.
 """
 
 from __future__ import annotations

@@ -1034,7 +1034,7 @@ class OpenAIServer(WireServer):
             raise _bad_value("quality", body["quality"], qualities)
         if body.get("style") is not None:
             if family not in (None, "dall-e-3"):
-                raise _Invalid(f"Unknown parameter: 'style' is only supported for dall-e-3.", "style")
+                raise _Invalid("Unknown parameter: 'style' is only supported for dall-e-3.", "style")
             if body["style"] not in ("vivid", "natural"):
                 raise _bad_value("style", body["style"], ("vivid", "natural"))
         return int(m[1]), int(m[2])

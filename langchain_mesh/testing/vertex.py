@@ -645,7 +645,8 @@ class VertexServer(WireServer):
         if mode == "EDIT_MODE_INPAINT_INSERTION":
             raw, mask = by_type.get("REFERENCE_TYPE_RAW"), by_type.get("REFERENCE_TYPE_MASK")
             if raw is None or mask is None:
-                raise _Invalid("EDIT_MODE_INPAINT_INSERTION needs a REFERENCE_TYPE_RAW and a REFERENCE_TYPE_MASK image.")
+                raise _Invalid("EDIT_MODE_INPAINT_INSERTION needs a REFERENCE_TYPE_RAW and a REFERENCE_TYPE_MASK "
+                               "image.")
             if (mask.get("maskImageConfig") or {}).get("maskMode") != "MASK_MODE_USER_PROVIDED":
                 raise _Invalid("a mask reference image needs maskImageConfig.maskMode (MASK_MODE_USER_PROVIDED here).")
             size, mask_size = _image_size(raw["_bytes"]), _image_size(mask["_bytes"])
@@ -664,8 +665,8 @@ class VertexServer(WireServer):
                        "(EDIT_MODE_INPAINT_INSERTION, EDIT_MODE_CONTROLLED_EDITING).")
 
 
-_IMAGEN_PARAMETERS = {"sampleCount", "aspectRatio", "seed", "addWatermark", "outputOptions", "negativePrompt", "editMode",
-                      "editConfig",
+_IMAGEN_PARAMETERS = {"sampleCount", "aspectRatio", "seed", "addWatermark", "outputOptions", "negativePrompt",
+                      "editMode", "editConfig",
                       "guidanceScale", "personGeneration", "safetySetting", "includeRaiReason", "enhancePrompt",
                       "language", "sampleImageSize", "includeSafetyAttributes", "storageUri"}
 
