@@ -514,8 +514,9 @@ def test_unprompted_variation(seed, _servers):
     assert _servers["openai"].last_request.path == "/v1/images/variations" and "prompt" not in fields
     # no variation without a prompt on Stability or DALL-E 3: a capability error, never a silent other thing
     for llm_id in ("stability:st:stable-image-ultra", "openai:oa:dall-e-3", "vertex:gcp:imagen-3.0-generate-002"):
-        with pytest.raises(CapabilityError, match="VARY"):
-            seed_unprompted_variation(seed(lenient=True), llm_id)
+        for lenient in (False, True):
+            with pytest.raises(CapabilityError, match="VARY"):
+                seed_unprompted_variation(seed(lenient=lenient), llm_id)
 
 
 def _mask_of(llm_id: str, req: Any) -> Optional[PILImage.Image]:

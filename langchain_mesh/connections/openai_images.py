@@ -86,14 +86,14 @@ def image_plan(model: str, request: ImageGenerationRequest, provider: str = "ope
     name = family_of(model, family_hint)
     fam = FAMILIES.get(name or "")
     mode = request.mode
-    t.refuse_present(negative_prompt=f"{_NO}; fold it into the prompt", seed=_NO,
-                     fidelity=_NO, weight="OpenAI's edits and variations take no image strength")
-    if mode is not None:
+    if mode is not None:  # a mode the model lacks first: no setting can make up for it
         offered = fam.modes if fam is not None else {"MASK_FREE", "INPAINTING", "VARY"}
         if provider == "azure_openai":
             offered = offered - {"VARY"}  # Azure serves no /images/variations
         if mode not in offered:
             raise t.mode_not_offered(sorted(offered) + ["text-to-image"], " on the OpenAI images API")
+    t.refuse_present(negative_prompt=f"{_NO}; fold it into the prompt", seed=_NO,
+                     fidelity=_NO, weight="OpenAI's edits and variations take no image strength")
     body: dict[str, Any] = {"model": model}
     if mode != "VARY":
         body["prompt"] = request.prompt
