@@ -247,6 +247,26 @@ def test_the_local_servers_check_masks_themselves(servers):
     with pytest.raises(openai.BadRequestError, match="Value must be 'dall-e-2'"):
         client.images.create_variation(model="gpt-image-1", image=("i.png", png(), "image/png"))
 
+    import base64
+
+    import boto3
+
+    aws = boto3.client("bedrock-runtime", endpoint_url=servers["aws"].url, region_name="us-east-1",
+                       aws_access_key_id="AKIDTESTKEY", aws_secret_access_key="test-secret")
+    b64 = base64.b64encode(png()).decode()
+    inpaint = {"taskType": "INPAINTING", "inPaintingParams": {
+        "text": "dog", "image": b64, "maskImage": base64.b64encode(png((64, 64), "L", 0)).decode()}}
+    with pytest.raises(aws.exceptions.ValidationException, match="must have the image's dimensions"):
+        aws.invoke_model(modelId="amazon.titan-image-generator-v2:0", body=json.dumps(inpaint))
+    control = {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x", "conditionImage": b64,
+                                                               "controlMode": "CANNY_EDGE"}}
+    with pytest.raises(aws.exceptions.ValidationException, match="conditionImage"):  # a v2 feature
+        aws.invoke_model(modelId="amazon.titan-image-generator-v1", body=json.dumps(control))
+    sdxl = {"text_prompts": [{"text": "dog"}], "init_image": b64, "mask_source": "MASK_IMAGE_BLACK",
+            "mask_image": base64.b64encode(png((64, 64), "L", 0)).decode()}
+    with pytest.raises(aws.exceptions.ValidationException, match="init image's dimensions"):
+        aws.invoke_model(modelId="stability.stable-diffusion-xl-v1", body=json.dumps(sdxl))
+
 
 def test_azure_openai_edits_on_its_deployment_url(mesh, azure_openai_server):
     g = gen(mesh, "azure_openai:az:gpt-image-1-dep", "a dog").with_original_image(png(), mode="INPAINTING")

@@ -439,7 +439,7 @@ class BedrockServer(WireServer):
         elif model.startswith("stability."):
             answer, tokens = self._stability(model, body), 0
         elif model.startswith(("amazon.titan-image", "amazon.nova-canvas")):
-            answer, tokens = self._titan_image(body), 0
+            answer, tokens = self._titan_image(body, model), 0
         else:
             raise _Fail(400, f"{model} is not served through InvokeModel by this test server; use Converse")
         reply = self._scripted(respond)
@@ -576,7 +576,7 @@ class BedrockServer(WireServer):
         if mask != size:
             raise _malformed(f"#/mask_image: the mask ({mask}) must have the init image's dimensions ({size})")
 
-    def _titan_image(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _titan_image(self, body: dict[str, Any], model: str = "amazon.titan-image-generator-v2:0") -> dict[str, Any]:
         self._only(body, {"taskType", "textToImageParams", "imageVariationParams", "inPaintingParams",
                           "imageGenerationConfig"}, ["taskType"])
         task = body["taskType"]
@@ -593,6 +593,8 @@ class BedrockServer(WireServer):
         if task == "TEXT_IMAGE":
             self._only(params, {"text", "negativeText", "conditionImage", "controlMode", "controlStrength"})
             if "conditionImage" in params:
+                if "titan-image-generator-v1" in model:
+                    raise _malformed("#/textToImageParams: extraneous key [conditionImage] is not permitted")
                 size = _png_size(_b64(params["conditionImage"], "#/textToImageParams/conditionImage"))
                 if params.get("controlMode", "CANNY_EDGE") not in ("CANNY_EDGE", "SEGMENTATION"):
                     raise _malformed(f"#/textToImageParams/controlMode: {params['controlMode']} is not a valid "
