@@ -397,3 +397,36 @@ def test_mesh_image_cli(tmp_path, capsys, stability_server):
                  "--mask-alpha"]) == 0
     assert stability_server.last_request.path.endswith("/edit/inpaint")
     assert main(["image", "x", "-o", str(out), "--config", str(cfg), "--mode", "VARY"]) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# formats and the async path
+
+
+@pytest.mark.parametrize("llm_id,fmt", [("openai:oa:gpt-image-1", "JPEG"), ("stability:st:stable-image-core", "JPEG"),
+                                        ("vertex:gcp:imagen-3.0-generate-002", "JPEG"), ("openai:oa:dall-e-3", "PNG")])
+def test_jpeg_or_png_as_asked(mesh, llm_id, fmt):
+    g = gen(mesh, llm_id)
+    g.mime_type = f"image/{fmt.lower()}"
+    r = g.execute()
+    assert r.images[0].mime_type == g.mime_type and decoded(r.first_image()).format == fmt
+    g = gen(mesh, "openai:oa:dall-e-3")
+    g.mime_type = "image/jpeg"  # DALL-E writes PNG only
+    with pytest.raises(SettingsError, match="dall-e-3 on openai does not take 'mime_type'"):
+        g.execute()
+
+
+async def test_image_to_image_async(mesh, servers):
+    g = gen(mesh, "stability:st:stable-image-ultra", "a dog").with_original_image(png(), mode="INPAINTING")
+    g.with_mask("MASK_IMAGE_BLACK", image=png(mode="L", color=0))
+    g.images_to_generate = 2
+    r = await g.aexecute()
+    assert len(r.images) == 2 and all(decoded(i.data).size == (128, 128) for i in r.images)
+    assert [q.path for q in servers["st"].requests] == ["/v2beta/stable-image/edit/inpaint"] * 2
+    g = gen(mesh, "openai:oa:gpt-image-1", "a dog").with_original_image(png()).with_original_image(png((64, 64)))
+    r = await g.aexecute()
+    fields, files = form_of(servers["oa"].last_request)
+    assert r.success and list(files) == ["image[]"] and servers["oa"].last_request.path == "/v1/images/edits"
+    g = gen(mesh, "vertex:gcp:imagen-3.0-capability-001", "a dog").with_original_image(png(), mode="CONTROLNET_SKETCH")
+    r = await g.aexecute()
+    assert decoded(r.first_image()).size == (128, 128)

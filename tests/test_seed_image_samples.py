@@ -1,6 +1,8 @@
 """Every image-generation sample of ``seeds/llm-mesh-api.md`` ("Image generation using the LLM Mesh"),
 run as written against the local provider servers, for each provider that offers the feature, with
-the wire request checked and the images decoded with Pillow.
+the wire request checked and the images decoded with Pillow. (The other seeds,
+``custom-llm-connection.rst``, ``external-models-gateway.txt`` and ``llm-connections.rst``, have no image
+code sample: their image mentions are screenshots and model lists.)
 
 Adapted, and only these (each sample's code is otherwise the seed's, line for line):
 
