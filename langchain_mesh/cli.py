@@ -5,6 +5,9 @@
     mesh models [--purpose P] [--json]
     mesh chat "prompt" [--llm ID] [--system S] [--stream] [--temperature T] [--max-tokens N]
     mesh embed "text" [--llm ID]
+    mesh image "prompt" -o out.png [--llm ID] [--negative T] [--size WxH | --aspect-ratio 16:9] [-n N] [--seed S]
+               [--quality Q] [--style S] [--fidelity F] [--image IN.png [--mode M] [--weight W]
+               [--mask MASK.png | --mask-alpha]] [--lenient]
     mesh kb list | ingest --kb ID PATH... | search --kb ID "query" [--type hybrid] | versions | rollback
     mesh serve [--host H] [--port P] [--workers N] [--usage-log]
     mesh credentials set TARGET [--user U] [--field F] | list [--user U | --all] | delete TARGET | new-key
@@ -99,9 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LLM id (default: the first TEXT_EMBEDDING_EXTRACTION LLM of the mesh)")
     p.set_defaults(func=_cmd_embed)
 
+    p = sub.add_parser("image", parents=[common], help="generate an image and write it to a file",
+                       description="Generate images with an IMAGE_GENERATION LLM and write them (several images: "
+                                   "OUT-1.png, OUT-2.png...). Settings a model does not take are refused unless "
+                                   "--lenient. Use '-' as the prompt to read it from standard input.")
+    p.add_argument("prompt", nargs="?", help="the prompt ('-' reads standard input; none for --mode VARY)")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="where to write the image")
+    p.add_argument("--llm", metavar="ID", help="LLM id (default: the first IMAGE_GENERATION LLM of the mesh)")
+    p.add_argument("--negative", metavar="TEXT", help="negative prompt")
+    p.add_argument("--size", metavar="WxH", help="width x height (or give --aspect-ratio)")
+    p.add_argument("--aspect-ratio", metavar="R", dest="aspect_ratio", help="aspect ratio: 16:9, or a number (2.33)")
+    p.add_argument("-n", type=int, default=1, metavar="N", help="images to generate (default: 1)")
+    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--quality", metavar="Q", help="model-specific: standard, hd, premium, high...")
+    p.add_argument("--style", metavar="S", help="model-specific: vivid, natural, anime, photographic...")
+    p.add_argument("--fidelity", type=float, metavar="F", help="0.1-1: how strongly to adhere to the prompt")
+    p.add_argument("--image", metavar="PATH", help="original image (image-to-image)")
+    p.add_argument("--mode", type=str.upper, metavar="MODE",
+                   choices=("MASK_FREE", "VARY", "INPAINTING", "CONTROLNET_STRUCTURE", "CONTROLNET_SKETCH"),
+                   help="image-to-image mode (default MASK_FREE; INPAINTING with --mask or --mask-alpha)")
+    p.add_argument("--weight", type=float, metavar="W", help="0-1: how much the original image counts")
+    p.add_argument("--mask", metavar="PATH", help="inpainting mask: black pixels are filled")
+    p.add_argument("--mask-alpha", action="store_true", dest="mask_alpha",
+                   help="inpaint the original image's transparent pixels")
+    p.add_argument("--lenient", action="store_true", help="drop settings the model does not take instead of failing")
+    p.set_defaults(func=_cmd_image)
+
     p = sub.add_parser("serve", parents=[common], help="serve the mesh's LLMs through the OpenAI HTTP API",
-                       description="Serve every LLM of the mesh through the OpenAI HTTP API (/v1/chat/completions, /v1/completions, "
-                                   "/v1/embeddings, /v1/images/generations, /v1/models) with uvicorn. API keys "
+                       description="Serve every LLM of the mesh through the OpenAI HTTP API (/v1/chat/completions, "
+                                   "/v1/completions, /v1/embeddings, /v1/images/generations|edits|variations, "
+                                   "/v1/models) with uvicorn. API keys "
                                    "come from server.api_keys in the config; without any, only a loopback "
                                    "address may be used. Needs the server extra: pip install 'langchain-mesh[server]'.")
     p.add_argument("--host", metavar="H", help="address to bind (default: server.host, else 127.0.0.1)")
@@ -237,6 +267,59 @@ def _cmd_embed(mesh: "Mesh", args: argparse.Namespace) -> int:
     resp = llm.new_embeddings().add_text(_read_arg(args.text)).execute()
     print(json.dumps(resp.embeddings[0]))
     return EXIT_OK
+
+
+def _cmd_image(mesh: "Mesh", args: argparse.Namespace) -> int:
+    llm = _pick_llm(mesh, args.llm, "IMAGE_GENERATION")
+    gen = llm.new_images_generation()
+    if args.prompt is not None:
+        gen.with_prompt(_read_arg(args.prompt))
+    if args.negative:
+        gen.with_negative_prompt(args.negative)
+    if args.size:
+        w, sep, h = args.size.lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit()):
+            raise _CliError(f"--size takes WIDTHxHEIGHT (1024x1024), not {args.size!r}")
+        gen.width, gen.height = int(w), int(h)
+    if args.aspect_ratio:
+        try:
+            gen.aspect_ratio = float(args.aspect_ratio)
+        except ValueError:
+            gen.aspect_ratio = args.aspect_ratio
+    gen.images_to_generate, gen.seed, gen.lenient = args.n, args.seed, args.lenient
+    gen.quality, gen.style, gen.fidelity = args.quality, args.style, args.fidelity
+    if args.image:
+        gen.with_original_image(_read_file(args.image), mode=args.mode, weight=args.weight)
+    elif args.mode or args.weight is not None:
+        raise _CliError("--mode and --weight need --image")
+    if args.mask or args.mask_alpha:
+        gen.with_mask("ORIGINAL_IMAGE_ALPHA" if args.mask_alpha else "MASK_IMAGE_BLACK",
+                      image=_read_file(args.mask) if args.mask else None)
+    resp = gen.execute()
+    for path, image in zip(_outputs(args.output, len(resp.images)), resp.images, strict=True):
+        with open(path, "wb") as f:
+            f.write(image.data)
+        print(path)
+    if resp.ignored_settings:
+        print(f"{PROG}: warning: {llm.id} does not take {', '.join(resp.ignored_settings)}; not sent (--lenient)",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise _CliError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _outputs(path: str, count: int) -> list[str]:
+    """OUT.png for one image; OUT-1.png, OUT-2.png... for several."""
+    if count == 1:
+        return [path]
+    stem, ext = os.path.splitext(path)
+    return [f"{stem}-{i}{ext}" for i in range(1, count + 1)]
 
 
 def _cmd_serve(mesh: "Mesh", args: argparse.Namespace) -> int:

@@ -221,6 +221,9 @@ class ConnectionConfig(_Strict):
     models: Optional[list[ModelConfig]] = None
     timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
+    #: image generation: refuse a setting the model does not take (strict), or drop it and list it in
+    #: the response's ignored_settings (lenient)
+    image_settings: Literal["strict", "lenient"] = "strict"
 
     model_config_class: ClassVar[type[ModelConfig]] = ModelConfig
 

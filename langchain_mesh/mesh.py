@@ -277,11 +277,13 @@ class Mesh:
     def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
         conn = self._conn(llm)
         n = conn.config.max_retries
+        request = _image_leniency(conn, request)
         return call_with_retries(lambda: conn.generate_images(llm.model, request), n)
 
     async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
         conn = self._conn(llm)
         n = conn.config.max_retries
+        request = _image_leniency(conn, request)
         return await acall_with_retries(lambda: conn.agenerate_images(llm.model, request), n)
 
     def close(self) -> None:
@@ -360,3 +362,10 @@ async def _aensure_footer(events: AsyncIterator[StreamEvent], llm_id: str) -> As
             calls.add(ev)
     raise StreamInterruptedError(f"the stream from {llm_id} ended before its final event",
                                  partial_text="".join(text_seen))
+
+
+def _image_leniency(conn: Any, request: ImageGenerationRequest) -> ImageGenerationRequest:
+    """A connection configured ``image_settings: lenient`` makes its image requests lenient."""
+    if not request.lenient and getattr(conn.config, "image_settings", "strict") == "lenient":
+        return request.model_copy(update={"lenient": True})
+    return request

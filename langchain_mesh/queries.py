@@ -18,6 +18,8 @@ from .schema import (
     EmbeddingRequest,
     EmbeddingResponse,
     FunctionCall,
+    IMAGE_MODES,
+    MASK_TYPES,
     ImageGenerationRequest,
     ImageGenerationResponse,
     ImagePart,
@@ -28,6 +30,8 @@ from .schema import (
     StreamEvent,
     TextPart,
     ToolCall,
+    WeightedPrompt,
+    merge_prompts,
     validate_settings,
 )
 
@@ -333,40 +337,144 @@ class EmbeddingsQuery:
 
 
 class ImageGenerationQuery:
-    """Text-to-image, or image-to-image with :meth:`with_original_image`."""
+    """Text-to-image, or image-to-image with :meth:`with_original_image`: the seed's builder.
+
+    ::
+
+        generation = llm.new_images_generation()
+        generation.with_prompt("meat pizza", weight=0.8).with_prompt("rustic wooden table", weight=0.6)
+        generation.with_negative_prompt("tomatoes", weight=1)
+        generation.aspect_ratio = 21 / 9          # or "21:9", or height + width
+        generation.images_to_generate, generation.seed = 2, 3
+        generation.quality, generation.style, generation.fidelity = "hd", "vivid", 0.5
+        generation.with_original_image(png, mode="INPAINTING", weight=0.1).with_mask("MASK_IMAGE_BLACK", image=mask)
+        resp = generation.execute()               # resp.success, resp.first_image(), resp.images
+
+    Each setting is sent, translated or refused per model (see the README's translation table);
+    ``generation.lenient = True`` drops what the model does not take instead of refusing it.
+    ``height``/``width`` and ``aspect_ratio`` are alternatives: setting one clears the other.
+    """
 
     def __init__(self, llm: LLM):
         self.llm = llm
-        self.prompt = ""
-        self.negative_prompt: Optional[str] = None
+        self.prompts: list[WeightedPrompt] = []
+        self.negative_prompts: list[WeightedPrompt] = []
         self.images: list[ImagePart] = []
-        self.height: Optional[int] = None
-        self.width: Optional[int] = None
-        self.aspect_ratio: Optional[str] = None
+        self.image_mode: Optional[str] = None
+        self.image_weight: Optional[float] = None
+        self.mask_type: Optional[str] = None
+        self.mask: Optional[ImagePart] = None
+        self._height: Optional[int] = None
+        self._width: Optional[int] = None
+        self._aspect_ratio: Union[None, float, str] = None
         self.seed: Optional[int] = None
-        self.n = 1
+        self.images_to_generate = 1
+        self.quality: Optional[str] = None
+        self.style: Optional[str] = None
+        self.fidelity: Optional[float] = None
+        self.mime_type = "image/png"
+        self.lenient = False
 
-    def with_prompt(self, prompt: str) -> "ImageGenerationQuery":
-        self.prompt = (self.prompt + " " + prompt).strip()
+    # The seed: "you can specify either the height and width or the aspect_ratio" (and its sample sets
+    # height and width, then aspect_ratio). The two are alternatives: the one set last is the one used.
+
+    @property
+    def height(self) -> Optional[int]:
+        return self._height
+
+    @height.setter
+    def height(self, value: Optional[int]) -> None:
+        self._height = value
+        if value is not None:
+            self._aspect_ratio = None
+
+    @property
+    def width(self) -> Optional[int]:
+        return self._width
+
+    @width.setter
+    def width(self, value: Optional[int]) -> None:
+        self._width = value
+        if value is not None:
+            self._aspect_ratio = None
+
+    @property
+    def aspect_ratio(self) -> Union[None, float, str]:
+        return self._aspect_ratio
+
+    @aspect_ratio.setter
+    def aspect_ratio(self, value: Union[None, float, str]) -> None:
+        self._aspect_ratio = value
+        if value is not None:
+            self._height = self._width = None
+
+    @property
+    def n(self) -> int:  # the OpenAI name of images_to_generate
+        return self.images_to_generate
+
+    @n.setter
+    def n(self, value: int) -> None:
+        self.images_to_generate = value
+
+    @property
+    def prompt(self) -> str:
+        return merge_prompts(self.prompts)
+
+    def with_prompt(self, prompt: str, weight: Optional[float] = None) -> "ImageGenerationQuery":
+        self.prompts.append(_weighted(prompt, weight, "with_prompt"))
         return self
 
-    def with_negative_prompt(self, prompt: str) -> "ImageGenerationQuery":
-        self.negative_prompt = prompt
+    def with_negative_prompt(self, prompt: str, weight: Optional[float] = None) -> "ImageGenerationQuery":
+        self.negative_prompts.append(_weighted(prompt, weight, "with_negative_prompt"))
         return self
 
-    def with_original_image(self, image: bytes, mime_type: Optional[str] = None) -> "ImageGenerationQuery":
+    def with_original_image(self, image: Union[bytes, str], mode: Optional[str] = None, weight: Optional[float] = None,
+                            mime_type: Optional[str] = None) -> "ImageGenerationQuery":
+        """The input image (bytes, or base64 text) and the mode: MASK_FREE (default), VARY, INPAINTING,
+        CONTROLNET_STRUCTURE or CONTROLNET_SKETCH; ``weight`` (0-1) is how much the original counts."""
+        if mode is not None and mode not in IMAGE_MODES:
+            raise SettingsError(f"unknown image-to-image mode {mode!r}; modes: {', '.join(IMAGE_MODES)}", ["mode"])
+        if isinstance(image, str):
+            import base64
+
+            image = base64.b64decode(image)
         self.images.append(ImagePart.from_bytes(image, mime_type))
+        self.image_mode = mode or self.image_mode
+        if weight is not None:
+            self.image_weight = weight
+        return self
+
+    def with_mask(self, mask_type: str, image: Union[bytes, str, None] = None) -> "ImageGenerationQuery":
+        """Inpainting's mask: ``MASK_IMAGE_BLACK`` with the mask ``image`` (black pixels are filled), or
+        ``ORIGINAL_IMAGE_ALPHA`` (the original's transparent pixels are filled)."""
+        if mask_type not in MASK_TYPES:
+            raise SettingsError(f"unknown mask type {mask_type!r}; mask types: {', '.join(MASK_TYPES)}", ["mask_type"])
+        if isinstance(image, str):
+            import base64
+
+            image = base64.b64decode(image)
+        self.mask_type = mask_type
+        self.mask = ImagePart.from_bytes(image) if image is not None else None
         return self
 
     def build_request(self) -> ImageGenerationRequest:
-        if not self.prompt:
-            raise SettingsError("an image generation needs a prompt (use with_prompt)", ["prompt"])
-        return ImageGenerationRequest(prompt=self.prompt, negative_prompt=self.negative_prompt,
-                                      images=self.images, height=self.height, width=self.width,
-                                      aspect_ratio=self.aspect_ratio, seed=self.seed, n=self.n)
+        return ImageGenerationRequest.checked(
+            prompts=list(self.prompts), negative_prompts=list(self.negative_prompts), images=list(self.images),
+            image_mode=self.image_mode, image_weight=self.image_weight, mask_type=self.mask_type, mask=self.mask,
+            height=self.height, width=self.width, aspect_ratio=self.aspect_ratio, seed=self.seed,
+            n=self.images_to_generate, quality=self.quality, style=self.style, fidelity=self.fidelity,
+            mime_type=self.mime_type, lenient=self.lenient)
 
     def execute(self) -> ImageGenerationResponse:
         return self.llm.mesh.generate_images(self.llm, self.build_request())
 
     async def aexecute(self) -> ImageGenerationResponse:
         return await self.llm.mesh.agenerate_images(self.llm, self.build_request())
+
+
+def _weighted(text: str, weight: Optional[float], method: str) -> WeightedPrompt:
+    if not isinstance(text, str) or not text.strip():
+        raise SettingsError(f"{method} takes a non-empty text, got {text!r}", ["prompt"])
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float))):
+        raise SettingsError(f"{method}: weight must be a number, got {weight!r}", ["weight"])
+    return WeightedPrompt(text=text, weight=None if weight is None else float(weight))

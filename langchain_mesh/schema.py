@@ -25,6 +25,8 @@ __all__ = [
     "ResponseFormat", "CompletionSettings", "CompletionRequest", "Usage", "TokenLogProb",
     "CompletionResponse", "StreamChunk", "StreamFooter", "StreamEvent", "EmbeddingRequest",
     "EmbeddingResponse", "ImageGenerationRequest", "ImageGenerationResponse", "GeneratedImage",
+    "WeightedPrompt", "ImageMode", "MaskType", "IMAGE_MODES", "MASK_TYPES", "merge_prompts",
+    "normalize_aspect_ratio", "ratio_value",
     "ModelCapabilities", "ModelInfo", "validate_settings",
 ]
 
@@ -571,16 +573,158 @@ class EmbeddingResponse(_Model):
         return self.embeddings
 
 
+class WeightedPrompt(_Model):
+    """One prompt of an image generation; ``weight`` None means "not given" (1.0 where weights exist)."""
+
+    text: str = Field(min_length=1)
+    weight: Optional[float] = None
+
+
+#: image-to-image modes (the seed's names): prompted variation, unprompted variation, inpainting,
+#: ControlNet-style generation from an image's structure or from a sketch
+ImageMode = Literal["MASK_FREE", "VARY", "INPAINTING", "CONTROLNET_STRUCTURE", "CONTROLNET_SKETCH"]
+IMAGE_MODES: tuple[str, ...] = ("MASK_FREE", "VARY", "INPAINTING", "CONTROLNET_STRUCTURE", "CONTROLNET_SKETCH")
+#: where an inpainting mask comes from: black pixels of a second image, or the original's transparent pixels
+MaskType = Literal["MASK_IMAGE_BLACK", "ORIGINAL_IMAGE_ALPHA"]
+MASK_TYPES: tuple[str, ...] = ("MASK_IMAGE_BLACK", "ORIGINAL_IMAGE_ALPHA")
+#: well-known ratios a float aspect ratio is read as (21/9 is "21:9", not "7:3")
+_NAMED_RATIOS = ("1:1", "21:9", "9:21", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "5:4", "4:5", "7:4", "4:7")
+
+
+def ratio_value(ratio: str) -> float:
+    w, _, h = ratio.partition(":")
+    return float(w) / float(h)
+
+
+def normalize_aspect_ratio(value: Any) -> Optional[str]:
+    """``21/9`` (a float), ``"21:9"`` or ``"21/9"`` -> ``"21:9"``; anything else is a ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"aspect_ratio must be a number (21/9) or 'W:H' text ('21:9'), not {value!r}")
+    if isinstance(value, (int, float)):
+        if not value > 0:
+            raise ValueError(f"aspect_ratio must be positive, got {value!r}")
+        for named in _NAMED_RATIOS:
+            if abs(ratio_value(named) - value) <= 0.001 * value:
+                return named
+        from fractions import Fraction
+
+        f = Fraction(value).limit_denominator(100)
+        return f"{f.numerator}:{f.denominator}"
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[:/]\s*(\d+(?:\.\d+)?)\s*", value)
+        if m and float(m[1]) > 0 and float(m[2]) > 0:
+            return f"{m[1]}:{m[2]}"
+    raise ValueError(f"aspect_ratio must be a number (21/9) or 'W:H' text ('21:9'), not {value!r}")
+
+
 class ImageGenerationRequest(_Model):
-    prompt: str
-    negative_prompt: Optional[str] = None
+    """Text-to-image or image-to-image, every setting of the seed's builder.
+
+    Legacy callers may pass ``prompt=``/``negative_prompt=`` text: it becomes one unweighted prompt.
+    :meth:`checked` builds one and turns validation problems into :class:`SettingsError`.
+    """
+
+    prompts: list[WeightedPrompt] = Field(default_factory=list)
+    negative_prompts: list[WeightedPrompt] = Field(default_factory=list)
     images: list[ImagePart] = Field(default_factory=list)  # inputs for image-to-image
-    height: Optional[int] = None
-    width: Optional[int] = None
-    aspect_ratio: Optional[str] = None
+    image_mode: Optional[ImageMode] = None  # with images: MASK_FREE when not given
+    image_weight: Optional[float] = Field(default=None, ge=0, le=1)  # how much the original image counts
+    mask_type: Optional[MaskType] = None
+    mask: Optional[ImagePart] = None  # MASK_IMAGE_BLACK: black pixels are the area to fill
+    height: Optional[int] = Field(default=None, gt=0)
+    width: Optional[int] = Field(default=None, gt=0)
+    aspect_ratio: Optional[str] = None  # "W:H"; a float (21/9) is read as its ratio
     n: int = Field(default=1, ge=1)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(default=None, ge=0)
+    quality: Optional[str] = None  # model-specific: "standard", "hd", "premium", "high"...
+    style: Optional[str] = None  # model-specific: "vivid", "natural", "anime", "photographic"...
+    fidelity: Optional[float] = Field(default=None, ge=0, le=1)  # how strongly to adhere to the prompt
     mime_type: str = "image/png"
+    #: a setting the model does not take is dropped (and listed in the response's ``ignored_settings``)
+    #: instead of refused with a SettingsError
+    lenient: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_prompts(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for key, target in (("prompt", "prompts"), ("negative_prompt", "negative_prompts")):
+                if key in data:
+                    text = data.pop(key)
+                    if text:
+                        data[target] = [*data.get(target, []), {"text": text}]
+        return data
+
+    @field_validator("aspect_ratio", mode="before")
+    @classmethod
+    def _ratio(cls, v: Any) -> Optional[str]:
+        return normalize_aspect_ratio(v)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "ImageGenerationRequest":
+        mode = self.mode
+        if self.image_mode is not None and not self.images:
+            raise ValueError(f"image_mode {self.image_mode} needs an original image (with_original_image)")
+        if not self.prompts and mode != "VARY":
+            raise ValueError("an image generation needs a prompt (with_prompt); only mode VARY goes without")
+        if mode == "INPAINTING" and self.mask_type is None:
+            raise ValueError("INPAINTING needs a mask: with_mask('MASK_IMAGE_BLACK', image=...) or "
+                             "with_mask('ORIGINAL_IMAGE_ALPHA')")
+        if self.mask_type is not None and mode != "INPAINTING":
+            raise ValueError(f"a mask ({self.mask_type}) is for mode INPAINTING, not {mode or 'text-to-image'}")
+        if self.mask_type == "MASK_IMAGE_BLACK" and self.mask is None:
+            raise ValueError("mask type MASK_IMAGE_BLACK needs the mask image (with_mask(..., image=...))")
+        if self.mask_type == "ORIGINAL_IMAGE_ALPHA" and self.mask is not None:
+            raise ValueError("mask type ORIGINAL_IMAGE_ALPHA reads the original image's transparent pixels; "
+                             "pass no mask image (or use MASK_IMAGE_BLACK)")
+        return self
+
+    @classmethod
+    def checked(cls, **fields: Any) -> "ImageGenerationRequest":
+        """Validate, with problems as a :class:`SettingsError` naming each setting."""
+        try:
+            return cls(**fields)
+        except ValidationError as e:
+            names = [str(err["loc"][0]) for err in e.errors() if err.get("loc")] or ["request"]
+            reasons = "; ".join((f"{err['loc'][0]}: " if err.get("loc") else "") + err["msg"].removeprefix(
+                "Value error, ") for err in e.errors())
+            raise SettingsError(f"invalid image generation: {reasons}", names) from None
+
+    @property
+    def mode(self) -> Optional[str]:
+        """The image-to-image mode (MASK_FREE when images were given without one), None for text-to-image."""
+        return self.image_mode or ("MASK_FREE" if self.images else None)
+
+    @property
+    def prompt(self) -> str:
+        """The prompts merged into one text (for models without weighted prompts)."""
+        return merge_prompts(self.prompts)
+
+    @property
+    def negative_prompt(self) -> Optional[str]:
+        return merge_prompts(self.negative_prompts) or None
+
+    @property
+    def weighted(self) -> bool:
+        """Whether any prompt carries a weight other than 1."""
+        return any(p.weight is not None and p.weight != 1 for p in self.prompts + self.negative_prompts)
+
+    @property
+    def ratio(self) -> Optional[float]:
+        """The asked shape as width/height: from ``aspect_ratio``, else from ``width``/``height``."""
+        if self.aspect_ratio is not None:
+            return ratio_value(self.aspect_ratio)
+        if self.width and self.height:
+            return self.width / self.height
+        return None
+
+
+def merge_prompts(prompts: list[WeightedPrompt]) -> str:
+    """Texts in order, comma-separated: how weighted prompts reach a model that takes one plain prompt."""
+    return ", ".join(p.text.strip() for p in prompts if p.text.strip())
 
 
 class GeneratedImage(_Model):
@@ -591,9 +735,18 @@ class GeneratedImage(_Model):
 class ImageGenerationResponse(_Model):
     images: list[GeneratedImage]
     model: Optional[str] = None
+    success: bool = True  # errors raise; the seed's callers test ``if resp.success:``
+    error: Optional[str] = None
+    #: lenient requests only: the settings this model does not take, which were not sent
+    ignored_settings: list[str] = Field(default_factory=list)
 
     def first_image(self) -> bytes:
+        if not self.images:
+            raise IndexError("the response carries no image")
         return self.images[0].data
+
+    def get_images(self) -> list[bytes]:
+        return [i.data for i in self.images]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -451,10 +451,13 @@ def test_titan_image_generator(srv, mesh):
     params = srv.last_request.json["imageVariationParams"]
     assert srv.last_request.json["taskType"] == "IMAGE_VARIATION" and params["similarityStrength"] == 0.5
 
-    q.aspect_ratio = "16:9"
-    with pytest.raises(SettingsError) as ei:
-        q.execute()
-    assert ei.value.settings == ["aspect_ratio"]
+    q.aspect_ratio = "16:9"  # the builder's last shape setting wins: it snaps to Titan's 1152x640
+    q.execute()
+    assert srv.last_request.json["imageGenerationConfig"]["width"] == 1152
+    both = q.build_request().model_copy(update={"width": 512, "height": 512})
+    with pytest.raises(SettingsError, match="contradict") as ei:
+        mesh.connection("aws").generate_images("amazon.titan-image-generator-v2:0", both)
+    assert ei.value.settings == ["aspect_ratio", "width", "height"]
 
 
 def test_filtered_image_is_an_error(srv, mesh):

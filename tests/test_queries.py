@@ -663,6 +663,8 @@ def test_image_generation_request(mesh):
     q.with_prompt("a cat").with_prompt("in a hat").with_negative_prompt("dogs").with_original_image(PNG)
     q.height, q.width, q.n = 256, 512, 2
     req = q.build_request()
-    assert req.prompt == "a cat in a hat" and req.negative_prompt == "dogs"
+    # several prompts are merged, comma-separated, for models without weighted prompts
+    assert req.prompt == "a cat, in a hat" and req.negative_prompt == "dogs"
+    assert [p.text for p in req.prompts] == ["a cat", "in a hat"] and req.mode == "MASK_FREE"
     assert req.images[0].mime_type == "image/png"
     assert (req.height, req.width, req.n) == (256, 512, 2)

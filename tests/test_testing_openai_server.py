@@ -602,9 +602,8 @@ def test_mistral_embeddings_use_output_dimension(mistral_server):
 
 
 def test_images_b64_and_url(openai_server):
-    r = post(openai_server, "/v1/images/generations", {"model": "dall-e-3", "prompt": "a red fox", "n": 2,
-                                                       "size": "64x32", "response_format": "b64_json",
-                                                       "quality": "hd", "style": "natural"})
+    r = post(openai_server, "/v1/images/generations", {"model": "dall-e-2", "prompt": "a red fox", "n": 2,
+                                                       "size": "64x32", "response_format": "b64_json"})
     body = r.json()
     assert isinstance(body["created"], int) and len(body["data"]) == 2
     assert body["data"][0]["revised_prompt"] == "a red fox"
@@ -615,6 +614,14 @@ def test_images_b64_and_url(openai_server):
     r = post(openai_server, "/v1/images/generations", {"prompt": "a cat", "size": "big"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "size"
     assert make_png(3, 2) != make_png(3, 2, "other")
+    # dall-e-3: one image a request, its own qualities and styles
+    r = post(openai_server, "/v1/images/generations", {"model": "dall-e-3", "prompt": "a fox", "n": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+    r = post(openai_server, "/v1/images/generations", {"model": "dall-e-3", "prompt": "a fox", "quality": "premium"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "quality"
+    r = post(openai_server, "/v1/images/generations", {"model": "dall-e-3", "prompt": "a fox", "size": "16x8",
+                                                       "quality": "hd", "style": "natural"})
+    assert r.status_code == 200
 
 
 def test_azure_images_and_other_flavours(azure_openai_server, mistral_server):

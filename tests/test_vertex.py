@@ -341,7 +341,7 @@ def test_imagen_refusals_before_any_request(vertex_server, mesh):
     llm = mesh.get_llm("vertex:gcp:imagen-3.0-generate-002")
     q = llm.new_images_generation().with_prompt("x")
     q.width, q.height = 1000, 300
-    with pytest.raises(SettingsError, match="matches none") as ei:
+    with pytest.raises(SettingsError, match="1000x300 is no aspect ratio it takes") as ei:
         q.execute()
     assert ei.value.settings == ["width", "height"]
     q = llm.new_images_generation().with_prompt("x")

@@ -139,6 +139,8 @@ class Connection:
         return await asyncio.to_thread(self.embed, model, request)
 
     def generate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
+        """Text-to-image or image-to-image (``request.mode``); translate through
+        :class:`~.image_settings.ImageTranslation` so that what the model cannot take is refused."""
         raise CapabilityError(f"connection type {self.type_name!r} does not generate images")
 
     async def agenerate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:

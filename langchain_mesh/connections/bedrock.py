@@ -2,7 +2,8 @@
 
 Chat (Claude, Mistral, Llama, Cohere Command, Titan Text, Nova, AI21) through **Converse** and
 **ConverseStream**; embeddings (Titan Text Embeddings, Cohere Embed) and images (Stability SD3 Large,
-Stable Image Core and Ultra, SDXL, Titan Image Generator) through **InvokeModel**::
+Stable Image Core and Ultra, SDXL, Titan Image Generator; image-to-image modes and masks per model, see
+``bedrock_wire.image_bodies`` and the README's table) through **InvokeModel**::
 
     connections:
       aws:
@@ -64,6 +65,7 @@ from ..schema import (
 from . import bedrock_wire as wire
 from .aws import AWSConnectionConfig, make_boto_client
 from .base import Connection
+from .image_settings import ImageTranslation
 
 __all__ = ["BedrockConnection", "BedrockConfig", "BedrockModelConfig"]
 
@@ -256,7 +258,8 @@ class BedrockConnection(Connection):
         return wire.parse_embeddings(model, [self._invoke(model, b) for b in bodies])
 
     def generate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
-        bodies = wire.image_bodies(self.underlying_model(model), request, self.config.image_strength)
+        t = ImageTranslation(wire.PROVIDER, model, request)
+        bodies = wire.image_bodies(self.underlying_model(model), request, self.config.image_strength, t)
         mime = request.mime_type
-        return wire.parse_images(model, [self._invoke(model, b)[0] for b in bodies], mime)
+        return t.finish(wire.parse_images(model, [self._invoke(model, b)[0] for b in bodies], mime))
 

@@ -51,6 +51,8 @@ from ..schema import (
     ToolCallDelta,
     Usage,
 )
+from ..imaging import black_mask
+from .image_settings import STYLE_PRESETS, ImageTranslation, fidelity_to_scale, weighted_prompt
 
 PROVIDER = "bedrock"
 
@@ -617,81 +619,148 @@ def parse_embeddings(model: str, answers: list[tuple[dict[str, Any], int]]) -> E
 
 STABILITY_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
 _OUTPUT_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+#: the sizes SDXL 1.0 was trained at (others are refused by the service)
+SDXL_SIZES = ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344),
+              (1536, 640), (640, 1536))
+#: Titan Image Generator's sizes
+TITAN_SIZES = ((1024, 1024), (768, 768), (512, 512), (768, 1152), (384, 576), (1152, 768), (576, 384),
+               (768, 1280), (384, 640), (1280, 768), (640, 384), (896, 1152), (448, 576), (1152, 896),
+               (576, 448), (768, 1408), (384, 704), (1408, 768), (704, 384), (640, 1408), (320, 704),
+               (1408, 640), (704, 320), (1152, 640), (1173, 640))
+#: Titan v2 conditioned generation: the seed's ControlNet modes as Titan's control modes
+TITAN_CONTROL = {"CONTROLNET_SKETCH": "CANNY_EDGE", "CONTROLNET_STRUCTURE": "SEGMENTATION"}
 
 
-def _ratio(request: ImageGenerationRequest, model: str) -> Optional[str]:
-    if request.aspect_ratio is not None:
-        if request.aspect_ratio not in STABILITY_RATIOS:
-            raise SettingsError(f"{model} takes aspect ratios {', '.join(STABILITY_RATIOS)}, "
-                                f"not {request.aspect_ratio!r}", ["aspect_ratio"])
-        return request.aspect_ratio
-    if request.width is None and request.height is None:
-        return None
-    from math import gcd
-
-    w, h = request.width or 0, request.height or 0
-    ratio = f"{w // gcd(w, h)}:{h // gcd(w, h)}" if w and h else ""
-    if ratio not in STABILITY_RATIOS:
-        raise SettingsError(f"{model} takes an aspect ratio, not a size; {w}x{h} is none of "
-                            f"{', '.join(STABILITY_RATIOS)}", ["width", "height"])
-    return ratio
-
-
-def image_bodies(model: str, request: ImageGenerationRequest, strength: float) -> list[dict[str, Any]]:
+def image_bodies(model: str, request: ImageGenerationRequest, strength: float,
+                 t: Optional[ImageTranslation] = None) -> list[dict[str, Any]]:
     """InvokeModel bodies for ``request.n`` images (Stability models make one image a call)."""
     m, f = base_model_id(model), family(model)
+    t = t or ImageTranslation(PROVIDER, m, request)
     if len(request.images) > 1:
         raise CapabilityError(f"{m} on {PROVIDER} takes one input image")
-    source = request.images[0] if request.images else None
+    if request.images and (request.aspect_ratio or request.width or request.height):
+        t.refuse("aspect_ratio", "image-to-image keeps the input image's shape")
     seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
     if f == "stability":
-        fmt = _OUTPUT_FORMATS.get(request.mime_type)
-        if fmt is None or (fmt == "webp" and "sd3" in m):
-            raise SettingsError(f"{m} writes png or jpeg, not {request.mime_type}", ["mime_type"])
-        body: dict[str, Any] = {"prompt": request.prompt, "output_format": fmt}
-        if request.negative_prompt:
-            body["negative_prompt"] = request.negative_prompt
-        if source is not None:
-            if "sd3" not in m:
-                raise CapabilityError(f"{m} on {PROVIDER} generates from text only; SD3 models take an input image")
-            body.update(mode="image-to-image", image=source.base64, strength=strength)
-            if request.aspect_ratio or request.width or request.height:
-                raise SettingsError("image-to-image keeps the input image's shape", ["aspect_ratio"])
-        else:
-            ratio = _ratio(request, m)
-            if ratio:
-                body["aspect_ratio"] = ratio
-            if "sd3" in m:
-                body["mode"] = "text-to-image"
-        return [{**body, **({"seed": s} if s is not None else {})} for s in seeds]
+        body = _stability_body(m, request, t, strength)
+    elif f == "sdxl":
+        body = _sdxl_body(m, request, t, strength)
+    elif f == "titan_image":
+        return [_titan_body(m, request, t, strength)]
+    else:
+        raise CapabilityError(f"{m} on {PROVIDER} is not an image model (Stability and Titan Image models are)")
+    return [{**body, **({"seed": s} if s is not None else {})} for s in seeds]
+
+
+def _stability_body(m: str, request: ImageGenerationRequest, t: ImageTranslation, strength: float) -> dict[str, Any]:
+    """SD3, Stable Image Core and Ultra: the Stability API's JSON (prompt weights in its ``(text:w)`` syntax)."""
+    fmt = _OUTPUT_FORMATS.get(request.mime_type)
+    if fmt is None or (fmt == "webp" and "sd3" in m):
+        raise SettingsError(f"{m} writes png or jpeg, not {request.mime_type}", ["mime_type"])
+    t.refuse_present(quality="it has no quality setting", style="Bedrock's Stability models take no style preset",
+                     fidelity="Bedrock's Stability models take no CFG scale")
+    body: dict[str, Any] = {"prompt": weighted_prompt(request.prompts), "output_format": fmt}
+    if request.negative_prompts:
+        body["negative_prompt"] = weighted_prompt(request.negative_prompts)
+    mode = request.mode
+    if mode is not None:
+        if "sd3" not in m or mode != "MASK_FREE":
+            why = "" if "sd3" in m else "; it generates from text only (SD3 models take an input image)"
+            raise t.mode_not_offered(["MASK_FREE"] if "sd3" in m else [], why)
+        body.update(mode="image-to-image", image=request.images[0].base64, strength=t.strength(strength))
+        return body
+    ratio = t.snap_ratio(STABILITY_RATIOS)
+    if ratio:
+        body["aspect_ratio"] = ratio
+    if "sd3" in m:
+        body["mode"] = "text-to-image"
+    return body
+
+
+def _sdxl_body(m: str, request: ImageGenerationRequest, t: ImageTranslation, strength: float) -> dict[str, Any]:
+    """SDXL 1.0: weighted ``text_prompts`` (negative prompts as negative weights), sizes, masks."""
     if request.mime_type != "image/png":
         raise SettingsError(f"{m} writes png images, not {request.mime_type}", ["mime_type"])
-    if request.aspect_ratio is not None:
-        raise SettingsError(f"{m} takes width and height, not an aspect ratio", ["aspect_ratio"])
-    if f == "sdxl":
-        prompts = [{"text": request.prompt, "weight": 1.0}]
-        if request.negative_prompt:
-            prompts.append({"text": request.negative_prompt, "weight": -1.0})
-        body = {"text_prompts": prompts, "samples": 1}
-        body.update({k: v for k, v in (("width", request.width), ("height", request.height)) if v})
-        if source is not None:
-            body.update(init_image=source.base64, init_image_mode="IMAGE_STRENGTH", image_strength=strength)
-        return [{**body, **({"seed": s} if s is not None else {})} for s in seeds]
-    if f == "titan_image":
-        if request.n > 5:
-            raise SettingsError(f"{m} makes at most 5 images a request", ["n"])
-        config: dict[str, Any] = {"numberOfImages": request.n}
-        config.update({k: v for k, v in (("width", request.width), ("height", request.height),
-                                         ("seed", request.seed)) if v is not None})
-        params: dict[str, Any] = {"text": request.prompt}
-        if request.negative_prompt:
-            params["negativeText"] = request.negative_prompt
-        if source is None:
-            return [{"taskType": "TEXT_IMAGE", "textToImageParams": params, "imageGenerationConfig": config}]
-        # Titan asks how *similar* to stay (0.2-1.0); the connection's strength is how far to move
-        params.update(images=[source.base64], similarityStrength=round(max(0.2, 1.0 - strength), 3))
-        return [{"taskType": "IMAGE_VARIATION", "imageVariationParams": params, "imageGenerationConfig": config}]
-    raise CapabilityError(f"{m} on {PROVIDER} is not an image model (Stability and Titan Image models are)")
+    t.refuse_present(quality="it has no quality setting")
+    prompts = [{"text": p.text, "weight": 1.0 if p.weight is None else p.weight} for p in request.prompts]
+    prompts += [{"text": p.text, "weight": -abs(1.0 if p.weight is None else p.weight)}
+                for p in request.negative_prompts]
+    body: dict[str, Any] = {"text_prompts": prompts, "samples": 1}
+    if request.style is not None:
+        style = t.choice("style", {s: s for s in STYLE_PRESETS})
+        if style:
+            body["style_preset"] = style
+    if request.fidelity is not None:
+        body["cfg_scale"] = fidelity_to_scale(request.fidelity)
+    mode = request.mode
+    if mode is None:
+        size = t.snap_size(SDXL_SIZES)
+        if size:
+            body["width"], body["height"] = size
+        return body
+    source = request.images[0]
+    body["init_image"] = source.base64
+    if mode == "MASK_FREE":
+        # SDXL's image_strength is how much the init image counts (1 = the same image): the seed's weight
+        body.update(init_image_mode="IMAGE_STRENGTH", image_strength=round(1.0 - t.strength(strength), 4))
+    elif mode == "INPAINTING":
+        t.refuse_present(weight="SDXL's inpainting has no image strength")
+        if request.mask_type == "MASK_IMAGE_BLACK":
+            t.check_mask()
+            body.update(mask_source="MASK_IMAGE_BLACK", mask_image=request.mask.base64)  # type: ignore[union-attr]
+        else:
+            body["mask_source"] = "INIT_IMAGE_ALPHA"
+    else:
+        raise t.mode_not_offered(["MASK_FREE", "INPAINTING"])
+    return body
+
+
+def _titan_body(m: str, request: ImageGenerationRequest, t: ImageTranslation, strength: float) -> dict[str, Any]:
+    """Titan Image Generator: one call makes up to 5 images; task types per mode."""
+    if request.mime_type != "image/png":
+        raise SettingsError(f"{m} writes png images, not {request.mime_type}", ["mime_type"])
+    if request.n > 5:
+        raise SettingsError(f"{m} makes at most 5 images a request", ["images_to_generate"])
+    t.refuse_present(style="Titan has no style setting")
+    config: dict[str, Any] = {"numberOfImages": request.n}
+    quality = t.choice("quality", {"standard": "standard", "premium": "premium", "hd": "premium"})
+    if quality:
+        config["quality"] = quality
+    if request.fidelity is not None:
+        config["cfgScale"] = fidelity_to_scale(request.fidelity, low=1.1)
+    if request.seed is not None:
+        config["seed"] = request.seed
+    params: dict[str, Any] = {}
+    if request.prompts:
+        params["text"] = request.prompt  # Titan takes one plain prompt: weighted prompts are merged
+    if request.negative_prompt:
+        params["negativeText"] = request.negative_prompt
+    mode = request.mode
+    if mode is None:
+        size = t.snap_size(TITAN_SIZES)
+        if size:
+            config["width"], config["height"] = size
+        return {"taskType": "TEXT_IMAGE", "textToImageParams": params, "imageGenerationConfig": config}
+    source = request.images[0]
+    if mode in ("MASK_FREE", "VARY"):
+        # Titan asks how *similar* to stay: the seed's weight, else 1 - the connection's image_strength
+        weight = round(1.0 - t.strength(strength), 4)
+        if not 0.2 <= weight <= 1.0:
+            raise SettingsError(f"{m} takes an image weight (similarityStrength) from 0.2 to 1.0, got {weight}",
+                                ["weight"])
+        params.update(images=[source.base64], similarityStrength=weight)
+        return {"taskType": "IMAGE_VARIATION", "imageVariationParams": params, "imageGenerationConfig": config}
+    if mode == "INPAINTING":
+        t.refuse_present(weight="Titan's inpainting has no image strength")
+        t.check_mask()
+        mask = black_mask(request.mask_type or "", source.data, request.mask.data if request.mask else None)
+        params.update(image=source.base64, maskImage=base64.b64encode(mask).decode("ascii"))
+        return {"taskType": "INPAINTING", "inPaintingParams": params, "imageGenerationConfig": config}
+    if "v2" not in m:  # conditioned generation came with Titan Image Generator v2
+        raise t.mode_not_offered(["MASK_FREE", "VARY", "INPAINTING"], "; v2 adds the ControlNet modes")
+    params.update(conditionImage=source.base64, controlMode=TITAN_CONTROL[mode],
+                  controlStrength=0.7 if request.image_weight is None else request.image_weight)
+    return {"taskType": "TEXT_IMAGE", "textToImageParams": params, "imageGenerationConfig": config}
 
 
 def parse_images(model: str, bodies: list[dict[str, Any]], mime_type: str) -> ImageGenerationResponse:

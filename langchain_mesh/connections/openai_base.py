@@ -54,13 +54,13 @@ from . import http1
 from .base import Connection
 from .clients import PerLoopClients
 from .http1 import HTTPClient, HTTPError, Target
+from .openai_images import image_plan
 from .openai_wire import (
     ChunkReader,
     Dialect,
     aiter_sse_data,
     chat_body,
     embedding_bodies,
-    image_body,
     iter_sse_data,
     parse_chat_completion,
     parse_embeddings,
@@ -485,13 +485,26 @@ class OpenAIWireConnection(Connection):
         return parse_embeddings(list(await asyncio.gather(*(one(b) for b in self._embedding_bodies(model, request)))))
 
     def generate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
+        """Generations, edits or variations (see :mod:`.openai_images`); ``plan.calls`` requests for
+        models that make one image a request."""
+        plan = image_plan(self.wire_model(model), request, self.dialect.provider, family_hint=model)
         client = self._client(model)
-        try:
-            resp = client.post("/images/generations", body=image_body(self.wire_model(model), request),
-                               cast_to=self._response_cls)
-        except Exception as e:  # noqa: BLE001
-            raise self._error(e, client) from None
-        return parse_images(_loads(resp.content), fetch=self._fetch)
+        images, answer = [], None
+        for _ in range(plan.calls):
+            try:
+                if plan.op == "generations":
+                    resp = client.post("/images/generations", body=plan.body, cast_to=self._response_cls)
+                else:  # multipart: the SDK encodes body and files as the images endpoints expect
+                    resp = client.post(f"/images/{plan.op}", body=plan.body, files=plan.files,
+                                       options={"headers": {"Content-Type": "multipart/form-data"}},
+                                       cast_to=self._response_cls)
+            except Exception as e:  # noqa: BLE001
+                raise self._error(e, client) from None
+            answer = parse_images(_loads(resp.content), fetch=self._fetch)
+            images += answer.images
+        assert answer is not None and plan.translation is not None
+        answer.images = images
+        return plan.translation.finish(answer)
 
     def _fetch(self, url: str) -> bytes:
         # A plain GET without the SDK: image URLs point at blob storage, which must not see our key.

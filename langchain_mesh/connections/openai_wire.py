@@ -27,7 +27,6 @@ from ..schema import (
     EmbeddingResponse,
     FunctionCall,
     GeneratedImage,
-    ImageGenerationRequest,
     ImageGenerationResponse,
     ImagePart,
     ImageURLPart,
@@ -42,6 +41,8 @@ from ..schema import (
     sniff_image_mime,
 )
 from .sse import SSEDecoder, aiter_sse_data, iter_sse_data  # noqa: F401  (part of this module's API)
+
+from .openai_images import image_body  # noqa: E402,F401  (re-exported: the images API lives there)
 
 __all__ = [
     "Dialect", "chat_body", "parse_chat_completion", "ChunkReader", "SSEDecoder", "iter_sse_data", "aiter_sse_data",
@@ -392,28 +393,6 @@ def parse_embeddings(bodies: list[dict[str, Any]]) -> EmbeddingResponse:
         usage = usage + Usage(input_tokens=u.get("prompt_tokens") or 0, total_tokens=u.get("total_tokens") or 0)
         model = body.get("model") or model
     return EmbeddingResponse(embeddings=vectors, usage=usage, model=model)
-
-
-def image_body(model: str, request: ImageGenerationRequest) -> dict[str, Any]:
-    if request.images:
-        raise SettingsError("image-to-image is not offered by the OpenAI images/generations API", ["images"])
-    if request.negative_prompt:
-        raise SettingsError("OpenAI image models take no negative prompt; fold it into the prompt",
-                            ["negative_prompt"])
-    if request.seed is not None:
-        raise SettingsError("OpenAI image models take no seed", ["seed"])
-    body: dict[str, Any] = {"model": model, "prompt": request.prompt, "n": request.n}
-    if request.width or request.height:
-        body["size"] = f"{request.width or request.height}x{request.height or request.width}"
-    elif request.aspect_ratio:
-        body["size"] = _SIZE_FOR_RATIO.get(request.aspect_ratio, "1024x1024")
-    if not model.startswith("gpt-image"):  # gpt-image models always answer base64 and reject the key
-        body["response_format"] = "b64_json"
-    return body
-
-
-_SIZE_FOR_RATIO = {"1:1": "1024x1024", "16:9": "1792x1024", "9:16": "1024x1792",
-                   "3:2": "1536x1024", "2:3": "1024x1536"}
 
 
 def parse_images(body: dict[str, Any], fetch: Any = None) -> ImageGenerationResponse:

@@ -9,17 +9,24 @@ There is no maintained official Python SDK, so this is a plain ``httpx`` client:
       # image_strength: 0.5                   # image-to-image: how far from the input image (0-1)
 
 Models and endpoints: ``stable-image-core`` (``/v2beta/stable-image/generate/core``, text only),
-``stable-image-ultra`` (``/generate/ultra``, image-to-image with ``image`` + ``strength``) and the SD3
-family on ``/generate/sd3`` with ``model`` (``sd3-large``, ``sd3-large-turbo``, ``sd3.5-large``...;
-image-to-image with ``mode=image-to-image``). Requests are ``multipart/form-data`` with ``Accept:
-image/*``: the raw image comes back with ``finish-reason`` and ``seed`` headers.
+``stable-image-ultra`` (``/generate/ultra``, MASK_FREE image-to-image with ``image`` + ``strength``) and
+the SD3 family on ``/generate/sd3`` with ``model`` (``sd3-large``, ``sd3-large-turbo``, ``sd3.5-large``...;
+MASK_FREE with ``mode=image-to-image``). Core and Ultra also reach Stability's edit and control
+services: INPAINTING is ``/v2beta/stable-image/edit/inpaint`` (a white-is-fill ``mask``, or none: the
+image's transparent pixels), CONTROLNET_STRUCTURE / CONTROLNET_SKETCH are ``/control/structure`` and
+``/control/sketch`` with ``control_strength`` (the original image's weight). Requests are
+``multipart/form-data`` with ``Accept: image/*``: the raw image comes back with ``finish-reason`` and
+``seed`` headers.
 
-Request mapping: ``prompt``, ``negative_prompt``, ``seed``, ``aspect_ratio``; ``mime_type`` is
-``output_format`` (png, jpeg, webp; SD3 writes no webp). The API takes an aspect ratio, not a size: a
-``width``/``height`` whose ratio is within 2% of one of the API's nine ratios is sent as that ratio
-(1024x1024 is 1:1, 1344x768 is 16:9; the service picks the pixel size, about one megapixel), any
-other size is a :class:`SettingsError` naming ``width``/``height`` rather than a silently different
-shape. The API returns one image per request, so ``n`` images are ``n`` requests (concurrent in the
+Request mapping (:class:`~.image_settings.ImageTranslation`: strict refusals, or lenient drops):
+``prompt`` and ``negative_prompt`` keep their weights in Stability's ``(text:weight)`` syntax; ``seed``;
+``style`` is ``style_preset`` (Core and the edit/control services); ``fidelity`` is SD3's ``cfg_scale``
+(10 x fidelity); ``quality`` has no parameter; ``mime_type`` is ``output_format`` (png, jpeg, webp; SD3
+writes no webp); the original image's weight is ``strength`` = 1 - weight. The API takes an aspect
+ratio, not a size: a ratio (or ``width``/``height``) within 10% of one of the API's nine ratios is sent
+as that ratio (1344x768 is 16:9; the service picks the pixel size, about one megapixel), any other is
+refused rather than a silently different shape. The API returns one image per request, so ``n``
+images are ``n`` requests (concurrent in the
 async path); with a ``seed``, image *i* uses ``seed + i`` so the images differ and stay reproducible.
 An image the service filtered (``finish-reason: CONTENT_FILTERED``, a blurred image) is an error,
 not a success. Errors (``{"id", "name", "errors"}``) are the mesh's typed errors; nothing is retried
@@ -54,7 +61,8 @@ from ..schema import (
 )
 from .base import Connection
 from .clients import PerLoopClients
-from .vertex_wire import aspect_ratio_for
+from ..imaging import white_mask
+from .image_settings import STYLE_PRESETS, ImageTranslation, fidelity_to_scale, weighted_prompt
 
 __all__ = ["StabilityConnection", "StabilityConfig"]
 
@@ -105,53 +113,73 @@ def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]])
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
-def form_fields(model: str, request: ImageGenerationRequest, strength: float) -> tuple[dict[str, str], dict[str, Any]]:
-    """The form of one request (seed aside); what the API cannot do raises before any request."""
-    endpoint = _endpoint(model)
+#: image-to-image mode -> the Stable Image service path serving it (MASK_FREE is the generate endpoint's)
+MODE_PATHS = {"INPAINTING": "/v2beta/stable-image/edit/inpaint",
+              "CONTROLNET_STRUCTURE": "/v2beta/stable-image/control/structure",
+              "CONTROLNET_SKETCH": "/v2beta/stable-image/control/sketch"}
+_MODES = {"core": ("INPAINTING", "CONTROLNET_STRUCTURE", "CONTROLNET_SKETCH"),
+          "ultra": ("MASK_FREE", "INPAINTING", "CONTROLNET_STRUCTURE", "CONTROLNET_SKETCH"),
+          "sd3": ("MASK_FREE",)}
+
+
+def form_fields(model: str, request: ImageGenerationRequest, strength: float,
+                t: Optional[ImageTranslation] = None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(path, form, files) of one request (seed aside); what the API cannot do raises before any request."""
+    t = t or ImageTranslation(PROVIDER, model, request)
+    endpoint, mode = _endpoint(model), request.mode
     fmt = _FORMATS.get(request.mime_type)
-    if fmt is None or (endpoint == "sd3" and fmt == "webp"):
+    if fmt is None or (endpoint == "sd3" and mode in (None, "MASK_FREE") and fmt == "webp"):
         allowed = "image/png or image/jpeg" if endpoint == "sd3" else "image/png, image/jpeg or image/webp"
         raise SettingsError(f"{model} writes {allowed}, not {request.mime_type}", ["mime_type"])
-    fields: dict[str, str] = {"prompt": request.prompt, "output_format": fmt}
-    if endpoint == "sd3":
+    if mode is not None and mode not in _MODES[endpoint]:
+        raise t.mode_not_offered(_MODES[endpoint] + ("text-to-image",),
+                                 "; text only" if endpoint == "core" and mode == "MASK_FREE" else "")
+    path = MODE_PATHS.get(mode or "", PATH + endpoint)
+    fields: dict[str, str] = {"prompt": weighted_prompt(request.prompts), "output_format": fmt}
+    if endpoint == "sd3" and path.startswith(PATH):
         fields["model"] = model
-    if request.negative_prompt:
-        fields["negative_prompt"] = request.negative_prompt
+    if request.negative_prompts:
+        fields["negative_prompt"] = weighted_prompt(request.negative_prompts)
+    t.refuse_present(quality="Stability's API has no quality setting")
+    takes_style = endpoint == "core" or path in MODE_PATHS.values()
+    if request.style is not None:
+        if not takes_style:
+            t.refuse("style", "style presets are for stable-image-core and the edit/control services")
+        else:
+            style = t.choice("style", {s: s for s in STYLE_PRESETS})
+            if style:
+                fields["style_preset"] = style
+    if request.fidelity is not None:
+        if endpoint == "sd3" and path.startswith(PATH):
+            fields["cfg_scale"] = str(fidelity_to_scale(request.fidelity))
+        else:
+            t.refuse("fidelity", "only SD3 models take a CFG scale")
     files: dict[str, Any] = {}
-    ratio = _aspect_ratio(request)
-    if request.images:
-        if endpoint == "core":
-            raise CapabilityError(f"{model} generates from text only; use stable-image-ultra or an SD3 model "
-                                  "for image-to-image")
-        if len(request.images) > 1:
-            raise SettingsError("Stability's image-to-image takes one input image", ["images"])
+    if mode is None:
+        ratio = t.snap_ratio(ASPECT_RATIOS)
         if ratio is not None:
-            raise SettingsError("image-to-image output takes the input image's shape; drop aspect_ratio/width/height",
-                                ["aspect_ratio"])
-        image = request.images[0]
-        files["image"] = ("image." + _FORMATS.get(image.mime_type, "png"), image.data, image.mime_type)
-        fields["strength"] = str(strength)
+            fields["aspect_ratio"] = ratio
+        return path, fields, files
+    if len(request.images) > 1:
+        raise SettingsError("Stability's image-to-image takes one input image", ["images"])
+    if request.aspect_ratio is not None or request.width or request.height:
+        t.refuse("aspect_ratio", "image-to-image output takes the input image's shape; drop aspect_ratio/width/height")
+    image = request.images[0]
+    files["image"] = ("image." + _FORMATS.get(image.mime_type, "png"), image.data, image.mime_type)
+    if mode == "MASK_FREE":
+        fields["strength"] = str(t.strength(strength))
         if endpoint == "sd3":
             fields["mode"] = "image-to-image"
-    elif ratio is not None:
-        fields["aspect_ratio"] = ratio
-    return fields, files
-
-
-def _aspect_ratio(request: ImageGenerationRequest) -> Optional[str]:
-    ratio = request.aspect_ratio
-    if ratio is not None and ratio not in ASPECT_RATIOS:
-        raise SettingsError(f"Stability's aspect ratios are {', '.join(ASPECT_RATIOS)}, not {ratio!r}",
-                            ["aspect_ratio"])
-    if request.width is None and request.height is None:
-        return ratio
-    if request.width is None or request.height is None:
-        raise SettingsError("give both width and height (Stability takes an aspect ratio)", ["width", "height"])
-    near = aspect_ratio_for(request.width, request.height, ASPECT_RATIOS)
-    if near is None or (ratio is not None and near != ratio):
-        raise SettingsError(f"Stability takes an aspect ratio ({', '.join(ASPECT_RATIOS)}), not a size; "
-                            f"{request.width}x{request.height} matches none of them", ["width", "height"])
-    return near
+    elif mode == "INPAINTING":
+        t.refuse_present(weight="Stability's inpainting has no image strength")
+        if request.mask_type == "MASK_IMAGE_BLACK":  # Stability paints the mask's white pixels
+            t.check_mask()
+            files["mask"] = ("mask.png", white_mask(request.mask_type, image.data, request.mask.data),  # type: ignore[union-attr]
+                             "image/png")
+        # ORIGINAL_IMAGE_ALPHA: no mask part; the service paints the image's transparent pixels
+    else:
+        fields["control_strength"] = str(0.7 if request.image_weight is None else request.image_weight)
+    return path, fields, files
 
 
 class StabilityConnection(Connection):
@@ -185,10 +213,11 @@ class StabilityConnection(Connection):
 
         return (httpx.AsyncClient if is_async else httpx.Client)(timeout=self.config.timeout)
 
-    def _requests(self, model: str, request: ImageGenerationRequest) -> list[tuple[str, bytes, dict[str, str]]]:
+    def _requests(self, model: str, request: ImageGenerationRequest,
+                  t: ImageTranslation) -> list[tuple[str, bytes, dict[str, str]]]:
         """(url, body, headers) of each of the ``n`` requests."""
-        fields, files = form_fields(model, request, self.config.image_strength)
-        url = self.config.base_url.rstrip("/") + PATH + _endpoint(model)
+        path, fields, files = form_fields(model, request, self.config.image_strength, t)
+        url = self.config.base_url.rstrip("/") + path
         out = []
         for i in range(request.n):
             one = dict(fields)
@@ -226,14 +255,14 @@ class StabilityConnection(Connection):
     def generate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
         import httpx
 
-        images = []
-        for url, body, headers in self._requests(model, request):
+        images, t = [], ImageTranslation(PROVIDER, model, request)
+        for url, body, headers in self._requests(model, request, t):
             try:
                 resp = self._http.sync().post(url, content=body, headers=headers)
             except httpx.TransportError as e:
                 raise self._transport_error(e) from None
             images.append(self._image(resp, model))
-        return ImageGenerationResponse(images=images, model=model)
+        return t.finish(ImageGenerationResponse(images=images, model=model))
 
     async def agenerate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
         import httpx
@@ -247,8 +276,9 @@ class StabilityConnection(Connection):
                 raise self._transport_error(e) from None
             return self._image(resp, model)
 
-        images = await asyncio.gather(*(one(*r) for r in self._requests(model, request)))
-        return ImageGenerationResponse(images=list(images), model=model)
+        t = ImageTranslation(PROVIDER, model, request)
+        images = await asyncio.gather(*(one(*r) for r in self._requests(model, request, t)))
+        return t.finish(ImageGenerationResponse(images=list(images), model=model))
 
     def close(self) -> None:
         self._http.close()

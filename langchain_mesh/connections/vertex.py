@@ -27,8 +27,11 @@ Gemini parameter and is refused with a :class:`SettingsError`. Thought signature
 (thinking models need them back with the call) are kept per connection, by call id, for the
 conversation's next turn. Embeddings take ``input_type`` (RETRIEVAL_QUERY/RETRIEVAL_DOCUMENT) and
 ``dimensions`` (``output_dimensionality``). Imagen (Vertex only) takes ``aspect_ratio`` (a width and
-height are read as their ratio when it is one of Imagen's), ``negative_prompt``, ``seed`` (which turns
-the watermark off: Imagen refuses seeds otherwise) and ``n`` up to 4.
+height, or a ratio, snap to the nearest of Imagen's five within 10%), ``negative_prompt``, ``seed``
+(which turns the watermark off: Imagen refuses seeds otherwise), ``fidelity`` as ``guidance_scale`` and
+``n`` up to 4; weighted prompts are merged. ``imagen-3.0-capability-001`` edits through ``edit_image``:
+INPAINTING (a user-provided mask, white = fill) and CONTROLNET_STRUCTURE / CONTROLNET_SKETCH (canny /
+scribble control images).
 
 Errors are the mesh's typed errors, with the SDK's retries off.
 """
@@ -74,6 +77,7 @@ from ..schema import (
 )
 from . import vertex_wire as wire
 from .base import Connection
+from .image_settings import ImageTranslation
 
 __all__ = ["VertexConnection", "VertexConfig"]
 
@@ -147,7 +151,8 @@ _EMBED_MODELS = {
     "gemini": ["gemini-embedding-001", "text-embedding-004"],
 }
 #: Imagen 3 and Imagen 3 Fast (the seed's image models); Vertex AI only
-IMAGE_MODELS = {"imagen-3.0-generate-002": "Imagen 3", "imagen-3.0-fast-generate-001": "Imagen 3 Fast"}
+IMAGE_MODELS = {"imagen-3.0-generate-002": "Imagen 3", "imagen-3.0-fast-generate-001": "Imagen 3 Fast",
+                "imagen-3.0-capability-001": "Imagen 3 editing (inpainting, ControlNet-style control)"}
 
 
 def _purpose(model: str) -> Purpose:
@@ -471,10 +476,11 @@ class VertexConnection(Connection):
 
     # ---- images --------------------------------------------------------------------------------------
 
-    def _image_config(self, model: str, request: ImageGenerationRequest) -> dict[str, Any]:
+    def _image_config(self, model: str, request: ImageGenerationRequest) -> tuple[dict[str, Any], Any]:
         if self.config.backend != "vertex":
             raise CapabilityError("Imagen is offered on Vertex AI only (google-genai has no Gemini API path for it)")
-        return wire.image_config(model, request)
+        t = ImageTranslation(wire.PROVIDER, model, request)
+        return wire.image_config(model, request, t), t
 
     @staticmethod
     def _images(resp: Any, model: str) -> ImageGenerationResponse:
@@ -483,20 +489,49 @@ class VertexConnection(Connection):
             images=[GeneratedImage(data=g.image.image_bytes, mime_type=g.image.mime_type or "image/png")
                     for g in resp.generated_images if g.image is not None and g.image.image_bytes], model=model)
 
+    def _edit(self, model: str, request: ImageGenerationRequest) -> tuple[list[Any], dict[str, Any], Any]:
+        if self.config.backend != "vertex":
+            raise CapabilityError("Imagen is offered on Vertex AI only (google-genai has no Gemini API path for it)")
+        t = ImageTranslation(wire.PROVIDER, model, request)
+        refs, config = wire.edit_request(model, request, t)
+        return refs, config, t
+
     def generate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
-        config = self._image_config(model, request)
-        try:
-            resp = self._client().models.generate_images(model=model, prompt=request.prompt, config=config)
-        except Exception as e:  # noqa: BLE001
-            raise self._error(e) from None
-        return self._images(resp, model)
+        if wire.is_edit_model(model):
+            refs, config, t = self._edit(model, request)
+            resp = self._call_edit(self._client().models.edit_image, model, request, refs, config)
+        else:
+            config, t = self._image_config(model, request)
+            resp = self._call_generate(self._client().models.generate_images, model, request, config)
+        return t.finish(self._images(resp, model))
 
     async def agenerate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
-        config = self._image_config(model, request)
+        if wire.is_edit_model(model):
+            refs, config, t = self._edit(model, request)
+            resp = await self._acall(self._client().aio.models.edit_image(
+                model=model, prompt=request.prompt, reference_images=refs, config=config))
+        else:
+            config, t = self._image_config(model, request)
+            resp = await self._acall(self._client().aio.models.generate_images(
+                model=model, prompt=request.prompt, config=config))
+        return t.finish(self._images(resp, model))
+
+    def _call_generate(self, fn: Any, model: str, request: ImageGenerationRequest, config: dict[str, Any]) -> Any:
         try:
-            resp = await self._client().aio.models.generate_images(model=model, prompt=request.prompt,
-                                                                   config=config)
+            return fn(model=model, prompt=request.prompt, config=config)
         except Exception as e:  # noqa: BLE001
             raise self._error(e) from None
-        return self._images(resp, model)
+
+    def _call_edit(self, fn: Any, model: str, request: ImageGenerationRequest, refs: list[Any],
+                   config: dict[str, Any]) -> Any:
+        try:
+            return fn(model=model, prompt=request.prompt, reference_images=refs, config=config)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e) from None
+
+    async def _acall(self, pending: Any) -> Any:
+        try:
+            return await pending
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e) from None
 

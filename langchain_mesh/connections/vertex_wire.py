@@ -40,6 +40,7 @@ from ..schema import (
     ToolCallDelta,
     Usage,
 )
+from .image_settings import ImageTranslation, fidelity_to_scale
 
 __all__ = ["PROVIDER", "check_request", "generate_args", "parse_response", "StreamDecoder", "embed_config",
            "image_config", "aspect_ratio_for", "json_schema_to_gemini"]
@@ -427,36 +428,102 @@ def _ratio(r: str) -> float:
     return int(w) / int(h)
 
 
-def image_config(model: str, request: ImageGenerationRequest) -> dict[str, Any]:
-    """``GenerateImagesConfig`` for Imagen; what Imagen cannot do raises before any request."""
+def image_config(model: str, request: ImageGenerationRequest,
+                 t: Optional[ImageTranslation] = None) -> dict[str, Any]:
+    """``GenerateImagesConfig`` for Imagen; what Imagen cannot do raises before any request.
+
+    Imagen takes one plain prompt (weighted prompts are merged), a negative prompt, a seed, an aspect
+    ratio (a size or ratio snaps to the nearest of its five), ``fidelity`` as ``guidance_scale`` (1-10),
+    and no quality or style.
+    """
+    t = t or ImageTranslation(PROVIDER, model, request)
     if request.images:
-        raise CapabilityError(f"{model} generates images from text only; image-to-image is not offered here")
+        raise t.mode_not_offered(["text-to-image"], "; image-to-image is imagen-3.0-capability-001's")
     if request.n > 4:
-        raise SettingsError(f"Imagen generates at most 4 images per request, asked for n={request.n}", ["n"])
+        raise SettingsError(f"Imagen generates at most 4 images per request, asked for n={request.n}",
+                            ["images_to_generate"])
     if request.mime_type not in ("image/png", "image/jpeg"):
         raise SettingsError(f"Imagen writes image/png or image/jpeg, not {request.mime_type}", ["mime_type"])
+    t.refuse_present(quality="Imagen has no quality setting", style="Imagen has no style setting")
     config: dict[str, Any] = {"number_of_images": request.n, "output_mime_type": request.mime_type}
-    ratio = request.aspect_ratio
-    if request.width is not None or request.height is not None:
-        if request.width is None or request.height is None:
-            raise SettingsError("give both width and height (Imagen takes an aspect ratio)", ["width", "height"])
-        ratio_wh = aspect_ratio_for(request.width, request.height, IMAGEN_ASPECT_RATIOS)
-        if ratio_wh is None or (ratio is not None and ratio != ratio_wh):
-            raise SettingsError(f"Imagen takes an aspect ratio ({', '.join(IMAGEN_ASPECT_RATIOS)}), not a size; "
-                                f"{request.width}x{request.height} matches none of them", ["width", "height"])
-        ratio = ratio_wh
+    ratio = t.snap_ratio(IMAGEN_ASPECT_RATIOS)
     if ratio is not None:
-        if ratio not in IMAGEN_ASPECT_RATIOS:
-            raise SettingsError(f"Imagen's aspect ratios are {', '.join(IMAGEN_ASPECT_RATIOS)}, not {ratio!r}",
-                                ["aspect_ratio"])
         config["aspect_ratio"] = ratio
     if request.negative_prompt:
         config["negative_prompt"] = request.negative_prompt
+    if request.fidelity is not None:
+        config["guidance_scale"] = fidelity_to_scale(request.fidelity)
     if request.seed is not None:
         # Imagen refuses a seed while its invisible watermark is on: asking for a seed turns it off
         config["seed"] = request.seed
         config["add_watermark"] = False
     return config
+
+
+#: the seed's ControlNet modes as Imagen's control reference types
+IMAGEN_CONTROL = {"CONTROLNET_STRUCTURE": "CONTROL_TYPE_CANNY", "CONTROLNET_SKETCH": "CONTROL_TYPE_SCRIBBLE"}
+
+
+def is_edit_model(model: str) -> bool:
+    """Imagen's editing and customization model (``imagen-3.0-capability-001``) edits; the others generate."""
+    return "capability" in model
+
+
+def edit_request(model: str, request: ImageGenerationRequest,
+                 t: Optional[ImageTranslation] = None) -> tuple[list[Any], dict[str, Any]]:
+    """``edit_image``'s reference images and ``EditImageConfig`` for the capability model:
+
+    * INPAINTING: the raw image and a user-provided mask (white = the area: the seed's black mask, or the
+      original's transparent pixels, converted), edit mode ``EDIT_MODE_INPAINT_INSERTION``;
+    * CONTROLNET_STRUCTURE / CONTROLNET_SKETCH: a control image (``CONTROL_TYPE_CANNY`` / ``_SCRIBBLE``),
+      edit mode ``EDIT_MODE_CONTROLLED_EDITING``.
+
+    MASK_FREE and VARY have no Imagen 3 API; an image weight has no Imagen parameter.
+    """
+    from google.genai import types
+
+    from ..imaging import white_mask
+
+    t = t or ImageTranslation(PROVIDER, model, request)
+    mode = request.mode
+    if mode not in ("INPAINTING", *IMAGEN_CONTROL):
+        raise t.mode_not_offered(["INPAINTING", *IMAGEN_CONTROL], "; it edits an input image"
+                                 if mode is None else "")
+    if len(request.images) > 1:
+        raise SettingsError(f"{model} edits one input image", ["images"])
+    if request.n > 4:
+        raise SettingsError(f"Imagen generates at most 4 images per request, asked for n={request.n}",
+                            ["images_to_generate"])
+    if request.mime_type not in ("image/png", "image/jpeg"):
+        raise SettingsError(f"Imagen writes image/png or image/jpeg, not {request.mime_type}", ["mime_type"])
+    t.refuse_present(quality="Imagen has no quality setting", style="Imagen has no style setting",
+                     weight="Imagen's editing has no image strength")
+    if request.aspect_ratio is not None or request.width or request.height:
+        t.refuse("aspect_ratio", "an edit takes the input image's shape")
+    source = request.images[0]
+    image = types.Image(image_bytes=source.data, mime_type=source.mime_type)
+    config: dict[str, Any] = {"number_of_images": request.n, "output_mime_type": request.mime_type}
+    if mode == "INPAINTING":
+        t.check_mask()
+        mask = white_mask(request.mask_type or "", source.data, request.mask.data if request.mask else None)
+        refs: list[Any] = [
+            types.RawReferenceImage(reference_id=1, reference_image=image),
+            types.MaskReferenceImage(reference_id=2,
+                                     reference_image=types.Image(image_bytes=mask, mime_type="image/png"),
+                                     config=types.MaskReferenceConfig(mask_mode="MASK_MODE_USER_PROVIDED"))]
+        config["edit_mode"] = "EDIT_MODE_INPAINT_INSERTION"
+    else:
+        refs = [types.ControlReferenceImage(reference_id=1, reference_image=image, config=types.ControlReferenceConfig(
+            control_type=IMAGEN_CONTROL[mode]))]
+        config["edit_mode"] = "EDIT_MODE_CONTROLLED_EDITING"
+    if request.negative_prompt:
+        config["negative_prompt"] = request.negative_prompt
+    if request.fidelity is not None:
+        config["guidance_scale"] = fidelity_to_scale(request.fidelity)
+    if request.seed is not None:
+        config["seed"] = request.seed
+        config["add_watermark"] = False
+    return refs, config
 
 
 def check_images(resp: Any, model: str) -> None:

@@ -44,9 +44,12 @@ from .translate import (
     completion_request,
     embedding_request,
     embeddings_json,
+    edit_request,
     image_request,
     images_json,
+    variation_request,
 )
+from .multipart import parse_form
 
 __all__ = ["MeshApp", "UsageRecord"]
 
@@ -108,6 +111,9 @@ class MeshApp:
         self._posts: dict[str, Callable[..., Awaitable[None]]] = {
             "/v1/chat/completions": self._chat, "/v1/completions": self._text, "/v1/embeddings": self._embeddings,
             "/v1/images/generations": self._images}
+        # multipart endpoints: their handlers also take the Content-Type (the form's boundary)
+        self._forms: dict[str, Callable[..., Awaitable[None]]] = {
+            "/v1/images/edits": self._image_edits, "/v1/images/variations": self._image_variations}
 
     # ---- ASGI ---------------------------------------------------------------------------------------
 
@@ -156,11 +162,16 @@ class MeshApp:
             who = principal.name
             user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
             handler = self._posts.get(path)
+            form = self._forms.get(path)
             if path.startswith("/v1/credentials"):
                 await self._credentials.handle(method, path, principal, receive, send)
             elif handler is not None and method == "POST":
                 body = await _read_body(receive)
                 await _until_disconnect(receive, handler(principal, body, send, served))
+            elif form is not None and method == "POST":
+                body = await _read_body(receive)
+                ctype = (_header(scope, b"content-type") or b"").decode("latin-1")
+                await _until_disconnect(receive, form(principal, body, ctype, send, served))
             elif method == "GET" and path == "/v1/models":
                 await _json(send, 200, orjson.dumps({"object": "list", "data": [
                     self._model_json(i) for i in self._items if principal.allows(i.id)]}))
@@ -169,7 +180,7 @@ class MeshApp:
                 if item is None:
                     raise model_not_found(path[11:])
                 await _json(send, 200, orjson.dumps(self._model_json(item)))
-            elif handler is not None or path == "/v1/models":
+            elif handler is not None or form is not None or path == "/v1/models":
                 raise APIError(405, f"Method {method} not allowed on {path}", code="method_not_allowed")
             else:
                 raise APIError(404, f"Invalid URL ({method} {path})", code="unknown_url")
@@ -405,6 +416,23 @@ class MeshApp:
         served.llm_id = llm.id
         try:
             resp = await self.mesh.agenerate_images(llm, image_request(req))
+        except MeshError as e:
+            raise api_error(e, lambda names: next(iter(names), None)) from None
+        await _json(send, 200, orjson.dumps(images_json(resp)))
+
+    async def _image_edits(self, principal: Principal, body: bytes, ctype: str, send: Send, served: _Served) -> None:
+        await self._image_form(principal, edit_request(*parse_form(body, ctype)), send, served)
+
+    async def _image_variations(self, principal: Principal, body: bytes, ctype: str, send: Send,
+                                served: _Served) -> None:
+        await self._image_form(principal, variation_request(*parse_form(body, ctype)), send, served)
+
+    async def _image_form(self, principal: Principal, parsed: tuple[str, Any], send: Send, served: _Served) -> None:
+        llm_id, request = parsed
+        llm = self._llm(llm_id, principal, Purpose.IMAGE_GENERATION)
+        served.llm_id = llm.id
+        try:
+            resp = await self.mesh.agenerate_images(llm, request)
         except MeshError as e:
             raise api_error(e, lambda names: next(iter(names), None)) from None
         await _json(send, 200, orjson.dumps(images_json(resp)))

@@ -206,14 +206,35 @@ class EmbeddingsRequest(_Body):
 
 
 class ImagesRequest(_Body):
-    """``POST /v1/images/generations``; images are answered inline (``b64_json``)."""
+    """``POST /v1/images/generations``; images are answered inline (``b64_json``). ``quality`` and
+    ``style`` are the mesh's settings of the same names (translated or refused per model)."""
 
     prompt: str
     model: str
     n: Optional[int] = None
     size: Optional[str] = Field(default=None, pattern=r"^(auto|\d{1,5}x\d{1,5})$")
     response_format: Optional[Literal["b64_json"]] = None
-    # accepted for compatibility with clients that always send them; no mesh setting matches
     quality: Optional[str] = None
     style: Optional[str] = None
+    output_format: Optional[Literal["png", "jpeg", "webp"]] = None
     user: Optional[str] = None
+
+
+class ImageVariationForm(_Body):
+    """``POST /v1/images/variations`` (multipart/form-data; the ``image`` file aside)."""
+
+    # form fields are all text: "2" is the number 2 here
+    model_config = ConfigDict(extra="forbid", strict=False, populate_by_name=True, allow_inf_nan=False)
+    model: str
+    n: Optional[int] = None
+    size: Optional[str] = Field(default=None, pattern=r"^(auto|\d{1,5}x\d{1,5})$")
+    response_format: Optional[Literal["b64_json"]] = None
+    user: Optional[str] = None
+
+
+class ImageEditForm(ImageVariationForm):
+    """``POST /v1/images/edits`` (multipart/form-data; the ``image`` and ``mask`` files aside)."""
+
+    prompt: str
+    quality: Optional[str] = None
+    output_format: Optional[Literal["png", "jpeg", "webp"]] = None

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
-from .models import ChatCompletionRequest, CompletionsRequest, EmbeddingsRequest, ImagesRequest
+from .models import (ChatCompletionRequest, CompletionsRequest, EmbeddingsRequest, ImageEditForm, ImagesRequest,
+                     ImageVariationForm)
 
 __all__ = ["openapi_document"]
 
@@ -25,6 +26,15 @@ _POSTS = {
     "/v1/images/generations": (ImagesRequest, "createImage", "Images from a mesh image-generation LLM"),
 }
 
+#: multipart/form-data endpoints: the form's text fields and its files
+_FORMS = {
+    "/v1/images/edits": (ImageEditForm, ("image", "mask"), "createImageEdit",
+                         "An edited image: inpainting with a mask (or the image's transparency), "
+                         "else a prompted variation"),
+    "/v1/images/variations": (ImageVariationForm, ("image",), "createImageVariation",
+                              "An unprompted variation of an image"),
+}
+
 
 def _responses(ok: str) -> dict[str, Any]:
     err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -37,7 +47,7 @@ def _responses(ok: str) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    models = [(m, "validation") for m, _, _ in _POSTS.values()]
+    models = [(m, "validation") for m, _, _ in _POSTS.values()] + [(m, "validation") for m, *_ in _FORMS.values()]
     refs, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     components = {**schemas.get("$defs", {}), "Error": _ERROR}
     paths: dict[str, Any] = {
@@ -64,6 +74,13 @@ def openapi_document() -> dict[str, Any]:
         paths[path] = {"post": {
             "operationId": op, "summary": summary,
             "requestBody": {"required": True, "content": {"application/json": {"schema": refs[(model, "validation")]}}},
+            "responses": _responses(summary)}}
+    for path, (model, file_fields, op, summary) in _FORMS.items():
+        schema = {"allOf": [refs[(model, "validation")], {"type": "object", "required": ["image"], "properties": {
+            f: {"type": "string", "format": "binary"} for f in file_fields}}]}
+        paths[path] = {"post": {
+            "operationId": op, "summary": summary,
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}},
             "responses": _responses(summary)}}
     return {
         "openapi": "3.1.0",

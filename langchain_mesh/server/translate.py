@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 import struct
 import time
 import uuid
@@ -43,7 +44,7 @@ from .errors import APIError, api_error
 from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
 
 __all__ = ["completion_request", "check_request", "completion_json", "ChunkStream", "embedding_request", "embeddings_json",
-           "image_request", "images_json", "usage_json"]
+           "image_request", "edit_request", "variation_request", "images_json", "usage_json"]
 
 # OpenAI parameter -> seed setting: openai_wire's table read backwards (top_k is vLLM's spelling)
 _SETTING_OF: dict[str, str] = {
@@ -293,15 +294,116 @@ def embeddings_json(resp: EmbeddingResponse, llm_id: str, encoding: str) -> dict
             "usage": {"prompt_tokens": resp.usage.input_tokens, "total_tokens": resp.usage.total_tokens}}
 
 
-def image_request(req: ImagesRequest) -> ImageGenerationRequest:
-    width = height = None
-    if req.size and req.size != "auto":
-        width, height = (int(x) for x in req.size.split("x"))
-        if not width or not height:
-            raise APIError(400, f"size {req.size!r} has a zero side", param="size")
+_OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def _size(size: Optional[str]) -> tuple[Optional[int], Optional[int]]:
+    if not size or size == "auto":
+        return None, None
+    m = re.fullmatch(r"(\d{1,5})x(\d{1,5})", size)
+    if not m or not int(m[1]) or not int(m[2]):
+        raise APIError(400, f"size {size!r} must be WIDTHxHEIGHT with no zero side, or auto", param="size")
+    return int(m[1]), int(m[2])
+
+
+def _image_fields(req: Any) -> dict[str, Any]:
+    """What the generations, edits and variations bodies share, as ImageGenerationRequest fields."""
     if req.n is not None and req.n < 1:
         raise APIError(400, f"n must be at least 1, got {req.n}", param="n")
-    return ImageGenerationRequest(prompt=req.prompt, n=req.n or 1, width=width, height=height)
+    width, height = _size(req.size)
+    out: dict[str, Any] = {"n": req.n or 1, "width": width, "height": height}
+    if getattr(req, "quality", None) not in (None, "auto"):
+        out["quality"] = req.quality
+    if getattr(req, "style", None) is not None:
+        out["style"] = req.style
+    if getattr(req, "output_format", None) is not None:
+        out["mime_type"] = _OUTPUT_FORMATS[req.output_format]
+    return out
+
+
+def _checked(**fields: Any) -> ImageGenerationRequest:
+    try:
+        return ImageGenerationRequest.checked(**fields)
+    except SettingsError as e:
+        param = {"prompts": "prompt", "images": "image", "mask_type": "mask"}.get(e.settings[0] if e.settings else "")
+        raise APIError(400, str(e), param=param or (e.settings[0] if e.settings else None)) from None
+
+
+def image_request(req: ImagesRequest) -> ImageGenerationRequest:
+    return _checked(prompt=req.prompt, **_image_fields(req))
+
+
+def _upload(files: dict[str, list[Any]], name: str) -> list[ImagePart]:
+    out = []
+    for up in files.get(name, []):
+        try:
+            out.append(ImagePart.from_bytes(up.data))
+        except ValueError:
+            raise APIError(400, f"{name} {up.filename!r} is not a PNG, JPEG, GIF or WebP image", param=name) from None
+    return out
+
+
+def _form(model: type[Any], fields: dict[str, str], files: dict[str, list[Any]], file_names: set[str]) -> Any:
+    unknown = sorted(set(files) - file_names)
+    if unknown:
+        raise APIError(400, f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
+                       code="unknown_parameter")
+    try:
+        return model.model_validate(fields)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        param = ".".join(str(x) for x in err["loc"]) or None
+        if err["type"] == "extra_forbidden":
+            raise APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
+                           code="unknown_parameter") from None
+        raise APIError(400, f"Invalid '{param}': {err['msg']}", param=param) from None
+
+
+def edit_request(fields: dict[str, str], files: dict[str, list[Any]]) -> tuple[str, ImageGenerationRequest]:
+    """``POST /v1/images/edits``: with a mask (transparent = the area to edit) it is INPAINTING; without,
+    an image with transparent pixels is inpainted there (ORIGINAL_IMAGE_ALPHA), any other is a prompted
+    variation (MASK_FREE)."""
+    from ..imaging import mask_from_alpha_png
+    from .models import ImageEditForm
+
+    req = _form(ImageEditForm, fields, files, {"image", "mask"})
+    images = _upload(files, "image")
+    if not images:
+        raise APIError(400, "image is required", param="image")
+    masks = _upload(files, "mask")
+    out = {"prompt": req.prompt, "images": images, **_image_fields(req)}
+    if masks:
+        out.update(image_mode="INPAINTING", mask_type="MASK_IMAGE_BLACK", mask=ImagePart.from_bytes(
+            mask_from_alpha_png(masks[0].data)))
+    elif _has_transparency(images[0].data):
+        out.update(image_mode="INPAINTING", mask_type="ORIGINAL_IMAGE_ALPHA")
+    else:
+        out["image_mode"] = "MASK_FREE"
+    return req.model, _checked(**out)
+
+
+def variation_request(fields: dict[str, str], files: dict[str, list[Any]]) -> tuple[str, ImageGenerationRequest]:
+    """``POST /v1/images/variations``: an unprompted variation (mode VARY) of the one image."""
+    from .models import ImageVariationForm
+
+    req = _form(ImageVariationForm, fields, files, {"image"})
+    images = _upload(files, "image")
+    if len(images) != 1:
+        raise APIError(400, "one image is required", param="image")
+    return req.model, _checked(images=images, image_mode="VARY", **_image_fields(req))
+
+
+def _has_transparency(data: bytes) -> bool:
+    """A PNG with an alpha channel and at least one transparent pixel."""
+    if not data.startswith(b"\x89PNG") or len(data) < 26 or data[25] not in (4, 6):
+        return False
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        lo, _ = im.getchannel("A").getextrema()
+    return lo < 128
 
 
 def images_json(resp: ImageGenerationResponse) -> dict[str, Any]:

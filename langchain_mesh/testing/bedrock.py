@@ -12,7 +12,11 @@ endpoint_url=srv.url)`` runs its own request validation, SigV4 signing and event
   ``metadata``;
 * ``POST /model/{modelId}/invoke``: Titan Text Embeddings (v1, v2), Cohere Embed, Stability (SD3 Large,
   Stable Image Core/Ultra, SDXL) and Titan Image Generator / Nova Canvas bodies, with the
-  ``X-Amzn-Bedrock-Input-Token-Count`` header.
+  ``X-Amzn-Bedrock-Input-Token-Count`` header. Image bodies are checked as the models take them: SDXL's
+  sizes, style presets, ``init_image`` with ``image_strength`` or a ``mask_source`` (``mask_image`` of
+  the init image's size, or an init image with alpha); Titan's ``TEXT_IMAGE`` (with v2's
+  ``conditionImage``/``controlMode``), ``IMAGE_VARIATION`` (text optional), ``INPAINTING`` (a
+  ``maskImage`` of the image's size), quality, cfgScale and sizes.
 
 Every request is authenticated first: a SigV4 ``Authorization`` header whose credential scope names
 the server's region and the service ``bedrock``, a matching ``X-Amz-Date``, the configured access key
@@ -31,7 +35,8 @@ application-inference-profile ARNs given in ``application_profiles``::
         srv.last_request.json
 
 Unscripted, chat echoes the last user message, embeddings are deterministic hashed vectors and images
-are small PNGs. ``python -m langchain_mesh.testing.bedrock --port 8080`` serves it.
+are PNGs of the asked size (or of the input image's; Stability's ratios as small PNGs).
+``python -m langchain_mesh.testing.bedrock --port 8080`` serves it.
 """
 
 from __future__ import annotations
@@ -434,7 +439,7 @@ class BedrockServer(WireServer):
         elif model.startswith("stability."):
             answer, tokens = self._stability(model, body), 0
         elif model.startswith(("amazon.titan-image", "amazon.nova-canvas")):
-            answer, tokens = self._titan_image(body), 0
+            answer, tokens = self._titan_image(body, model), 0
         else:
             raise _Fail(400, f"{model} is not served through InvokeModel by this test server; use Converse")
         reply = self._scripted(respond)
@@ -536,12 +541,19 @@ class BedrockServer(WireServer):
         elif "image" in body or "strength" in body:
             raise _malformed("#: image and strength need mode image-to-image")
         seed = body.get("seed", 0) or int(hashlib.md5(body["prompt"].encode()).hexdigest()[:6], 16)
-        return {"seeds": [seed], "finish_reasons": [None], "images": [base64.b64encode(make_png(1, 1, str(seed))).decode()]}
+        from .stability import ASPECT_RATIOS, make_image
+
+        size = _png_size(_b64(body["image"], "#/image")) if "image" in body else None
+        w, h = size or ASPECT_RATIOS[body.get("aspect_ratio", "1:1")]
+        mime = {"jpeg": "image/jpeg", "webp": "image/webp"}.get(body.get("output_format", "png"), "image/png")
+        return {"seeds": [seed], "finish_reasons": [None],
+                "images": [base64.b64encode(make_image(mime, w, h, str(seed))).decode()]}
 
     def _sdxl(self, body: dict[str, Any]) -> dict[str, Any]:
         self._only(body, {"text_prompts", "height", "width", "cfg_scale", "clip_guidance_preset", "sampler",
                           "samples", "seed", "steps", "style_preset", "extras", "init_image", "init_image_mode",
-                          "image_strength", "step_schedule_start", "step_schedule_end"}, ["text_prompts"])
+                          "image_strength", "step_schedule_start", "step_schedule_end", "mask_source", "mask_image"},
+                   ["text_prompts"])
         prompts = body["text_prompts"]
         if not isinstance(prompts, list) or not all(isinstance(p, dict) and p.get("text") for p in prompts):
             raise _malformed("#/text_prompts: expected a list of {text, weight}")
@@ -550,32 +562,123 @@ class BedrockServer(WireServer):
         for key in ("height", "width"):
             if key in body and body[key] % 64:
                 raise _malformed(f"#/{key}: must be a multiple of 64")
+        if ("width" in body or "height" in body) and (body.get("width"), body.get("height")) not in _SDXL_SIZES:
+            raise _malformed(f"#: {body.get('width')}x{body.get('height')} is not an SDXL dimension")
+        if "style_preset" in body and body["style_preset"] not in _STYLE_PRESETS:
+            raise _malformed(f"#/style_preset: {body['style_preset']} is not a valid enum value")
+        if not 0 <= body.get("cfg_scale", 7) <= 35:
+            raise _malformed("#/cfg_scale: must be between 0 and 35")
+        size = (body.get("width", 1024), body.get("height", 1024))
+        if "init_image" in body:
+            size = _png_size(_b64(body["init_image"], "#/init_image")) or size
+            if "mask_source" in body:
+                self._sdxl_mask(body, size)
+            elif body.get("init_image_mode", "IMAGE_STRENGTH") != "IMAGE_STRENGTH" or \
+                    not 0 <= body.get("image_strength", 0.35) <= 1:
+                raise _malformed("#: init_image needs init_image_mode IMAGE_STRENGTH and image_strength in [0, 1]")
+        elif {"mask_source", "mask_image", "init_image_mode", "image_strength"} & set(body):
+            raise _malformed("#: mask and image-strength keys need an init_image")
         seed = body.get("seed", 0) or 7
+        png = make_png(size[0], size[1], str(seed))
         return {"result": "success", "artifacts": [{"seed": seed, "finishReason": "SUCCESS",
-                                                    "base64": base64.b64encode(make_png(1, 1, str(seed))).decode()}]}
+                                                    "base64": base64.b64encode(png).decode()}]}
 
-    def _titan_image(self, body: dict[str, Any]) -> dict[str, Any]:
-        self._only(body, {"taskType", "textToImageParams", "imageVariationParams", "imageGenerationConfig"},
-                   ["taskType"])
+    @staticmethod
+    def _sdxl_mask(body: dict[str, Any], size: tuple[int, int]) -> None:
+        source = body["mask_source"]
+        if source not in ("MASK_IMAGE_BLACK", "MASK_IMAGE_WHITE", "INIT_IMAGE_ALPHA"):
+            raise _malformed(f"#/mask_source: {source} is not a valid enum value")
+        if "image_strength" in body:
+            raise _malformed("#: extraneous key [image_strength] is not permitted with a mask")
+        if source == "INIT_IMAGE_ALPHA":
+            if "mask_image" in body:
+                raise _malformed("#: mask_image is not used with INIT_IMAGE_ALPHA")
+            if not _png_alpha(_b64(body["init_image"], "#/init_image")):
+                raise _malformed("#/init_image: INIT_IMAGE_ALPHA needs an image with an alpha channel")
+            return
+        if "mask_image" not in body:
+            raise _malformed(f"#: mask_source {source} requires key [mask_image]")
+        mask = _png_size(_b64(body["mask_image"], "#/mask_image"))
+        if mask != size:
+            raise _malformed(f"#/mask_image: the mask ({mask}) must have the init image's dimensions ({size})")
+
+    def _titan_image(self, body: dict[str, Any], model: str = "amazon.titan-image-generator-v2:0") -> dict[str, Any]:
+        self._only(body, {"taskType", "textToImageParams", "imageVariationParams", "inPaintingParams",
+                          "imageGenerationConfig"}, ["taskType"])
         task = body["taskType"]
-        params_key = {"TEXT_IMAGE": "textToImageParams", "IMAGE_VARIATION": "imageVariationParams"}.get(task)
+        params_key = {"TEXT_IMAGE": "textToImageParams", "IMAGE_VARIATION": "imageVariationParams",
+                      "INPAINTING": "inPaintingParams"}.get(task)
         if params_key is None:
             raise _malformed(f"#/taskType: {task} is not a valid enum value")
         params = body.get(params_key)
-        if not isinstance(params, dict) or not params.get("text"):
-            raise _malformed(f"#/{params_key}: required key [text] not found")
-        if task == "IMAGE_VARIATION":
+        if not isinstance(params, dict):
+            raise _malformed(f"#: required key [{params_key}] not found")
+        if (task != "IMAGE_VARIATION" or "text" in params) and not params.get("text"):
+            raise _malformed(f"#/{params_key}: required key [text] not found")  # only a variation may go without
+        size: Optional[tuple[int, int]] = None
+        if task == "TEXT_IMAGE":
+            self._only(params, {"text", "negativeText", "conditionImage", "controlMode", "controlStrength"})
+            if "conditionImage" in params:
+                if "titan-image-generator-v1" in model:
+                    raise _malformed("#/textToImageParams: extraneous key [conditionImage] is not permitted")
+                size = _png_size(_b64(params["conditionImage"], "#/textToImageParams/conditionImage"))
+                if params.get("controlMode", "CANNY_EDGE") not in ("CANNY_EDGE", "SEGMENTATION"):
+                    raise _malformed(f"#/textToImageParams/controlMode: {params['controlMode']} is not a valid "
+                                     "enum value")
+                if not 0 <= params.get("controlStrength", 0.7) <= 1:
+                    raise _malformed("#/textToImageParams/controlStrength: must be between 0 and 1")
+        elif task == "IMAGE_VARIATION":
+            self._only(params, {"text", "negativeText", "images", "similarityStrength"})
             images = params.get("images")
             if not isinstance(images, list) or len(images) != 1:
                 raise _malformed("#/imageVariationParams/images: expected 1 image")
+            size = _png_size(_b64(images[0], "#/imageVariationParams/images/0"))
             if not 0.2 <= params.get("similarityStrength", 0.7) <= 1.0:
                 raise _malformed("#/imageVariationParams/similarityStrength: must be between 0.2 and 1.0")
+        else:
+            self._only(params, {"text", "negativeText", "image", "maskImage", "maskPrompt"}, ["image"])
+            if ("maskImage" in params) == ("maskPrompt" in params):
+                raise _malformed("#/inPaintingParams: exactly one of [maskImage, maskPrompt] is required")
+            size = _png_size(_b64(params["image"], "#/inPaintingParams/image"))
+            if "maskImage" in params:
+                mask = _png_size(_b64(params["maskImage"], "#/inPaintingParams/maskImage"))
+                if mask != size:
+                    raise _malformed(f"#/inPaintingParams/maskImage: the mask ({mask}) must have the image's "
+                                     f"dimensions ({size})")
         config = body.get("imageGenerationConfig") or {}
+        self._only(config, {"numberOfImages", "width", "height", "seed", "quality", "cfgScale"})
         n = config.get("numberOfImages", 1)
         if not 1 <= n <= 5:
             raise _malformed("#/imageGenerationConfig/numberOfImages: must be between 1 and 5")
+        if config.get("quality", "standard") not in ("standard", "premium"):
+            raise _malformed(f"#/imageGenerationConfig/quality: {config['quality']} is not a valid enum value")
+        if not 1.1 <= config.get("cfgScale", 8.0) <= 10:
+            raise _malformed("#/imageGenerationConfig/cfgScale: must be between 1.1 and 10")
+        if "width" in config or "height" in config:
+            if size is not None:
+                raise _malformed("#/imageGenerationConfig: width and height are for TEXT_IMAGE without an image")
+            size = (config.get("width", 1024), config.get("height", 1024))
         seed = config.get("seed", 0)
-        return {"images": [base64.b64encode(make_png(1, 1, str(seed + i))).decode() for i in range(n)], "error": None}
+        w, h = size or (1024, 1024)
+        return {"images": [base64.b64encode(make_png(w, h, str(seed + i))).decode() for i in range(n)], "error": None}
+
+
+def _png_size(data: bytes) -> Optional[tuple[int, int]]:
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    return None
+
+
+def _png_alpha(data: bytes) -> bool:
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 25 and (data[25] in (4, 6) or b"tRNS" in data[:4096])
+
+
+_SDXL_SIZES = {(1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344),
+               (1536, 640), (640, 1536)}
+_STYLE_PRESETS = {"3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
+                  "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami",
+                  "photographic", "pixel-art", "tile-texture"}
 
 
 def _send_frames(respond: Responder, frames: list[bytes], headers: dict[str, str], chunk_delay: float,

@@ -1,8 +1,10 @@
 """A local server speaking the OpenAI wire format, in the flavours of the services that speak it.
 
 Point the real ``openai`` SDK (or any HTTP client) at it to test an app offline: chat completions
-(plain, streamed, tool calls, logprobs, ``n`` choices), embeddings (float and base64) and image
-generation, with each service's paths, auth headers, response extras and error bodies::
+(plain, streamed, tool calls, logprobs, ``n`` choices), embeddings (float and base64), image
+generation, and image edits and variations (multipart; DALL-E 2's square PNGs, a mask of the image's
+size with an alpha channel, gpt-image's several images, dall-e-3's one image a request, each family's
+qualities and styles), with each service's paths, auth headers, response extras and error bodies::
 
     from openai import AzureOpenAI, OpenAI
     from langchain_mesh.testing.openai import OpenAIServer
@@ -274,7 +276,9 @@ class _Choice:
         return count_tokens(self.text or "") + sum(count_tokens(n) + count_tokens(a) for _, n, a in self.tool_calls)
 
 
-_OPS = {"chat/completions": "chat", "embeddings": "embeddings", "images/generations": "images"}
+_OPS = {"chat/completions": "chat", "embeddings": "embeddings", "images/generations": "images",
+        "images/edits": "image_edits", "images/variations": "image_variations"}
+_IMAGE_OPS = ("images", "image_edits", "image_variations")
 
 
 @dataclass
@@ -403,8 +407,8 @@ class OpenAIServer(WireServer):
         return getattr(self, f"_route_{self.flavor}")(req.method, req.path.rstrip("/"))
 
     def _route_openai(self, method: str, path: str) -> Optional[_Route]:
-        m = re.fullmatch(r"/v1/(chat/completions|embeddings|images/generations)", path)
-        if m and method == "POST" and (_OPS[m[1]] != "images" or self.traits.images):
+        m = re.fullmatch(r"/v1/(chat/completions|embeddings|images/generations|images/edits|images/variations)", path)
+        if m and method == "POST" and (_OPS[m[1]] not in _IMAGE_OPS or self.traits.images):
             return _Route(_OPS[m[1]])
         if path == "/v1/models" and method == "GET":
             return _Route("models")
@@ -414,7 +418,9 @@ class OpenAIServer(WireServer):
     _route_mistral = _route_openai
 
     def _route_azure(self, method: str, path: str) -> Optional[_Route]:
-        m = re.fullmatch(r"/openai/deployments/([^/]+)/(chat/completions|embeddings|images/generations)", path)
+        # Azure serves image edits, not variations
+        m = re.fullmatch(r"/openai/deployments/([^/]+)/(chat/completions|embeddings|images/generations|images/edits)",
+                         path)
         if m and method == "POST":
             return _Route(_OPS[m[2]], m[1], needs_api_version=True)
         m = re.fullmatch(r"/openai/v1/(chat/completions|embeddings|images/generations)", path)
@@ -541,6 +547,8 @@ class OpenAIServer(WireServer):
     # ---- request body, target model ------------------------------------------------------------
 
     def _parse_body(self, req: RecordedRequest) -> dict[str, Any]:
+        if (req.headers.get("content-type") or "").startswith("multipart/form-data"):
+            return _form_body(req)
         try:
             body = json.loads(req.body or b"{}")
         except ValueError as e:
@@ -572,7 +580,7 @@ class OpenAIServer(WireServer):
             return self.endpoints[endpoint]
         if self.flavor == "azure_serverless":  # one model behind the endpoint; "model" is optional
             return body.get("model") or (self.models[0] if self.models else "model")
-        if route.op == "images":  # OpenAI's images API defaults the model
+        if route.op in _IMAGE_OPS:  # OpenAI's images API defaults the model
             return body.get("model") or "dall-e-2"
         if not body.get("model"):
             raise _Invalid("you must provide a model parameter",
@@ -920,19 +928,127 @@ class OpenAIServer(WireServer):
         prompt = body.get("prompt")
         if not prompt:
             raise _missing("prompt", body)
+        if "_files" in body:
+            raise _Invalid("/images/generations takes JSON, not a multipart form; image inputs go to /images/edits")
+        width, height = self._check_image_params(body, model, ("model", "prompt", "n", "size", "response_format",
+                                                                "quality", "style", "output_format", "user",
+                                                                "background", "moderation", "output_compression"))
+        self._answer_images(body, model, width, height, prompt, reply, respond)
+
+    def _op_image_edits(self, body: dict[str, Any], route: _Route, model: str, reply: Optional[Reply],
+                        respond: Responder) -> None:
+        """``POST /images/edits`` (multipart): dall-e-2 one square PNG with a mask or transparency;
+        gpt-image models one or several images (``image[]``), a mask optional."""
+        files = body.get("_files")
+        if files is None:
+            raise _Invalid("/images/edits takes a multipart/form-data body (image, mask, prompt...)")
+        prompt = body.get("prompt")
+        if not prompt:
+            raise _missing("prompt", body)
+        family = _image_family(model)
+        if family == "dall-e-3":
+            raise _Invalid(f"Invalid value: '{model}'. Value must be 'dall-e-2' or 'gpt-image-1'.", "model")
+        images = files.get("image[]") or files.get("image") or []
+        if not images:
+            raise _missing("image", body)
+        if len(images) > 1 and family != "gpt-image":
+            raise _Invalid(f"{model} takes one image; several are for gpt-image models.", "image")
+        sizes = [self._check_upload(img, "image", square=family != "gpt-image") for img in images]
+        masks = files.get("mask") or []
+        if masks:
+            mask_size = self._check_upload(masks[0], "mask", square=False)
+            if mask_size != sizes[0]:
+                raise _Invalid(f"Invalid mask: the mask ({mask_size[0]}x{mask_size[1]}) and the image "
+                               f"({sizes[0][0]}x{sizes[0][1]}) must have the same dimensions.", "mask")
+            if not _has_alpha(masks[0][2]):
+                raise _Invalid("Invalid mask: the mask must be a PNG with an alpha channel (transparent areas "
+                               "are edited).", "mask")
+        elif family == "dall-e-2" and not _has_alpha(images[0][2]):
+            raise _Invalid("Invalid input image: without a mask, the image must have transparency, which is "
+                           "used as the mask.", "image")
+        width, height = self._check_image_params(body, model, ("model", "prompt", "n", "size", "response_format",
+                                                                "quality", "output_format", "user", "background",
+                                                                "input_fidelity", "_files"))
+        if "size" not in body:
+            width, height = sizes[0]
+        self._answer_images(body, model, width, height, prompt, reply, respond)
+
+    def _op_image_variations(self, body: dict[str, Any], route: _Route, model: str, reply: Optional[Reply],
+                             respond: Responder) -> None:
+        """``POST /images/variations`` (multipart, dall-e-2 only): one square PNG, no prompt."""
+        files = body.get("_files")
+        if files is None:
+            raise _Invalid("/images/variations takes a multipart/form-data body (image, n, size...)")
+        if _image_family(model) != "dall-e-2":
+            raise _Invalid(f"Invalid value: '{model}'. Value must be 'dall-e-2'.", "model")
+        if "prompt" in body:
+            raise _extra_forbidden("prompt", body["prompt"])
+        images = files.get("image") or []
+        if len(images) != 1:
+            raise _missing("image", body)
+        size = self._check_upload(images[0], "image", square=True)
+        width, height = self._check_image_params(body, model, ("model", "n", "size", "response_format", "user",
+                                                                "_files"))
+        if "size" not in body:
+            width, height = size
+        self._answer_images(body, model, width, height, "variation", reply, respond)
+
+    @staticmethod
+    def _check_upload(upload: tuple[str, str, bytes], name: str, square: bool) -> tuple[int, int]:
+        data = upload[2]
+        if not data.startswith(b"\x89PNG\r\n\x1a\n") and name == "mask":
+            raise _Invalid(f"Invalid {name}: it must be a PNG.", name)
+        if len(data) > 4 * 1024 * 1024:
+            raise _Invalid(f"Invalid {name}: it must be less than 4 MB.", name)
+        size = _upload_size(data)
+        if size is None:
+            raise _Invalid(f"Invalid {name}: the file is not a PNG, JPEG or WebP image.", name)
+        if square and size[0] != size[1]:
+            raise _Invalid(f"Invalid {name}: it must be square, got {size[0]}x{size[1]}.", name)
+        return size
+
+    def _check_image_params(self, body: dict[str, Any], model: str, allowed: tuple[str, ...]) -> tuple[int, int]:
+        for key in body:
+            if key not in allowed:
+                raise _Invalid(f"Unrecognized request argument supplied: {key}", key, code="unknown_parameter")
         _check_int(body, "n", 1, 10)
+        family = _image_family(model)
+        if family == "dall-e-3" and body.get("n", 1) != 1:
+            raise _Invalid("Invalid 'n': dall-e-3 only supports n=1.", "n")
         size = body.get("size") or "1024x1024"
         m = re.fullmatch(r"(\d{1,4})x(\d{1,4})", str(size))
         if not m or not (0 < int(m[1]) <= 4096 and 0 < int(m[2]) <= 4096):
             raise _bad_value("size", size, ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792"))
-        fmt = body.get("response_format") or "url"
-        if fmt not in ("url", "b64_json"):
+        fmt = body.get("response_format")
+        if fmt is not None and fmt not in ("url", "b64_json"):
             raise _bad_value("response_format", fmt, ("url", "b64_json"))
-        if body.get("style") is not None and body["style"] not in ("vivid", "natural"):
-            raise _bad_value("style", body["style"], ("vivid", "natural"))
-        png = make_png(int(m[1]), int(m[2]), prompt)
+        if family == "gpt-image" and fmt is not None:
+            raise _Invalid("Unknown parameter: 'response_format'.", "response_format", code="unknown_parameter")
+        if family != "gpt-image" and body.get("output_format") is not None:
+            raise _Invalid("Unknown parameter: 'output_format'.", "output_format", code="unknown_parameter")
+        if body.get("output_format") is not None and body["output_format"] not in ("png", "jpeg", "webp"):
+            raise _bad_value("output_format", body["output_format"], ("png", "jpeg", "webp"))
+        qualities = {"dall-e-2": ("standard",), "dall-e-3": ("standard", "hd"),
+                     "gpt-image": ("low", "medium", "high", "auto")}.get(family or "")
+        if body.get("quality") is not None and qualities is not None and body["quality"] not in qualities:
+            raise _bad_value("quality", body["quality"], qualities)
+        if body.get("style") is not None:
+            if family not in (None, "dall-e-3"):
+                raise _Invalid("Unknown parameter: 'style' is only supported for dall-e-3.", "style")
+            if body["style"] not in ("vivid", "natural"):
+                raise _bad_value("style", body["style"], ("vivid", "natural"))
+        return int(m[1]), int(m[2])
+
+    def _answer_images(self, body: dict[str, Any], model: str, width: int, height: int, prompt: str,
+                       reply: Optional[Reply], respond: Responder) -> None:
+        from .stability import make_image
+
+        mime = {"jpeg": "image/jpeg", "webp": "image/webp"}.get(body.get("output_format") or "", "image/png")
+        image = make_image(mime, width, height, prompt)
+        # gpt-image models always answer base64; dall-e models a URL unless asked otherwise
+        fmt = body.get("response_format") or ("b64_json" if _image_family(model) == "gpt-image" else "url")
         revised = reply.text if reply is not None and reply.text is not None else prompt
-        data = [self._image_item(png, fmt, revised) for _ in range(body.get("n") or 1)]
+        data = [self._image_item(image, fmt, revised) for _ in range(body.get("n") or 1)]
         respond.json(200, {"created": int(time.time()), "data": data}, self._headers(reply.headers if reply else None))
 
     def _image_item(self, png: bytes, fmt: str, revised_prompt: str) -> dict[str, Any]:
@@ -1160,3 +1276,64 @@ def _invocation_rows(body: dict[str, Any]) -> Optional[list[Any]]:
 
 if __name__ == "__main__":
     serve_main(OpenAIServer)
+
+
+# ---- images: multipart bodies and uploads ----------------------------------------------------------
+
+
+def _form_body(req: RecordedRequest) -> dict[str, Any]:
+    """A multipart body as the JSON body's dict (numbers read back) plus ``_files``: name -> uploads."""
+    import email.parser
+    import email.policy
+
+    ctype = req.headers.get("content-type") or ""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + req.body)
+    if not message.is_multipart() or message.defects:
+        raise _Invalid("The multipart/form-data body could not be parsed.")
+    body: dict[str, Any] = {}
+    files: dict[str, list[tuple[str, str, bytes]]] = {}
+    for part in message.iter_parts():
+        name = str(part.get_param("name", header="content-disposition") or "")
+        payload = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            files.setdefault(name, []).append((part.get_filename(), part.get_content_type(), payload))
+        else:
+            text = payload.decode()
+            body[name] = int(text) if name == "n" and text.isdigit() else text
+    body["_files"] = files
+    return body
+
+
+def _image_family(model: str) -> Optional[str]:
+    if model.startswith("gpt-image"):
+        return "gpt-image"
+    if model.startswith("dall-e-3"):
+        return "dall-e-3"
+    if model.startswith("dall-e-2"):
+        return "dall-e-2"
+    return None
+
+
+def _upload_size(data: bytes) -> Optional[tuple[int, int]]:
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    if data.startswith(b"\xff\xd8"):  # walk the JPEG segments to the frame header
+        i = 2
+        while i + 9 < len(data) and data[i] == 0xFF:
+            marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+            if marker in (0xC0, 0xC1, 0xC2):
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return int(w), int(h)
+            i += 2 + length
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return 1, 1
+    return None
+
+
+def _has_alpha(data: bytes) -> bool:
+    """A PNG with an alpha channel (colour type 4 or 6) or a tRNS chunk."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 26:
+        return False
+    return data[25] in (4, 6) or b"tRNS" in data[:4096]

@@ -1,7 +1,10 @@
 """A local Stability AI REST API (v2beta Stable Image), for offline tests of the ``stability`` connection.
 
-Serves ``POST /v2beta/stable-image/generate/core``, ``/generate/ultra`` and ``/generate/sd3`` as the
-reference describes them: a ``multipart/form-data`` body (parsed for real, file parts included),
+Serves ``POST /v2beta/stable-image/generate/core``, ``/generate/ultra`` and ``/generate/sd3``, and the
+edit and control services ``/v2beta/stable-image/edit/inpaint``, ``/control/structure`` and
+``/control/sketch`` (an ``image``; inpaint's ``mask`` must have the image's size, or the image must have
+an alpha channel; ``control_strength`` in [0, 1]; the answer has the input's size), as the reference
+describes them: a ``multipart/form-data`` body (parsed for real, file parts included),
 ``Authorization: Bearer <key>``, and ``Accept: image/*`` (the raw image, with ``finish-reason`` and
 ``seed`` headers; the default) or ``application/json`` (``{"image": base64, "finish_reason", "seed"}``)::
 
@@ -45,10 +48,19 @@ SD3_MODELS = ("sd3-large", "sd3-large-turbo", "sd3-medium", "sd3.5-large", "sd3.
               "sd3.5-flash")
 _FIELDS = {
     "core": {"prompt", "negative_prompt", "aspect_ratio", "seed", "style_preset", "output_format"},
+    "inpaint": {"prompt", "negative_prompt", "seed", "output_format", "style_preset", "grow_mask", "image", "mask"},
+    "structure": {"prompt", "negative_prompt", "seed", "output_format", "style_preset", "control_strength", "image"},
+    "sketch": {"prompt", "negative_prompt", "seed", "output_format", "style_preset", "control_strength", "image"},
     "ultra": {"prompt", "negative_prompt", "aspect_ratio", "seed", "output_format", "image", "strength"},
     "sd3": {"prompt", "mode", "image", "strength", "aspect_ratio", "model", "seed", "output_format",
             "negative_prompt", "cfg_scale"},
 }
+#: the Stable Image edit and control services, beside the generate endpoints
+_PATHS = {"/v2beta/stable-image/edit/inpaint": "inpaint", "/v2beta/stable-image/control/structure": "structure",
+          "/v2beta/stable-image/control/sketch": "sketch"}
+STYLE_PRESETS = ("3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
+                 "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami",
+                 "photographic", "pixel-art", "tile-texture")
 _NAMES = {400: "bad_request", 401: "unauthorized", 402: "payment_required", 403: "content_moderation",
           404: "not_found", 413: "payload_too_large", 422: "invalid_parameters", 429: "rate_limit_exceeded",
           500: "internal_error"}
@@ -183,7 +195,7 @@ class StabilityServer(WireServer):
         self.api_key = api_key
 
     def handle(self, request: RecordedRequest, respond: Responder) -> None:
-        endpoint = request.path[len(PREFIX):] if request.path.startswith(PREFIX) else None
+        endpoint = request.path[len(PREFIX):] if request.path.startswith(PREFIX) else _PATHS.get(request.path)
         if endpoint not in _FIELDS:
             self._error(respond, 404, f"no route {request.method} {request.path}")
             return
@@ -220,7 +232,19 @@ class StabilityServer(WireServer):
     def _check(endpoint: str, fields: dict[str, str], files: dict[str, Any]) -> None:
         unknown = sorted((set(fields) | set(files)) - _FIELDS[endpoint])
         if unknown:
-            raise _Invalid(f"unknown field(s) for /generate/{endpoint}: {', '.join(unknown)}")
+            raise _Invalid(f"unknown field(s) for {endpoint}: {', '.join(unknown)}")
+        if "style_preset" in fields and fields["style_preset"] not in STYLE_PRESETS:
+            raise _Invalid(f"style_preset: must be one of {', '.join(STYLE_PRESETS)}")
+        if "cfg_scale" in fields:
+            try:
+                ok = 1 <= float(fields["cfg_scale"]) <= 10
+            except ValueError:
+                ok = False
+            if not ok:
+                raise _Invalid("cfg_scale: must be a number in [1, 10]")
+        if endpoint in ("inpaint", "structure", "sketch"):
+            StabilityServer._check_edit(endpoint, fields, files)
+            return
         prompt = fields.get("prompt") or ""
         if not 1 <= len(prompt) <= 10000:
             raise _Invalid("prompt: is required and must be 1 to 10000 characters long")
@@ -259,6 +283,43 @@ class StabilityServer(WireServer):
         elif "strength" in fields:
             raise _Invalid("strength: is only accepted with an input image")
 
+    @staticmethod
+    def _check_edit(endpoint: str, fields: dict[str, str], files: dict[str, Any]) -> None:
+        """The edit/inpaint and control/* services: an image (and for inpaint a mask of its size, or an
+        image with transparent pixels), a prompt, control_strength in [0, 1]."""
+        if not 1 <= len(fields.get("prompt") or "") <= 10000:
+            raise _Invalid("prompt: is required and must be 1 to 10000 characters long")
+        if "image" not in files:
+            raise _Invalid("image: is required")
+        data = files["image"][2]
+        if _image_type(data) is None:
+            raise _Invalid("image: must be a png, jpeg or webp file")
+        size = _image_size(data)
+        if size is not None and min(size) < 64:
+            raise _Invalid(f"image: each side must be at least 64 pixels, got {size[0]}x{size[1]}")
+        if fields.get("output_format", "png") not in ("png", "jpeg", "webp"):
+            raise _Invalid("output_format: must be one of png, jpeg, webp")
+        if "seed" in fields and (not fields["seed"].isdigit() or int(fields["seed"]) > 4294967294):
+            raise _Invalid("seed: must be an integer in [0, 4294967294]")
+        if endpoint == "inpaint":
+            if "mask" in files:
+                mask_size = _image_size(files["mask"][2])
+                if mask_size is None:
+                    raise _Invalid("mask: must be a png file")
+                if size is not None and mask_size != size:
+                    raise _Invalid(f"mask: must have the image's dimensions ({size[0]}x{size[1]}), "
+                                   f"got {mask_size[0]}x{mask_size[1]}")
+            elif not (data.startswith(b"\x89PNG") and len(data) > 25 and data[25] in (4, 6)):
+                raise _Invalid("mask: is required unless the image has an alpha channel (its transparent "
+                               "pixels are inpainted)")
+        elif "control_strength" in fields:
+            try:
+                ok = 0 <= float(fields["control_strength"]) <= 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise _Invalid("control_strength: must be a number in [0, 1]")
+
     def _answer(self, endpoint: str, fields: dict[str, str], files: dict[str, Any], accept: str,
                 respond: Responder) -> None:
         reply = self.next_reply()
@@ -271,6 +332,8 @@ class StabilityServer(WireServer):
         seed = int(fields.get("seed") or 0) or random.randint(1, 4294967294)  # 0 means "pick one"
         size = _image_size(files["image"][2]) if "image" in files else None
         width, height = size or ASPECT_RATIOS[fields.get("aspect_ratio", "1:1")]
+        if size is None and "image" in files:  # a JPEG or WebP input: the first generate size stands in
+            width, height = ASPECT_RATIOS["1:1"]
         image = make_image(_MIME[fmt], width, height, f"{endpoint}|{fields.get('prompt')}|{seed}")
         finish = (reply.finish_reason if reply is not None else None) or "SUCCESS"
         headers = dict(reply.headers) if reply is not None else {}

@@ -618,6 +618,17 @@ class VertexServer(WireServer):
         prompt = instances[0].get("prompt") if isinstance(instances[0], dict) else None
         if len(instances) != 1 or not isinstance(prompt, str) or not prompt:
             raise _Invalid("Imagen takes exactly one instance with a non-empty prompt.")
+        unknown_fields = sorted(set(instances[0]) - {"prompt", "referenceImages"})
+        if unknown_fields:
+            raise _Invalid(f"Unknown instance field(s): {', '.join(unknown_fields)}.")
+        edit_size = self._imagen_edit(model, instances[0].get("referenceImages"), params)
+        unknown = sorted(set(params) - _IMAGEN_PARAMETERS)
+        if unknown:
+            raise _Invalid(f"Unknown Imagen parameter(s): {', '.join(unknown)}.")
+        if "editMode" in params and "capability" not in model:
+            raise _Invalid(f"editMode is not supported by {model}; edits are imagen-3.0-capability-001's.")
+        if "guidanceScale" in params and not isinstance(params["guidanceScale"], (int, float)):
+            raise _Invalid("guidanceScale must be a number.")
         count = params.get("sampleCount", 4)
         if not isinstance(count, int) or not 1 <= count <= 4:
             raise _Invalid(f"sampleCount must be between 1 and 4, got {count}.")
@@ -632,11 +643,66 @@ class VertexServer(WireServer):
         reply = self._scripted(respond)
         if reply is None:
             return
-        w, h = _ASPECT_RATIOS[ratio]
+        w, h = edit_size or _ASPECT_RATIOS[ratio]
         seed = f"{prompt}|{params.get('seed')}|{params.get('negativePrompt')}"
         images = [make_image(mime, w, h, f"{seed}|{i}") for i in range(count)]
         respond.json(200, {"predictions": [{"bytesBase64Encoded": base64.b64encode(img).decode(), "mimeType": mime}
                                            for img in images]}, reply.headers)
+
+
+    @staticmethod
+    def _imagen_edit(model: str, refs: Any, params: dict[str, Any]) -> Optional[tuple[int, int]]:
+        """Imagen 3 editing: reference images by editMode; returns the edited image's size."""
+        from .stability import _image_size
+
+        if "capability" not in model:
+            if refs is not None:
+                raise _Invalid(f"{model} does not support reference images; use imagen-3.0-capability-001.")
+            return None
+        if not isinstance(refs, list) or not refs:
+            raise _Invalid(f"{model} edits: instances[0].referenceImages is required.")
+        by_type: dict[str, dict[str, Any]] = {}
+        for i, ref in enumerate(refs):
+            kind = ref.get("referenceType")
+            if kind not in ("REFERENCE_TYPE_RAW", "REFERENCE_TYPE_MASK", "REFERENCE_TYPE_CONTROL",
+                            "REFERENCE_TYPE_STYLE", "REFERENCE_TYPE_SUBJECT"):
+                raise _Invalid(f"referenceImages[{i}].referenceType {kind!r} is not valid.")
+            if not isinstance(ref.get("referenceId"), int):
+                raise _Invalid(f"referenceImages[{i}].referenceId must be an integer.")
+            data = (ref.get("referenceImage") or {}).get("bytesBase64Encoded")
+            try:
+                ref["_bytes"] = base64.b64decode(data, validate=True)
+            except (TypeError, ValueError):
+                raise _Invalid(f"referenceImages[{i}].referenceImage.bytesBase64Encoded must be base64.") from None
+            by_type[kind] = ref
+        mode = params.get("editMode")
+        if mode == "EDIT_MODE_INPAINT_INSERTION":
+            raw, mask = by_type.get("REFERENCE_TYPE_RAW"), by_type.get("REFERENCE_TYPE_MASK")
+            if raw is None or mask is None:
+                raise _Invalid("EDIT_MODE_INPAINT_INSERTION needs a REFERENCE_TYPE_RAW and a REFERENCE_TYPE_MASK "
+                               "image.")
+            if (mask.get("maskImageConfig") or {}).get("maskMode") != "MASK_MODE_USER_PROVIDED":
+                raise _Invalid("a mask reference image needs maskImageConfig.maskMode (MASK_MODE_USER_PROVIDED here).")
+            size, mask_size = _image_size(raw["_bytes"]), _image_size(mask["_bytes"])
+            if size != mask_size:
+                raise _Invalid(f"The mask ({mask_size}) must have the raw image's dimensions ({size}).")
+            return size
+        if mode == "EDIT_MODE_CONTROLLED_EDITING":
+            control = by_type.get("REFERENCE_TYPE_CONTROL")
+            if control is None:
+                raise _Invalid("EDIT_MODE_CONTROLLED_EDITING needs a REFERENCE_TYPE_CONTROL image.")
+            kind = (control.get("controlImageConfig") or {}).get("controlType")
+            if kind not in ("CONTROL_TYPE_CANNY", "CONTROL_TYPE_SCRIBBLE", "CONTROL_TYPE_FACE_MESH"):
+                raise _Invalid(f"controlImageConfig.controlType {kind!r} is not valid.")
+            return _image_size(control["_bytes"])
+        raise _Invalid(f"editMode {mode!r} is not supported by this test server "
+                       "(EDIT_MODE_INPAINT_INSERTION, EDIT_MODE_CONTROLLED_EDITING).")
+
+
+_IMAGEN_PARAMETERS = {"sampleCount", "aspectRatio", "seed", "addWatermark", "outputOptions", "negativePrompt",
+                      "editMode", "editConfig",
+                      "guidanceScale", "personGeneration", "safetySetting", "includeRaiReason", "enhancePrompt",
+                      "language", "sampleImageSize", "includeSafetyAttributes", "storageUri"}
 
 
 if __name__ == "__main__":
