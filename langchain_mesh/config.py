@@ -52,7 +52,17 @@ class Secret:
         return self._kind != "literal"
 
     def get(self, where: str = "") -> str:
-        """Resolve now. Raises :class:`CredentialError` naming the variable or file, never a value."""
+        """Resolve now. Raises :class:`CredentialError` naming the variable or file, never a value.
+
+        A masked secret's value is handed to :mod:`.redact`, so that no error text repeats it."""
+        value = self._resolve(where)
+        if self.masked:
+            from .redact import remember_secret
+
+            remember_secret(value)
+        return value
+
+    def _resolve(self, where: str) -> str:
         at = f" (referenced by {where})" if where else ""
         if self._kind == "env":
             value = os.environ.get(self._target)
@@ -138,6 +148,19 @@ class ModelConfig(_Strict):
         return v
 
 
+class ImageDownloadConfig(_Strict):
+    """Which image URLs a provider's answer may make the mesh download (``image_download:`` on a
+    connection). The URL comes from the provider, so it is not trusted: by default only http(s) URLs
+    on public addresses (or on the connection's own ``base_url`` host and port), no redirects to
+    anything else, and at most 20 MiB."""
+
+    schemes: list[Literal["http", "https"]] = Field(default_factory=lambda: ["https", "http"])
+    hosts: Optional[list[str]] = None        # when set, only these host names (and their subdomains)
+    allow_private: bool = False              # loopback, private, link-local and reserved addresses
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_redirects: int = Field(default=3, ge=0)
+
+
 class ConnectionConfig(_Strict):
     """Fields every connection has. Each connection type subclasses this with its own settings."""
 
@@ -146,6 +169,7 @@ class ConnectionConfig(_Strict):
     models: Optional[list[ModelConfig]] = None
     timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
+    image_download: ImageDownloadConfig = Field(default_factory=ImageDownloadConfig)
 
     model_config_class: ClassVar[type[ModelConfig]] = ModelConfig
 
@@ -166,10 +190,25 @@ class ServerKeyConfig(_Strict):
     allowed_llms: Optional[list[str]] = None
 
 
+class ServerLimits(_Strict):
+    """What one request may cost the gateway before it is refused (``server.limits:``)."""
+
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)   # request line + headers: 431 beyond
+    header_timeout: float = Field(default=10.0, gt=0)           # seconds to send them: 408 after
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # inline images make bodies large: 413
+    body_timeout: float = Field(default=60.0, gt=0)             # seconds to send the body: 408 after
+    max_embedding_inputs: int = Field(default=2048, ge=1)       # inputs of one embeddings request (OpenAI's cap)
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[ServerKeyConfig] = Field(default_factory=list)
+    limits: ServerLimits = Field(default_factory=ServerLimits)
+    # without api keys: extra Host names the server answers to (besides the bound address and
+    # localhost) and browser origins allowed to call it
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
 
 
 class MeshConfig(_Strict):

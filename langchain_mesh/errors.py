@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from .redact import redact
+
 
 class MeshError(Exception):
     """Base of every error langchain-mesh raises."""
@@ -77,10 +79,11 @@ class ProviderError(MeshError):
         retry_after: Optional[float] = None,
         retryable: Optional[bool] = None,
     ):
-        super().__init__(message)
+        # the one redaction point of provider texts: a URL credential or an echoed key never leaves
+        super().__init__(redact(message))
         self.status = status
         self.provider = provider
-        self.provider_message = provider_message
+        self.provider_message = redact(provider_message)
         self.retry_after = retry_after
         if retryable is not None:
             self.retryable = retryable

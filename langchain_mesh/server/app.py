@@ -32,6 +32,9 @@ from ..schema import Purpose, StreamChunk, Usage
 from . import sse
 from .auth import KeyRing, Principal
 from .errors import APIError, api_error, model_not_found
+from .guard import BrowserGuard
+from .limits import ClientGone as _ClientGone
+from .limits import read_body
 from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
 from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
 from .openapi import openapi_document
@@ -51,7 +54,6 @@ __all__ = ["MeshApp", "UsageRecord"]
 log = logging.getLogger("langchain_mesh.server")
 usage_log = logging.getLogger("langchain_mesh.server.usage")
 
-MAX_BODY = 32 * 1024 * 1024  # inline images make bodies large; beyond this is a mistake or an attack
 _JSON = (b"content-type", b"application/json")
 _CLIENT_GONE = 499  # the status usage records give a request whose client hung up (nginx's convention)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -67,10 +69,6 @@ class UsageRecord:
     status: int
     usage: Optional[Usage]
     seconds: float
-
-
-class _ClientGone(Exception):
-    pass
 
 
 class _Served:
@@ -94,6 +92,9 @@ class MeshApp:
     def __init__(self, mesh: Any, on_usage: Optional[Callable[[UsageRecord], None]] = None):
         self.mesh = mesh
         self.keys = KeyRing(mesh.config.server)
+        self.limits = mesh.config.server.limits  # read by limits.GuardedHttpToolsProtocol too
+        # with no API keys, browsers on this machine are kept out (guard.py); programs are not affected
+        self._guard = BrowserGuard(mesh.config.server) if self.keys.open else None
         self.on_usage = on_usage
         self._items = mesh.list_llms()
         self._llms = {i.id: mesh.get_llm(i.id) for i in self._items}
@@ -144,13 +145,15 @@ class MeshApp:
         try:
             if path == "/health":
                 return await _json(send, 200, b'{"status":"ok"}')
+            if self._guard is not None:
+                self._guard.check(scope, method)
             if path == "/openapi.json":
                 return await _json(send, 200, self._openapi)
             principal = self.keys.authenticate(_header(scope, b"authorization"))
             who = principal.name
             handler = self._posts.get(path)
             if handler is not None and method == "POST":
-                body = await _read_body(receive)
+                body = await read_body(receive, self.limits)
                 await _until_disconnect(receive, handler(principal, body, send, served))
             elif method == "GET" and path == "/v1/models":
                 await _json(send, 200, orjson.dumps({"object": "list", "data": [
@@ -314,6 +317,10 @@ class MeshApp:
         llm = self._llm(req.model, principal, Purpose.TEXT_EMBEDDING_EXTRACTION)
         served.llm_id = llm.id
         request = embedding_request(req)
+        if len(request.texts) > self.limits.max_embedding_inputs:  # each input is work upstream and memory here
+            raise APIError(400, f"input has {len(request.texts)} items; at most {self.limits.max_embedding_inputs} "
+                                "per request (server.limits.max_embedding_inputs)", param="input",
+                           code="too_many_inputs")
         if plan is not None and len(request.texts) <= plan.embedding_batch and (
                 req.encoding_format != "base64" or plan.embedding_base64):
             data["model"] = plan.wire_model
@@ -372,22 +379,6 @@ async def _json(send: Send, status: int, body: bytes, headers: Any = ()) -> None
 
 async def _chunk(send: Send, data: bytes, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": more})
-
-
-async def _read_body(receive: Receive) -> bytes:
-    parts = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise _ClientGone
-        part = msg.get("body", b"")
-        size += len(part)
-        if size > MAX_BODY:
-            raise APIError(413, f"request body larger than {MAX_BODY // (1024 * 1024)} MiB", code="body_too_large")
-        if not msg.get("more_body"):
-            return part if not parts else b"".join(parts) + part
-        parts.append(part)
 
 
 # How long a request runs before a watch on its client starts: an answer sooner than this goes out
