@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optional, Union
 
 from .config import DEFAULT_CONFIG, MeshConfig, load_config
-from .errors import StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
+from .errors import ProviderError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
 from .policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
 from .schema import (
@@ -199,14 +199,14 @@ class Mesh:
     def embed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
         conn, n = llm.connection, llm.connection.config.max_retries
         if not n:
-            return conn.embed(llm.model, request)
-        return call_with_retries(lambda: conn.embed(llm.model, request), n)
+            return _one_vector_each(request, conn.embed(llm.model, request), llm)
+        return _one_vector_each(request, call_with_retries(lambda: conn.embed(llm.model, request), n), llm)
 
     async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
         conn, n = llm.connection, llm.connection.config.max_retries
         if not n:
-            return await conn.aembed(llm.model, request)
-        return await acall_with_retries(lambda: conn.aembed(llm.model, request), n)
+            return _one_vector_each(request, await conn.aembed(llm.model, request), llm)
+        return _one_vector_each(request, await acall_with_retries(lambda: conn.aembed(llm.model, request), n), llm)
 
     def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
         conn, n = llm.connection, llm.connection.config.max_retries
@@ -277,3 +277,11 @@ async def _aensure_footer(events: AsyncIterator[StreamEvent], llm_id: str) -> As
             calls.add(ev)
     raise StreamInterruptedError(f"the stream from {llm_id} ended before its final event",
                                  partial_text="".join(text_seen))
+
+
+def _one_vector_each(request: EmbeddingRequest, resp: EmbeddingResponse, llm: "LLM") -> EmbeddingResponse:
+    """``resp``, when it has one vector per input: a short answer would pair texts with wrong vectors."""
+    if len(resp.embeddings) != len(request.texts):
+        raise ProviderError(f"{llm.id} answered {len(resp.embeddings)} embeddings for {len(request.texts)} inputs",
+                            provider=getattr(llm.connection, "type", None))
+    return resp

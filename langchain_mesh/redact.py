@@ -51,6 +51,8 @@ def remember_secret(value: Optional[str]) -> None:
     global _known_pattern
     if not value or len(value) < _MIN_SECRET or value in _known:
         return
+    if "://" in value:  # an endpoint given where a Secret is accepted (Databricks host, Azure endpoint)
+        return
     with _lock:
         _known.add(value)
         # longest first, so that a secret containing another is masked whole

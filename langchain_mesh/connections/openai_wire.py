@@ -270,8 +270,16 @@ def _tool_calls(raw: Optional[list[dict[str, Any]]]) -> list[ToolCall]:
     return out
 
 
+def answer_object(body: Any, provider: str) -> dict[str, Any]:
+    """``body`` when it is a JSON object; a typed error for a 200 whose body is a string, a list..."""
+    if not isinstance(body, dict):
+        raise ProviderError(f"{provider} answered with a JSON {type(body).__name__}, not an object",
+                            provider=provider, provider_message=json.dumps(body)[:200])
+    return body
+
+
 def parse_chat_completion(body: dict[str, Any], provider: str = "openai") -> CompletionResponse:
-    choices = body.get("choices")
+    choices = answer_object(body, provider).get("choices")
     if not choices:
         raise ProviderError(f"{provider} answered without any choice", provider=provider,
                             provider_message=json.dumps(body)[:500])
@@ -319,6 +327,7 @@ class ChunkReader:
         self.text: list[str] = []
 
     def feed(self, data: dict[str, Any]) -> Optional[StreamChunk]:
+        answer_object(data, self.provider)
         if "error" in data and not data.get("choices"):
             raise stream_error(data, self.provider)
         if data.get("model"):
@@ -386,7 +395,7 @@ def parse_embeddings(bodies: list[dict[str, Any]]) -> EmbeddingResponse:
     usage = Usage()
     model = None
     for body in bodies:
-        data = sorted(body.get("data") or [], key=lambda d: d.get("index", 0))
+        data = sorted(answer_object(body, "the provider").get("data") or [], key=lambda d: d.get("index", 0))
         vectors.extend(_vector(d["embedding"]) for d in data)
         u = body.get("usage") or {}
         usage = usage + Usage(input_tokens=u.get("prompt_tokens") or 0, total_tokens=u.get("total_tokens") or 0)
@@ -419,7 +428,7 @@ _SIZE_FOR_RATIO = {"1:1": "1024x1024", "16:9": "1792x1024", "9:16": "1024x1792",
 def parse_images(body: dict[str, Any], fetch: Any = None) -> ImageGenerationResponse:
     """``fetch(url) -> bytes`` downloads images answered by URL (servers that ignore ``b64_json``)."""
     images = []
-    for d in body.get("data") or []:
+    for d in answer_object(body, "the provider").get("data") or []:
         if d.get("b64_json"):
             data = base64.b64decode(d["b64_json"])
         elif d.get("url") and fetch is not None:

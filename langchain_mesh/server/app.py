@@ -335,6 +335,10 @@ class MeshApp:
             if type(answer) is not dict or not isinstance(answer.get("data"), list):
                 raise api_error(ProviderError(f"{plan.connection.dialect.provider} answered without embeddings",
                                               provider=plan.connection.dialect.provider))
+            if len(answer["data"]) != len(request.texts):  # a short answer would misalign every vector
+                raise api_error(ProviderError(
+                    f"{plan.connection.dialect.provider} answered {len(answer['data'])} embeddings for "
+                    f"{len(request.texts)} inputs", provider=plan.connection.dialect.provider))
             await _json(send, 200, swap_model(content, answer, llm.id))
             served.raw_usage = answer.get("usage") or None
             return

@@ -111,6 +111,11 @@ class Forward:
                     return content, None
                 try:
                     first = await content.read()
+                    if not _looks_sse(first):  # e.g. a JSON answer to a stream request: not an empty stream
+                        provider = self.connection.dialect.provider
+                        raise ProviderError(f"{provider} answered a streaming request without a server-sent "
+                                            "event stream", provider=provider,
+                                            provider_message=first[:200].decode("utf-8", "replace"))
                 except BaseException:
                     content.close()
                     raise
@@ -123,6 +128,14 @@ class Forward:
                     raise
                 await asyncio.sleep(wait)
                 attempt += 1
+
+
+_SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+def _looks_sse(first: bytes) -> bool:
+    head = first.lstrip(b"\xef\xbb\xbf \t\r\n")[:6]
+    return bool(head) and any(head.startswith(p) or p.startswith(head) for p in _SSE_STARTS)
 
 
 def forward_plan(llm: Any) -> Optional[Forward]:
