@@ -11,16 +11,20 @@ Two rules shape this module:
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
+import stat
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Optional, Union
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import core_schema
 
-from .errors import ConfigError, CredentialError
+from .errors import ConfigError, CredentialError, MeshError
 from .schema import ModelCapabilities, Purpose
+
+log = logging.getLogger("langchain_mesh.config")
 
 __all__ = [
     "Secret", "ModelConfig", "ConnectionConfig", "KnowledgeBankConfig", "ServerConfig",
@@ -216,6 +220,18 @@ class MeshConfig(_Strict):
     knowledge_banks: dict[str, KnowledgeBankConfig] = Field(default_factory=dict)
     server: ServerConfig = Field(default_factory=ServerConfig)
 
+    @field_validator("knowledge_banks")
+    @classmethod
+    def _bank_ids(cls, v: dict[str, KnowledgeBankConfig]) -> dict[str, KnowledgeBankConfig]:
+        from .ids import check_bank_id
+
+        for kb_id in v:
+            try:
+                check_bank_id(kb_id)
+            except MeshError as e:
+                raise ValueError(str(e)) from None
+        return v
+
     def __repr__(self) -> str:
         return f"MeshConfig(connections={sorted(self.connections)}, knowledge_banks={sorted(self.knowledge_banks)})"
 
@@ -356,4 +372,42 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
         raise ConfigError(_format_problems(problems, where), problems)
     assert base is not None
     base.connections = conns
+    if where:
+        _warn_if_exposed(Path(source), base)  # type: ignore[arg-type]
     return base
+
+
+def _literal_secrets(value: Any, at: str) -> Iterator[str]:
+    """Dotted paths of the masked literal secrets (not references) in a validated config."""
+    if isinstance(value, Secret):
+        if value.masked and not value.is_reference and "://" not in value._raw:
+            yield at
+    elif isinstance(value, str):
+        from .redact import redact_url
+
+        if "://" in value and redact_url(value) != value:  # a URL with a password or a token in it
+            yield at
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _literal_secrets(getattr(value, name), f"{at}.{name}" if at else name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _literal_secrets(v, f"{at}.{k}" if at else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _literal_secrets(v, f"{at}[{i}]")
+
+
+def _warn_if_exposed(path: Path, config: MeshConfig) -> None:
+    """Warn when a config file that every user of the machine can read holds a literal secret."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not mode & stat.S_IROTH:
+        return
+    found = list(_literal_secrets(config, ""))
+    if found:
+        log.warning("mesh config %s is readable by every user of this machine and holds literal secrets (%s): "
+                    "restrict it (chmod 600 %s) or use {{env:NAME}} / {{file:PATH}} references",
+                    path, ", ".join(found[:5]) + (" ..." if len(found) > 5 else ""), path)

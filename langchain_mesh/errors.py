@@ -41,6 +41,10 @@ class UnknownKnowledgeBankError(MeshError, LookupError):
     """A knowledge-bank id that the mesh config does not declare."""
 
 
+class KnowledgeBankError(MeshError):
+    """A knowledge bank's files are unreadable, corrupt or inconsistent, or its id is not usable."""
+
+
 class InvalidLLMIdError(MeshError, ValueError):
     """An LLM id is not of the form ``<connection type>:<connection name>:<model>``."""
 
