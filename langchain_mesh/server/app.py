@@ -69,17 +69,29 @@ class UsageRecord:
     status: int
     usage: Optional[Usage]
     seconds: float
+    # True when ``usage`` is the gateway's estimate: a stream the client cut before the provider's usage
+    # arrived (input ~ request bytes / 4, output ~ one token per streamed chunk)
+    estimated: bool = False
 
 
 class _Served:
     """What a handler found out, kept even when it is cancelled: for the usage record."""
 
-    __slots__ = ("llm_id", "usage", "raw_usage")
+    __slots__ = ("llm_id", "usage", "raw_usage", "body_size", "chunks")
 
     def __init__(self) -> None:
         self.llm_id: Optional[str] = None
         self.usage: Optional[Usage] = None
         self.raw_usage: Optional[dict[str, Any]] = None  # the pass-through path's: read only when recorded
+        self.body_size = 0     # a stream's request size and the chunks it sent: for a cut stream's estimate
+        self.chunks: Any = None  # an int, or the pass-through's SSEPass (its ``chunks``)
+
+    def estimate(self) -> Optional[Usage]:
+        """The usage of a stream the client cut before its usage arrived, estimated (see UsageRecord)."""
+        if self.chunks is None:
+            return None
+        chunks = self.chunks if type(self.chunks) is int else self.chunks.chunks
+        return Usage(input_tokens=max(1, self.body_size // 4), output_tokens=chunks)
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -175,7 +187,11 @@ class MeshApp:
             await _json(send, err.status, err.body(), err.headers)
         if self.on_usage is not None or usage_log.isEnabledFor(logging.INFO):
             usage = served.usage if served.raw_usage is None else usage_of(served.raw_usage)
-            self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started))
+            estimated = usage is None and status == _CLIENT_GONE and served.chunks is not None
+            if estimated:
+                usage = served.estimate()
+            self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started,
+                                     estimated))
 
     def _record(self, rec: UsageRecord) -> None:
         if self.on_usage is not None:
@@ -188,7 +204,7 @@ class MeshApp:
             usage_log.info("%s", orjson.dumps({
                 "key": rec.key_name, "endpoint": rec.endpoint, "llm": rec.llm_id, "status": rec.status,
                 "input_tokens": u.input_tokens if u else None, "output_tokens": u.output_tokens if u else None,
-                "ms": round(rec.seconds * 1000, 2)}).decode())
+                "ms": round(rec.seconds * 1000, 2), **({"estimated": True} if rec.estimated else {})}).decode())
 
     @staticmethod
     def _model_json(item: Any) -> dict[str, Any]:
@@ -231,7 +247,8 @@ class MeshApp:
         request, param_of = completion_request(req)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            served.usage = await self._stream(llm, request, include_usage, param_of, send)
+            served.body_size = len(body)
+            served.usage = await self._stream(llm, request, include_usage, param_of, send, served)
             return
         try:
             resp = await self.mesh.acomplete(llm, request)
@@ -240,7 +257,8 @@ class MeshApp:
         await _json(send, 200, orjson.dumps(completion_json(resp, llm.id)))
         served.usage = resp.usage
 
-    async def _stream(self, llm: Any, request: Any, include_usage: bool, param_of: Any, send: Send) -> Optional[Usage]:
+    async def _stream(self, llm: Any, request: Any, include_usage: bool, param_of: Any, send: Send,
+                      served: _Served) -> Optional[Usage]:
         out = ChunkStream(llm.id, include_usage)
         events = self.mesh.astream(llm, request)
         started = False
@@ -251,6 +269,7 @@ class MeshApp:
                     await _chunk(send, sse.event(out.start()))
                     started = True
                 if isinstance(ev, StreamChunk):
+                    served.chunks = (served.chunks or 0) + 1
                     await _chunk(send, sse.event(out.chunk(ev)))
                 else:
                     await _chunk(send, b"".join(sse.event(c) for c in out.end(ev)) + sse.DONE, more=False)
@@ -293,6 +312,7 @@ class MeshApp:
             served.raw_usage = answer.get("usage") or None
             return
         events = SSEPass(llm.id, strip_usage)
+        served.body_size, served.chunks = len(body), events
         try:
             await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
             piece = first

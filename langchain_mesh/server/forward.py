@@ -203,7 +203,7 @@ class SSEPass:
     the next), ``model`` substituted, the usage chunk read (and dropped when only the gateway asked
     for it). No event is decoded but the first (for the upstream's model name) and the usage one."""
 
-    __slots__ = ("llm_id", "strip_usage", "tail", "usage", "pats", "new")
+    __slots__ = ("llm_id", "strip_usage", "tail", "usage", "pats", "new", "chunks")
 
     def __init__(self, llm_id: str, strip_usage: bool):
         self.llm_id = llm_id
@@ -212,6 +212,7 @@ class SSEPass:
         self.usage: Optional[dict[str, Any]] = None
         self.pats: Optional[tuple[bytes, ...]] = None
         self.new = b""
+        self.chunks = 0  # data events passed on (about one token each): a cut stream's usage estimate
 
     def feed(self, piece: bytes) -> bytes:
         data = self.tail + piece if self.tail else piece
@@ -229,6 +230,7 @@ class SSEPass:
         return self._events(rest) if rest else b""
 
     def _events(self, out: bytes) -> bytes:
+        self.chunks += out.count(b"data:")
         if self.pats is None:
             first = _json_of(out.split(b"\n\n", 1)[0])
             if first is not None:
