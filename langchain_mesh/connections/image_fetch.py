@@ -31,7 +31,7 @@ from typing import Any, Optional
 from urllib.parse import urljoin, urlsplit
 
 from ..config import ImageDownloadConfig
-from ..errors import ProviderError, error_for_status
+from ..errors import ProviderError
 from ..redact import redact_url
 
 __all__ = ["fetch_image", "check_image_url"]
@@ -94,8 +94,10 @@ def fetch_image(http: Any, url: str, policy: ImageDownloadConfig, base_url: Opti
                 continue
             if r.status_code >= 400:
                 r.read()
-                raise error_for_status(r.status_code, f"downloading the generated image failed: {r.text[:200]}",
-                                       provider=provider)
+                # not the status's usual class: a missing file is no "model not found" nor a bad request
+                raise ProviderError(f"downloading the generated image failed: HTTP {r.status_code} "
+                                    f"{r.text[:200]}", provider=provider, status=r.status_code,
+                                    retryable=r.status_code >= 500)
             return _read_bounded(r, policy.max_bytes, provider)
     raise ProviderError(f"downloading the generated image took more than {policy.max_redirects} redirects "
                         "(image_download.max_redirects)", provider=provider)
