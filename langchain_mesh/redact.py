@@ -35,7 +35,7 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s?#]+@")
 # a query or fragment parameter whose name says it is a credential
 _QUERY = re.compile(
     r"(?i)([?&#;](?:[a-z0-9_-]*(?:key|token|secret|signature|password|passwd|pwd|auth|credential|sig|code))"
-    r"=)[^&#\s\"'<>]+")
+    r"=)([^&#\s\"'<>]+)")
 # keys with a recognisable shape (OpenAI/Anthropic sk-..., bearer tokens, AWS ids, Google API keys)
 _SHAPED = re.compile(
     r"\b(?:sk-[A-Za-z0-9_-]{8,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,})"
@@ -59,9 +59,16 @@ def remember_secret(value: Optional[str]) -> None:
         _known_pattern = re.compile("|".join(re.escape(v) for v in sorted(_known, key=len, reverse=True)))
 
 
+def _mask_value(m: "re.Match[str]") -> str:
+    # punctuation that ends a sentence around the URL ("...&sig=abc: refused") is not part of the value
+    value = m.group(2)
+    kept = value.rstrip(":.,;)")
+    return m.group(1) + MASK + value[len(kept):]
+
+
 def redact_url(url: str) -> str:
     """``url`` without the user part and without credential-looking query values."""
-    return _QUERY.sub(r"\1" + MASK, _USERINFO.sub(r"\1" + MASK + "@", url))
+    return _QUERY.sub(_mask_value, _USERINFO.sub(r"\1" + MASK + "@", url))
 
 
 def redact(text: Optional[str]) -> Optional[str]:
@@ -73,5 +80,5 @@ def redact(text: Optional[str]) -> Optional[str]:
     if "://" in text:
         text = _USERINFO.sub(r"\1" + MASK + "@", text)
     if "=" in text:
-        text = _QUERY.sub(r"\1" + MASK, text)
+        text = _QUERY.sub(_mask_value, text)
     return _SHAPED.sub(MASK, text)
