@@ -5,7 +5,7 @@ ends: a 192 MB header held the event loop for 42 s) and never times out a client
 headers slowly. :class:`GuardedHttpToolsProtocol` adds both bounds: a request line and headers larger
 than ``server.limits.max_header_bytes`` get a 431 and the connection is closed; headers not complete
 ``server.limits.header_timeout`` seconds after the connection opened (or after the first byte of the
-next request on a kept-alive connection) get a 408. ``mesh serve`` runs uvicorn with it
+next request on a kept-alive connection, when that request does not arrive in one piece) get a 408. ``mesh serve`` runs uvicorn with it
 (``http=GuardedHttpToolsProtocol``); the limits are the served app's (:func:`.limits.limits_of`).
 """
 
@@ -61,14 +61,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # a piece is parsed before the check (pieces are at most the transport's read size), so the
         # parser's cost is bounded by the limit plus one piece
         super().data_received(data)
-        if self._in_head and self._head_bytes > self._max_head and not self.transport.is_closing():
-            self._refuse(_TOO_LARGE)
+        if self._in_head and not self.transport.is_closing():
+            if self._head_bytes > self._max_head:
+                self._refuse(_TOO_LARGE)
+            elif self._head_timer is None:
+                # headers cut across pieces: from now on they have header_timeout to complete (a request
+                # that arrives whole, the usual case, never needs the timer)
+                self._arm()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True  # (its bytes are counted from the piece that began it: data_received)
-        if self._head_timer is None:
-            self._arm()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
