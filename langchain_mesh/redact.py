@@ -28,7 +28,7 @@ from typing import Optional
 __all__ = ["redact", "redact_url", "remember_secret", "MASK"]
 
 MASK = "***"
-_MIN_SECRET = 6  # shorter values ("test", "x") would mask ordinary words of every message
+_MIN_SECRET = 8  # shorter values ("EMPTY", "ollama") would mask ordinary words of every message
 
 # user:password@ (or a lone token@) after a scheme
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s?#]+@")

@@ -48,17 +48,23 @@ async def read_body(receive: Receive, limits: ServerLimits) -> bytes:
     """The request body: 413 beyond ``max_body_bytes``, 408 when it takes longer than ``body_timeout``.
 
     One timer per request cancels the reading task at the deadline (``asyncio.wait_for`` around each
-    receive would cost a task per message on the hot path)."""
-    msg = await receive()
-    if not msg.get("more_body") and msg["type"] == "http.request":  # the usual case: all here at once
-        body = msg.get("body", b"")
-        if len(body) > limits.max_body_bytes:
-            raise _too_large(limits)
-        return body
+    receive would cost a task per message on the hot path); it runs from the first receive, since a
+    client may send its headers and then nothing at all."""
     task = asyncio.current_task()
-    expired = []
-    timer = asyncio.get_running_loop().call_later(limits.body_timeout, lambda: (expired.append(1), task.cancel()))
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        task.cancel()  # type: ignore[union-attr]
+
+    timer = asyncio.get_running_loop().call_later(limits.body_timeout, expire)
     try:
+        msg = await receive()
+        if not msg.get("more_body") and msg["type"] == "http.request":  # the usual case: all here at once
+            body = msg.get("body", b"")
+            if len(body) > limits.max_body_bytes:
+                raise _too_large(limits)
+            return body
         return await _read_rest(receive, msg, limits)
     except asyncio.CancelledError:
         if expired:
