@@ -172,6 +172,18 @@ def error_for_status(
     )
 
 
+def answer_object(body: object, provider: Optional[str]) -> dict:  # type: ignore[type-arg]
+    """``body`` (a provider's parsed answer) when it is a JSON object; otherwise the typed error a caller
+    can act on, instead of the ``AttributeError`` reading it as one would raise (a 200 whose body is a
+    JSON string or list)."""
+    if not isinstance(body, dict):
+        import json
+
+        raise ProviderError(f"{provider or 'the provider'} answered with a JSON {type(body).__name__}, not an "
+                            "object", provider=provider, provider_message=json.dumps(body, default=str)[:200])
+    return body
+
+
 def parse_retry_after(headers: object) -> Optional[float]:
     """Seconds to wait from a response's ``retry-after-ms`` / ``retry-after`` headers, if any.
 

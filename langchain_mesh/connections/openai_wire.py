@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterable, Optional
 
-from ..errors import ProviderError, SettingsError, StreamInterruptedError, error_for_status
+from ..errors import ProviderError, SettingsError, StreamInterruptedError, answer_object, error_for_status
 from ..schema import (
     CompletionRequest,
     CompletionResponse,
@@ -268,14 +268,6 @@ def _tool_calls(raw: Optional[list[dict[str, Any]]]) -> list[ToolCall]:
         out.append(ToolCall(id=tc.get("id") or f"call_{i}",
                             function=FunctionCall(name=fn.get("name") or "", arguments=fn.get("arguments") or "{}")))
     return out
-
-
-def answer_object(body: Any, provider: str) -> dict[str, Any]:
-    """``body`` when it is a JSON object; a typed error for a 200 whose body is a string, a list..."""
-    if not isinstance(body, dict):
-        raise ProviderError(f"{provider} answered with a JSON {type(body).__name__}, not an object",
-                            provider=provider, provider_message=json.dumps(body)[:200])
-    return body
 
 
 def parse_chat_completion(body: dict[str, Any], provider: str = "openai") -> CompletionResponse:

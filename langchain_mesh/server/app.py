@@ -32,10 +32,10 @@ from ..schema import Purpose, StreamChunk, Usage
 from . import sse
 from .auth import KeyRing, Principal
 from .errors import APIError, api_error, model_not_found
+from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
 from .guard import BrowserGuard
 from .limits import ClientGone as _ClientGone
 from .limits import read_body
-from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
 from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
 from .openapi import openapi_document
 from .translate import (

@@ -17,7 +17,7 @@ The limits come from the mesh config and can be raised there::
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable
 
 from ..config import ServerLimits
 from .errors import APIError

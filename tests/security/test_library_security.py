@@ -162,3 +162,38 @@ def test_a_world_readable_config_with_a_literal_key_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="langchain_mesh.config"):
         load_config(path)
     assert not caplog.records
+
+
+# ---- hostile answers in the library -------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", ["a JSON string", [1, 2], 42])
+@pytest.mark.parametrize("kind", ["openai_compatible", "anthropic"])
+async def test_a_200_whose_body_is_not_an_object_is_a_provider_error(openai_server, anthropic_server, kind, body):
+    from langchain_mesh.errors import ProviderError
+
+    srv, model = (openai_server, "qwen") if kind == "openai_compatible" else (anthropic_server, "claude-3-5-haiku-latest")
+    mesh = Mesh.from_config({"connections": {"c": {"type": kind, "base_url": srv.base_url, "api_key": "test-key",
+                                                   "max_retries": 0, "models": [{"id": model}]}}})
+    llm = mesh.get_llm(f"{kind}:c:{model}")
+    srv.script(json_body=body)
+    with pytest.raises(ProviderError, match="not an object"):
+        llm.new_completion().with_message("hi").execute()
+    srv.script(json_body=body)
+    with pytest.raises(ProviderError, match="not an object"):
+        await llm.new_completion().with_message("hi").aexecute()
+
+
+async def test_fewer_vectors_than_inputs_is_a_provider_error_in_the_library(openai_server):
+    from langchain_mesh.errors import ProviderError
+
+    mesh = Mesh.from_config({"connections": {"c": {"type": "openai_compatible", "base_url": openai_server.base_url,
+                                                   "api_key": "test-key", "max_retries": 0,
+                                                   "models": [{"id": "bge", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}})
+    emb = mesh.get_llm("openai_compatible:c:bge")
+    short = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}], "model": "bge"}
+    openai_server.script(json_body=short)
+    with pytest.raises(ProviderError, match="1 embeddings for 3 inputs"):
+        emb.new_embeddings().add_text("a").add_text("b").add_text("c").execute()
+    openai_server.script(json_body=short)
+    with pytest.raises(ProviderError, match="1 embeddings for 3 inputs"):
+        await emb.new_embeddings().add_text("a").add_text("b").add_text("c").aexecute()
