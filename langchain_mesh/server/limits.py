@@ -1,7 +1,8 @@
 """The one place that bounds what a request may cost the gateway: header size and time, body size and time.
 
-The headers are bounded in the HTTP protocol (:mod:`.protocol`, 431 and 408), the body here by
-:func:`read_body` (413 and 408), the embeddings inputs by the app (400); all read these limits.
+The headers' size and time and the body's time are bounded in the HTTP protocol (:mod:`.protocol`:
+431, 408), the body's size here by :func:`read_body` (413), the embeddings inputs by the app (400); all
+read these limits.
 
 The limits come from the mesh config and can be raised there::
 
@@ -16,7 +17,6 @@ The limits come from the mesh config and can be raised there::
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Awaitable, Callable
 
 from ..config import ServerLimits
@@ -45,35 +45,16 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 async def read_body(receive: Receive, limits: ServerLimits) -> bytes:
-    """The request body: 413 beyond ``max_body_bytes``, 408 when it takes longer than ``body_timeout``.
-
-    One timer per request cancels the reading task at the deadline (``asyncio.wait_for`` around each
-    receive would cost a task per message on the hot path); it runs from the first receive, since a
-    client may send its headers and then nothing at all."""
-    task = asyncio.current_task()
-    expired: list[bool] = []
-
-    def expire() -> None:
-        expired.append(True)
-        task.cancel()  # type: ignore[union-attr]
-
-    timer = asyncio.get_running_loop().call_later(limits.body_timeout, expire)
-    try:
-        msg = await receive()
-        if not msg.get("more_body") and msg["type"] == "http.request":  # the usual case: all here at once
-            body = msg.get("body", b"")
-            if len(body) > limits.max_body_bytes:
-                raise _too_large(limits)
-            return body
-        return await _read_rest(receive, msg, limits)
-    except asyncio.CancelledError:
-        if expired:
-            task.uncancel()  # type: ignore[union-attr]
-            raise APIError(408, f"the request body was not received within {limits.body_timeout:g}s "
-                                "(server.limits.body_timeout)", code="request_timeout") from None
-        raise
-    finally:
-        timer.cancel()
+    """The request body: 413 beyond ``max_body_bytes``. (The time to send it is bounded by the
+    protocol, :mod:`.protocol`: a timer there costs nothing for a body that arrives with its headers,
+    where one here would cost every request.)"""
+    msg = await receive()
+    if not msg.get("more_body") and msg["type"] == "http.request":  # the usual case: all here at once
+        body = msg.get("body", b"")
+        if len(body) > limits.max_body_bytes:
+            raise _too_large(limits)
+        return body
+    return await _read_rest(receive, msg, limits)
 
 
 async def _read_rest(receive: Receive, msg: dict[str, Any], limits: ServerLimits) -> bytes:

@@ -1,12 +1,17 @@
-"""uvicorn's httptools protocol with a bound on header size and on the time to send the headers.
+"""uvicorn's httptools protocol with bounds on header size and on the time to send headers and body.
 
 uvicorn's protocol reads headers without a size limit (httptools buffers a header value until it
-ends: a 192 MB header held the event loop for 42 s) and never times out a client that sends its
-headers slowly. :class:`GuardedHttpToolsProtocol` adds both bounds: a request line and headers larger
-than ``server.limits.max_header_bytes`` get a 431 and the connection is closed; headers not complete
-``server.limits.header_timeout`` seconds after the connection opened (or after the first byte of the
-next request on a kept-alive connection, when that request does not arrive in one piece) get a 408. ``mesh serve`` runs uvicorn with it
-(``http=GuardedHttpToolsProtocol``); the limits are the served app's (:func:`.limits.limits_of`).
+ends: a 192 MB header held the event loop for 42 s) and never times out a client that sends slowly.
+:class:`GuardedHttpToolsProtocol` adds the bounds of ``server.limits``:
+
+* a request line and headers larger than ``max_header_bytes``: 431, and the connection is closed;
+* headers not complete ``header_timeout`` seconds after the connection opened, or after the piece that
+  began them on a kept-alive connection: 408;
+* a body not complete ``body_timeout`` seconds after the piece that ended the headers: 408, and the
+  app's ``receive`` answers ``http.disconnect`` (the request is dropped).
+
+A request that arrives in one piece, the usual case, arms no timer. ``mesh serve`` runs uvicorn with
+``http=GuardedHttpToolsProtocol``; the limits are those of the served app (:func:`.limits.limits_of`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ _TOO_LARGE = _reply(b"431 Request Header Fields Too Large",
 _TOO_SLOW = _reply(b"408 Request Timeout",
                    b'{"error":{"message":"request headers not received in time (server.limits.header_timeout)",'
                    b'"type":"invalid_request_error","param":null,"code":"request_timeout"}}')
+_BODY_TOO_SLOW = _reply(b"408 Request Timeout",
+                        b'{"error":{"message":"the request body was not received in time (server.limits.body_timeout)",'
+                        b'"type":"invalid_request_error","param":null,"code":"request_timeout"}}')
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -45,6 +53,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True      # reading a request line and headers (or waiting for the next request)
         self._head_bytes = 0
         self._head_timer: Optional[asyncio.TimerHandle] = None
+        self._body_timeout = limits.body_timeout
+        self._body_timer: Optional[asyncio.TimerHandle] = None
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -52,11 +62,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._disarm()
+        self._disarm_body()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if not self._in_head:
-            return super().data_received(data)
+            super().data_received(data)
+            return self._watch_body()
         self._head_bytes += len(data)
         # a piece is parsed before the check (pieces are at most the transport's read size), so the
         # parser's cost is bounded by the limit plus one piece
@@ -68,6 +80,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 # headers cut across pieces: from now on they have header_timeout to complete (a request
                 # that arrives whole, the usual case, never needs the timer)
                 self._arm()
+        else:
+            self._watch_body()
+
+    def _watch_body(self) -> None:
+        """A body still incomplete after a piece was parsed gets ``body_timeout`` to arrive (a body that
+        arrives with its headers, the usual case, never needs the timer)."""
+        cycle = self.cycle
+        if self._body_timer is None and cycle is not None and cycle.more_body and not cycle.response_complete:
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm_body()
+
+    def _disarm_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport is None or self.transport.is_closing():
+            return
+        if not cycle.response_started:
+            self.transport.write(_BODY_TOO_SLOW)
+        # closing tells the app (its receive answers http.disconnect), which drops the request
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
