@@ -153,8 +153,8 @@ class ModelConfig(_Strict):
 
 
 class ImageDownloadConfig(_Strict):
-    """Which image URLs a provider's answer may make the mesh download (``image_download:`` on a
-    connection). The URL comes from the provider, so it is not trusted: by default only http(s) URLs
+    """Which image URLs a provider's answer may make the mesh download (``image_download:`` on an
+    openai-family connection, the ones whose images answers may hold URLs). The URL comes from the provider, so it is not trusted: by default only http(s) URLs
     on public addresses (or on the connection's own ``base_url`` host and port), no redirects to
     anything else, and at most 20 MiB."""
 
@@ -173,7 +173,6 @@ class ConnectionConfig(_Strict):
     models: Optional[list[ModelConfig]] = None
     timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
-    image_download: ImageDownloadConfig = Field(default_factory=ImageDownloadConfig)
 
     model_config_class: ClassVar[type[ModelConfig]] = ModelConfig
 

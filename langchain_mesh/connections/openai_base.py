@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterator, Optional
 
 from pydantic import Field
 
-from ..config import ConnectionConfig, Secret, resolve_optional
+from ..config import ConnectionConfig, ImageDownloadConfig, Secret, resolve_optional
 from ..errors import (
     CapabilityError,
     ConfigError,
@@ -81,6 +81,8 @@ class OpenAIWireConfig(ConnectionConfig):
     drop_unsupported_settings: bool = False
     #: inputs per embeddings request (lowered to the service's cap when larger)
     embedding_batch_size: int = Field(default=2048, ge=1)
+    #: which image URLs an images answer may make the mesh download (see image_fetch.py)
+    image_download: ImageDownloadConfig = Field(default_factory=ImageDownloadConfig)
 
 
 def _loads(data: Any) -> Any:
