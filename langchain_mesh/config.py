@@ -154,9 +154,9 @@ class ModelConfig(_Strict):
 
 class ImageDownloadConfig(_Strict):
     """Which image URLs a provider's answer may make the mesh download (``image_download:`` on an
-    openai-family connection, the ones whose images answers may hold URLs). The URL comes from the provider, so it is not trusted: by default only http(s) URLs
-    on public addresses (or on the connection's own ``base_url`` host and port), no redirects to
-    anything else, and at most 20 MiB."""
+    openai-family connection, the ones whose images answers may hold URLs). The URL comes from the
+    provider, so it is not trusted: by default only http(s) URLs on public addresses (or on the
+    connection's own ``base_url`` host and port), each redirect checked again, and at most 20 MiB."""
 
     schemes: list[Literal["http", "https"]] = Field(default_factory=lambda: ["https", "http"])
     hosts: Optional[list[str]] = None        # when set, only these host names (and their subdomains)
@@ -376,6 +376,9 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
     return base
 
 
+_SECRET_NAME = re.compile(r"(?i)(key|token|secret|password)$")
+
+
 def _literal_secrets(value: Any, at: str) -> Iterator[str]:
     """Dotted paths of the masked literal secrets (not references) in a validated config."""
     if isinstance(value, Secret):
@@ -391,7 +394,12 @@ def _literal_secrets(value: Any, at: str) -> Iterator[str]:
             yield from _literal_secrets(getattr(value, name), f"{at}.{name}" if at else name)
     elif isinstance(value, dict):
         for k, v in value.items():
-            yield from _literal_secrets(v, f"{at}.{k}" if at else str(k))
+            where = f"{at}.{k}" if at else str(k)
+            # free-form settings (a knowledge bank's engine settings) hold plain strings: judged by name
+            if isinstance(v, str) and _SECRET_NAME.search(str(k)) and not _REF.match(v.strip()):
+                yield where
+            else:
+                yield from _literal_secrets(v, where)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _literal_secrets(v, f"{at}[{i}]")

@@ -197,3 +197,15 @@ async def test_fewer_vectors_than_inputs_is_a_provider_error_in_the_library(open
     openai_server.script(json_body=short)
     with pytest.raises(ProviderError, match="1 embeddings for 3 inputs"):
         await emb.new_embeddings().add_text("a").add_text("b").add_text("c").aexecute()
+
+
+def test_a_literal_secret_in_a_banks_engine_settings_counts_too(tmp_path, caplog):
+    from langchain_mesh.config import load_config
+
+    path = tmp_path / "mesh.yaml"
+    path.write_text(json.dumps({"knowledge_banks": {"es": {
+        "backend": "elasticsearch", "settings": {"url": "http://es:9200", "api_key": "literal-es-key-123"}}}}))
+    os.chmod(path, 0o644)
+    with caplog.at_level(logging.WARNING, logger="langchain_mesh.config"):
+        load_config(path)
+    assert "knowledge_banks.es.settings.api_key" in caplog.text and "literal-es-key-123" not in caplog.text
