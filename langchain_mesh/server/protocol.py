@@ -42,6 +42,9 @@ _BODY_TOO_SLOW = _reply(b"408 Request Timeout",
                         b'"type":"invalid_request_error","param":null,"code":"request_timeout"}}')
 
 
+LINGER = 2.0  # seconds a refused connection keeps reading (and dropping) before it closes
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bound on header size and on the time to send them."""
 
@@ -55,6 +58,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: Optional[asyncio.TimerHandle] = None
         self._body_timeout = limits.body_timeout
         self._body_timer: Optional[asyncio.TimerHandle] = None
+        self._refused = False
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -66,6 +70,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a refusal: dropped unparsed
         if not self._in_head:
             super().data_received(data)
             return self._watch_body()
@@ -106,7 +112,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if not cycle.response_started:
             self.transport.write(_BODY_TOO_SLOW)
-        # closing tells the app (its receive answers http.disconnect), which drops the request
+        # closing tells the app (its receive answers http.disconnect), which drops the request (no linger:
+        # a client this slow has little unread input)
         self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -140,8 +147,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(_TOO_SLOW)
 
     def _refuse(self, answer: bytes) -> None:
+        """Answer and close, lingering: a socket closed with unread input sends a reset, which can
+        destroy the answer before the client reads it; so the write side is shut first, and what the
+        client still sends is read and dropped for up to :data:`LINGER` seconds (nginx's lingering close)."""
         self._disarm()
+        self._disarm_body()
+        self._refused = True
         self.transport.write(answer)
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
+        else:
+            self.transport.close()
 
 
