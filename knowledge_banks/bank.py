@@ -10,9 +10,12 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+from langchain_mesh.errors import KnowledgeBankError
 
 from .metadata import MetadataFormatter, check_schema, validate_metadata
 from .versions import BankFolder, VersionInfo
@@ -83,8 +86,10 @@ class KnowledgeBankSettings:
 
 class KnowledgeBank:
     def __init__(self, mesh: "Mesh", kb_id: str, config: "KnowledgeBankConfig"):
+        from langchain_mesh.ids import check_bank_id
+
         self.mesh = mesh
-        self.id = kb_id
+        self.id = check_bank_id(kb_id)  # it names a folder: never a path
         self.config = config
         root = config.path or os.path.join(os.environ.get("MESH_BANKS_DIR", "banks"), kb_id)
         # settings.json and images live here for every backend; FAISS keeps its versions here too
@@ -93,11 +98,23 @@ class KnowledgeBank:
 
     # ---- settings ---------------------------------------------------------------------------------
 
+    def _default_settings(self) -> dict[str, Any]:
+        return {"metadata_schema": dict(self.config.metadata_schema), "images_folder": None}
+
     def _settings_data(self) -> dict[str, Any]:
+        path = self.folder.root / "settings.json"
         try:
-            return json.loads((self.folder.root / "settings.json").read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"metadata_schema": dict(self.config.metadata_schema), "images_folder": None}
+            return self._default_settings()
+        except (ValueError, UnicodeDecodeError) as e:
+            raise KnowledgeBankError(f"{path} is corrupt ({e}); kb.get_settings() starts from the config's "
+                                     "defaults, and its save() rewrites the file") from None
+        if not isinstance(data, dict):
+            raise KnowledgeBankError(f"{path} is corrupt (a JSON {type(data).__name__}, not an object); "
+                                     "kb.get_settings() starts from the config's defaults, and its save() "
+                                     "rewrites the file")
+        return data
 
     def _save_settings(self, data: dict[str, Any]) -> None:
         from .versions import _write_atomic
@@ -106,7 +123,14 @@ class KnowledgeBank:
         _write_atomic(self.folder.root / "settings.json", json.dumps(data, indent=2))
 
     def get_settings(self) -> KnowledgeBankSettings:
-        return KnowledgeBankSettings(self, self._settings_data())
+        """The bank's settings to edit; a corrupt settings.json is replaced by the config's defaults
+        (with a warning) so that ``save()`` repairs it."""
+        try:
+            data = self._settings_data()
+        except KnowledgeBankError as e:
+            warnings.warn(str(e), stacklevel=2)
+            data = self._default_settings()
+        return KnowledgeBankSettings(self, data)
 
     @property
     def images_dir(self) -> Path:

@@ -45,12 +45,21 @@ def load_documents(files: Sequence[Path]) -> Iterator[Any]:
                 from pypdf import PdfReader
             except ImportError:
                 raise MeshError(f"cannot ingest {f}: PDF needs the pypdf package (pip install pypdf)") from None
-            for i, page in enumerate(PdfReader(str(f)).pages, start=1):
-                text = page.extract_text() or ""
-                if text.strip():
-                    yield Document(page_content=text, metadata={"source": str(f), "page": i})
+            yield from _pdf_pages(f, PdfReader, Document)
         else:
             yield Document(page_content=f.read_text(encoding="utf-8", errors="replace"), metadata={"source": str(f)})
+
+
+def _pdf_pages(f: Path, reader_cls: Any, document_cls: Any) -> Iterator[Any]:
+    from pypdf.errors import PyPdfError
+
+    try:
+        pages = [page.extract_text() or "" for page in reader_cls(str(f)).pages]
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as e:  # pypdf raises all of these on junk
+        raise MeshError(f"cannot ingest {f}: not a readable PDF ({type(e).__name__}: {e})") from None
+    for i, text in enumerate(pages, start=1):
+        if text.strip():
+            yield document_cls(page_content=text, metadata={"source": str(f), "page": i})
 
 
 def split_documents(docs: Iterable[Any], chunk_size: int = 1000, chunk_overlap: int = 150) -> list[Any]:

@@ -35,6 +35,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
+from langchain_mesh.errors import KnowledgeBankError
+
 __all__ = ["FORMAT", "FORMAT_VERSION", "DOCSTORE_FORMAT", "StoreFormatError", "UnsupportedFormatError",
            "read_manifest", "read_docstore", "write_store", "copy_store", "is_store"]
 
@@ -47,7 +49,7 @@ MANIFEST = "manifest.json"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class StoreFormatError(ValueError):
+class StoreFormatError(KnowledgeBankError, ValueError):
     """A store directory that is missing, corrupt or inconsistent."""
 
 

@@ -266,7 +266,14 @@ class VectorIndex:
     @classmethod
     def read(cls, path: str, dim: int, distance: str, kind: str, params: Optional[dict[str, Any]]) -> "VectorIndex":
         faiss = import_faiss()
-        index = faiss.read_index(path)
+        try:
+            index = faiss.read_index(path)
+        except RuntimeError as e:  # faiss's C++ exceptions: a truncated or foreign file
+            from .persistence import StoreFormatError
+
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StoreFormatError(f"{path}: not a readable FAISS index ({first}); restore the bank from a "
+                                   "previous version (`mesh kb rollback`) or ingest it again") from None
         if not isinstance(index, faiss.IndexIDMap2):
             raise ValueError(f"{path}: expected a FAISS IndexIDMap2, found {type(index).__name__}")
         if index.d != dim:

@@ -28,6 +28,7 @@ mesh itself (pydantic, YAML, a connection's SDK) loads when a subcommand runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -341,6 +342,9 @@ def _cmd_kb_list(mesh: "Mesh", args: argparse.Namespace) -> int:
 def _cmd_kb_ingest(mesh: "Mesh", args: argparse.Namespace) -> int:
     from knowledge_banks.ingest import describe_counts, ingest
 
+    # pypdf logs each defect of a damaged PDF on stderr before failing; the command's own one-line error
+    # says what matters (the file and why), so those lines are not printed here
+    logging.getLogger("pypdf").addHandler(logging.NullHandler())
     kb = mesh.get_knowledge_bank(args.kb)
     counts = ingest(kb, args.paths, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, clear=args.clear,
                     mirror=args.mirror)

@@ -11,16 +11,20 @@ Two rules shape this module:
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
+import stat
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Optional, Union
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import core_schema
 
-from .errors import ConfigError, CredentialError
+from .errors import ConfigError, CredentialError, MeshError
 from .schema import ModelCapabilities, Purpose
+
+log = logging.getLogger("langchain_mesh.config")
 
 __all__ = [
     "Secret", "ModelConfig", "ConnectionConfig", "KnowledgeBankConfig", "ServerConfig",
@@ -107,7 +111,17 @@ class Secret:
         return self._user_slot
 
     def get(self, where: str = "") -> str:
-        """Resolve now. Raises :class:`CredentialError` naming the variable or file, never a value."""
+        """Resolve now. Raises :class:`CredentialError` naming the variable or file, never a value.
+
+        A masked secret's value is handed to :mod:`.redact`, so that no error text repeats it."""
+        value = self._resolve(where)
+        if self.masked:
+            from .redact import remember_secret
+
+            remember_secret(value)
+        return value
+
+    def _resolve(self, where: str) -> str:
         at = f" (referenced by {where})" if where else ""
         if self._kind == "secrets":
             if self._resolver is None:
@@ -213,6 +227,19 @@ class ModelConfig(_Strict):
         return v
 
 
+class ImageDownloadConfig(_Strict):
+    """Which image URLs a provider's answer may make the mesh download (``image_download:`` on an
+    openai-family connection, the ones whose images answers may hold URLs). The URL comes from the
+    provider, so it is not trusted: by default only http(s) URLs on public addresses (or on the
+    connection's own ``base_url`` host and port), each redirect checked again, and at most 20 MiB."""
+
+    schemes: list[Literal["http", "https"]] = Field(default_factory=lambda: ["https", "http"])
+    hosts: Optional[list[str]] = None        # when set, only these host names (and their subdomains)
+    allow_private: bool = False              # loopback, private, link-local and reserved addresses
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_redirects: int = Field(default=3, ge=0)
+
+
 class ConnectionConfig(_Strict):
     """Fields every connection has. Each connection type subclasses this with its own settings."""
 
@@ -244,10 +271,25 @@ class ServerKeyConfig(_Strict):
     allowed_llms: Optional[list[str]] = None
 
 
+class ServerLimits(_Strict):
+    """What one request may cost the gateway before it is refused (``server.limits:``)."""
+
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)   # request line + headers: 431 beyond
+    header_timeout: float = Field(default=10.0, gt=0)           # seconds to send them: 408 after
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # inline images make bodies large: 413
+    body_timeout: float = Field(default=60.0, gt=0)             # seconds to send the body: 408 after
+    max_embedding_inputs: int = Field(default=2048, ge=1)       # inputs of one embeddings request (OpenAI's cap)
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[ServerKeyConfig] = Field(default_factory=list)
+    limits: ServerLimits = Field(default_factory=ServerLimits)
+    # without api keys: extra Host names the server answers to (besides the bound address and
+    # localhost) and browser origins allowed to call it
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
 
 
 class SecretsConfig(_Strict):
@@ -289,6 +331,18 @@ class MeshConfig(_Strict):
     secrets: Optional[SecretsConfig] = None
     credentials: CredentialsConfig = Field(default_factory=CredentialsConfig)
     presets: dict[str, PresetConfig] = Field(default_factory=dict)
+
+    @field_validator("knowledge_banks")
+    @classmethod
+    def _bank_ids(cls, v: dict[str, KnowledgeBankConfig]) -> dict[str, KnowledgeBankConfig]:
+        from .ids import check_bank_id
+
+        for kb_id in v:
+            try:
+                check_bank_id(kb_id)
+            except MeshError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     def __repr__(self) -> str:
         return f"MeshConfig(connections={sorted(self.connections)}, knowledge_banks={sorted(self.knowledge_banks)})"
@@ -432,6 +486,8 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
         raise ConfigError(_format_problems(problems, where), problems)
     assert base is not None
     base.connections = conns
+    if where:
+        _warn_if_exposed(Path(source), base)  # type: ignore[arg-type]
     return base
 
 
@@ -516,3 +572,47 @@ def _secrets_in(obj: Any, path: str) -> list[tuple[str, Secret]]:
         for i, v in enumerate(obj):
             out += _secrets_in(v, f"{path}[{i}]")
     return out
+
+
+_SECRET_NAME = re.compile(r"(?i)(key|token|secret|password)$")
+
+
+def _literal_secrets(value: Any, at: str) -> Iterator[str]:
+    """Dotted paths of the masked literal secrets (not references) in a validated config."""
+    if isinstance(value, Secret):
+        if value.masked and not value.is_reference and "://" not in value._raw:
+            yield at
+    elif isinstance(value, str):
+        from .redact import redact_url
+
+        if "://" in value and redact_url(value) != value:  # a URL with a password or a token in it
+            yield at
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _literal_secrets(getattr(value, name), f"{at}.{name}" if at else name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{at}.{k}" if at else str(k)
+            # free-form settings (a knowledge bank's engine settings) hold plain strings: judged by name
+            if isinstance(v, str) and _SECRET_NAME.search(str(k)) and not _REF.match(v.strip()):
+                yield where
+            else:
+                yield from _literal_secrets(v, where)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _literal_secrets(v, f"{at}[{i}]")
+
+
+def _warn_if_exposed(path: Path, config: MeshConfig) -> None:
+    """Warn when a config file that every user of the machine can read holds a literal secret."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not mode & stat.S_IROTH:
+        return
+    found = list(_literal_secrets(config, ""))
+    if found:
+        log.warning("mesh config %s is readable by every user of this machine and holds literal secrets (%s): "
+                    "restrict it (chmod 600 %s) or use {{env:NAME}} / {{file:PATH}} references",
+                    path, ", ".join(found[:5]) + (" ..." if len(found) > 5 else ""), path)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from .redact import redact
+
 
 class MeshError(Exception):
     """Base of every error langchain-mesh raises."""
@@ -52,6 +54,10 @@ class UnknownKnowledgeBankError(MeshError, LookupError):
     """A knowledge-bank id that the mesh config does not declare."""
 
 
+class KnowledgeBankError(MeshError):
+    """A knowledge bank's files are unreadable, corrupt or inconsistent, or its id is not usable."""
+
+
 class InvalidLLMIdError(MeshError, ValueError):
     """An LLM id is not of the form ``<connection type>:<connection name>:<model>``."""
 
@@ -90,10 +96,11 @@ class ProviderError(MeshError):
         retry_after: Optional[float] = None,
         retryable: Optional[bool] = None,
     ):
-        super().__init__(message)
+        # the one redaction point of provider texts: a URL credential or an echoed key never leaves
+        super().__init__(redact(message))
         self.status = status
         self.provider = provider
-        self.provider_message = provider_message
+        self.provider_message = redact(provider_message)
         self.retry_after = retry_after
         if retryable is not None:
             self.retryable = retryable
@@ -176,6 +183,18 @@ def error_for_status(
         provider_message=message,
         retry_after=retry_after,
     )
+
+
+def answer_object(body: object, provider: Optional[str]) -> dict:  # type: ignore[type-arg]
+    """``body`` (a provider's parsed answer) when it is a JSON object; otherwise the typed error a caller
+    can act on, instead of the ``AttributeError`` reading it as one would raise (a 200 whose body is a
+    JSON string or list)."""
+    if not isinstance(body, dict):
+        import json
+
+        raise ProviderError(f"{provider or 'the provider'} answered with a JSON {type(body).__name__}, not an "
+                            "object", provider=provider, provider_message=json.dumps(body, default=str)[:200])
+    return body
 
 
 def parse_retry_after(headers: object) -> Optional[float]:

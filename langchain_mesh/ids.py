@@ -6,9 +6,10 @@ Only the first two ``:`` separate fields; the model part keeps any further ``:``
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
-from .errors import InvalidLLMIdError
+from .errors import InvalidLLMIdError, KnowledgeBankError
 
 
 class LLMId(NamedTuple):
@@ -38,3 +39,17 @@ def format_llm_id(connection_type: str, connection_name: str, model: str) -> str
     if not model:
         raise InvalidLLMIdError("the model part of an LLM id must be non-empty")
     return f"{connection_type}:{connection_name}:{model}"
+
+
+# A name that becomes a folder name (knowledge banks: ``banks/<id>``): letters, digits, ``_ . -``,
+# starting with a letter or digit, so that it can be neither ``..`` nor a path nor hidden.
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_bank_id(kb_id: object) -> str:
+    """``kb_id`` when it is a usable knowledge-bank id; :class:`KnowledgeBankError` otherwise."""
+    if not isinstance(kb_id, str) or not _FOLDER_NAME.fullmatch(kb_id):
+        raise KnowledgeBankError(
+            f"invalid knowledge bank id {kb_id!r}: use 1-128 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit (the id names the bank's folder, so no '/' or '..')")
+    return kb_id

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optional, Union
 
 from .config import DEFAULT_CONFIG, MeshConfig, load_config
-from .errors import StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
+from .errors import ProviderError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
 from .policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
 from .schema import (
@@ -263,16 +263,16 @@ class Mesh:
         conn = self._conn(llm)
         n = conn.config.max_retries
         if not n:
-            return conn.embed(llm.model, request)
-        return call_with_retries(lambda: conn.embed(llm.model, request), n)
+            return _one_vector_each(request, conn.embed(llm.model, request), llm)
+        return _one_vector_each(request, call_with_retries(lambda: conn.embed(llm.model, request), n), llm)
 
     async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
         self._check_images(llm, request)
         conn = self._conn(llm)
         n = conn.config.max_retries
         if not n:
-            return await conn.aembed(llm.model, request)
-        return await acall_with_retries(lambda: conn.aembed(llm.model, request), n)
+            return _one_vector_each(request, await conn.aembed(llm.model, request), llm)
+        return _one_vector_each(request, await acall_with_retries(lambda: conn.aembed(llm.model, request), n), llm)
 
     def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
         conn = self._conn(llm)
@@ -369,3 +369,12 @@ def _image_leniency(conn: Any, request: ImageGenerationRequest) -> ImageGenerati
     if not request.lenient and getattr(conn.config, "image_settings", "strict") == "lenient":
         return request.model_copy(update={"lenient": True})
     return request
+
+
+def _one_vector_each(request: EmbeddingRequest, resp: EmbeddingResponse, llm: "LLM") -> EmbeddingResponse:
+    """``resp``, when it has one vector per input: a short answer would pair texts with wrong vectors."""
+    inputs = len(request.texts) + len(request.images)
+    if len(resp.embeddings) != inputs:
+        raise ProviderError(f"{llm.id} answered {len(resp.embeddings)} embeddings for {inputs} inputs",
+                            provider=getattr(llm.connection, "type", None))
+    return resp

@@ -294,22 +294,28 @@ class ResponseFormat(_Model):
 # Settings
 
 
+# integers a provider's JSON can carry: beyond 64 bits, JSON encoders fail (orjson) or turn them into
+# floats, which providers reject or misread; token counts beyond 32 bits are a mistake anywhere
+_INT64 = 2**63 - 1
+_INT32 = 2**31 - 1
+
+
 class CompletionSettings(BaseModel):
     """The seed's completion settings, validated: unknown or ill-typed settings are errors."""
 
     model_config = ConfigDict(extra="forbid", strict=False, populate_by_name=True)
 
     temperature: Optional[float] = Field(default=None, ge=0, le=2)
-    topK: Optional[int] = Field(default=None, ge=1)
+    topK: Optional[int] = Field(default=None, ge=1, le=_INT32)
     topP: Optional[float] = Field(default=None, gt=0, le=1)
-    maxOutputTokens: Optional[int] = Field(default=None, ge=1)
+    maxOutputTokens: Optional[int] = Field(default=None, ge=1, le=_INT32)
     stopSequences: Optional[list[str]] = None
     presencePenalty: Optional[float] = Field(default=None, ge=-2, le=2)
     frequencyPenalty: Optional[float] = Field(default=None, ge=-2, le=2)
     logitBias: Optional[dict[int, float]] = None
     logProbs: Optional[bool] = None
     topLogProbs: Optional[int] = Field(default=None, ge=0, le=20)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(default=None, ge=-_INT64 - 1, le=_INT64)
     tools: Optional[list[ToolSpec]] = None
     toolChoice: Optional[ToolChoice] = None
     responseFormat: Optional[ResponseFormat] = None

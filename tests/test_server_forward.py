@@ -54,6 +54,7 @@ def srv(gateway, openai_server):
 
 def post(srv, body, path: str = "/v1/chat/completions", **kw) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
+    kw.setdefault("headers", {"content-type": "application/json"})  # the keyless server refuses other types
     return httpx.post(srv.url + path, content=content, timeout=10, **kw)
 
 

@@ -38,6 +38,7 @@ from ..errors import (
     SettingsError,
     StreamInterruptedError,
     ToolSchemaError,
+    answer_object,
     error_for_status,
 )
 from ..schema import (
@@ -364,7 +365,7 @@ def parse_message(body: dict[str, Any], model: str, answer: Optional[str] = None
     text: list[str] = []
     calls: list[ToolCall] = []
     answered = False
-    for block in body.get("content") or []:
+    for block in answer_object(body, "anthropic").get("content") or []:
         kind = block.get("type")
         if kind == "text":
             text.append(block.get("text") or "")

@@ -66,7 +66,9 @@ class Target:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            from ..redact import redact_url  # the URL may carry a password or a token
+
+            raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
         port = parts.port or (443 if scheme == "https" else 80)
         host = parts.hostname
         default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)

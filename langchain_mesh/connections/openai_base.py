@@ -30,10 +30,11 @@ from typing import Any, AsyncIterator, ClassVar, Iterator, Optional
 
 from pydantic import Field
 
-from ..config import ConnectionConfig, Secret, resolve_optional
+from ..config import ConnectionConfig, ImageDownloadConfig, Secret, resolve_optional
 from ..errors import (
     CapabilityError,
     ConfigError,
+    MeshError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
@@ -80,15 +81,25 @@ class OpenAIWireConfig(ConnectionConfig):
     drop_unsupported_settings: bool = False
     #: inputs per embeddings request (lowered to the service's cap when larger)
     embedding_batch_size: int = Field(default=2048, ge=1)
+    #: which image URLs an images answer may make the mesh download (see image_fetch.py)
+    image_download: ImageDownloadConfig = Field(default_factory=ImageDownloadConfig)
 
 
 def _loads(data: Any) -> Any:
+    """An answer's JSON; a body that is not JSON is the provider's fault: a typed error."""
     try:
-        from jiter import from_json  # the openai SDK's own dependency, 2-3x faster than json
-
+        try:
+            from jiter import from_json  # the openai SDK's own dependency, 2-3x faster than json
+        except ImportError:  # pragma: no cover - jiter ships with the SDK
+            return json.loads(data)
         return from_json(data if isinstance(data, bytes) else data.encode())
-    except ImportError:  # pragma: no cover - jiter ships with the SDK
-        return json.loads(data)
+    except ValueError as e:
+        raise ProviderError(f"the provider answered with a body that is not JSON ({e})",
+                            provider_message=_text(data[:200])) from None
+
+
+def _text(data: Any) -> str:
+    return data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
 
 
 def _dumps(body: Any) -> bytes:
@@ -137,7 +148,7 @@ def _safe_loads(raw: bytes) -> Any:
     """An error body: its JSON, else its text (provider_message reads either)."""
     try:
         return _loads(raw)
-    except ValueError:
+    except (ValueError, ProviderError):
         return raw.decode(errors="replace")[:500]
 
 
@@ -507,10 +518,14 @@ class OpenAIWireConnection(Connection):
         return plan.translation.finish(answer)
 
     def _fetch(self, url: str) -> bytes:
-        # A plain GET without the SDK: image URLs point at blob storage, which must not see our key.
-        r = _http().get(url, timeout=self.config.timeout, follow_redirects=True)
-        if r.status_code >= 400:
-            raise error_for_status(r.status_code, f"downloading the generated image failed: {r.text[:200]}",
-                                   provider=self.dialect.provider)
-        return r.content
+        # A plain GET without the SDK (image URLs point at blob storage, which must not see our key),
+        # under the connection's image_download policy: the URL is the provider's, not trusted
+        from .image_fetch import fetch_image
 
+        own = getattr(self.config, "base_url", None) or getattr(self.config, "endpoint", None)
+        if own is not None and not isinstance(own, str):  # a Secret (Azure's endpoint may be a reference)
+            try:
+                own = own.get()
+            except MeshError:
+                own = None
+        return fetch_image(_http(), url, self.config.image_download, own, self.config.timeout, self.dialect.provider)

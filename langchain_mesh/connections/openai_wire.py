@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterable, Optional
 
-from ..errors import ProviderError, SettingsError, StreamInterruptedError, error_for_status
+from ..errors import ProviderError, SettingsError, StreamInterruptedError, answer_object, error_for_status
 from ..schema import (
     CompletionRequest,
     CompletionResponse,
@@ -272,7 +272,7 @@ def _tool_calls(raw: Optional[list[dict[str, Any]]]) -> list[ToolCall]:
 
 
 def parse_chat_completion(body: dict[str, Any], provider: str = "openai") -> CompletionResponse:
-    choices = body.get("choices")
+    choices = answer_object(body, provider).get("choices")
     if not choices:
         raise ProviderError(f"{provider} answered without any choice", provider=provider,
                             provider_message=json.dumps(body)[:500])
@@ -320,6 +320,7 @@ class ChunkReader:
         self.text: list[str] = []
 
     def feed(self, data: dict[str, Any]) -> Optional[StreamChunk]:
+        answer_object(data, self.provider)
         if "error" in data and not data.get("choices"):
             raise stream_error(data, self.provider)
         if data.get("model"):
@@ -387,7 +388,7 @@ def parse_embeddings(bodies: list[dict[str, Any]]) -> EmbeddingResponse:
     usage = Usage()
     model = None
     for body in bodies:
-        data = sorted(body.get("data") or [], key=lambda d: d.get("index", 0))
+        data = sorted(answer_object(body, "the provider").get("data") or [], key=lambda d: d.get("index", 0))
         vectors.extend(_vector(d["embedding"]) for d in data)
         u = body.get("usage") or {}
         usage = usage + Usage(input_tokens=u.get("prompt_tokens") or 0, total_tokens=u.get("total_tokens") or 0)
@@ -398,7 +399,7 @@ def parse_embeddings(bodies: list[dict[str, Any]]) -> EmbeddingResponse:
 def parse_images(body: dict[str, Any], fetch: Any = None) -> ImageGenerationResponse:
     """``fetch(url) -> bytes`` downloads images answered by URL (servers that ignore ``b64_json``)."""
     images = []
-    for d in body.get("data") or []:
+    for d in answer_object(body, "the provider").get("data") or []:
         if d.get("b64_json"):
             data = base64.b64decode(d["b64_json"])
         elif d.get("url") and fetch is not None:

@@ -35,6 +35,9 @@ from .auth import KeyRing, Principal
 from .credentials import CredentialsAPI
 from .errors import APIError, api_error, model_not_found
 from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
+from .guard import BrowserGuard
+from .limits import ClientGone as _ClientGone
+from .limits import read_body
 from .models import ChatCompletionRequest, CompletionsRequest, EmbeddingsRequest, ImagesRequest
 from .openapi import openapi_document
 from .translate import (
@@ -56,7 +59,6 @@ __all__ = ["MeshApp", "UsageRecord"]
 log = logging.getLogger("langchain_mesh.server")
 usage_log = logging.getLogger("langchain_mesh.server.usage")
 
-MAX_BODY = 32 * 1024 * 1024  # inline images make bodies large; beyond this is a mistake or an attack
 _JSON = (b"content-type", b"application/json")
 _CLIENT_GONE = 499  # the status usage records give a request whose client hung up (nginx's convention)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -72,21 +74,29 @@ class UsageRecord:
     status: int
     usage: Optional[Usage]
     seconds: float
-
-
-class _ClientGone(Exception):
-    pass
+    # True when ``usage`` is the gateway's estimate: a stream the client cut before the provider's usage
+    # arrived (input ~ request bytes / 4, output ~ one token per streamed chunk)
+    estimated: bool = False
 
 
 class _Served:
     """What a handler found out, kept even when it is cancelled: for the usage record."""
 
-    __slots__ = ("llm_id", "usage", "raw_usage")
+    __slots__ = ("llm_id", "usage", "raw_usage", "body_size", "chunks")
 
     def __init__(self) -> None:
         self.llm_id: Optional[str] = None
         self.usage: Optional[Usage] = None
         self.raw_usage: Optional[dict[str, Any]] = None  # the pass-through path's: read only when recorded
+        self.body_size = 0     # a stream's request size and the chunks it sent: for a cut stream's estimate
+        self.chunks: Any = None  # an int, or the pass-through's SSEPass (its ``chunks``)
+
+    def estimate(self) -> Optional[Usage]:
+        """The usage of a stream the client cut before its usage arrived, estimated (see UsageRecord)."""
+        if self.chunks is None:
+            return None
+        chunks = self.chunks if type(self.chunks) is int else self.chunks.chunks
+        return Usage(input_tokens=max(1, self.body_size // 4), output_tokens=chunks)
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -99,6 +109,9 @@ class MeshApp:
     def __init__(self, mesh: Any, on_usage: Optional[Callable[[UsageRecord], None]] = None):
         self.mesh = mesh
         self.keys = KeyRing(mesh.config.server)
+        self.limits = mesh.config.server.limits  # read by protocol.GuardedHttpToolsProtocol too
+        # with no API keys, browsers on this machine are kept out (guard.py); programs are not affected
+        self._guard = BrowserGuard(mesh.config.server) if self.keys.open else None
         self.on_usage = on_usage
         self._items = mesh.list_llms()
         self._llms = {i.id: mesh.get_llm(i.id) for i in self._items}
@@ -156,6 +169,8 @@ class MeshApp:
         try:
             if path == "/health":
                 return await _json(send, 200, b'{"status":"ok"}')
+            if self._guard is not None:
+                self._guard.check(scope, method)
             if path == "/openapi.json":
                 return await _json(send, 200, self._openapi)
             principal = self.keys.authenticate(_header(scope, b"authorization"))
@@ -166,10 +181,10 @@ class MeshApp:
             if path.startswith("/v1/credentials"):
                 await self._credentials.handle(method, path, principal, receive, send)
             elif handler is not None and method == "POST":
-                body = await _read_body(receive)
+                body = await read_body(receive, self.limits)
                 await _until_disconnect(receive, handler(principal, body, send, served))
             elif form is not None and method == "POST":
-                body = await _read_body(receive)
+                body = await read_body(receive, self.limits)
                 ctype = (_header(scope, b"content-type") or b"").decode("latin-1")
                 await _until_disconnect(receive, form(principal, body, ctype, send, served))
             elif method == "GET" and path == "/v1/models":
@@ -195,7 +210,11 @@ class MeshApp:
                 reset_user(user_token)
         if self.on_usage is not None or usage_log.isEnabledFor(logging.INFO):
             usage = served.usage if served.raw_usage is None else usage_of(served.raw_usage)
-            self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started))
+            estimated = usage is None and status == _CLIENT_GONE and served.chunks is not None
+            if estimated:
+                usage = served.estimate()
+            self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started,
+                                     estimated))
 
     def _record(self, rec: UsageRecord) -> None:
         if self.on_usage is not None:
@@ -208,7 +227,7 @@ class MeshApp:
             usage_log.info("%s", orjson.dumps({
                 "key": rec.key_name, "endpoint": rec.endpoint, "llm": rec.llm_id, "status": rec.status,
                 "input_tokens": u.input_tokens if u else None, "output_tokens": u.output_tokens if u else None,
-                "ms": round(rec.seconds * 1000, 2)}).decode())
+                "ms": round(rec.seconds * 1000, 2), **({"estimated": True} if rec.estimated else {})}).decode())
 
     @staticmethod
     def _model_json(item: Any) -> dict[str, Any]:
@@ -251,7 +270,8 @@ class MeshApp:
         request, param_of = completion_request(req)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            served.usage = await self._stream(llm, request, include_usage, param_of, send)
+            served.body_size = len(body)
+            served.usage = await self._stream(llm, request, include_usage, param_of, send, served)
             return
         try:
             resp = await self.mesh.acomplete(llm, request)
@@ -260,7 +280,8 @@ class MeshApp:
         await _json(send, 200, orjson.dumps(completion_json(resp, llm.id)))
         served.usage = resp.usage
 
-    async def _stream(self, llm: Any, request: Any, include_usage: bool, param_of: Any, send: Send) -> Optional[Usage]:
+    async def _stream(self, llm: Any, request: Any, include_usage: bool, param_of: Any, send: Send,
+                      served: _Served) -> Optional[Usage]:
         out = ChunkStream(llm.id, include_usage)
         events = self.mesh.astream(llm, request)
         started = False
@@ -271,6 +292,7 @@ class MeshApp:
                     await _chunk(send, sse.event(out.start()))
                     started = True
                 if isinstance(ev, StreamChunk):
+                    served.chunks = (served.chunks or 0) + 1
                     await _chunk(send, sse.event(out.chunk(ev)))
                 else:
                     await _chunk(send, b"".join(sse.event(c) for c in out.end(ev)) + sse.DONE, more=False)
@@ -313,6 +335,7 @@ class MeshApp:
             served.raw_usage = answer.get("usage") or None
             return
         events = SSEPass(llm.id, strip_usage)
+        served.body_size, served.chunks = len(body), events
         try:
             await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
             piece = first
@@ -382,6 +405,10 @@ class MeshApp:
         llm = self._llm(req.model, principal, Purpose.TEXT_EMBEDDING_EXTRACTION)
         served.llm_id = llm.id
         request = embedding_request(req)
+        if len(request.texts) > self.limits.max_embedding_inputs:  # each input is work upstream and memory here
+            raise APIError(400, f"input has {len(request.texts)} items; at most {self.limits.max_embedding_inputs} "
+                                "per request (server.limits.max_embedding_inputs)", param="input",
+                           code="too_many_inputs")
         if plan is not None and len(request.texts) <= plan.embedding_batch and (
                 req.encoding_format != "base64" or plan.embedding_base64):
             data["model"] = plan.wire_model
@@ -396,6 +423,10 @@ class MeshApp:
             if type(answer) is not dict or not isinstance(answer.get("data"), list):
                 raise api_error(ProviderError(f"{plan.connection.dialect.provider} answered without embeddings",
                                               provider=plan.connection.dialect.provider))
+            if len(answer["data"]) != len(request.texts):  # a short answer would misalign every vector
+                raise api_error(ProviderError(
+                    f"{plan.connection.dialect.provider} answered {len(answer['data'])} embeddings for "
+                    f"{len(request.texts)} inputs", provider=plan.connection.dialect.provider))
             await _json(send, 200, swap_model(content, answer, llm.id))
             served.raw_usage = answer.get("usage") or None
             return
@@ -457,22 +488,6 @@ async def _json(send: Send, status: int, body: bytes, headers: Any = ()) -> None
 
 async def _chunk(send: Send, data: bytes, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": more})
-
-
-async def _read_body(receive: Receive) -> bytes:
-    parts = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise _ClientGone
-        part = msg.get("body", b"")
-        size += len(part)
-        if size > MAX_BODY:
-            raise APIError(413, f"request body larger than {MAX_BODY // (1024 * 1024)} MiB", code="body_too_large")
-        if not msg.get("more_body"):
-            return part if not parts else b"".join(parts) + part
-        parts.append(part)
 
 
 # How long a request runs before a watch on its client starts: an answer sooner than this goes out

@@ -88,5 +88,6 @@ def check_bind(host: str, keys: KeyRing) -> None:
             f"refusing to serve on {host} without API keys: anyone who can reach it could use every LLM of "
             "the mesh. Add keys under server.api_keys in the config, or bind a loopback address (127.0.0.1).",
             [("server.api_keys", "required to listen on a non-loopback address")])
-    log.warning("mesh serve: no API keys configured (server.api_keys); the server on %s is UNAUTHENTICATED "
-                "and only reachable from this machine", host)
+    log.warning("mesh serve: no API keys configured (server.api_keys); the server on %s is UNAUTHENTICATED: "
+                "every program and user of this machine can use it (web pages cannot: requests with a foreign "
+                "Host or Origin, or a body that is not JSON, are refused)", host)

@@ -96,6 +96,11 @@ def _upstream(e: ProviderError) -> APIError:
         return APIError(404, msg, param="model", code="model_not_found")
     if isinstance(e, ProviderTimeoutError):
         return APIError(504, msg, type="server_error", code="upstream_timeout")
-    if isinstance(e, AuthenticationError):  # the mesh's credential, not the caller's: a gateway fault
-        return APIError(502, msg, type="server_error", code="upstream_authentication_failed")
+    if isinstance(e, AuthenticationError):
+        # the mesh's credential, not the caller's: a gateway fault, and the provider's text is about that
+        # credential (some quote part of it), so it goes to the operator's log only
+        log.error("the provider refused the gateway's credential: %s", msg)
+        return APIError(502, f"{e.provider or 'the provider'} refused the gateway's credential for this model "
+                             "(the server log has the provider's answer)",
+                        type="server_error", code="upstream_authentication_failed")
     return APIError(502, msg, type="server_error", code="upstream_error")

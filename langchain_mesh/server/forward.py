@@ -111,6 +111,11 @@ class Forward:
                     return content, None
                 try:
                     first = await content.read()
+                    if not _looks_sse(first):  # e.g. a JSON answer to a stream request: not an empty stream
+                        provider = self.connection.dialect.provider
+                        raise ProviderError(f"{provider} answered a streaming request without a server-sent "
+                                            "event stream", provider=provider,
+                                            provider_message=first[:200].decode("utf-8", "replace"))
                 except BaseException:
                     content.close()
                     raise
@@ -123,6 +128,14 @@ class Forward:
                     raise
                 await asyncio.sleep(wait)
                 attempt += 1
+
+
+_SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+def _looks_sse(first: bytes) -> bool:
+    head = first.lstrip(b"\xef\xbb\xbf \t\r\n")[:6]
+    return bool(head) and any(head.startswith(p) or p.startswith(head) for p in _SSE_STARTS)
 
 
 def forward_plan(llm: Any) -> Optional[Forward]:
@@ -190,7 +203,7 @@ class SSEPass:
     the next), ``model`` substituted, the usage chunk read (and dropped when only the gateway asked
     for it). No event is decoded but the first (for the upstream's model name) and the usage one."""
 
-    __slots__ = ("llm_id", "strip_usage", "tail", "usage", "pats", "new")
+    __slots__ = ("llm_id", "strip_usage", "tail", "usage", "pats", "new", "chunks")
 
     def __init__(self, llm_id: str, strip_usage: bool):
         self.llm_id = llm_id
@@ -199,6 +212,7 @@ class SSEPass:
         self.usage: Optional[dict[str, Any]] = None
         self.pats: Optional[tuple[bytes, ...]] = None
         self.new = b""
+        self.chunks = 0  # data events passed on (about one token each): a cut stream's usage estimate
 
     def feed(self, piece: bytes) -> bytes:
         data = self.tail + piece if self.tail else piece
@@ -216,6 +230,7 @@ class SSEPass:
         return self._events(rest) if rest else b""
 
     def _events(self, out: bytes) -> bytes:
+        self.chunks += out.count(b"data:")
         if self.pats is None:
             first = _json_of(out.split(b"\n\n", 1)[0])
             if first is not None:

@@ -1,6 +1,6 @@
 """``multipart/form-data`` bodies (the images edits and variations endpoints), parsed with the standard
 library's ``email`` parser: the gateway takes no extra dependency for two endpoints, and the body is
-already bounded by the app's ``MAX_BODY`` before it gets here.
+already bounded by the server's ``max_body_bytes`` limit (server/limits.py) before it gets here.
 
 ::
 

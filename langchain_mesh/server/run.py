@@ -45,6 +45,7 @@ def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, por
         import uvicorn
 
         from .app import MeshApp  # orjson, httptools (through the connections)
+        from .protocol import GuardedHttpToolsProtocol  # uvicorn's, with header size and time limits
     except ImportError as e:
         from ..errors import CapabilityError
 
@@ -59,7 +60,8 @@ def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, por
         _log_usage()
     # httptools + uvloop: the fastest uvicorn stack; no access log by default (a line per request costs
     # more than the rest of a cached request's handling)
-    options: dict[str, Any] = dict(host=host, port=port, loop="uvloop", http="httptools", log_level=log_level,
+    options: dict[str, Any] = dict(host=host, port=port, loop="uvloop", http=GuardedHttpToolsProtocol,
+                                   log_level=log_level,
                                    access_log=access_log, lifespan="on", proxy_headers=False)
     if workers > 1:
         if not config_path:

@@ -1,0 +1,85 @@
+"""Browsers kept out of a server that has no API keys (CSRF and DNS rebinding).
+
+Without ``server.api_keys`` the server binds loopback only, but a web page open in a browser on the
+same machine can still reach loopback: a cross-origin ``fetch`` with ``Content-Type: text/plain``
+needs no CORS preflight, and a page whose domain re-resolves to 127.0.0.1 (DNS rebinding) is
+"same-origin" for the browser. So, with no keys, every request except ``GET /health`` must:
+
+* name this server in ``Host``: the bound address, ``localhost``, ``127.0.0.1``, ``[::1]`` or a name
+  listed in ``server.allowed_hosts`` (a rebinding page sends its own domain): 403 ``host_not_allowed``;
+* come from no browser origin, or from this server's own origin or one in ``server.allowed_origins``
+  (``Origin`` and ``Sec-Fetch-Site: cross-site`` are what browsers send): 403 ``origin_not_allowed``;
+* POST ``Content-Type: application/json`` (a type a page cannot send cross-origin without a preflight
+  this server does not answer): 415 ``unsupported_media_type``.
+
+Programs (the openai SDK, curl with ``-H 'content-type: application/json'``) send none of the
+browser headers and are not affected. Example config for a tool served from another local port::
+
+    server:
+      allowed_origins: ["http://localhost:3000"]
+      allowed_hosts: ["mesh.internal"]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from .errors import APIError
+
+__all__ = ["BrowserGuard"]
+
+_LOCAL = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_of(value: str) -> tuple[str, Optional[int]]:
+    """(host, port) of a ``Host`` header value (``[::1]:8000``, ``localhost``)."""
+    try:
+        parts = urlsplit("//" + value)
+        return (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return "", None
+
+
+class BrowserGuard:
+    """The checks above, built once from the server config."""
+
+    def __init__(self, server_config: Any):
+        self.hosts = _LOCAL | {h.lower() for h in server_config.allowed_hosts}
+        self.origins = frozenset(o.rstrip("/").lower() for o in server_config.allowed_origins)
+
+    def check(self, scope: dict[str, Any], method: str) -> None:
+        headers = dict(scope["headers"])  # names are lower case in ASGI
+        bound = scope.get("server") or ("", None)
+        host, _ = _host_of(headers.get(b"host", b"").decode("latin-1"))
+        if host not in self.hosts and host != str(bound[0]).lower():
+            raise APIError(403, f"Host {host or '(none)'!r} is not this server: without API keys the server only "
+                                "answers to its own address (add the name to server.allowed_hosts, or configure "
+                                "server.api_keys)", code="host_not_allowed")
+        origin = headers.get(b"origin")
+        if origin is not None and not self._origin_ok(origin.decode("latin-1"), bound):
+            raise APIError(403, "cross-origin requests are refused when the server has no API keys "
+                                "(list the origin in server.allowed_origins, or configure server.api_keys)",
+                           code="origin_not_allowed")
+        if origin is None and headers.get(b"sec-fetch-site") == b"cross-site":
+            raise APIError(403, "cross-site requests are refused when the server has no API keys",
+                           code="origin_not_allowed")
+        if method == "POST":
+            ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+            if ctype != b"application/json":
+                raise APIError(415, "the request body must be sent with Content-Type: application/json",
+                               code="unsupported_media_type")
+
+    def _origin_ok(self, origin: str, bound: Any) -> bool:
+        origin = origin.rstrip("/").lower()
+        if origin in self.origins:
+            return True
+        if origin == "null":
+            return False
+        parts = urlsplit(origin)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return False
+        host = (parts.hostname or "").lower()
+        return (host in self.hosts or host == str(bound[0]).lower()) and port == bound[1]

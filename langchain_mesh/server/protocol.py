@@ -1,0 +1,163 @@
+"""uvicorn's httptools protocol with bounds on header size and on the time to send headers and body.
+
+uvicorn's protocol reads headers without a size limit (httptools buffers a header value until it
+ends: a 192 MB header held the event loop for 42 s) and never times out a client that sends slowly.
+:class:`GuardedHttpToolsProtocol` adds the bounds of ``server.limits``:
+
+* a request line and headers larger than ``max_header_bytes``: 431, and the connection is closed;
+* headers not complete ``header_timeout`` seconds after the connection opened, or after the piece that
+  began them on a kept-alive connection: 408;
+* a body not complete ``body_timeout`` seconds after the piece that ended the headers: 408, and the
+  app's ``receive`` answers ``http.disconnect`` (the request is dropped).
+
+A request that arrives in one piece, the usual case, arms no timer. ``mesh serve`` runs uvicorn with
+``http=GuardedHttpToolsProtocol``; the limits are those of the served app (:func:`.limits.limits_of`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .limits import limits_of
+
+__all__ = ["GuardedHttpToolsProtocol"]
+
+
+def _reply(status: bytes, msg: bytes) -> bytes:
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n" % len(msg) + msg)
+
+
+_TOO_LARGE = _reply(b"431 Request Header Fields Too Large",
+                    b'{"error":{"message":"request headers too large (server.limits.max_header_bytes)",'
+                    b'"type":"invalid_request_error","param":null,"code":"headers_too_large"}}')
+_TOO_SLOW = _reply(b"408 Request Timeout",
+                   b'{"error":{"message":"request headers not received in time (server.limits.header_timeout)",'
+                   b'"type":"invalid_request_error","param":null,"code":"request_timeout"}}')
+_BODY_TOO_SLOW = _reply(b"408 Request Timeout",
+                        b'{"error":{"message":"the request body was not received in time (server.limits.body_timeout)",'
+                        b'"type":"invalid_request_error","param":null,"code":"request_timeout"}}')
+
+
+LINGER = 2.0  # seconds a refused connection keeps reading (and dropping) before it closes
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on header size and on the time to send them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = limits_of(self.app)
+        self._max_head = limits.max_header_bytes
+        self._head_timeout = limits.header_timeout
+        self._in_head = True      # reading a request line and headers (or waiting for the next request)
+        self._head_bytes = 0
+        self._head_timer: Optional[asyncio.TimerHandle] = None
+        self._body_timeout = limits.body_timeout
+        self._body_timer: Optional[asyncio.TimerHandle] = None
+        self._refused = False
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._disarm()
+        self._disarm_body()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a refusal: dropped unparsed
+        if not self._in_head:
+            super().data_received(data)
+            return self._watch_body()
+        self._head_bytes += len(data)
+        # a piece is parsed before the check (pieces are at most the transport's read size), so the
+        # parser's cost is bounded by the limit plus one piece
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            if self._head_bytes > self._max_head:
+                self._refuse(_TOO_LARGE)
+            elif self._head_timer is None:
+                # headers cut across pieces: from now on they have header_timeout to complete (a request
+                # that arrives whole, the usual case, never needs the timer)
+                self._arm()
+        else:
+            self._watch_body()
+
+    def _watch_body(self) -> None:
+        """A body still incomplete after a piece was parsed gets ``body_timeout`` to arrive (a body that
+        arrives with its headers, the usual case, never needs the timer)."""
+        cycle = self.cycle
+        if self._body_timer is None and cycle is not None and cycle.more_body and not cycle.response_complete:
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm_body()
+
+    def _disarm_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport is None or self.transport.is_closing():
+            return
+        if not cycle.response_started:
+            self.transport.write(_BODY_TOO_SLOW)
+        # closing tells the app (its receive answers http.disconnect), which drops the request (no linger:
+        # a client this slow has little unread input)
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True  # (its bytes are counted from the piece that began it: data_received)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._in_head = True  # the next request's bytes count from here (the keep-alive timer runs meanwhile)
+        self._head_bytes = 0
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and self.transport is not None and not self.transport.is_closing():
+            # a connection idle between requests is the keep-alive timer's; one with a request begun is ours
+            if self._head_bytes or self.cycle is None:
+                self._refuse(_TOO_SLOW)
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer and close, lingering: a socket closed with unread input sends a reset, which can
+        destroy the answer before the client reads it; so the write side is shut first, and what the
+        client still sends is read and dropped for up to :data:`LINGER` seconds (nginx's lingering close)."""
+        self._disarm()
+        self._disarm_body()
+        self._refused = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
+        else:
+            self.transport.close()
+
+
