@@ -170,7 +170,7 @@ class MeshApp:
             if path == "/health":
                 return await _json(send, 200, b'{"status":"ok"}')
             if self._guard is not None:
-                self._guard.check(scope, method)
+                self._guard.check(scope, method, multipart=path in self._forms)
             if path == "/openapi.json":
                 return await _json(send, 200, self._openapi)
             principal = self.keys.authenticate(_header(scope, b"authorization"))

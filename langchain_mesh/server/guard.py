@@ -10,7 +10,10 @@ needs no CORS preflight, and a page whose domain re-resolves to 127.0.0.1 (DNS r
 * come from no browser origin, or from this server's own origin or one in ``server.allowed_origins``
   (``Origin`` and ``Sec-Fetch-Site: cross-site`` are what browsers send): 403 ``origin_not_allowed``;
 * POST ``Content-Type: application/json`` (a type a page cannot send cross-origin without a preflight
-  this server does not answer): 415 ``unsupported_media_type``.
+  this server does not answer): 415 ``unsupported_media_type``. The multipart endpoints
+  (``/v1/images/edits``, ``/v1/images/variations``) take ``multipart/form-data``, as OpenAI's API
+  does; a page can send that type cross-origin, but a browser always sends ``Origin`` with such a
+  POST, so the origin check above is what keeps pages out there.
 
 Programs (the openai SDK, curl with ``-H 'content-type: application/json'``) send none of the
 browser headers and are not affected. Example config for a tool served from another local port::
@@ -48,7 +51,7 @@ class BrowserGuard:
         self.hosts = _LOCAL | {h.lower() for h in server_config.allowed_hosts}
         self.origins = frozenset(o.rstrip("/").lower() for o in server_config.allowed_origins)
 
-    def check(self, scope: dict[str, Any], method: str) -> None:
+    def check(self, scope: dict[str, Any], method: str, multipart: bool = False) -> None:
         headers = dict(scope["headers"])  # names are lower case in ASGI
         bound = scope.get("server") or ("", None)
         host, _ = _host_of(headers.get(b"host", b"").decode("latin-1"))
@@ -66,7 +69,7 @@ class BrowserGuard:
                            code="origin_not_allowed")
         if method == "POST":
             ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-            if ctype != b"application/json":
+            if ctype != b"application/json" and not (multipart and ctype == b"multipart/form-data"):
                 raise APIError(415, "the request body must be sent with Content-Type: application/json",
                                code="unsupported_media_type")
 
