@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optional, Union
 
 from .config import DEFAULT_CONFIG, MeshConfig, load_config
-from .errors import StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
+from .errors import CapabilityError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
 from .policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
 from .schema import (
@@ -32,7 +32,7 @@ from .schema import (
 )
 
 if TYPE_CHECKING:
-    from .connections.base import Connection, ToolCallAssembler
+    from .connections.base import Connection, Passthrough, ToolCallAssembler
     from .queries import LLM
 
 __all__ = ["Mesh", "LLMListItem"]
@@ -58,6 +58,7 @@ class Mesh:
         self._connections: dict[str, "Connection"] = {}
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._handles: dict[str, "LLM"] = {}
+        self._passthrough: dict[str, Optional["Passthrough"]] = {}
         self._lock = threading.RLock()
 
     @classmethod
@@ -169,52 +170,98 @@ class Mesh:
 
     # ---- dispatch (the one path every call takes to a connection) -------------------------------
 
-    # Each call goes through the retry policy with the connection's own ``max_retries``; with
-    # retries off (the scripted test connection) the policy is skipped entirely.
+    # Every operation goes through `_limits` and the retry policy here, and nowhere else: the
+    # LangChain adapters and the gateway pass `timeout` / `max_retries` overrides instead of looping
+    # again. This is the seam further policies (routes, limits, ledger) plug into.
 
-    def complete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
-        if not n:
-            return conn.complete(llm.model, request)
-        return call_with_retries(lambda: conn.complete(llm.model, request), n)
+    def complete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
+                 max_retries: Optional[int] = None) -> CompletionResponse:
+        return self._call(llm, llm.connection.complete, request, timeout, max_retries)
 
-    async def acomplete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
-        if not n:
-            return await conn.acomplete(llm.model, request)
-        return await acall_with_retries(lambda: conn.acomplete(llm.model, request), n)
+    async def acomplete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
+                        max_retries: Optional[int] = None) -> CompletionResponse:
+        return await self._acall(llm, llm.connection.acomplete, request, timeout, max_retries)
 
-    def stream(self, llm: "LLM", request: CompletionRequest) -> Iterator[StreamEvent]:
-        conn, n = llm.connection, llm.connection.config.max_retries
-        if not n:
+    def stream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
+               max_retries: Optional[int] = None) -> Iterator[StreamEvent]:
+        conn = llm.connection
+        n, t, _ = _limits(conn, timeout, max_retries)
+        if not n and timeout is None:
             return _ensure_footer(conn.stream(llm.model, request), llm.id)
-        return stream_with_retries(lambda: _ensure_footer(conn.stream(llm.model, request), llm.id), n)
+        # a caller's timeout bounds the whole stream; the connection's own bounds each read (a long
+        # generation is not cut), so here it is only the deadline of the retries
+        return stream_with_retries(lambda: _ensure_footer(conn.stream(llm.model, request), llm.id), n, t,
+                                   timeout is not None)
 
-    def astream(self, llm: "LLM", request: CompletionRequest) -> AsyncIterator[StreamEvent]:
-        conn, n = llm.connection, llm.connection.config.max_retries
-        if not n:
+    def astream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
+                max_retries: Optional[int] = None) -> AsyncIterator[StreamEvent]:
+        conn = llm.connection
+        n, t, _ = _limits(conn, timeout, max_retries)
+        if not n and timeout is None:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
-        return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n)
+        return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n, t,
+                                    timeout is not None)
 
-    def embed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
-        if not n:
-            return conn.embed(llm.model, request)
-        return call_with_retries(lambda: conn.embed(llm.model, request), n)
+    def embed(self, llm: "LLM", request: EmbeddingRequest, *, timeout: Optional[float] = None,
+              max_retries: Optional[int] = None) -> EmbeddingResponse:
+        return self._call(llm, llm.connection.embed, request, timeout, max_retries)
 
-    async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
-        if not n:
-            return await conn.aembed(llm.model, request)
-        return await acall_with_retries(lambda: conn.aembed(llm.model, request), n)
+    async def aembed(self, llm: "LLM", request: EmbeddingRequest, *, timeout: Optional[float] = None,
+                     max_retries: Optional[int] = None) -> EmbeddingResponse:
+        return await self._acall(llm, llm.connection.aembed, request, timeout, max_retries)
 
-    def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
-        return call_with_retries(lambda: conn.generate_images(llm.model, request), n)
+    def generate_images(self, llm: "LLM", request: ImageGenerationRequest, *, timeout: Optional[float] = None,
+                        max_retries: Optional[int] = None) -> ImageGenerationResponse:
+        return self._call(llm, llm.connection.generate_images, request, timeout, max_retries)
 
-    async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
-        conn, n = llm.connection, llm.connection.config.max_retries
-        return await acall_with_retries(lambda: conn.agenerate_images(llm.model, request), n)
+    async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest, *,
+                               timeout: Optional[float] = None,
+                               max_retries: Optional[int] = None) -> ImageGenerationResponse:
+        return await self._acall(llm, llm.connection.agenerate_images, request, timeout, max_retries)
+
+    def passthrough(self, llm: "LLM") -> Optional["Passthrough"]:
+        """The LLM's byte-level pass-through (:meth:`Connection.passthrough`), or None: asked once per LLM."""
+        try:
+            return self._passthrough[llm.id]
+        except KeyError:
+            p = self._passthrough[llm.id] = llm.connection.passthrough(llm.model)
+            return p
+
+    async def aforward(self, llm: "LLM", path: str, body: bytes, stream: bool = False, *,
+                       timeout: Optional[float] = None, max_retries: Optional[int] = None) -> tuple[Any, Optional[bytes]]:
+        """``body`` (the LLM's wire format, as bytes) sent to ``path`` through its pass-through, under
+        the same retry policy as every call: the answer's bytes, or for a stream its open body and
+        first piece (read inside the attempt, so that a stream failing before it is retried)."""
+        p = self.passthrough(llm)
+        if p is None:
+            raise CapabilityError(f"{llm.id} offers no pass-through; send it a translated request instead")
+        send = p.send
+
+        async def attempt() -> tuple[Any, Optional[bytes]]:
+            content = await send(path, body, stream)
+            if not stream:
+                return content, None
+            try:
+                return content, await content.read()
+            except BaseException:
+                content.close()
+                raise
+
+        n, t, own = _limits(llm.connection, timeout, max_retries)
+        return await acall_with_retries(attempt, n, t, own)
+
+    def _call(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
+        n, t, own = _limits(llm.connection, timeout, max_retries)
+        if not n and own:  # one attempt, bounded by the connection's own timeout: nothing to add
+            return fn(llm.model, request)
+        return call_with_retries(lambda: fn(llm.model, request), n, t, own)
+
+    async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
+                     max_retries: Optional[int]) -> Any:
+        n, t, own = _limits(llm.connection, timeout, max_retries)
+        if not n and own:
+            return await fn(llm.model, request)
+        return await acall_with_retries(lambda: fn(llm.model, request), n, t, own)
 
     def close(self) -> None:
         with self._lock:
@@ -223,6 +270,7 @@ class Mesh:
             self._connections.clear()
             self._models.clear()
             self._handles.clear()
+            self._passthrough.clear()
 
     def __enter__(self) -> "Mesh":
         return self
@@ -232,6 +280,17 @@ class Mesh:
 
     def __repr__(self) -> str:
         return f"Mesh(connections={sorted(self.config.connections)})"
+
+
+def _limits(conn: "Connection", timeout: Optional[float], max_retries: Optional[int]) -> tuple[int, float, bool]:
+    """(retries, deadline in seconds, whether that deadline is the connection's own timeout, which
+    its transport already applies to the first attempt) for one call: a caller's override, else the
+    connection's config."""
+    cfg = conn.config
+    n = cfg.max_retries if max_retries is None else max_retries
+    if timeout is None or timeout >= cfg.timeout:
+        return n, (cfg.timeout if timeout is None else timeout), True
+    return n, timeout, False
 
 
 def _footer_with_calls(footer: StreamFooter, calls: "ToolCallAssembler") -> StreamFooter:

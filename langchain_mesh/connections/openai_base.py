@@ -51,7 +51,7 @@ from ..schema import (
     StreamEvent,
 )
 from . import http1
-from .base import Connection
+from .base import Connection, Passthrough
 from .clients import PerLoopClients
 from .http1 import HTTPClient, HTTPError, Target
 from .openai_wire import (
@@ -65,6 +65,7 @@ from .openai_wire import (
     parse_chat_completion,
     parse_embeddings,
     parse_images,
+    parse_usage,
     provider_message,
 )
 
@@ -107,6 +108,13 @@ def lean_transport() -> bool:
     import urllib.request
 
     return not urllib.request.getproxies()
+
+
+# Methods that build or send a request: a subclass overriding one gets no pass-through (its requests
+# are not what the client sent)
+_WIRE_METHODS = ("acomplete", "astream", "aembed", "_chat_body", "_embedding_bodies", "_apost", "_send", "_target")
+# OpenAI's own request key of each seed setting (topK as vLLM and most compatible servers spell it)
+_OPENAI_KEYS = Dialect(unsupported=frozenset(), extra_keys={"topK": "top_k"}).setting_keys
 
 
 # Headers of the SDK's built request the HTTP/1.1 client sets itself (the body's length, the host) or
@@ -330,6 +338,35 @@ class OpenAIWireConnection(Connection):
                                   "and no proxy in the environment")
         out = await self._send(model, path, body, stream)
         return ForwardedBody(out, self.dialect.provider) if stream else out
+
+    def passthrough(self, model: str) -> Optional[Passthrough]:
+        """Byte-level pass-through when this service takes OpenAI's own request as it is (at most the
+        token-limit key renamed) and requests go over the lean transport; None otherwise (a subclass
+        that changes how requests are built or sent, a dialect that departs further): translate."""
+        if not self._lean:
+            return None
+        cls = type(self)
+        if any(getattr(cls, m) is not getattr(OpenAIWireConnection, m) for m in _WIRE_METHODS):
+            return None
+        d = self.dialect
+        if (d.tool_choice_required != "required" or d.seed_key != "seed" or not d.stream_usage
+                or d.max_tokens_key not in ("max_tokens", "max_completion_tokens")
+                or any(k == "maxOutputTokens" or _OPENAI_KEYS.get(k) != v for k, v in d.extra_keys.items())):
+            return None
+        cfg: OpenAIWireConfig = self.config  # type: ignore[assignment]
+
+        async def send(path: str, body: bytes, stream: bool) -> Any:
+            return await self.aforward(model, path, body, stream)
+
+        async def prepare(path: str) -> None:
+            await self._target(model, path)
+
+        return Passthrough(
+            wire="openai", provider=d.provider, wire_model=self.wire_model(model), token_limit_key=d.max_tokens_key,
+            unsupported=frozenset(d.unsupported), drop_unsupported=bool(getattr(cfg, "drop_unsupported_settings", False)),
+            embedding_batch=min(d.embedding_batch, getattr(cfg, "embedding_batch_size", d.embedding_batch)),
+            embedding_base64=d.provider in ("openai", "azure_openai") and d.embedding_dimensions,
+            send=send, prepare=prepare, parse_usage=parse_usage)
 
     async def _astream_lean(self, model: str, body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
         resp = await self._send(model, "/chat/completions", _dumps(body), True)

@@ -32,7 +32,7 @@ from ..schema import Purpose, StreamChunk, Usage
 from . import sse
 from .auth import KeyRing, Principal
 from .errors import APIError, api_error, model_not_found
-from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
+from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model
 from .models import ChatCompletionRequest, EmbeddingsRequest, ImagesRequest
 from .openapi import openapi_document
 from .translate import (
@@ -76,12 +76,13 @@ class _ClientGone(Exception):
 class _Served:
     """What a handler found out, kept even when it is cancelled: for the usage record."""
 
-    __slots__ = ("llm_id", "usage", "raw_usage")
+    __slots__ = ("llm_id", "usage", "raw_usage", "plan")
 
     def __init__(self) -> None:
         self.llm_id: Optional[str] = None
         self.usage: Optional[Usage] = None
         self.raw_usage: Optional[dict[str, Any]] = None  # the pass-through path's: read only when recorded
+        self.plan: Any = None  # the pass-through plan that reads raw_usage
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -171,7 +172,7 @@ class MeshApp:
             status = err.status
             await _json(send, err.status, err.body(), err.headers)
         if self.on_usage is not None or usage_log.isEnabledFor(logging.INFO):
-            usage = served.usage if served.raw_usage is None else usage_of(served.raw_usage)
+            usage = served.usage if served.raw_usage is None else served.plan.usage_of(served.raw_usage)
             self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started))
 
     def _record(self, rec: UsageRecord) -> None:
@@ -284,10 +285,9 @@ class MeshApp:
             except orjson.JSONDecodeError:
                 answer = None
             if type(answer) is not dict or not answer.get("choices"):
-                raise api_error(ProviderError(f"{plan.connection.dialect.provider} answered without any choice",
-                                              provider=plan.connection.dialect.provider))
+                raise api_error(ProviderError(f"{plan.provider} answered without any choice", provider=plan.provider))
             await _json(send, 200, swap_model(content, answer, llm.id))
-            served.raw_usage = answer.get("usage") or None
+            served.plan, served.raw_usage = plan, answer.get("usage") or None
             return
         events = SSEPass(llm.id, strip_usage)
         try:
@@ -303,7 +303,7 @@ class MeshApp:
             await _chunk(send, events.flush() + sse.event({"error": api_error(e, param_of).payload()}), more=False)
         finally:
             content.close()  # on cancellation too: ends the upstream request
-            served.raw_usage = events.usage
+            served.plan, served.raw_usage = plan, events.usage
 
     async def _embeddings(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
         plan, data = self._plan_of(body)
@@ -326,10 +326,9 @@ class MeshApp:
             except orjson.JSONDecodeError:
                 answer = None
             if type(answer) is not dict or not isinstance(answer.get("data"), list):
-                raise api_error(ProviderError(f"{plan.connection.dialect.provider} answered without embeddings",
-                                              provider=plan.connection.dialect.provider))
+                raise api_error(ProviderError(f"{plan.provider} answered without embeddings", provider=plan.provider))
             await _json(send, 200, swap_model(content, answer, llm.id))
-            served.raw_usage = answer.get("usage") or None
+            served.plan, served.raw_usage = plan, answer.get("usage") or None
             return
         if plan is not None:
             for extra in req.model_extra or ():
