@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Protocol
 
 from .metadata import MetadataFormatter, check_schema, validate_metadata
 from .versions import BankFolder, VersionInfo
@@ -19,9 +19,15 @@ from .writer_lock import WriterBusyError, acquire_writer_lock
 
 if TYPE_CHECKING:
     from langchain_mesh.config import KnowledgeBankConfig
-    from langchain_mesh.mesh import Mesh
 
-__all__ = ["KnowledgeBank", "KnowledgeBankListItem", "KnowledgeBankSettings", "KnowledgeBankWriter",
+
+class MeshLike(Protocol):
+    """What a bank needs of the mesh that opens it: its LLMs (for the embedding model). Banks receive
+    it; they never import :mod:`langchain_mesh.mesh` (the import contracts in pyproject.toml)."""
+
+    def get_llm(self, llm_id: str) -> Any: ...
+
+__all__ = ["KnowledgeBank", "KnowledgeBankListItem", "MeshLike", "KnowledgeBankSettings", "KnowledgeBankWriter",
            "WriterBusyError"]
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class KnowledgeBankSettings:
 
 
 class KnowledgeBank:
-    def __init__(self, mesh: "Mesh", kb_id: str, config: "KnowledgeBankConfig"):
+    def __init__(self, mesh: MeshLike, kb_id: str, config: "KnowledgeBankConfig"):
         self.mesh = mesh
         self.id = kb_id
         self.config = config

@@ -456,7 +456,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
                 f"do not match")
 
     def _manifest(self) -> dict[str, Any]:
-        from langchain_mesh import __version__ as version
+        from langchain_mesh._version import __version__ as version
 
         return {"dimensions": self._dim, "distance": self.distance, "index": self.index_type,
                 "index_params": self.index_params, "bm25": self.bm25_params, "count": len(self._records),

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .base import Connection
+# The registry imports no connection module, not even for typing (classes are annotated `type`):
+# config.py asks it for a type's config model, and connection modules import config (the import
+# contracts in pyproject.toml).
 
 __all__ = ["register_connection_type", "get_connection_class", "connection_types"]
 
@@ -33,11 +33,11 @@ _BUILTIN: dict[str, str] = {
     "vertex": "langchain_mesh.connections.vertex:VertexConnection",
     "stability": "langchain_mesh.connections.stability:StabilityConnection",
 }
-_REGISTERED: dict[str, "type[Connection]"] = {}
+_REGISTERED: dict[str, type] = {}
 _ENTRY_POINT_GROUP = "langchain_mesh.connections"
 
 
-def register_connection_type(type_name: str, cls: "type[Connection]") -> None:
+def register_connection_type(type_name: str, cls: type) -> None:
     """Make ``cls`` the connection class for ``type_name`` in this process."""
     if not type_name or ":" in type_name:
         raise ValueError(f"connection type {type_name!r} must be non-empty and contain no ':'")
@@ -55,7 +55,7 @@ def connection_types() -> list[str]:
     return sorted(set(_BUILTIN) | set(_REGISTERED) | set(_entry_points()))
 
 
-def get_connection_class(type_name: str) -> "type[Connection]":
+def get_connection_class(type_name: str) -> type:
     cls = _REGISTERED.get(type_name)
     if cls is not None:
         return cls

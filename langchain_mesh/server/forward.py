@@ -16,7 +16,7 @@ Which LLMs take this path is decided once per LLM id (:func:`forward_plan`), not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import orjson
 from pydantic import ConfigDict
@@ -25,9 +25,6 @@ from ..errors import SettingsError
 from ..schema import Usage
 from .models import ChatCompletionRequest, EmbeddingsRequest
 from .translate import _SETTING_OF
-
-if TYPE_CHECKING:
-    from ..connections.base import Passthrough
 
 __all__ = ["Forward", "forward_plan", "ForwardChatRequest", "ForwardEmbeddingsRequest", "SSEPass", "swap_model"]
 
@@ -51,7 +48,7 @@ class Forward:
 
     mesh: Any
     llm: Any
-    passthrough: "Passthrough"
+    passthrough: Any                # the connection's Passthrough (Mesh.passthrough)
     wire_model: str                 # what the body's ``model`` becomes
     rename: Optional[tuple[str, str]]  # (client key, upstream key) of the token limit, when they differ
     unsupported: tuple[tuple[str, tuple[str, ...]], ...]  # seed setting -> the request keys that set it
