@@ -36,7 +36,7 @@ from langchain_mesh.config import Secret
 from .azure_search_store import AzureSearchVectorStore
 from .versions import VersionInfo
 
-__all__ = ["AzureSearchBankEngine"]
+__all__ = ["AzureSearchBankEngine", "open_engine"]
 
 _SETTINGS = {"endpoint", "key", "index_prefix", "vector_algorithm", "metric", "semantic_configuration",
              "keep_versions", "api_version", "metadata_schema"}
@@ -237,3 +237,9 @@ def _description(index: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def open_engine(kb_id: str, folder: Any, settings: dict[str, Any], embeddings: Any,
+                metadata_schema: dict[str, str]) -> AzureSearchBankEngine:
+    """The ``azure_search`` entry of the backend registry (:mod:`knowledge_banks.backends`)."""
+    return AzureSearchBankEngine(kb_id, settings, embeddings(), metadata_schema=metadata_schema)

@@ -30,7 +30,7 @@ from langchain_mesh.errors import MeshError
 from .elasticsearch_store import ElasticsearchVectorStore
 from .versions import VersionInfo
 
-__all__ = ["ElasticsearchBankEngine"]
+__all__ = ["ElasticsearchBankEngine", "open_engine"]
 
 _STALE_STAGING_S = 3600.0
 _SETTINGS = {"es_url", "cloud_id", "api_key", "index_prefix", "similarity", "index_options", "retention",
@@ -224,3 +224,10 @@ class ElasticsearchBankEngine:
 
     def close(self) -> None:
         self._admin.close()
+
+
+def open_engine(kb_id: str, folder: Any, settings: dict[str, Any], embeddings: Any,
+                metadata_schema: dict[str, str]) -> ElasticsearchBankEngine:
+    """The ``elasticsearch`` entry of the backend registry (:mod:`knowledge_banks.backends`); typed,
+    filterable index fields come from the bank's metadata schema."""
+    return ElasticsearchBankEngine(kb_id, settings, embeddings(), metadata_schema=metadata_schema)

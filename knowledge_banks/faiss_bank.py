@@ -1,8 +1,8 @@
 """``backend: faiss``: a bank as versioned folders on local disk (see :mod:`knowledge_banks.versions`).
 
-The engine interface every backend implements (Elasticsearch and Azure AI Search have the same
-methods over indexes and aliases): ``open_current`` for readers; ``stage``, ``commit`` and
-``discard`` for the all-or-nothing writer; ``versions`` and ``rollback``.
+It implements :class:`knowledge_banks.backends.BankEngine` (as Elasticsearch and Azure AI Search do
+over indexes and aliases): ``open_current`` for readers; ``stage``, ``commit`` and ``discard`` for
+the all-or-nothing writer; ``versions`` and ``rollback``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from .versions import BankFolder, VersionInfo
 
-__all__ = ["FaissBankEngine"]
+__all__ = ["FaissBankEngine", "open_engine"]
 
 _STORE_DIR = "store"
 
@@ -70,3 +70,9 @@ class FaissBankEngine:
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+
+
+def open_engine(kb_id: str, folder: BankFolder, settings: dict[str, Any], embeddings: Callable[[], Any],
+                metadata_schema: dict[str, str]) -> FaissBankEngine:
+    """The ``faiss`` entry of the backend registry (:mod:`knowledge_banks.backends`)."""
+    return FaissBankEngine(kb_id, folder, settings, embeddings)

@@ -35,6 +35,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
+from langchain_mesh.errors import MeshError
+
 __all__ = ["FORMAT", "FORMAT_VERSION", "DOCSTORE_FORMAT", "StoreFormatError", "UnsupportedFormatError",
            "read_manifest", "read_docstore", "write_store", "copy_store", "is_store"]
 
@@ -47,8 +49,8 @@ MANIFEST = "manifest.json"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class StoreFormatError(ValueError):
-    """A store directory that is missing, corrupt or inconsistent."""
+class StoreFormatError(MeshError, ValueError):
+    """A store directory that is missing, corrupt or inconsistent (a :class:`MeshError`; a ValueError as before)."""
 
 
 class UnsupportedFormatError(StoreFormatError):
