@@ -248,6 +248,8 @@ class Mesh:
                 raise
 
         n, t, own = _limits(llm.connection, timeout, max_retries)
+        if not n and own:
+            return await attempt()
         return await acall_with_retries(attempt, n, t, own)
 
     def _call(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
