@@ -150,3 +150,30 @@ def test_the_gateways_setting_names_match_the_openai_dialect():
 ])
 def test_public_import_paths_still_import(path, name):
     assert getattr(importlib.import_module(path), name) is not None
+
+
+@pytest.mark.parametrize("old,new", [
+    ("langchain_mesh.connections.openai_wire", "langchain_mesh.connections.openai.wire"),
+    ("langchain_mesh.connections.openai_base", "langchain_mesh.connections.openai.base"),
+    ("langchain_mesh.connections.azure_openai", "langchain_mesh.connections.openai.azure"),
+    ("langchain_mesh.connections.http1", "langchain_mesh.connections.transport.http1"),
+    ("langchain_mesh.connections.vertex_wire", "langchain_mesh.connections.vertex.wire"),
+    ("knowledge_banks.faiss_store", "knowledge_banks.backends.faiss.store"),
+    ("knowledge_banks.persistence", "knowledge_banks.backends.faiss.persistence"),
+    ("knowledge_banks.elasticsearch_store", "knowledge_banks.backends.elasticsearch.store"),
+])
+def test_an_old_module_path_is_the_moved_module(old, new):
+    """The same module object under both names: private names and monkeypatches are shared."""
+    moved = importlib.import_module(new)
+    assert importlib.import_module(old) is moved and sys.modules[old] is moved
+    assert moved.__spec__.name == new and moved.__name__ == new
+
+
+def test_a_family_package_gives_its_old_modules_names():
+    from langchain_mesh.connections import anthropic, openai
+    from langchain_mesh.connections.anthropic import connection
+
+    assert anthropic.AnthropicConnection is connection.AnthropicConnection
+    assert openai.OpenAIConnection.type_name == "openai"
+    with pytest.raises(AttributeError):
+        anthropic.NoSuchName  # noqa: B018

@@ -73,6 +73,7 @@ def _run_bounded(fn: Callable[[], T], seconds: float, timeout: Optional[float], 
     thread and is abandoned at the deadline (it ends by the connection's own per-attempt timeout; its
     answer is dropped). Only retries and callers' timeouts shorter than the connection's take this
     path, so the common call pays no thread hop."""
+    import contextvars
     import threading
 
     box: list = []
@@ -83,7 +84,8 @@ def _run_bounded(fn: Callable[[], T], seconds: float, timeout: Optional[float], 
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             box.append((False, e))
 
-    worker = threading.Thread(target=run, name="mesh-attempt", daemon=True)
+    # the caller's context variables (tracing, callbacks) go with the attempt
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="mesh-attempt", daemon=True)
     worker.start()
     worker.join(max(0.0, seconds))
     if not box:

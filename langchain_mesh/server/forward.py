@@ -1,12 +1,13 @@
 """The pass-through path: OpenAI-wire requests forwarded to an OpenAI-wire upstream without translation.
 
-When an LLM's connection speaks the OpenAI wire format as the client does (``openai``,
-``openai_compatible``, and any :class:`OpenAIWireConnection` whose :class:`Dialect` needs at most a
-rename of the token-limit key), building mesh objects and the provider's JSON again would only cost
+When an LLM's connection offers a pass-through in the OpenAI wire format (``openai``,
+``openai_compatible``, and any openai-family connection whose dialect needs at most a rename of the
+token-limit key; the connection decides, the server imports no provider module), building mesh objects and the provider's JSON again would only cost
 time (DESIGN.md, "Performance notes"). The request is still validated exactly as on the translated
 path (same 400s, same fields named); then its parsed dict gets a few edits (``model``, the token-limit
-key, ``stream_options.include_usage`` so that usage can be recorded) and is sent over the
-connection's pooled HTTP/1.1 client (:mod:`..connections.http1`). A 200 answer goes back as the
+key, ``stream_options.include_usage`` so that usage can be recorded) and is sent through the
+connection's :class:`~langchain_mesh.connections.base.Passthrough` (for the openai family, its pooled
+HTTP/1.1 client) by :meth:`Mesh.aforward`, under the mesh's retry policy. A 200 answer goes back as the
 upstream's bytes, with only its ``model`` field set to the mesh LLM id (a byte substitution; no
 re-encoding), streams piece by piece.
 
