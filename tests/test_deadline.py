@@ -39,7 +39,7 @@ def upstream(openai_server):
 
 def _hang(upstream, n: int = 4) -> None:
     for _ in range(n):
-        upstream.script(text="late", delay=3.0)
+        upstream.script(text="late", delay=5.0)
 
 
 # ---- the library -----------------------------------------------------------------------------------
@@ -57,8 +57,8 @@ def test_a_hanging_upstream_costs_one_timeout_not_one_per_attempt(upstream, mode
             else:
                 asyncio.run(mesh.acomplete(llm, REQ))
         took = time.monotonic() - t
-    # before: 3 attempts of 1 s plus backoffs (~4 s); now the deadline ends the call after its 1 s
-    assert took < 1.8, took
+    # before: 3 attempts of 1 s plus backoffs (at least 3.75 s); now the deadline ends the call after its 1 s
+    assert took < 2.5, took
     assert len(upstream.requests) == 1, "no retry started past the deadline"
 
 
@@ -75,7 +75,8 @@ def test_a_retry_is_cut_at_the_deadline(upstream, mode):
             else:
                 asyncio.run(mesh.acomplete(llm, REQ))
         took = time.monotonic() - t
-    assert took < 1.6, f"the retried attempt ran past the 1 s deadline: {took:.2f}s"
+    # before: two more attempts of 1 s each (at least 2.25 s)
+    assert took < 1.9, f"the retried attempt ran past the 1 s deadline: {took:.2f}s"
     assert len(upstream.requests) == 2
 
 
@@ -86,7 +87,7 @@ def test_a_retry_after_beyond_the_deadline_is_not_waited(upstream):
         t = time.monotonic()
         with pytest.raises(ServerError) as info:
             mesh.complete(mesh.get_llm(LLM), REQ)
-    assert time.monotonic() - t < 1.0 and info.value.retry_after == 5
+    assert time.monotonic() - t < 2.5 and info.value.retry_after == 5  # not the 5 s wait
     assert len(upstream.requests) == 1
 
 
@@ -105,7 +106,7 @@ def test_a_caller_timeout_bounds_the_call(upstream):
         t = time.monotonic()
         with pytest.raises(ProviderTimeoutError):
             mesh.complete(mesh.get_llm(LLM), REQ, timeout=0.5)
-    assert time.monotonic() - t < 1.3
+    assert time.monotonic() - t < 2.0, "the caller's 0.5 s, not the connection's 30 s"
 
 
 def test_adapter_retries_replace_the_connections_instead_of_multiplying(upstream):
@@ -149,7 +150,7 @@ def test_gateway_answers_504_at_the_connections_timeout(gateway, stream):
                    json={"model": LLM, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
     took = time.monotonic() - t
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
-    assert took < 1.8, f"504 after {took:.2f}s with timeout: 1 (it was 3 attempts: ~4 s)"
+    assert took < 2.5, f"504 after {took:.2f}s with timeout: 1 (it was 3 attempts: at least 3.75 s)"
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -159,7 +160,7 @@ def test_gateway_passes_an_upstream_retry_after_on(gateway, stream):
     r = httpx.post(gateway.url + "/v1/chat/completions", timeout=10,
                    json={"model": LLM, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
     assert r.status_code == 503 and r.headers["retry-after"] == "120", (r.status_code, r.headers)
-    assert r.json()["error"]["code"] == "upstream_unavailable" and time.monotonic() - t < 1.0
+    assert r.json()["error"]["code"] == "upstream_unavailable" and time.monotonic() - t < 2.5
     gateway.upstream.script(status=429, error_message="busy", headers={"retry-after": "90"})
     r = httpx.post(gateway.url + "/v1/chat/completions", timeout=10,
                    json={"model": LLM, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
