@@ -40,7 +40,6 @@ import argparse
 import gc
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -279,7 +278,7 @@ def main() -> int:
         f"{size_ours / size_theirs:.2f}x", "")
     if model_row:
         m, mo, mt = model_row
-        row(f"end-to-end ingest, real model", f"{m / mo:,.1f}/s", f"{m / mt:,.1f}/s", f"{(m / mo) / (m / mt):.2f}x",
+        row("end-to-end ingest, real model", f"{m / mo:,.1f}/s", f"{m / mt:,.1f}/s", f"{(m / mo) / (m / mt):.2f}x",
             f"{m} docs embedded with {MODEL.split(':')[-1]} (the model dominates)")
     print(f"\ntop-{args.k} agreement ours vs theirs (50 queries): {agree:.3f} (1.000 = identical neighbours)")
     return 0

@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Protocol
 
 from langchain_mesh.errors import KnowledgeBankError
 
@@ -23,9 +23,17 @@ from .writer_lock import WriterBusyError, acquire_writer_lock
 
 if TYPE_CHECKING:
     from langchain_mesh.config import KnowledgeBankConfig
-    from langchain_mesh.mesh import Mesh
 
-__all__ = ["KnowledgeBank", "KnowledgeBankListItem", "KnowledgeBankSettings", "KnowledgeBankWriter",
+    from .backends import BankEngine
+
+
+class MeshLike(Protocol):
+    """What a bank needs of the mesh that opens it: its LLMs (for the embedding model). Banks receive
+    it; they never import :mod:`langchain_mesh.mesh` (the import contracts in pyproject.toml)."""
+
+    def get_llm(self, llm_id: str) -> Any: ...
+
+__all__ = ["KnowledgeBank", "KnowledgeBankListItem", "MeshLike", "KnowledgeBankSettings", "KnowledgeBankWriter",
            "SyncResult", "WriterBusyError"]
 
 
@@ -40,7 +48,6 @@ class SyncResult:
     @property
     def changed(self) -> bool:
         return bool(self.added or self.deleted)
-
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ class KnowledgeBankSettings:
 
 
 class KnowledgeBank:
-    def __init__(self, mesh: "Mesh", kb_id: str, config: "KnowledgeBankConfig"):
+    def __init__(self, mesh: MeshLike, kb_id: str, config: "KnowledgeBankConfig"):
         from langchain_mesh.ids import check_bank_id
 
         self.mesh = mesh
@@ -143,23 +150,14 @@ class KnowledgeBank:
         return self.mesh.get_llm(self.config.embedding_llm).as_langchain_embeddings()
 
     @property
-    def engine(self) -> Any:
-        """The backend's engine (see :mod:`knowledge_banks.faiss_bank` for the interface)."""
+    def engine(self) -> "BankEngine":
+        """The backend's engine (:class:`knowledge_banks.backends.BankEngine`), from the backend registry."""
         if self._engine is None:
-            backend = self.config.backend
-            settings = dict(self.config.settings)
-            if backend == "faiss":
-                from .faiss_bank import FaissBankEngine
+            from .backends import get_backend
 
-                self._engine = FaissBankEngine(self.id, self.folder, settings, self.embeddings)
-            else:
-                if backend == "elasticsearch":
-                    from .elasticsearch_bank import ElasticsearchBankEngine as Engine
-                else:
-                    from .azure_search_bank import AzureSearchBankEngine as Engine  # type: ignore[no-redef]
-                # typed, filterable index fields come from the bank's metadata schema
-                self._engine = Engine(self.id, settings, self.embeddings(),
-                                      metadata_schema=self._settings_data().get("metadata_schema"))
+            self._engine = get_backend(self.config.backend).open(
+                self.id, self.folder, dict(self.config.settings), self.embeddings,
+                self._settings_data().get("metadata_schema") or {})
         return self._engine
 
     # ---- reading ----------------------------------------------------------------------------------

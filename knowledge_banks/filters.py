@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Union
 
+from langchain_mesh.errors import MeshError
+
 Predicate = Callable[[Mapping[str, Any]], bool]
 FilterSpec = Union[Mapping[str, Any], Predicate, None]
 
@@ -37,8 +39,8 @@ FIELD_OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$
 LOGICAL_OPERATORS = ("$and", "$or", "$not")
 
 
-class FilterError(ValueError):
-    """A metadata filter that cannot be compiled."""
+class FilterError(MeshError, ValueError):
+    """A metadata filter that cannot be compiled (a :class:`MeshError`; a ValueError as before)."""
 
 
 def compile_filter(spec: FilterSpec) -> Optional[Predicate]:

@@ -256,13 +256,26 @@ class ConnectionConfig(_Strict):
 
 
 class KnowledgeBankConfig(_Strict):
-    backend: Literal["faiss", "elasticsearch", "azure_search"] = "faiss"
+    #: a registered bank backend (knowledge_banks.backends): faiss | elasticsearch | azure_search | a plugin's
+    backend: str = "faiss"
     description: str = ""
     path: Optional[str] = None
     embedding_llm: str = "huggingfacelocal:local:all-MiniLM-L6-v2"
     metadata_schema: dict[str, Literal["string", "int", "float", "bool", "date"]] = Field(default_factory=dict)
-    # engine-specific connection settings (urls, index names, credentials) validated by the backend
+    # engine-specific settings (urls, index names, credentials), checked against the backend's
+    # settings model when the config loads (load_config)
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from knowledge_banks.backends import get_backend
+
+        try:
+            get_backend(v)
+        except LookupError as e:
+            raise ValueError(str(e)) from None
+        return v
 
 
 class ServerKeyConfig(_Strict):
@@ -411,6 +424,20 @@ def _format_problems(problems: list[tuple[str, str]], source: str) -> str:
     return "\n".join(lines)
 
 
+def _bank_settings_problems(banks: Mapping[str, KnowledgeBankConfig]) -> list[tuple[str, str]]:
+    """Each bank's ``settings:`` checked against its backend's settings model."""
+    from knowledge_banks.backends import get_backend
+
+    out: list[tuple[str, str]] = []
+    for kb_id, kb in banks.items():
+        model = get_backend(kb.backend).settings_model
+        try:
+            model.model_validate(kb.settings)
+        except ValidationError as e:
+            out += _problems_from(e, f"knowledge_banks.{kb_id}.settings", model)
+    return out
+
+
 def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConfig, None]) -> MeshConfig:
     """Read and validate a mesh config from a YAML path, a dict or an existing :class:`MeshConfig`."""
     from .connections import connection_types, get_connection_class
@@ -482,6 +509,7 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
 
     if base is not None:
         problems += _link(base, conns, Path(source).parent if isinstance(source, (str, os.PathLike)) else None)
+        problems += _bank_settings_problems(base.knowledge_banks)
     if problems:
         raise ConfigError(_format_problems(problems, where), problems)
     assert base is not None

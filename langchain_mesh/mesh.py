@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optional, Union
 
 from .config import DEFAULT_CONFIG, MeshConfig, load_config
-from .errors import ProviderError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
+from .errors import CapabilityError, ProviderError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
 from .policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
 from .schema import (
@@ -32,7 +32,7 @@ from .schema import (
 )
 
 if TYPE_CHECKING:
-    from .connections.base import Connection, ToolCallAssembler
+    from .connections.base import Connection, Passthrough, ToolCallAssembler
     from .credentials.per_user import PerUserConnections
     from .queries import LLM
 
@@ -64,6 +64,7 @@ class Mesh:
         self._connections: dict[str, "Connection"] = {}
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._handles: dict[str, "LLM"] = {}
+        self._passthrough: dict[str, Optional["Passthrough"]] = {}
         self._lock = threading.RLock()
 
     @classmethod
@@ -217,74 +218,116 @@ class Mesh:
 
     # ---- dispatch (the one path every call takes to a connection) -------------------------------
 
-    # Each call goes through the retry policy with the connection's own ``max_retries``; with
-    # retries off (the scripted test connection) the policy is skipped entirely.
+    # Every operation goes through `_limits` and the retry policy here, and nowhere else: the
+    # LangChain adapters and the gateway pass `timeout` / `max_retries` overrides instead of looping
+    # again. This is the seam further policies (routes, limits, ledger) plug into.
 
-    def complete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
-        conn = self._conn(llm)
-        n = conn.config.max_retries
-        if not n:
-            return conn.complete(llm.model, request)
-        return call_with_retries(lambda: conn.complete(llm.model, request), n)
+    def complete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
+                 max_retries: Optional[int] = None) -> CompletionResponse:
+        return self._call(llm, self._conn(llm).complete, request, timeout, max_retries)
 
-    async def acomplete(self, llm: "LLM", request: CompletionRequest) -> CompletionResponse:
-        conn = self._conn(llm)
-        n = conn.config.max_retries
-        if not n:
-            return await conn.acomplete(llm.model, request)
-        return await acall_with_retries(lambda: conn.acomplete(llm.model, request), n)
+    async def acomplete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
+                        max_retries: Optional[int] = None) -> CompletionResponse:
+        return await self._acall(llm, self._conn(llm).acomplete, request, timeout, max_retries)
 
-    def stream(self, llm: "LLM", request: CompletionRequest) -> Iterator[StreamEvent]:
+    def stream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
+               max_retries: Optional[int] = None) -> Iterator[StreamEvent]:
         conn = self._conn(llm)
-        n = conn.config.max_retries
-        if not n:
+        n, t, _ = _limits(conn, timeout, max_retries)
+        if not n and timeout is None:
             return _ensure_footer(conn.stream(llm.model, request), llm.id)
-        return stream_with_retries(lambda: _ensure_footer(conn.stream(llm.model, request), llm.id), n)
+        # a caller's timeout bounds the whole stream; the connection's own bounds each read (a long
+        # generation is not cut), so here it is only the deadline of the retries
+        return stream_with_retries(lambda: _ensure_footer(conn.stream(llm.model, request), llm.id), n, t,
+                                   timeout is not None)
 
-    def astream(self, llm: "LLM", request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    def astream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
+                max_retries: Optional[int] = None) -> AsyncIterator[StreamEvent]:
         conn = self._conn(llm)
-        n = conn.config.max_retries
-        if not n:
+        n, t, _ = _limits(conn, timeout, max_retries)
+        if not n and timeout is None:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
-        return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n)
+        return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n, t,
+                                    timeout is not None)
 
     def _check_images(self, llm: "LLM", request: EmbeddingRequest) -> None:
         """Images go only to a model that embeds them: anywhere else they would be dropped or misread."""
         if request.images and not (llm.capabilities.image_embedding and llm.connection.embeds_images):
-            from .errors import CapabilityError
-
             able = [i.id for i in self.list_llms("TEXT_EMBEDDING_EXTRACTION") if i.capabilities.image_embedding]
             raise CapabilityError(f"{llm.id} does not embed images (only texts). Image embedding models: "
                                   f"{', '.join(able) or 'none in this mesh'} (Bedrock amazon.titan-embed-image-v1, "
                                   "Vertex multimodalembedding@001, Cohere embed-v4.0)")
 
-    def embed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
+    def embed(self, llm: "LLM", request: EmbeddingRequest, *, timeout: Optional[float] = None,
+              max_retries: Optional[int] = None) -> EmbeddingResponse:
         self._check_images(llm, request)
-        conn = self._conn(llm)
-        n = conn.config.max_retries
-        if not n:
-            return _one_vector_each(request, conn.embed(llm.model, request), llm)
-        return _one_vector_each(request, call_with_retries(lambda: conn.embed(llm.model, request), n), llm)
+        return _one_vector_each(request, self._call(llm, self._conn(llm).embed, request, timeout, max_retries), llm)
 
-    async def aembed(self, llm: "LLM", request: EmbeddingRequest) -> EmbeddingResponse:
+    async def aembed(self, llm: "LLM", request: EmbeddingRequest, *, timeout: Optional[float] = None,
+                     max_retries: Optional[int] = None) -> EmbeddingResponse:
         self._check_images(llm, request)
-        conn = self._conn(llm)
-        n = conn.config.max_retries
-        if not n:
-            return _one_vector_each(request, await conn.aembed(llm.model, request), llm)
-        return _one_vector_each(request, await acall_with_retries(lambda: conn.aembed(llm.model, request), n), llm)
+        return _one_vector_each(request, await self._acall(llm, self._conn(llm).aembed, request, timeout, max_retries),
+                                llm)
 
-    def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
+    def generate_images(self, llm: "LLM", request: ImageGenerationRequest, *, timeout: Optional[float] = None,
+                        max_retries: Optional[int] = None) -> ImageGenerationResponse:
         conn = self._conn(llm)
-        n = conn.config.max_retries
-        request = _image_leniency(conn, request)
-        return call_with_retries(lambda: conn.generate_images(llm.model, request), n)
+        return self._call(llm, conn.generate_images, _image_leniency(conn, request), timeout, max_retries)
 
-    async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
+    async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest, *,
+                               timeout: Optional[float] = None,
+                               max_retries: Optional[int] = None) -> ImageGenerationResponse:
         conn = self._conn(llm)
-        n = conn.config.max_retries
-        request = _image_leniency(conn, request)
-        return await acall_with_retries(lambda: conn.agenerate_images(llm.model, request), n)
+        return await self._acall(llm, conn.agenerate_images, _image_leniency(conn, request), timeout, max_retries)
+
+    def passthrough(self, llm: "LLM") -> Optional["Passthrough"]:
+        """The LLM's byte-level pass-through (:meth:`Connection.passthrough`), or None: asked once per LLM."""
+        try:
+            return self._passthrough[llm.id]
+        except KeyError:
+            # a connection on each caller's own credential ({{user}}) is never passed through: the
+            # pass-through would send one shared request head, with one user's key
+            own = None if self.uses_user_credentials(llm) else llm.connection.passthrough(llm.model)
+            p = self._passthrough[llm.id] = own
+            return p
+
+    async def aforward(self, llm: "LLM", path: str, body: bytes, stream: bool = False, *,
+                       timeout: Optional[float] = None, max_retries: Optional[int] = None) -> tuple[Any, Optional[bytes]]:
+        """``body`` (the LLM's wire format, as bytes) sent to ``path`` through its pass-through, under
+        the same retry policy as every call: the answer's bytes, or for a stream its open body and
+        first piece (read inside the attempt, so that a stream failing before it is retried)."""
+        p = self.passthrough(llm)
+        if p is None:
+            raise CapabilityError(f"{llm.id} offers no pass-through; send it a translated request instead")
+        send = p.send
+
+        async def attempt() -> tuple[Any, Optional[bytes]]:
+            content = await send(path, body, stream)
+            if not stream:
+                return content, None
+            try:
+                return content, await content.read()
+            except BaseException:
+                content.close()
+                raise
+
+        n, t, own = _limits(llm.connection, timeout, max_retries)
+        if not n and own:
+            return await attempt()
+        return await acall_with_retries(attempt, n, t, own)
+
+    def _call(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
+        n, t, own = _limits(llm.connection, timeout, max_retries)
+        if not n and own:  # one attempt, bounded by the connection's own timeout: nothing to add
+            return fn(llm.model, request)
+        return call_with_retries(lambda: fn(llm.model, request), n, t, own)
+
+    async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
+                     max_retries: Optional[int]) -> Any:
+        n, t, own = _limits(llm.connection, timeout, max_retries)
+        if not n and own:
+            return await fn(llm.model, request)
+        return await acall_with_retries(lambda: fn(llm.model, request), n, t, own)
 
     def close(self) -> None:
         with self._lock:
@@ -295,6 +338,7 @@ class Mesh:
             self._connections.clear()
             self._models.clear()
             self._handles.clear()
+            self._passthrough.clear()
 
     def __enter__(self) -> "Mesh":
         return self
@@ -317,6 +361,17 @@ def _user_slots_of(config: MeshConfig) -> dict[str, dict[str, list[str]]]:
         if slots:
             out[name] = slots
     return out
+
+
+def _limits(conn: "Connection", timeout: Optional[float], max_retries: Optional[int]) -> tuple[int, float, bool]:
+    """(retries, deadline in seconds, whether that deadline is the connection's own timeout, which
+    its transport already applies to the first attempt) for one call: a caller's override, else the
+    connection's config."""
+    cfg = conn.config
+    n = cfg.max_retries if max_retries is None else max_retries
+    if timeout is None or timeout >= cfg.timeout:
+        return n, (cfg.timeout if timeout is None else timeout), True
+    return n, timeout, False
 
 
 def _footer_with_calls(footer: StreamFooter, calls: "ToolCallAssembler") -> StreamFooter:

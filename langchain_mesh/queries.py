@@ -37,7 +37,6 @@ from .schema import (
 
 if TYPE_CHECKING:
     from .connections.base import Connection
-    from .mesh import Mesh
 
 __all__ = [
     "LLM", "CompletionQuery", "MultipartMessage", "CompletionsQuery", "CompletionsResponse",
@@ -48,7 +47,8 @@ __all__ = [
 class LLM:
     """A handle on one mesh LLM (``mesh.get_llm(id)``). Cheap to keep; safe to share across threads."""
 
-    def __init__(self, mesh: "Mesh", llm_id: str, connection: "Connection", model: str, info: ModelInfo):
+    # `mesh` is the Mesh that made the handle (typed Any: mesh.py imports this module, not the reverse)
+    def __init__(self, mesh: Any, llm_id: str, connection: "Connection", model: str, info: ModelInfo):
         self.mesh = mesh
         self.id = llm_id
         self.connection = connection

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator, ClassVar, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterator, Optional
 
 from ..config import ConnectionConfig, ModelConfig
 from ..errors import CapabilityError, StreamInterruptedError
@@ -32,9 +33,37 @@ from ..schema import (
     StreamFooter,
     ToolCall,
     FunctionCall,
+    Usage,
 )
 
-__all__ = ["Connection", "collect_stream", "ToolCallAssembler"]
+__all__ = ["Connection", "Passthrough", "collect_stream", "ToolCallAssembler"]
+
+
+@dataclass(frozen=True)
+class Passthrough:
+    """A connection's offer to carry requests byte for byte (see :meth:`Connection.passthrough`).
+
+    A gateway whose clients speak the same wire format (``wire``) validates a request as it would
+    for translation, edits a few keys of its body and sends the bytes through :attr:`send`; the
+    answer comes back as bytes. What the gateway needs to know of the upstream is here, so that it
+    never imports a provider module. Calls go through :meth:`Mesh.aforward` (the retry policy).
+    """
+
+    wire: str                       #: the request/answer format: ``"openai"`` (chat completions, embeddings)
+    provider: str                   #: for error messages
+    wire_model: str                 #: what the body's ``model`` becomes
+    token_limit_key: str            #: the upstream's key for the output-token limit
+    unsupported: frozenset[str]     #: seed settings the upstream has no parameter for
+    drop_unsupported: bool          #: drop those silently (the connection's config says so) instead of failing
+    embedding_batch: int            #: the most inputs one embeddings request may carry
+    embedding_base64: bool          #: the upstream answers ``encoding_format=base64`` itself
+    send: Callable[[str, bytes, bool], Awaitable[Any]]
+    """``await send(path, body, stream)``: the answer's bytes, or (stream) a body with ``await read()``
+    (``b""`` at the end) and ``close()``; errors raised as the mesh's typed errors."""
+    prepare: Callable[[str], Awaitable[None]]
+    """``await prepare(path)``: build what the first request to ``path`` would (clients, URL, headers)."""
+    parse_usage: Callable[[dict[str, Any]], Usage]
+    """The mesh :class:`Usage` of an answer's ``usage`` object."""
 
 
 class Connection:
@@ -93,6 +122,11 @@ class Connection:
         if caps is None:
             caps = self._listed_caps = {m.id: m.capabilities for m in self.list_models()}
         return caps.get(model) or self.capabilities_for(model)
+
+    def passthrough(self, model: str) -> Optional[Passthrough]:
+        """Byte-level pass-through for ``model``, or None (the default): requests are then translated.
+        Optional; the OpenAI-wire family implements it."""
+        return None
 
     # ---- completion ---------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """What MeshChatModel, MeshLLM and MeshEmbeddings share: resolving the mesh, mapping LangChain
-parameter names to the seed's setting names, and the adapter-level retry/timeout loop."""
+parameter names to the seed's setting names. Retries and timeouts are the mesh's one policy: the
+adapters pass their ``timeout`` / ``max_retries`` to :class:`Mesh` dispatch as overrides."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from ..ids import parse_llm_id
-# the adapters' own retry loop (on top of the mesh's) is the shared policy
-from ..policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries  # noqa: F401
 from ..schema import validate_settings
 
 if TYPE_CHECKING:
@@ -144,11 +143,12 @@ class MeshModelFields(BaseModel):
     top_k: Optional[int] = None
     stop: Optional[list[str]] = Field(default=None, validation_alias=AliasChoices("stop", "stop_sequences"))
     timeout: Optional[float] = None
-    """Seconds for a whole call: enforced on async calls and between stream events; a synchronous
-    non-streaming call is bounded by its connection's own ``timeout``."""
+    """Seconds for a whole call, retries and waits included (a stream: until its end, checked between
+    events on the sync path); None = the connection's ``timeout``."""
     max_retries: Optional[int] = None
-    """Retries of retryable mesh errors (rate limits, 5xx, timeouts) made by this adapter, on top of
-    the connection's own; a stream is only retried before its first event."""
+    """Retries of retryable mesh errors (rate limits, 5xx, timeouts) for this adapter's calls, in place
+    of the connection's ``max_retries`` (None = the connection's); a stream is only retried before its
+    first event."""
     streaming: bool = False
     """Make ``invoke`` go through the streaming path (callbacks then see each token)."""
     api_key: Optional[SecretStr] = None

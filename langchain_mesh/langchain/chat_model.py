@@ -27,12 +27,8 @@ from ..errors import MeshError, SettingsError
 from ..schema import CompletionRequest, StreamFooter, validate_settings
 from ._common import (
     MeshModelFields,
-    acall_with_retries,
-    astream_with_retries,
-    call_with_retries,
     provider_of,
     get_llm,
-    stream_with_retries,
 )
 from .convert import StreamConverter, response_to_ai_message, to_mesh_messages
 
@@ -159,20 +155,20 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                   run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> ChatResult:
         llm, request = self._request(messages, stop, kwargs)
-        resp = call_with_retries(lambda: llm.mesh.complete(llm, request), self.max_retries)
+        resp = llm.mesh.complete(llm, request, timeout=self.timeout, max_retries=self.max_retries)
         return self._result(resp, llm)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                          run_manager: Optional[AsyncCallbackManagerForLLMRun] = None, **kwargs: Any) -> ChatResult:
         llm, request = self._request(messages, stop, kwargs)
-        resp = await acall_with_retries(lambda: llm.mesh.acomplete(llm, request), self.max_retries, self.timeout)
+        resp = await llm.mesh.acomplete(llm, request, timeout=self.timeout, max_retries=self.max_retries)
         return self._result(resp, llm)
 
     def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                 run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         llm, request = self._request(messages, stop, kwargs)
         conv = StreamConverter(llm.id, llm.connection.type_name or provider_of(llm.id))
-        events = stream_with_retries(lambda: llm.mesh.stream(llm, request), self.max_retries, self.timeout)
+        events = llm.mesh.stream(llm, request, timeout=self.timeout, max_retries=self.max_retries)
         for ev in events:
             gen = self._gen_chunk(conv, ev)
             if gen is None:
@@ -186,7 +182,7 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         llm, request = self._request(messages, stop, kwargs)
         conv = StreamConverter(llm.id, llm.connection.type_name or provider_of(llm.id))
-        events = astream_with_retries(lambda: llm.mesh.astream(llm, request), self.max_retries, self.timeout)
+        events = llm.mesh.astream(llm, request, timeout=self.timeout, max_retries=self.max_retries)
         async for ev in events:
             gen = self._gen_chunk(conv, ev)
             if gen is None:

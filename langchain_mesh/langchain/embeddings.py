@@ -21,7 +21,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import MeshError, SettingsError
 from ..schema import EmbeddingRequest, ImagePart
-from ._common import acall_with_retries, call_with_retries, coerce_mesh, get_llm
+from ._common import coerce_mesh, get_llm
 
 __all__ = ["MeshEmbeddings"]
 
@@ -85,7 +85,7 @@ class MeshEmbeddings(BaseModel, Embeddings):
         llm = get_llm(self.mesh, self.model, "TEXT_EMBEDDING_EXTRACTION")
         out: list[list[float]] = []
         for req in requests:
-            resp = call_with_retries(lambda req=req: llm.mesh.embed(llm, req), self.max_retries)  # type: ignore[misc]
+            resp = llm.mesh.embed(llm, req, timeout=self.timeout, max_retries=self.max_retries)  # type: ignore[misc]
             out.extend(self._vectors(resp, len(req.texts) + len(req.images), llm.id))
         return out
 
@@ -95,7 +95,7 @@ class MeshEmbeddings(BaseModel, Embeddings):
 
         async def one(req: EmbeddingRequest) -> list[list[float]]:
             async with sem:
-                resp = await acall_with_retries(lambda: llm.mesh.aembed(llm, req), self.max_retries, self.timeout)
+                resp = await llm.mesh.aembed(llm, req, timeout=self.timeout, max_retries=self.max_retries)
             return self._vectors(resp, len(req.texts) + len(req.images), llm.id)
 
         batches = await asyncio.gather(*(one(r) for r in requests))

@@ -18,11 +18,7 @@ from ..errors import MeshError
 from ..schema import CompletionRequest, CompletionResponse, StreamFooter
 from ._common import (
     MeshModelFields,
-    acall_with_retries,
-    astream_with_retries,
-    call_with_retries,
     get_llm,
-    stream_with_retries,
 )
 from .convert import usage_to_metadata
 
@@ -71,7 +67,7 @@ class MeshLLM(MeshModelFields, BaseLLM):
                 return Generation(text="")
             return Generation(text=final.text, generation_info=final.generation_info)
         llm, request = self._request(prompt, stop, kwargs)
-        return self._generation(call_with_retries(lambda: llm.mesh.complete(llm, request), self.max_retries), llm)
+        return self._generation(llm.mesh.complete(llm, request, timeout=self.timeout, max_retries=self.max_retries), llm)
 
     def _generate(self, prompts: list[str], stop: Optional[list[str]] = None,
                   run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> LLMResult:
@@ -88,7 +84,7 @@ class MeshLLM(MeshModelFields, BaseLLM):
                 return Generation(text="")
             return Generation(text=final.text, generation_info=final.generation_info)
         llm, request = self._request(prompt, stop, kwargs)
-        resp = await acall_with_retries(lambda: llm.mesh.acomplete(llm, request), self.max_retries, self.timeout)
+        resp = await llm.mesh.acomplete(llm, request, timeout=self.timeout, max_retries=self.max_retries)
         return self._generation(resp, llm)
 
     async def _agenerate(self, prompts: list[str], stop: Optional[list[str]] = None,
@@ -109,7 +105,7 @@ class MeshLLM(MeshModelFields, BaseLLM):
     def _stream(self, prompt: str, stop: Optional[list[str]] = None,
                 run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> Iterator[GenerationChunk]:
         llm, request = self._request(prompt, stop, kwargs)
-        for ev in stream_with_retries(lambda: llm.mesh.stream(llm, request), self.max_retries, self.timeout):
+        for ev in llm.mesh.stream(llm, request, timeout=self.timeout, max_retries=self.max_retries):
             chunk = self._chunk(ev, llm.id)
             if chunk is None:
                 continue
@@ -121,7 +117,7 @@ class MeshLLM(MeshModelFields, BaseLLM):
                        run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
                        **kwargs: Any) -> AsyncIterator[GenerationChunk]:
         llm, request = self._request(prompt, stop, kwargs)
-        async for ev in astream_with_retries(lambda: llm.mesh.astream(llm, request), self.max_retries, self.timeout):
+        async for ev in llm.mesh.astream(llm, request, timeout=self.timeout, max_retries=self.max_retries):
             chunk = self._chunk(ev, llm.id)
             if chunk is None:
                 continue

@@ -1,10 +1,22 @@
-"""The retry policy: retry what the provider says is transient, as soon as it says to.
+"""The retry policy: retry what the provider says is transient, as soon as it says to, within a deadline.
 
 Every connection raises typed errors (``ProviderError.retryable``, ``retry_after``) and never retries
-by itself, so one policy treats every provider alike: rate limits and 5xx are retried with
-exponential backoff and jitter, a provider's ``Retry-After`` hint replaces the backoff, and a
-400/401/403/404 is never retried. A stream is retried only before its first event: once text has
-reached the caller, replaying it would duplicate output.
+by itself, so one policy, run by :class:`~langchain_mesh.mesh.Mesh` dispatch and nowhere else, treats
+every provider alike: rate limits and 5xx are retried with exponential backoff and jitter, a
+provider's ``Retry-After`` hint replaces the backoff, and a 400/401/403/404 is never retried. A stream
+is retried only before its first event: once text has reached the caller, replaying it would
+duplicate output.
+
+The ``timeout`` bounds the whole call, retries and waits included (a deadline), not each attempt: a
+wait that would end past the deadline is not waited, the caller gets the provider's error at once
+(with its ``Retry-After``, which the gateway passes on). An attempt the transport does not already
+bound by the time left is cut at the deadline (``asyncio.wait_for``; a synchronous call waits for it
+on a worker thread, see :func:`_run_bounded`).
+
+Example, as the mesh calls it::
+
+    call_with_retries(lambda: conn.complete(model, request), max_retries=2, timeout=30.0,
+                      first_bounded=True)   # the connection's own timeout already bounds attempt one
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, TypeV
 
 from ..errors import ProviderError, ProviderTimeoutError
 
-# asyncio and random are imported where used: the sync hot path and `import langchain_mesh`
+# asyncio, random and threading are imported where used: the sync hot path and `import langchain_mesh`
 # should not pay for them
 
 __all__ = ["backoff_delay", "call_with_retries", "acall_with_retries", "stream_with_retries",
@@ -39,20 +51,64 @@ def backoff_delay(attempt: int, err: ProviderError) -> Optional[float]:
     return min(_CAP, _BASE * (2 ** attempt)) * (0.5 + random.random() / 2)
 
 
-def _plan(err: BaseException, attempt: int, max_retries: Optional[int]) -> Optional[float]:
-    """The wait before retrying ``err``, or None to give up and raise it."""
+def _plan(err: BaseException, attempt: int, max_retries: Optional[int],
+          deadline: Optional[float] = None) -> Optional[float]:
+    """The wait before retrying ``err``, or None to give up and raise it (also when the wait would
+    end past the deadline: the caller then has the provider's error and its Retry-After at once)."""
     if not isinstance(err, ProviderError) or not err.retryable or attempt >= (max_retries or 0):
         return None
-    return backoff_delay(attempt, err)
+    wait = backoff_delay(attempt, err)
+    if wait is not None and deadline is not None and time.monotonic() + wait >= deadline:
+        return None
+    return wait
 
 
-def call_with_retries(fn: Callable[[], T], max_retries: Optional[int]) -> T:
+def _late(timeout: Optional[float], attempts: int) -> ProviderTimeoutError:
+    return ProviderTimeoutError(f"no answer within timeout={timeout}s (the whole call: {attempts} attempt(s), "
+                                "waits included)")
+
+
+def _run_bounded(fn: Callable[[], T], seconds: float, timeout: Optional[float], attempts: int) -> T:
+    """``fn()`` given at most ``seconds``. A blocking call cannot be interrupted, so it runs on a worker
+    thread and is abandoned at the deadline (it ends by the connection's own per-attempt timeout; its
+    answer is dropped). Only retries and callers' timeouts shorter than the connection's take this
+    path, so the common call pays no thread hop."""
+    import contextvars
+    import threading
+
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            box.append((False, e))
+
+    # the caller's context variables (tracing, callbacks) go with the attempt
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="mesh-attempt", daemon=True)
+    worker.start()
+    worker.join(max(0.0, seconds))
+    if not box:
+        raise _late(timeout, attempts)
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
+
+
+def call_with_retries(fn: Callable[[], T], max_retries: Optional[int], timeout: Optional[float] = None,
+                      first_bounded: bool = False) -> T:
+    """``fn()`` retried per the policy. ``timeout`` bounds the whole call; ``first_bounded``: the
+    transport already bounds the first attempt by ``timeout`` (the connection's own timeout)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     attempt = 0
     while True:
         try:
-            return fn()
+            if deadline is None or (attempt == 0 and first_bounded):
+                return fn()
+            return _run_bounded(fn, deadline - time.monotonic(), timeout, attempt + 1)
         except Exception as e:  # noqa: BLE001
-            wait = _plan(e, attempt, max_retries)
+            wait = _plan(e, attempt, max_retries, deadline)
             if wait is None:
                 raise
             time.sleep(wait)
@@ -60,20 +116,23 @@ def call_with_retries(fn: Callable[[], T], max_retries: Optional[int]) -> T:
 
 
 async def acall_with_retries(fn: Callable[[], Awaitable[T]], max_retries: Optional[int],
-                             timeout: Optional[float] = None) -> T:
+                             timeout: Optional[float] = None, first_bounded: bool = False) -> T:
     import asyncio
 
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
     attempt = 0
     while True:
         try:
-            if timeout is None:
+            if deadline is None or (attempt == 0 and first_bounded):
                 return await fn()
             try:
-                return await asyncio.wait_for(fn(), timeout)
+                return await asyncio.wait_for(fn(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                raise ProviderTimeoutError(f"no answer within timeout={timeout}s") from None
+                raise _late(timeout, attempt + 1) from None
         except Exception as e:  # noqa: BLE001
-            wait = _plan(e, attempt, max_retries)
+            wait = _plan(e, attempt, max_retries, None if deadline is None else
+                         time.monotonic() + deadline - loop.time())
             if wait is None:
                 raise
             await asyncio.sleep(wait)
@@ -81,13 +140,16 @@ async def acall_with_retries(fn: Callable[[], Awaitable[T]], max_retries: Option
 
 
 def stream_with_retries(open_stream: Callable[[], Iterator[T]], max_retries: Optional[int],
-                        timeout: Optional[float] = None) -> Iterator[T]:
+                        timeout: Optional[float] = None, whole: bool = True) -> Iterator[T]:
     """Retry a stream that fails before its first event; once anything was yielded, errors propagate.
 
-    ``timeout`` bounds the whole stream; a synchronous stream is checked between events.
+    ``timeout`` is a deadline for the retries (no wait past it); with ``whole`` it bounds the whole
+    stream too, checked between events (a synchronous read cannot be interrupted). The mesh passes
+    ``whole=False`` for the connection's own timeout, which bounds each read, not a long generation.
     """
     attempt = 0
     deadline = None if timeout is None else time.monotonic() + timeout
+    check = deadline if whole else None
     while True:
         started = False
         it = open_stream()
@@ -95,11 +157,11 @@ def stream_with_retries(open_stream: Callable[[], Iterator[T]], max_retries: Opt
             for ev in it:
                 started = True
                 yield ev
-                if deadline is not None and time.monotonic() > deadline:
+                if check is not None and time.monotonic() > check:
                     raise ProviderTimeoutError(f"stream not finished within timeout={timeout}s")
             return
         except Exception as e:  # noqa: BLE001
-            wait = None if started else _plan(e, attempt, max_retries)
+            wait = None if started else _plan(e, attempt, max_retries, deadline)
             if wait is None:
                 raise
             time.sleep(wait)
@@ -111,7 +173,9 @@ def stream_with_retries(open_stream: Callable[[], Iterator[T]], max_retries: Opt
 
 
 async def astream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_retries: Optional[int],
-                               timeout: Optional[float] = None) -> AsyncIterator[T]:
+                               timeout: Optional[float] = None, whole: bool = True) -> AsyncIterator[T]:
+    """As :func:`stream_with_retries`; each wait for an event is cut at the deadline when ``whole``,
+    and so is a retried attempt's wait for its first event."""
     import asyncio
 
     attempt = 0
@@ -123,7 +187,7 @@ async def astream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_
         try:
             while True:
                 try:
-                    if deadline is None:
+                    if deadline is None or not (whole or (attempt and not started)):
                         ev = await it.__anext__()
                     else:
                         ev = await asyncio.wait_for(it.__anext__(), max(0.0, deadline - loop.time()))
@@ -134,7 +198,8 @@ async def astream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_
                 started = True
                 yield ev
         except Exception as e:  # noqa: BLE001
-            wait = None if started else _plan(e, attempt, max_retries)
+            wait = None if started else _plan(e, attempt, max_retries, None if deadline is None else
+                                              time.monotonic() + deadline - loop.time())
             if wait is None:
                 raise
             await asyncio.sleep(wait)

@@ -34,7 +34,7 @@ from ..credentials.identity import reset_user, set_user
 from .auth import KeyRing, Principal
 from .credentials import CredentialsAPI
 from .errors import APIError, api_error, model_not_found
-from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model, usage_of
+from .forward import ForwardChatRequest, ForwardEmbeddingsRequest, SSEPass, forward_plan, swap_model
 from .guard import BrowserGuard
 from .limits import ClientGone as _ClientGone
 from .limits import read_body
@@ -82,7 +82,7 @@ class UsageRecord:
 class _Served:
     """What a handler found out, kept even when it is cancelled: for the usage record."""
 
-    __slots__ = ("llm_id", "usage", "raw_usage", "body_size", "chunks")
+    __slots__ = ("llm_id", "usage", "raw_usage", "body_size", "chunks", "plan")
 
     def __init__(self) -> None:
         self.llm_id: Optional[str] = None
@@ -97,6 +97,7 @@ class _Served:
             return None
         chunks = self.chunks if type(self.chunks) is int else self.chunks.chunks
         return Usage(input_tokens=max(1, self.body_size // 4), output_tokens=chunks)
+        self.plan: Any = None  # the pass-through plan that reads raw_usage
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -209,7 +210,7 @@ class MeshApp:
             if user_token is not None:
                 reset_user(user_token)
         if self.on_usage is not None or usage_log.isEnabledFor(logging.INFO):
-            usage = served.usage if served.raw_usage is None else usage_of(served.raw_usage)
+            usage = served.usage if served.raw_usage is None else served.plan.usage_of(served.raw_usage)
             estimated = usage is None and status == _CLIENT_GONE and served.chunks is not None
             if estimated:
                 usage = served.estimate()
@@ -329,10 +330,9 @@ class MeshApp:
             except orjson.JSONDecodeError:
                 answer = None
             if type(answer) is not dict or not answer.get("choices"):
-                raise api_error(ProviderError(f"{plan.connection.dialect.provider} answered without any choice",
-                                              provider=plan.connection.dialect.provider))
+                raise api_error(ProviderError(f"{plan.provider} answered without any choice", provider=plan.provider))
             await _json(send, 200, swap_model(content, answer, llm.id))
-            served.raw_usage = answer.get("usage") or None
+            served.plan, served.raw_usage = plan, answer.get("usage") or None
             return
         events = SSEPass(llm.id, strip_usage)
         served.body_size, served.chunks = len(body), events
@@ -349,7 +349,7 @@ class MeshApp:
             await _chunk(send, events.flush() + sse.event({"error": api_error(e, param_of).payload()}), more=False)
         finally:
             content.close()  # on cancellation too: ends the upstream request
-            served.raw_usage = events.usage
+            served.plan, served.raw_usage = plan, events.usage
 
     async def _text(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
         """``/v1/completions``: each prompt a one-message chat request (see :mod:`.text_completion`)."""
@@ -421,14 +421,14 @@ class MeshApp:
             except orjson.JSONDecodeError:
                 answer = None
             if type(answer) is not dict or not isinstance(answer.get("data"), list):
-                raise api_error(ProviderError(f"{plan.connection.dialect.provider} answered without embeddings",
-                                              provider=plan.connection.dialect.provider))
+                raise api_error(ProviderError(f"{plan.provider} answered without embeddings",
+                                              provider=plan.provider))
             if len(answer["data"]) != len(request.texts):  # a short answer would misalign every vector
                 raise api_error(ProviderError(
-                    f"{plan.connection.dialect.provider} answered {len(answer['data'])} embeddings for "
-                    f"{len(request.texts)} inputs", provider=plan.connection.dialect.provider))
+                    f"{plan.provider} answered {len(answer['data'])} embeddings for "
+                    f"{len(request.texts)} inputs", provider=plan.provider))
             await _json(send, 200, swap_model(content, answer, llm.id))
-            served.raw_usage = answer.get("usage") or None
+            served.plan, served.raw_usage = plan, answer.get("usage") or None
             return
         if plan is not None:
             for extra in req.model_extra or ():

@@ -83,13 +83,17 @@ def api_error(e: BaseException, param_of: Any = None) -> APIError:
     return APIError(500, f"internal error ({type(e).__name__}); see the server log", type="server_error")
 
 
+def _retry_after(e: ProviderError) -> list[tuple[bytes, bytes]]:
+    """The upstream's ``Retry-After``, passed on (whole seconds, rounded up), when it gave one."""
+    if e.retry_after is None:
+        return []
+    return [(b"retry-after", str(max(0, math.ceil(e.retry_after))).encode())]
+
+
 def _upstream(e: ProviderError) -> APIError:
     msg = str(e)
     if isinstance(e, RateLimitError):
-        headers = []
-        if e.retry_after is not None:
-            headers.append((b"retry-after", str(max(0, math.ceil(e.retry_after))).encode()))
-        return APIError(429, msg, type="rate_limit_exceeded", code="rate_limit_exceeded", headers=headers)
+        return APIError(429, msg, type="rate_limit_exceeded", code="rate_limit_exceeded", headers=_retry_after(e))
     if isinstance(e, BadRequestError):  # the request the client sent was what the provider refused
         return APIError(400, msg, code="upstream_bad_request")
     if isinstance(e, NotFoundError):
@@ -103,4 +107,8 @@ def _upstream(e: ProviderError) -> APIError:
         return APIError(502, f"{e.provider or 'the provider'} refused the gateway's credential for this model "
                              "(the server log has the provider's answer)",
                         type="server_error", code="upstream_authentication_failed")
-    return APIError(502, msg, type="server_error", code="upstream_error")
+    if e.status == 503 and e.retry_after is not None:
+        # the upstream said when to come back (and the mesh did not wait that long, to stay within the
+        # call's timeout): so does the gateway, for clients that honour Retry-After (the OpenAI SDKs do)
+        return APIError(503, msg, type="server_error", code="upstream_unavailable", headers=_retry_after(e))
+    return APIError(502, msg, type="server_error", code="upstream_error", headers=_retry_after(e))

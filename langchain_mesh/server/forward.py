@@ -1,12 +1,13 @@
 """The pass-through path: OpenAI-wire requests forwarded to an OpenAI-wire upstream without translation.
 
-When an LLM's connection speaks the OpenAI wire format as the client does (``openai``,
-``openai_compatible``, and any :class:`OpenAIWireConnection` whose :class:`Dialect` needs at most a
-rename of the token-limit key), building mesh objects and the provider's JSON again would only cost
+When an LLM's connection offers a pass-through in the OpenAI wire format (``openai``,
+``openai_compatible``, and any openai-family connection whose dialect needs at most a rename of the
+token-limit key; the connection decides, the server imports no provider module), building mesh objects and the provider's JSON again would only cost
 time (DESIGN.md, "Performance notes"). The request is still validated exactly as on the translated
 path (same 400s, same fields named); then its parsed dict gets a few edits (``model``, the token-limit
-key, ``stream_options.include_usage`` so that usage can be recorded) and is sent over the
-connection's pooled HTTP/1.1 client (:mod:`..connections.http1`). A 200 answer goes back as the
+key, ``stream_options.include_usage`` so that usage can be recorded) and is sent through the
+connection's :class:`~langchain_mesh.connections.base.Passthrough` (for the openai family, its pooled
+HTTP/1.1 client) by :meth:`Mesh.aforward`, under the mesh's retry policy. A 200 answer goes back as the
 upstream's bytes, with only its ``model`` field set to the mesh LLM id (a byte substitution; no
 re-encoding), streams piece by piece.
 
@@ -15,16 +16,13 @@ Which LLMs take this path is decided once per LLM id (:func:`forward_plan`), not
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import orjson
 from pydantic import ConfigDict
 
-from ..connections.openai_wire import parse_usage
 from ..errors import ProviderError, SettingsError
-from ..policies.retry import backoff_delay
 from ..schema import Usage
 from .models import ChatCompletionRequest, EmbeddingsRequest
 from .translate import _SETTING_OF
@@ -44,23 +42,29 @@ class ForwardEmbeddingsRequest(EmbeddingsRequest):
     model_config = ConfigDict(extra="allow")
 
 
-_TOKEN_KEYS = ("max_tokens", "max_completion_tokens")
-_WIRE_METHODS = ("acomplete", "astream", "aembed", "_chat_body", "_embedding_bodies", "_apost", "_send", "_target")
-
-
 @dataclass(frozen=True)
 class Forward:
-    """How to forward one LLM's requests: built once per LLM id."""
+    """How to forward one LLM's requests: built once per LLM id from its connection's
+    :class:`~langchain_mesh.connections.base.Passthrough`; sent through :meth:`Mesh.aforward`."""
 
-    connection: Any
-    model: str                      # the LLM id's model part (the connection's key for URL and headers)
+    mesh: Any
+    llm: Any
+    passthrough: Any                # the connection's Passthrough (Mesh.passthrough)
     wire_model: str                 # what the body's ``model`` becomes
     rename: Optional[tuple[str, str]]  # (client key, upstream key) of the token limit, when they differ
     unsupported: tuple[tuple[str, tuple[str, ...]], ...]  # seed setting -> the request keys that set it
     drop_unsupported: bool
-    max_retries: int
     embedding_batch: int
     embedding_base64: bool          # the upstream is trusted to answer encoding_format=base64 itself
+
+    @property
+    def provider(self) -> str:
+        return self.passthrough.provider
+
+    @property
+    def connection(self) -> Any:
+        """The LLM's connection (for inspection; the plan only uses its :attr:`passthrough`)."""
+        return self.llm.connection
 
     def chat_body(self, data: dict[str, Any], param_of: Any, stream: bool,
                   annotated: bool = False) -> tuple[bytes, bool]:
@@ -81,9 +85,8 @@ class Forward:
             present = [k for k in keys if data.get(k) is not None]
             if present:
                 if not self.drop_unsupported:
-                    provider = self.connection.dialect.provider
                     raise SettingsError(
-                        f"{provider} has no equivalent of the setting(s) {setting}; remove them, "
+                        f"{self.provider} has no equivalent of the setting(s) {setting}; remove them, "
                         "or set drop_unsupported_settings: true on the connection to ignore them", [setting])
                 for k in present:
                     del data[k]
@@ -97,37 +100,22 @@ class Forward:
 
     async def prepare(self, path: str) -> None:
         """Build what the first request to ``path`` would (the SDK client, the URL and headers)."""
-        await self.connection._target(self.model, path)
+        await self.passthrough.prepare(path)
 
     async def send(self, path: str, body: bytes, stream: bool) -> Any:
-        """The upstream's answer (bytes, or a stream's :class:`ForwardedBody` with its first piece read),
-        retried as the mesh's retry policy does while nothing was sent to the client: a retryable
-        error, up to the connection's ``max_retries``, after its ``Retry-After`` or a backoff."""
-        attempt = 0
-        while True:
-            try:
-                content = await self.connection.aforward(self.model, path, body, stream)
-                if not stream:
-                    return content, None
-                try:
-                    first = await content.read()
-                    if not _looks_sse(first):  # e.g. a JSON answer to a stream request: not an empty stream
-                        provider = self.connection.dialect.provider
-                        raise ProviderError(f"{provider} answered a streaming request without a server-sent "
-                                            "event stream", provider=provider,
-                                            provider_message=first[:200].decode("utf-8", "replace"))
-                except BaseException:
-                    content.close()
-                    raise
-                return content, first
-            except ProviderError as e:
-                if not e.retryable or attempt >= self.max_retries:
-                    raise
-                wait = backoff_delay(attempt, e)
-                if wait is None:
-                    raise
-                await asyncio.sleep(wait)
-                attempt += 1
+        """The upstream's answer (bytes, or a stream's body with its first piece read), under the mesh's
+        one retry policy (:meth:`Mesh.aforward`): the connection's ``max_retries`` within its
+        ``timeout``, which bounds the whole call. A stream answered by anything but server-sent events
+        (e.g. a JSON body) is an error, not an empty stream."""
+        content, first = await self.mesh.aforward(self.llm, path, body, stream)
+        if stream and not _looks_sse(first):
+            content.close()
+            raise ProviderError(f"{self.provider} answered a streaming request without a server-sent event stream",
+                                provider=self.provider, provider_message=first[:200].decode("utf-8", "replace"))
+        return content, first
+
+    def usage_of(self, raw: Optional[dict[str, Any]]) -> Optional[Usage]:
+        return self.passthrough.parse_usage(raw) if raw else None
 
 
 _SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
@@ -140,36 +128,17 @@ def _looks_sse(first: bytes) -> bool:
 
 def forward_plan(llm: Any) -> Optional[Forward]:
     """The pass-through plan of an LLM, or None when its requests must be translated."""
-    from ..connections.openai_base import OpenAIWireConnection
-
-    conn = llm.connection
-    if not isinstance(conn, OpenAIWireConnection) or not conn._lean:
-        return None
-    cls = type(conn)
-    if any(getattr(cls, m) is not getattr(OpenAIWireConnection, m) for m in _WIRE_METHODS):
-        return None  # a subclass that changes how requests are built or sent: translate
-    d = conn.dialect
-    if (d.tool_choice_required != "required" or d.seed_key != "seed" or not d.stream_usage
-            or d.max_tokens_key not in _TOKEN_KEYS or any(d.extra_keys.get(k) != _client_key(k) for k in d.extra_keys)):
+    p = llm.mesh.passthrough(llm)
+    if p is None or p.wire != "openai":
         return None
     # the client's token-limit key the upstream does not take -> the one it does (the newer name wins,
     # as on the translated path)
-    rename = ("max_tokens", "max_completion_tokens") if d.max_tokens_key == "max_completion_tokens" \
+    rename = ("max_tokens", "max_completion_tokens") if p.token_limit_key == "max_completion_tokens" \
         else ("max_completion_tokens", "max_tokens")
-    unsupported = tuple((s, tuple(k for k, v in _SETTING_OF.items() if v == s)) for s in sorted(d.unsupported))
-    cfg = conn.config
-    wire = conn.wire_model(llm.model)
-    return Forward(connection=conn, model=llm.model, wire_model=wire,
-                   rename=rename, unsupported=unsupported,
-                   drop_unsupported=bool(getattr(cfg, "drop_unsupported_settings", False)),
-                   max_retries=int(cfg.max_retries or 0),
-                   embedding_batch=min(d.embedding_batch, getattr(cfg, "embedding_batch_size", d.embedding_batch)),
-                   embedding_base64=d.provider in ("openai", "azure_openai") and d.embedding_dimensions)
-
-
-def _client_key(setting: str) -> Optional[str]:
-    keys = [k for k, v in _SETTING_OF.items() if v == setting]
-    return keys[0] if len(keys) == 1 else None
+    unsupported = tuple((s, tuple(k for k, v in _SETTING_OF.items() if v == s)) for s in sorted(p.unsupported))
+    return Forward(mesh=llm.mesh, llm=llm, passthrough=p, wire_model=p.wire_model, rename=rename,
+                   unsupported=unsupported, drop_unsupported=p.drop_unsupported,
+                   embedding_batch=p.embedding_batch, embedding_base64=p.embedding_base64)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,10 +161,6 @@ def swap_model(raw: bytes, data: dict[str, Any], llm_id: str) -> bytes:
             return raw.replace(p, new, 1)
     data["model"] = llm_id
     return orjson.dumps(data)
-
-
-def usage_of(raw: Optional[dict[str, Any]]) -> Optional[Usage]:
-    return parse_usage(raw) if raw else None
 
 
 class SSEPass:

@@ -1,8 +1,9 @@
 """OpenAI request bodies -> mesh requests, and mesh responses -> OpenAI response bodies.
 
 The reverse of :mod:`langchain_mesh.connections.openai_wire` (which turns mesh requests into OpenAI
-bodies for providers): the OpenAI names of the settings come from its :class:`Dialect`, so the two
-directions cannot drift apart. The mesh's own validation (``validate_settings``, the ``Message``
+bodies for providers). The server imports no provider module, so the OpenAI names of the settings are
+written out here; a test checks them against ``openai_wire.Dialect`` so the two directions cannot
+drift apart. The mesh's own validation (``validate_settings``, the ``Message``
 model) checks values; its errors are mapped back to the request field the client sent.
 """
 
@@ -18,7 +19,6 @@ from typing import Any, Callable, Optional, Sequence
 
 from pydantic import ValidationError
 
-from ..connections.openai_wire import Dialect
 from ..schema import (
     CompletionRequest,
     CompletionResponse,
@@ -47,9 +47,12 @@ __all__ = ["completion_request", "check_request", "completion_json", "ChunkStrea
            "image_request", "edit_request", "variation_request", "images_json", "usage_json"]
 
 # OpenAI parameter -> seed setting: openai_wire's table read backwards (top_k is vLLM's spelling)
+# the OpenAI request key -> the seed setting it sets (the API this server speaks; top_k as vLLM spells it)
 _SETTING_OF: dict[str, str] = {
-    key: setting for setting, key in
-    Dialect(unsupported=frozenset(), extra_keys={"topK": "top_k"}).setting_keys.items()}
+    "temperature": "temperature", "top_p": "topP", "max_tokens": "maxOutputTokens", "stop": "stopSequences",
+    "presence_penalty": "presencePenalty", "frequency_penalty": "frequencyPenalty", "logit_bias": "logitBias",
+    "logprobs": "logProbs", "top_logprobs": "topLogProbs", "seed": "seed", "top_k": "topK",
+}
 _SETTING_OF["max_completion_tokens"] = "maxOutputTokens"  # OpenAI's newer name; wins over max_tokens
 _PASS_THROUGH = ("user", "parallel_tool_calls", "reasoning_effort", "metadata")  # -> settings.extra
 _FINISH = {None: "stop", "error": "stop"}  # OpenAI has no "error" finish reason
