@@ -51,8 +51,8 @@ from ...schema import (
     ToolCallDelta,
     Usage,
 )
-from ..imaging import black_mask
-from .image_settings import STYLE_PRESETS, ImageTranslation, fidelity_to_scale, weighted_prompt
+from ...imaging import black_mask
+from ..image_settings import STYLE_PRESETS, ImageTranslation, fidelity_to_scale, weighted_prompt
 
 PROVIDER = "bedrock"
 

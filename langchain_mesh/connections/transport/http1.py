@@ -66,7 +66,7 @@ class Target:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
-            from ..redact import redact_url  # the URL may carry a password or a token
+            from ...redact import redact_url  # the URL may carry a password or a token
 
             raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
         port = parts.port or (443 if scheme == "https" else 80)

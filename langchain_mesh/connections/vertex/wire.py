@@ -40,7 +40,7 @@ from ...schema import (
     ToolCallDelta,
     Usage,
 )
-from .image_settings import ImageTranslation, fidelity_to_scale
+from ..image_settings import ImageTranslation, fidelity_to_scale
 
 __all__ = ["PROVIDER", "check_request", "generate_args", "parse_response", "StreamDecoder", "embed_config",
            "image_config", "aspect_ratio_for", "json_schema_to_gemini"]
@@ -482,7 +482,7 @@ def edit_request(model: str, request: ImageGenerationRequest,
     """
     from google.genai import types
 
-    from ..imaging import white_mask
+    from ...imaging import white_mask
 
     t = t or ImageTranslation(PROVIDER, model, request)
     mode = request.mode
