@@ -105,7 +105,7 @@ def test_unknown_or_out_of_range_extra_settings_are_refused():
 @pytest.mark.local_model
 def test_the_chat_templates_turn_markers_stop_generation():
     from langchain_mesh import Mesh
-    from langchain_mesh.connections.huggingface_local import _template_stop_ids
+    from langchain_mesh.connections.huggingface_local.connection import _template_stop_ids
 
     lm = Mesh().connection("local")._chat_model("SmolLM2-135M-Instruct")
     ids = _template_stop_ids(lm)
