@@ -68,7 +68,7 @@ class HuggingFaceLocalConfig(ConnectionConfig):
     max_new_tokens: int = Field(default=256, ge=1)
     # Loop control for small models under greedy decoding (see local/generation.py); a request can
     # override both through settings.extra, e.g. {"repetition_penalty": 1.0, "loop_ngram": 0} = off.
-    repetition_penalty: float = Field(default=1.15, ge=1.0, le=3.0)
+    repetition_penalty: float = Field(default=1.1, ge=1.0, le=3.0)  # 1.15 already garbles lists ("1, 2, 3...")
     loop_ngram: int = Field(default=4, ge=0)  # stop before a run of this many words occurs a third time
     embedding_batch_size: int = Field(default=32, ge=1)
 
