@@ -61,15 +61,15 @@ def test_malformed_references_elsewhere_name_their_field(server):
     cfg = _config(server, "{{env:OK}}")
     cfg["connections"]["oa"]["default_headers"] = {"X-Tenant": "{{evn:TENANT}}"}
     cfg["server"] = {"api_keys": [{"key": "{{user}}"}]}
-    cfg["knowledge_banks"] = {"es": {"backend": "elasticsearch", "settings": {"api_key": "{{env ES_KEY}}",
-                                                                             "password": "{{user}}"}}}
+    cfg["knowledge_banks"] = {"es": {"backend": "elasticsearch", "settings": {
+        "es_url": "http://es:9200", "api_key": "{{env ES_KEY}}", "index_prefix": "{{user}}"}}}
     with pytest.raises(ConfigError) as ei:
         load_config(cfg)
     problems = dict(ei.value.problems)
     assert "looks like a secret reference" in problems["connections.oa.default_headers.X-Tenant"]
     assert "only allowed in a connection's settings" in problems["server.api_keys[0].key"]
     assert "looks like a secret reference" in problems["knowledge_banks.es.settings.api_key"]
-    assert "take {{env:NAME}} and {{file:PATH}} references only" in problems["knowledge_banks.es.settings.password"]
+    assert "take {{env:NAME}} and {{file:PATH}} references only" in problems["knowledge_banks.es.settings.index_prefix"]
 
 
 def test_env_resolver_resolves_databricks_references(server, monkeypatch):

@@ -204,7 +204,7 @@ def test_a_literal_secret_in_a_banks_engine_settings_counts_too(tmp_path, caplog
 
     path = tmp_path / "mesh.yaml"
     path.write_text(json.dumps({"knowledge_banks": {"es": {
-        "backend": "elasticsearch", "settings": {"url": "http://es:9200", "api_key": "literal-es-key-123"}}}}))
+        "backend": "elasticsearch", "settings": {"es_url": "http://es:9200", "api_key": "literal-es-key-123"}}}}))
     os.chmod(path, 0o644)
     with caplog.at_level(logging.WARNING, logger="langchain_mesh.config"):
         load_config(path)
