@@ -128,7 +128,8 @@ class KnowledgeBank:
 
         store = self.as_langchain_vectorstore()
         return KnowledgeBankRetriever(vectorstore=store, search_type=search_type, search_kwargs=search_kwargs or {},
-                                      images_dir=str(self.images_dir), **kwargs)
+                                      images_dir=str(self.images_dir), knowledge_bank=self.id, mesh=self.mesh,
+                                      **kwargs)
 
     # ---- writing ----------------------------------------------------------------------------------
 

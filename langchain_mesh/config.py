@@ -24,7 +24,7 @@ from .schema import ModelCapabilities, Purpose
 
 __all__ = [
     "Secret", "ModelConfig", "ConnectionConfig", "KnowledgeBankConfig", "ServerConfig",
-    "MeshConfig", "load_config", "DEFAULT_CONFIG",
+    "MeshConfig", "load_config", "DEFAULT_CONFIG", "portable_config",
 ]
 
 _REF = re.compile(r"^\{\{\s*(env|file)\s*:\s*(.+?)\s*\}\}$")
@@ -318,3 +318,66 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
     assert base is not None
     base.connections = conns
     return base
+
+
+# --------------------------------------------------------------------------------------------------
+# a config another process can rebuild the mesh from (pickle, LangChain dumpd/loads)
+
+#: knowledge-bank ``settings`` keys whose values the backends read as secrets (see
+#: knowledge_banks.elasticsearch_bank / azure_search_bank); free-form, so checked by name
+_KB_SECRET_KEYS = frozenset({"api_key", "key", "basic_auth", "password", "token"})
+
+
+def _literal_secrets(value: Any, path: str) -> list[str]:
+    """Dotted paths of the literal (non-reference) secrets under ``value``."""
+    if isinstance(value, Secret):
+        return [path] if value.masked and not value.is_reference else []
+    if isinstance(value, BaseModel):
+        out: list[str] = []
+        for name, v in value:
+            out += _literal_secrets(v, f"{path}.{name}" if path else name)
+        return out
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _literal_secrets(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _literal_secrets(v, f"{path}[{i}]")]
+    return []
+
+
+def _literal_bank_secrets(config: "MeshConfig") -> list[str]:
+    out = []
+    for kb_id, kb in config.knowledge_banks.items():
+        for key, v in kb.settings.items():
+            if key not in _KB_SECRET_KEYS or v is None:
+                continue
+            values = v if isinstance(v, (list, tuple)) else [v]
+            if any(not Secret(str(x)).is_reference for x in values[-1:]):  # basic_auth: (user, password)
+                out.append(f"knowledge_banks.{kb_id}.settings.{key}")
+    return out
+
+
+def portable_config(config: "MeshConfig") -> dict[str, Any]:
+    """``config`` as a plain dict that :func:`load_config` reads back in another process.
+
+    Secret *references* (``{{env:NAME}}``, ``{{file:PATH}}``) travel as written and are resolved on
+    the other side; values left at their defaults are left out. A literal secret is refused with a
+    :class:`CredentialError` naming its key: it would travel (and be stored) in clear.
+
+    ```python
+    portable_config(load_config({"connections": {"o": {"type": "openai", "api_key": "{{env:OPENAI_API_KEY}}"}}}))
+    # {'connections': {'o': {'type': 'openai', 'api_key': '{{env:OPENAI_API_KEY}}'}}}
+    ```
+    """
+    literals = _literal_secrets(config, "") + _literal_bank_secrets(config)
+    if literals:
+        raise CredentialError(
+            f"this mesh cannot be serialised or sent to another process: its config holds literal "
+            f"secret(s) at {', '.join(literals)}, which would travel in clear. Put each in an "
+            "environment variable or a file and reference it (api_key: \"{{env:NAME}}\" or "
+            "\"{{file:/path}}\")")
+    dump = dict(mode="json", exclude_unset=True, by_alias=True)
+    out = config.model_dump(exclude={"connections"}, **dump)  # type: ignore[arg-type]
+    # one dump per connection: each is its own config subclass (a dict of the base class would
+    # serialise only the base fields)
+    out["connections"] = {name: c.model_dump(**dump) for name, c in config.connections.items()}  # type: ignore[arg-type]
+    return out

@@ -233,6 +233,20 @@ class Mesh:
     def __repr__(self) -> str:
         return f"Mesh(connections={sorted(self.config.connections)})"
 
+    # ---- crossing a process boundary -------------------------------------------------------------
+
+    def portable_config(self) -> dict[str, Any]:
+        """The config as a plain dict with secret references, for another process (see
+        :func:`~langchain_mesh.config.portable_config`; a literal secret raises CredentialError)."""
+        from .config import portable_config
+
+        return portable_config(self.config)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # pickle (multiprocessing spawn, Ray, Dask) carries the config, never a client, lock or
+        # resolved secret: the other side opens its own connections on first use
+        return (type(self), (self.portable_config(),))
+
 
 def _footer_with_calls(footer: StreamFooter, calls: "ToolCallAssembler") -> StreamFooter:
     # The footer carries the reassembled tool calls, whether or not the connection filled them in.

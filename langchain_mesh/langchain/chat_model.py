@@ -26,6 +26,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from ..errors import MeshError, SettingsError
 from ..schema import CompletionRequest, StreamFooter, validate_settings
 from ._common import (
+    allow_in_langchain_load,
     MeshModelFields,
     acall_with_retries,
     astream_with_retries,
@@ -310,3 +311,6 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
         parser_none = RunnablePassthrough.assign(parsed=lambda _: None)
         with_fallback = parser_assign.with_fallbacks([parser_none], exception_key="parsing_error")
         return RunnableMap(raw=llm) | with_fallback
+
+
+allow_in_langchain_load(MeshChatModel)

@@ -11,11 +11,12 @@ import asyncio
 from typing import Any, Literal, Optional
 
 from langchain_core.embeddings import Embeddings
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from langchain_core.load.serializable import Serializable
+from pydantic import AliasChoices, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from ..errors import MeshError
 from ..schema import EmbeddingRequest
-from ._common import acall_with_retries, call_with_retries, coerce_mesh, get_llm
+from ._common import MeshSerializable, allow_in_langchain_load, dump_with_mesh, acall_with_retries, call_with_retries, coerce_mesh, get_llm
 
 __all__ = ["MeshEmbeddings"]
 
@@ -26,8 +27,12 @@ def _floats(vec: Any) -> list[float]:
     return [float(x) for x in vec]
 
 
-class MeshEmbeddings(BaseModel, Embeddings):
-    """``MeshEmbeddings(model="huggingfacelocal:local:all-MiniLM-L6-v2", mesh=mesh).embed_query("...")``."""
+class MeshEmbeddings(MeshSerializable, Serializable, Embeddings):
+    """``MeshEmbeddings(model="huggingfacelocal:local:all-MiniLM-L6-v2", mesh=mesh).embed_query("...")``.
+
+    Serialisable the LangChain way (``dumpd``/``loads``) and picklable: the mesh travels as its
+    config with secret references (see :class:`~langchain_mesh.langchain._common.MeshSerializable`).
+    """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, extra="forbid",
                               protected_namespaces=())
@@ -52,6 +57,10 @@ class MeshEmbeddings(BaseModel, Embeddings):
     @classmethod
     def _coerce_mesh(cls, v: Any) -> Any:
         return coerce_mesh(v)
+
+    @model_serializer(mode="wrap")
+    def _dump_with_mesh(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return dump_with_mesh(self, handler)
 
     @property
     def llm_id(self) -> str:
@@ -104,3 +113,6 @@ class MeshEmbeddings(BaseModel, Embeddings):
 
     async def aembed_query(self, text: str) -> list[float]:
         return (await self._aembed([text], "query"))[0]
+
+
+allow_in_langchain_load(MeshEmbeddings)

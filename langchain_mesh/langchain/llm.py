@@ -16,6 +16,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from ..errors import MeshError
 from ..schema import CompletionRequest, CompletionResponse, Message, StreamFooter
 from ._common import (
+    allow_in_langchain_load,
     MeshModelFields,
     acall_with_retries,
     astream_with_retries,
@@ -130,3 +131,6 @@ class MeshLLM(MeshModelFields, BaseLLM):
             if run_manager is not None and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+
+allow_in_langchain_load(MeshLLM)
