@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "MeshChatModel": "langchain_mesh.langchain",
     "MeshLLM": "langchain_mesh.langchain",
     "MeshEmbeddings": "langchain_mesh.langchain",
+    "init_chat_model": "langchain_mesh.langchain",
 }
 
 __all__ = sorted(_EXPORTS) + ["errors", "__version__"]
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from .connections import register_connection_type
     from .connections.base import Connection
     from .ids import format_llm_id, parse_llm_id
-    from .langchain import MeshChatModel, MeshEmbeddings, MeshLLM
+    from .langchain import MeshChatModel, MeshEmbeddings, MeshLLM, init_chat_model
     from .mesh import LLMListItem, Mesh
     from .queries import LLM
     from .schema import CompletionResponse, EmbeddingResponse, Purpose, StreamChunk, StreamFooter

@@ -208,6 +208,20 @@ class Mesh:
             return await conn.aembed(llm.model, request)
         return await acall_with_retries(lambda: conn.aembed(llm.model, request), n)
 
+    def count_tokens(self, llm: "LLM", request: CompletionRequest) -> int:
+        """Input tokens of ``request`` on ``llm``: the provider's or the model's own count where
+        there is one, else the documented estimate (``Connection.count_tokens``)."""
+        conn, n = llm.connection, llm.connection.config.max_retries
+        return call_with_retries(lambda: conn.count_tokens(llm.model, request), n)
+
+    async def acount_tokens(self, llm: "LLM", request: CompletionRequest) -> int:
+        conn, n = llm.connection, llm.connection.config.max_retries
+        return await acall_with_retries(lambda: conn.acount_tokens(llm.model, request), n)
+
+    def tokenizer(self, llm: "LLM") -> Any:
+        """The model's tokenizer (``encode``/``decode``) when this process has it, else None."""
+        return llm.connection.tokenizer(llm.model)
+
     def generate_images(self, llm: "LLM", request: ImageGenerationRequest) -> ImageGenerationResponse:
         conn, n = llm.connection, llm.connection.config.max_retries
         return call_with_retries(lambda: conn.generate_images(llm.model, request), n)
