@@ -110,3 +110,15 @@ def test_a_single_token_array_and_a_bad_id(gateway, fake):
     r = httpx.post(gateway.base_url + "/embeddings", headers={"Authorization": f"Bearer {KEY}"},
                    json={"model": FAKE_EMBED, "input": [[5, -1]]})
     assert r.status_code == 400 and "outside the cl100k_base vocabulary" in r.json()["error"]["message"]
+
+
+def test_newer_openai_request_fields_are_taken_and_passed_on(gateway, fake, openai_server):
+    fields = {"store": False, "service_tier": "auto", "prompt_cache_key": "k1", "safety_identifier": "u-hash",
+              "verbosity": "low"}
+    r = openai.OpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0).chat.completions.create(
+        model=FAKE, messages=[{"role": "user", "content": "hi"}], **fields)
+    assert r.choices[0].message.content == "hi"
+    assert fake.requests[-1].settings.extra == fields  # for the provider, which takes them or says so
+    httpx.post(gateway.base_url + "/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+               json={"model": "openai:oa:gpt-4o", "messages": [{"role": "user", "content": "hi"}], **fields})
+    assert {k: openai_server.last_request.json.get(k) for k in fields} == fields

@@ -170,6 +170,11 @@ class ChatCompletionRequest(_Body):
     parallel_tool_calls: Optional[bool] = None
     reasoning_effort: Optional[Literal["minimal", "low", "medium", "high"]] = None
     metadata: Optional[dict[str, str]] = None
+    store: Optional[bool] = None
+    service_tier: Optional[Literal["auto", "default", "flex", "scale", "priority"]] = None
+    prompt_cache_key: Optional[str] = None
+    safety_identifier: Optional[str] = None
+    verbosity: Optional[Literal["low", "medium", "high"]] = None
 
 
 class EmbeddingsRequest(_Body):

@@ -50,7 +50,10 @@ _SETTING_OF: dict[str, str] = {
     key: setting for setting, key in
     Dialect(unsupported=frozenset(), extra_keys={"topK": "top_k"}).setting_keys.items()}
 _SETTING_OF["max_completion_tokens"] = "maxOutputTokens"  # OpenAI's newer name; wins over max_tokens
-_PASS_THROUGH = ("user", "parallel_tool_calls", "reasoning_effort", "metadata")  # -> settings.extra
+# -> settings.extra: OpenAI request fields with no seed setting, for the services that take them
+# (another provider answers a clear 400 naming the field it does not know)
+_PASS_THROUGH = ("user", "parallel_tool_calls", "reasoning_effort", "metadata", "store", "service_tier",
+                 "prompt_cache_key", "safety_identifier", "verbosity")
 _FINISH = {None: "stop", "error": "stop"}  # OpenAI has no "error" finish reason
 
 
