@@ -360,7 +360,8 @@ def portable_config(config: "MeshConfig") -> dict[str, Any]:
     """``config`` as a plain dict that :func:`load_config` reads back in another process.
 
     Secret *references* (``{{env:NAME}}``, ``{{file:PATH}}``) travel as written and are resolved on
-    the other side; values left at their defaults are left out. A literal secret is refused with a
+    the other side; values left at their defaults are left out; relative knowledge-bank paths are
+    made absolute. A literal secret is refused with a
     :class:`CredentialError` naming its key: it would travel (and be stored) in clear.
 
     ```python
@@ -380,4 +381,9 @@ def portable_config(config: "MeshConfig") -> dict[str, Any]:
     # one dump per connection: each is its own config subclass (a dict of the base class would
     # serialise only the base fields)
     out["connections"] = {name: c.model_dump(**dump) for name, c in config.connections.items()}  # type: ignore[arg-type]
+    for kb in (out.get("knowledge_banks") or {}).values():
+        # a bank folder is read relative to the working directory: made absolute, a process started
+        # elsewhere opens the same bank
+        if kb.get("path") and not Path(kb["path"]).expanduser().is_absolute():
+            kb["path"] = str(Path(kb["path"]).expanduser().resolve())
     return out

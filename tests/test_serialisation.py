@@ -153,3 +153,9 @@ def test_a_retriever_without_a_bank_says_why_it_cannot_travel(tmp_path, env_key)
     assert dumpd(retriever)["type"] == "not_implemented"
     with pytest.raises(TypeError, match="as_langchain_retriever"):
         pickle.dumps(retriever)
+
+
+def test_relative_bank_paths_travel_as_absolute_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mesh = Mesh.from_config({"knowledge_banks": {"docs": {"path": "banks/docs"}}})
+    assert mesh.portable_config()["knowledge_banks"]["docs"]["path"] == str(tmp_path / "banks" / "docs")

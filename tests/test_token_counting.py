@@ -161,3 +161,10 @@ def test_token_arrays_decode_with_the_named_encoding():
     assert decode_token_arrays([o200k], "gpt-4o") == ["hello world"]
     with pytest.raises(ValueError, match="outside the cl100k_base vocabulary"):
         decode_token_arrays([[1, 200_000]])
+
+
+def test_the_scripted_connection_counts_as_its_usage_reports():
+    with Mesh.from_config({"connections": {"fake": {"type": "scripted"}}}) as mesh:
+        chat = MeshChatModel(model="scripted:fake:chat", mesh=mesh)
+        n = chat.get_num_tokens_from_messages(HISTORY[:2])
+        assert n == chat.invoke(HISTORY[:2]).usage_metadata["input_tokens"] > 0
