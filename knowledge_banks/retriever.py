@@ -145,7 +145,7 @@ def _revive(cls: type, kwargs: dict[str, Any]) -> Any:
 
 
 def _allow_in_langchain_load() -> None:
-    from langchain_mesh.langchain._common import allow_in_langchain_load
+    from langchain_mesh.langchain.serialization import allow_in_langchain_load
 
     allow_in_langchain_load(KnowledgeBankRetriever)
 

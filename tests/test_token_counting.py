@@ -138,9 +138,8 @@ def test_openai_models_count_with_their_encoding_offline_and_need_no_key():
     n = gpt4o.get_num_tokens_from_messages(HISTORY)
     # OpenAI's cookbook rule: 3 per message + role + content, 3 to prime the reply
     enc = openai_encoding("gpt-4o")
-    assert n == 3 + sum(3 + len(enc.encode(m.type if m.type != "human" else "user")) * 0 +
-                        len(enc.encode({"system": "system", "human": "user", "ai": "assistant"}[m.type])) +
-                        len(enc.encode(m.content)) for m in HISTORY)
+    role = {"system": "system", "human": "user", "ai": "assistant"}
+    assert n == 3 + sum(3 + len(enc.encode(role[m.type])) + len(enc.encode(m.content)) for m in HISTORY)
     _assert_trims(gpt4o)
 
 

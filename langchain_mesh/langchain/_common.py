@@ -4,8 +4,6 @@ parameter names to the seed's setting names, and the adapter-level retry/timeout
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from pydantic import (
@@ -26,6 +24,7 @@ from ..ids import parse_llm_id
 # the adapters' own retry loop (on top of the mesh's) is the shared policy
 from ..policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries  # noqa: F401
 from ..schema import validate_settings
+from .serialization import TracedSerializable, dump_with_mesh
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -72,75 +71,6 @@ def coerce_mesh(value: Any) -> Any:
                     f"got {type(value).__name__}")
 
 
-#: set while LangChain serialises a model for its callbacks and traces (``_serialized``): the mesh
-#: config is left out there (traces do not need it, and a literal secret must not fail a call)
-_TRACE_DUMP: ContextVar[bool] = ContextVar("langchain_mesh_trace_dump", default=False)
-
-
-class MeshSerializable:
-    """LangChain serialisation (``dumpd``/``loads``) of the mesh classes, mixed in before their
-    LangChain base.
-
-    The mesh travels as its *portable config* (``Mesh.portable_config()``: secret references as
-    written, never resolved values; a literal secret raises :class:`~langchain_mesh.errors.CredentialError`);
-    ``loads`` rebuilds it with ``Mesh.from_config``. A model on the default mesh (``mesh=None``)
-    carries none and uses the loading process's default. The class ids are
-    ``["langchain_mesh", "<ClassName>"]`` whatever module defines the class::
-
-        from langchain_core.load import dumpd, load
-        data = dumpd(chat)
-        chat2 = load(data, valid_namespaces=["langchain_mesh"], allowed_objects="all")
-    """
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
-
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        return ["langchain_mesh"]
-
-    @property
-    def lc_attributes(self) -> dict[str, Any]:
-        mesh = getattr(self, "mesh", None)
-        if mesh is None or _TRACE_DUMP.get():
-            return {}
-        return {"mesh": mesh.portable_config()}
-
-
-def dump_with_mesh(model: Any, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-    """``model_dump()`` with the mesh as its portable config, so that ``Cls(**obj.model_dump())``
-    rebuilds an equivalent object (the ``mesh`` field itself is excluded: a Mesh is not data)."""
-    data = handler(model)
-    mesh = getattr(model, "mesh", None)
-    if mesh is not None and isinstance(data, dict):
-        data["mesh"] = mesh.portable_config()
-    return data
-
-
-def allow_in_langchain_load(*classes: type) -> None:
-    """Let ``load(..., allowed_objects="all")`` revive ``classes``, as it revives the partner
-    integrations listed in langchain-core's own mapping (ChatOpenAI, ChatAnthropic...).
-
-    langchain-core has no public registry for third-party classes: ``"all"`` means "the classes in
-    its mapping", which the standard ``test_serdes`` relies on. We add our exact class ids (each
-    mapped to itself), nothing else; ``allowed_objects="core"``/``"messages"`` are unchanged, and an
-    explicit ``allowed_objects=[MeshChatModel]`` works without this. If langchain-core reorganises
-    the table, only the ``"all"`` shortcut is lost.
-    """
-    import importlib
-
-    try:
-        module = importlib.import_module("langchain_core.load.load")
-        table, cache = module.ALL_SERIALIZABLE_MAPPINGS, module._default_class_paths_cache
-    except (ImportError, AttributeError):  # pragma: no cover - a future langchain-core
-        return
-    for cls in classes:
-        path = tuple(cls.lc_id())  # type: ignore[attr-defined]
-        table[path] = path
-    cache.pop("all", None)
-
-
 class RetryDefaults:
     """``with_retry()`` retries the mesh's retryable errors by default (rate limits, 5xx, timeouts,
     unreachable providers, cut streams) instead of LangChain's ``(Exception,)``: a bad request or a
@@ -159,24 +89,6 @@ class RetryDefaults:
         if retry_if_exception_type is None:
             retry_if_exception_type = self.retryable_errors
         return super().with_retry(retry_if_exception_type=retry_if_exception_type, **kwargs)  # type: ignore[misc]
-
-
-class TracedSerializable(MeshSerializable):
-    """For the language models: the ``_serialized`` LangChain hands to callbacks leaves the mesh out."""
-
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "MESH_API_KEY"}
-
-    @cached_property
-    def _serialized(self) -> dict[str, Any]:
-        from langchain_core.load import dumpd
-
-        token = _TRACE_DUMP.set(True)
-        try:
-            return dumpd(self)
-        finally:
-            _TRACE_DUMP.reset(token)
 
 
 def resolve_mesh(mesh: Optional["Mesh"]) -> "Mesh":

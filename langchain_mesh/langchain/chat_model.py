@@ -26,7 +26,6 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from ..errors import MeshError, SettingsError
 from ..schema import CompletionRequest, StreamFooter, validate_settings
 from ._common import (
-    allow_in_langchain_load,
     MeshModelFields,
     acall_with_retries,
     astream_with_retries,
@@ -36,6 +35,7 @@ from ._common import (
     stream_with_retries,
 )
 from .convert import StreamConverter, response_to_ai_message, to_mesh_messages
+from .serialization import allow_in_langchain_load
 
 __all__ = ["MeshChatModel", "normalize_tool_choice", "normalize_response_format"]
 

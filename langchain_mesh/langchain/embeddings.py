@@ -16,7 +16,8 @@ from pydantic import AliasChoices, ConfigDict, Field, SerializerFunctionWrapHand
 
 from ..errors import MeshError
 from ..schema import EmbeddingRequest
-from ._common import MeshSerializable, allow_in_langchain_load, dump_with_mesh, acall_with_retries, call_with_retries, coerce_mesh, get_llm
+from ._common import acall_with_retries, call_with_retries, coerce_mesh, get_llm
+from .serialization import MeshSerializable, allow_in_langchain_load, dump_with_mesh
 
 __all__ = ["MeshEmbeddings"]
 

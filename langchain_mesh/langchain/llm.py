@@ -16,7 +16,6 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from ..errors import MeshError
 from ..schema import CompletionRequest, CompletionResponse, Message, StreamFooter
 from ._common import (
-    allow_in_langchain_load,
     MeshModelFields,
     acall_with_retries,
     astream_with_retries,
@@ -25,6 +24,7 @@ from ._common import (
     stream_with_retries,
 )
 from .convert import usage_to_metadata
+from .serialization import allow_in_langchain_load
 
 __all__ = ["MeshLLM"]
 
