@@ -3,7 +3,8 @@
 Speaks ``POST /v1/messages`` (a ``message`` object, or with ``"stream": true`` server-sent events
 with Anthropic's event names: ``message_start``, ``ping``, ``content_block_start`` /
 ``content_block_delta`` (``text_delta``, ``input_json_delta``) / ``content_block_stop``,
-``message_delta``, ``message_stop``) and ``GET /v1/models``. Point the real SDK at it::
+``message_delta``, ``message_stop``), ``POST /v1/messages/count_tokens`` (``{"input_tokens": n}``, counted as
+a Messages call reports its input) and ``GET /v1/models``. Point the real SDK at it::
 
     import anthropic
     from langchain_mesh.testing.anthropic import AnthropicServer

@@ -5,6 +5,8 @@ endpoint_url=srv.url)`` runs its own request validation, SigV4 signing and event
 
 * ``POST /model/{modelId}/converse``: a JSON answer (``output.message.content``, ``stopReason``,
   ``usage``, ``metrics``);
+* ``POST /model/{modelId}/count-tokens`` with ``{"input": {"converse": {...}}}``: ``{"inputTokens": n}``,
+  counted as Converse reports its input;
 * ``POST /model/{modelId}/converse-stream``: ``application/vnd.amazon.eventstream`` binary frames
   (prelude with lengths and CRC, ``:event-type``/``:message-type``/``:content-type`` headers, JSON
   payload, message CRC): ``messageStart``, text ``contentBlockDelta`` per word, tool calls as

@@ -4,7 +4,8 @@ Vertex AI (``/v1beta1|v1/projects/{project}/locations/{location}/publishers/goog
 ``Authorization: Bearer <access token>``) and the Gemini Developer API (``/v1|v1beta/models/{model}:METHOD``,
 ``x-goog-api-key`` or ``?key=``), with the methods ``google-genai`` calls: ``generateContent``,
 ``streamGenerateContent`` (server-sent events with ``alt=sse``, else one JSON array),
-``batchEmbedContents``/``embedContent``, and ``predict`` (text-embedding models and Imagen)::
+``batchEmbedContents``/``embedContent``, ``countTokens`` (``{"totalTokens": n}``, counted as
+generateContent reports its prompt), and ``predict`` (text-embedding models and Imagen)::
 
     with VertexServer(project="my-proj") as srv:
         key = srv.service_account_key()           # a real RSA key JSON whose token_uri is srv.url/token
