@@ -216,7 +216,8 @@ class KnowledgeBank:
                                 "'similarity' is (it runs the hybrid search)", ["search_type"])
         _check_search_kwargs(store, search_type, search_kwargs or {})
         return KnowledgeBankRetriever(vectorstore=store, search_type=search_type, search_kwargs=search_kwargs or {},
-                                      images_dir=str(self.images_dir), **retriever_kwargs)
+                                      images_dir=str(self.images_dir), knowledge_bank=self.id, mesh=self.mesh,
+                                      **retriever_kwargs)
 
     # ---- writing ----------------------------------------------------------------------------------
 

@@ -10,6 +10,13 @@ Precedence: ``invoke(..., **kwargs)`` > ``k`` field > ``search_kwargs``.
 Documents whose metadata carries retrieval content (set by the knowledge-bank writer's metadata
 formatter) come back with that content in place of the embedded chunk (``knowledge_banks.metadata``);
 ``images_dir`` resolves relative image paths.
+
+A retriever made by ``bank.as_langchain_retriever()`` knows its bank: it is serialisable the
+LangChain way (``dumpd``/``loads``: the bank id, the search settings and the mesh as its config with
+secret references) and picklable (the other process reopens the bank's current version)::
+
+    retriever = mesh.get_knowledge_bank("docs").as_langchain_retriever(search_type="hybrid", k=4)
+    KnowledgeBankRetriever(knowledge_bank="docs", mesh="mesh.yaml", search_type="hybrid", k=4)  # the same
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from typing import Any, ClassVar, Collection, Optional
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.vectorstores import VectorStoreRetriever
-from pydantic import Field
+from pydantic import Field, model_validator
+
+from langchain_mesh._langchain_load import allow_in_langchain_load
 
 __all__ = ["KnowledgeBankRetriever"]
 
@@ -37,6 +46,56 @@ class KnowledgeBankRetriever(VectorStoreRetriever):
     """Documents to return; overrides ``search_kwargs["k"]``."""
     images_dir: Optional[str] = None
     """Folder that relative retrieval-content image paths are resolved against."""
+    knowledge_bank: Optional[str] = None
+    """The id of the mesh knowledge bank searched; given without ``vectorstore``, the bank's current
+    version is opened."""
+    mesh: Optional[Any] = Field(default=None, exclude=True, repr=False)
+    """The mesh of ``knowledge_bank``: a Mesh, a config dict or a mesh YAML path; None = ``Mesh.default()``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _open_bank(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("vectorstore") is not None or not data.get("knowledge_bank"):
+            return data
+        from langchain_mesh.langchain._common import coerce_mesh, resolve_mesh
+
+        mesh = resolve_mesh(coerce_mesh(data.get("mesh")))
+        bank = mesh.get_knowledge_bank(data["knowledge_bank"])
+        out = {**data, "mesh": mesh, "vectorstore": bank.as_langchain_vectorstore()}
+        out.setdefault("images_dir", str(bank.images_dir))
+        return out
+
+    # ---- crossing a process boundary (only a retriever that knows its bank can) ------------------
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["knowledge_banks"]
+
+    def _portable_kwargs(self) -> dict[str, Any]:
+        if not self.knowledge_bank:
+            raise TypeError("this retriever was built on a vector store, not a mesh knowledge bank, so it "
+                            "cannot be serialised or pickled; build it with bank.as_langchain_retriever()")
+        kwargs: dict[str, Any] = {"knowledge_bank": self.knowledge_bank, "search_type": self.search_type}
+        if self.mesh is not None:
+            kwargs["mesh"] = self.mesh.portable_config()
+        for key in ("search_kwargs", "k", "tags", "metadata"):
+            value = getattr(self, key)
+            if value:
+                kwargs[key] = value
+        return kwargs
+
+    def to_json(self) -> Any:
+        if not self.knowledge_bank:
+            return self.to_json_not_implemented()
+        return {"lc": 1, "type": "constructor", "id": self.lc_id(), "kwargs": self._portable_kwargs()}
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # the store (an open index, a client) does not travel: the other side reopens the bank
+        return (_revive, (type(self), self._portable_kwargs()))
 
     def _finish(self, docs: list[Document]) -> list[Document]:
         from pathlib import Path
@@ -81,3 +140,10 @@ class KnowledgeBankRetriever(VectorStoreRetriever):
             raise ValueError(f"search_type {self.search_type!r} needs a store with {prefix + name}(); "
                              f"{type(self.vectorstore).__name__} has none (semantic_hybrid is Azure AI Search's)")
         return method
+
+
+def _revive(cls: type, kwargs: dict[str, Any]) -> Any:
+    return cls(**kwargs)
+
+
+allow_in_langchain_load(KnowledgeBankRetriever)

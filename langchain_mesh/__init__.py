@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "MeshEmbeddings": "langchain_mesh.langchain",
     "acting_as": "langchain_mesh.credentials",
     "BaseLLM": "langchain_mesh.plugins",
+    "init_chat_model": "langchain_mesh.langchain",
 }
 
 __all__ = sorted(_EXPORTS) + ["errors", "__version__"]
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from .credentials import acting_as
     from .plugins import BaseLLM
     from .ids import format_llm_id, parse_llm_id
-    from .langchain import MeshChatModel, MeshEmbeddings, MeshLLM
+    from .langchain import MeshChatModel, MeshEmbeddings, MeshLLM, init_chat_model
     from .mesh import LLMListItem, Mesh
     from .queries import LLM
     from .schema import CompletionResponse, EmbeddingResponse, Purpose, StreamChunk, StreamFooter

@@ -28,7 +28,7 @@ log = logging.getLogger("langchain_mesh.config")
 
 __all__ = [
     "Secret", "ModelConfig", "ConnectionConfig", "KnowledgeBankConfig", "ServerConfig",
-    "MeshConfig", "load_config", "DEFAULT_CONFIG", "SecretsConfig", "CredentialsConfig", "PresetConfig",
+    "MeshConfig", "load_config", "DEFAULT_CONFIG", "SecretsConfig", "CredentialsConfig", "PresetConfig", "portable_config",
 ]
 
 _REF = re.compile(r"^\{\{\s*(env|file)\s*:\s*(.+?)\s*\}\}$")
@@ -602,7 +602,8 @@ def _secrets_in(obj: Any, path: str) -> list[tuple[str, Secret]]:
     return out
 
 
-_SECRET_NAME = re.compile(r"(?i)(key|token|secret|password)$")
+# free-form settings (a knowledge bank's engine settings) hold plain strings: judged by their key's name
+_SECRET_NAME = re.compile(r"(?i)(key|token|secret|password|basic_auth)$")
 
 
 def _literal_secrets(value: Any, at: str) -> Iterator[str]:
@@ -621,14 +622,20 @@ def _literal_secrets(value: Any, at: str) -> Iterator[str]:
     elif isinstance(value, dict):
         for k, v in value.items():
             where = f"{at}.{k}" if at else str(k)
-            # free-form settings (a knowledge bank's engine settings) hold plain strings: judged by name
-            if isinstance(v, str) and _SECRET_NAME.search(str(k)) and not _REF.match(v.strip()):
+            if _SECRET_NAME.search(str(k)) and _is_literal_text(v):
                 yield where
             else:
                 yield from _literal_secrets(v, where)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _literal_secrets(v, f"{at}[{i}]")
+
+
+def _is_literal_text(v: Any) -> bool:
+    """A plain string that is not a reference (for a ``(user, password)`` pair: its password)."""
+    if isinstance(v, (list, tuple)) and v:
+        v = v[-1]
+    return isinstance(v, str) and not _REF.match(v.strip())
 
 
 def _warn_if_exposed(path: Path, config: MeshConfig) -> None:
@@ -644,3 +651,40 @@ def _warn_if_exposed(path: Path, config: MeshConfig) -> None:
         log.warning("mesh config %s is readable by every user of this machine and holds literal secrets (%s): "
                     "restrict it (chmod 600 %s) or use {{env:NAME}} / {{file:PATH}} references",
                     path, ", ".join(found[:5]) + (" ..." if len(found) > 5 else ""), path)
+
+
+# --------------------------------------------------------------------------------------------------
+# a config another process can rebuild the mesh from (pickle, LangChain dumpd/loads)
+
+
+def portable_config(config: "MeshConfig") -> dict[str, Any]:
+    """``config`` as a plain dict that :func:`load_config` reads back in another process.
+
+    Secret *references* (``{{env:NAME}}``, ``{{file:PATH}}``) travel as written and are resolved on
+    the other side; values left at their defaults are left out; relative knowledge-bank paths are
+    made absolute. A literal secret is refused with a
+    :class:`CredentialError` naming its key: it would travel (and be stored) in clear.
+
+    ```python
+    portable_config(load_config({"connections": {"o": {"type": "openai", "api_key": "{{env:OPENAI_API_KEY}}"}}}))
+    # {'connections': {'o': {'type': 'openai', 'api_key': '{{env:OPENAI_API_KEY}}'}}}
+    ```
+    """
+    literals = list(_literal_secrets(config, ""))
+    if literals:
+        raise CredentialError(
+            f"this mesh cannot be serialised or sent to another process: its config holds literal "
+            f"secret(s) at {', '.join(literals)}, which would travel in clear. Put each in an "
+            "environment variable or a file and reference it (api_key: \"{{env:NAME}}\" or "
+            "\"{{file:/path}}\")")
+    dump = dict(mode="json", exclude_unset=True, by_alias=True)
+    out = config.model_dump(exclude={"connections"}, **dump)  # type: ignore[arg-type]
+    # one dump per connection: each is its own config subclass (a dict of the base class would
+    # serialise only the base fields)
+    out["connections"] = {name: c.model_dump(**dump) for name, c in config.connections.items()}  # type: ignore[arg-type]
+    for kb in (out.get("knowledge_banks") or {}).values():
+        # a bank folder is read relative to the working directory: made absolute, a process started
+        # elsewhere opens the same bank
+        if kb.get("path") and not Path(kb["path"]).expanduser().is_absolute():
+            kb["path"] = str(Path(kb["path"]).expanduser().resolve())
+    return out

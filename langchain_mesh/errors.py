@@ -152,6 +152,12 @@ class StreamInterruptedError(ProviderError):
         self.partial_text = partial_text
 
 
+#: the errors a retry can help with: what ``MeshChatModel.with_retry()`` retries by default, and what
+#: to give ``with_fallbacks(exceptions_to_handle=...)`` to fall back on a provider outage or rate limit
+RETRYABLE_ERRORS: tuple[type[ProviderError], ...] = (
+    RateLimitError, ServerError, ProviderTimeoutError, ProviderConnectionError, StreamInterruptedError)
+
+
 def error_for_status(
     status: int,
     message: str,

@@ -269,6 +269,18 @@ class Mesh:
         return _one_vector_each(request, await self._acall(llm, self._conn(llm).aembed, request, timeout, max_retries),
                                 llm)
 
+    def count_tokens(self, llm: "LLM", request: CompletionRequest) -> int:
+        """Input tokens of ``request`` on ``llm``: the provider's or the model's own count where
+        there is one, else the documented estimate (``Connection.count_tokens``)."""
+        return self._call(llm, self._conn(llm).count_tokens, request, None, None)
+
+    async def acount_tokens(self, llm: "LLM", request: CompletionRequest) -> int:
+        return await self._acall(llm, self._conn(llm).acount_tokens, request, None, None)
+
+    def tokenizer(self, llm: "LLM") -> Any:
+        """The model's tokenizer (``encode``/``decode``) when this process has it, else None."""
+        return llm.connection.tokenizer(llm.model)
+
     def generate_images(self, llm: "LLM", request: ImageGenerationRequest, *, timeout: Optional[float] = None,
                         max_retries: Optional[int] = None) -> ImageGenerationResponse:
         conn = self._conn(llm)
@@ -348,6 +360,20 @@ class Mesh:
 
     def __repr__(self) -> str:
         return f"Mesh(connections={sorted(self.config.connections)})"
+
+    # ---- crossing a process boundary -------------------------------------------------------------
+
+    def portable_config(self) -> dict[str, Any]:
+        """The config as a plain dict with secret references, for another process (see
+        :func:`~langchain_mesh.config.portable_config`; a literal secret raises CredentialError)."""
+        from .config import portable_config
+
+        return portable_config(self.config)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # pickle (multiprocessing spawn, Ray, Dask) carries the config, never a client, lock or
+        # resolved secret: the other side opens its own connections on first use
+        return (type(self), (self.portable_config(),))
 
 
 def _user_slots_of(config: MeshConfig) -> dict[str, dict[str, list[str]]]:

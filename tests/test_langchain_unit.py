@@ -195,8 +195,11 @@ def test_mesh_param_accepts_config_dict_path_and_mesh(tmp_path, mesh, monkeypatc
     assert MeshChatModel(model=CHAT).invoke("from the default").content == "from the default"
 
 
-def test_mesh_is_excluded_from_serialised_params(chat):
-    assert "mesh" not in chat.model_dump()
+def test_model_dump_carries_the_mesh_as_its_config(chat):
+    # the config (plain data with secret references), never the live Mesh: Cls(**dump) rebuilds it
+    assert chat.model_dump()["mesh"] == {"connections": {"fake": {"type": "scripted", "models": [
+        {"id": "chat"}, {"id": "chat2"}, {"id": "embed", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}}
+    assert MeshChatModel(**chat.model_dump()).invoke("again").content == "again"
     assert chat._llm_type == "mesh-chat"
     assert MeshLLM(model=CHAT, mesh=SCRIPTED)._llm_type == "mesh-llm"
 

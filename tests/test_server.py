@@ -328,7 +328,9 @@ def test_bad_requests_name_the_field(srv, body, status, param, code):
 
 @pytest.mark.parametrize("path,body,param", [
     ("/v1/embeddings", {"model": FAKE_EMBED, "input": []}, "input"),
-    ("/v1/embeddings", {"model": FAKE_EMBED, "input": [1, 2]}, "input"),  # token ids: not taken
+    ("/v1/embeddings", {"model": FAKE_EMBED, "input": [1, 10_000_000]}, "input"),  # outside cl100k_base
+    ("/v1/embeddings", {"model": FAKE_EMBED, "input": [[1], []]}, "input"),
+    ("/v1/embeddings", {"model": FAKE_EMBED, "input": [1, "x"]}, "input"),
     ("/v1/embeddings", {"model": FAKE_EMBED, "input": "x", "encoding_format": "int8"}, "encoding_format"),
     ("/v1/embeddings", {"model": FAKE_EMBED, "input": "x", "dimensions": 0}, "dimensions"),
     ("/v1/embeddings", {"model": FAKE, "input": "x"}, "model"),

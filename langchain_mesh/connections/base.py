@@ -36,7 +36,7 @@ from ..schema import (
     Usage,
 )
 
-__all__ = ["Connection", "Passthrough", "collect_stream", "ToolCallAssembler"]
+__all__ = ["Connection", "Passthrough", "collect_stream", "ToolCallAssembler", "count_with_encoding"]
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,24 @@ class Connection:
     async def agenerate_images(self, model: str, request: ImageGenerationRequest) -> ImageGenerationResponse:
         return await asyncio.to_thread(self.generate_images, model, request)
 
+    # ---- tokens (LangChain's get_num_tokens, trim_messages, mesh serve's token-id inputs) ------------
+
+    def tokenizer(self, model: str) -> Optional[Any]:
+        """The model's own tokenizer (``encode(text) -> list[int]``, ``decode(ids) -> str``) when this
+        process has it (local models, the OpenAI family's encodings), else None."""
+        return None
+
+    def count_tokens(self, model: str, request: CompletionRequest) -> int:
+        """Input tokens ``request`` would cost. Connections override this with the model's own
+        count (a provider count-tokens endpoint, the local tokenizer and chat template); the default
+        is the documented estimate of :func:`count_with_encoding` (``o200k_base``), never 0."""
+        from ..tokens import ESTIMATE_ENCODING, openai_encoding
+
+        return count_with_encoding(request, self.tokenizer(model) or openai_encoding(ESTIMATE_ENCODING))
+
+    async def acount_tokens(self, model: str, request: CompletionRequest) -> int:
+        return await asyncio.to_thread(self.count_tokens, model, request)
+
     def close(self) -> None:
         """Release clients and pools. Called by :meth:`Mesh.close`."""
 
@@ -234,3 +252,24 @@ def collect_stream(events: Iterator[StreamEvent]) -> CompletionResponse:
                 log_probs=log_probs,
             )
     raise StreamInterruptedError("the stream ended without its final event", partial_text="".join(text))
+
+
+def count_with_encoding(request: CompletionRequest, encoding: Any) -> int:
+    """Chat tokens counted the way OpenAI's cookbook counts them for its chat models: each message
+    costs 3 tokens of framing plus its role, content, name and tool calls; the reply is primed with
+    3 more; tool definitions are counted as their JSON. Images are not counted (their cost depends
+    on the provider's resizing)."""
+    import json
+
+    enc = encoding.encode_ordinary if hasattr(encoding, "encode_ordinary") else encoding.encode
+    total = 3
+    for m in request.messages:
+        total += 3 + len(enc(m.role)) + len(enc(m.text))
+        if m.name:
+            total += 1 + len(enc(m.name))
+        for tc in m.tool_calls or ():
+            total += 3 + len(enc(tc.function.name)) + len(enc(tc.function.arguments or ""))
+    tools = request.settings.tools if request.settings is not None else None
+    if tools:
+        total += len(enc(json.dumps([t.model_dump(exclude_none=True) for t in tools])))
+    return total

@@ -7,10 +7,23 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ..ids import parse_llm_id
 from ..schema import validate_settings
+from .serialization import TracedSerializable, dump_with_mesh
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -55,6 +68,26 @@ def coerce_mesh(value: Any) -> Any:
         return Mesh.from_config(value)  # type: ignore[arg-type]
     raise TypeError(f"mesh must be a Mesh, a config dict or a path to a mesh YAML file, "
                     f"got {type(value).__name__}")
+
+
+class RetryDefaults:
+    """``with_retry()`` retries the mesh's retryable errors by default (rate limits, 5xx, timeouts,
+    unreachable providers, cut streams) instead of LangChain's ``(Exception,)``: a bad request or a
+    wrong key fails the same way every time, so retrying it only delays the error."""
+
+    #: the mesh errors worth a retry or a fallback (``langchain_mesh.errors.RETRYABLE_ERRORS``);
+    #: ``chat.with_fallbacks([...], exceptions_to_handle=chat.retryable_errors)``
+    @property
+    def retryable_errors(self) -> tuple[type[BaseException], ...]:
+        from ..errors import RETRYABLE_ERRORS
+
+        return RETRYABLE_ERRORS
+
+    def with_retry(self, *, retry_if_exception_type: Optional[tuple[type[BaseException], ...]] = None,
+                   **kwargs: Any) -> Any:
+        if retry_if_exception_type is None:
+            retry_if_exception_type = self.retryable_errors
+        return super().with_retry(retry_if_exception_type=retry_if_exception_type, **kwargs)  # type: ignore[misc]
 
 
 def resolve_mesh(mesh: Optional["Mesh"]) -> "Mesh":
@@ -128,7 +161,7 @@ def get_llm(mesh: Optional["Mesh"], llm_id: str, purpose: str) -> "LLM":
     return llm
 
 
-class MeshModelFields(BaseModel):
+class MeshModelFields(RetryDefaults, TracedSerializable, BaseModel):
     """The constructor fields :class:`MeshChatModel` and :class:`MeshLLM` share, validated once."""
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
@@ -164,6 +197,10 @@ class MeshModelFields(BaseModel):
     def _coerce_mesh(cls, v: Any) -> Any:
         return coerce_mesh(v)
 
+    @model_serializer(mode="wrap")
+    def _dump_with_mesh(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        return dump_with_mesh(self, handler)
+
     @model_validator(mode="after")
     def _build_settings(self) -> "MeshModelFields":
         self._base = base_settings(
@@ -193,6 +230,34 @@ class MeshModelFields(BaseModel):
         if ls_stop:
             params["ls_stop"] = list(ls_stop)
         return params
+
+    # ---- tokens: the model's own count, never LangChain's offline GPT-2 fallback (which counts 0) --
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` from the model's own tokenizer (local models, OpenAI's models).
+        Hosted models whose tokenizer only their provider has raise CapabilityError: count them with
+        :meth:`get_num_tokens` / ``get_num_tokens_from_messages``, which ask the provider."""
+        from ..errors import CapabilityError
+
+        llm = get_llm(self.mesh, self.model, "GENERIC_COMPLETION")
+        tok = llm.mesh.tokenizer(llm)
+        if tok is None:
+            raise CapabilityError(
+                f"{llm.id}'s tokenizer is not available in this process (its provider counts tokens "
+                "server-side); use get_num_tokens or get_num_tokens_from_messages, which ask the provider")
+        return list(tok.encode(text))
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens of ``text``: the model's tokenizer where this process has it; otherwise the
+        connection's count of ``text`` sent as one user message (the provider's count-tokens
+        endpoint, so it includes that message's few framing tokens; else the documented estimate)."""
+        from ..schema import CompletionRequest, Message
+
+        llm = get_llm(self.mesh, self.model, "GENERIC_COMPLETION")
+        tok = llm.mesh.tokenizer(llm)
+        if tok is not None:
+            return len(tok.encode(text))
+        return llm.mesh.count_tokens(llm, CompletionRequest(messages=[Message(role="user", content=text)]))
 
     def _call_settings(self, stop: Optional[list[str]], kwargs: dict[str, Any]) -> Any:
         """Settings of one call: the construction-time ones (validated once) unless the call adds any."""

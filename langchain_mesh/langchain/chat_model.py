@@ -31,6 +31,7 @@ from ._common import (
     get_llm,
 )
 from .convert import StreamConverter, response_to_ai_message, to_mesh_messages
+from .serialization import allow_in_langchain_load
 
 __all__ = ["MeshChatModel", "normalize_tool_choice", "normalize_response_format"]
 
@@ -133,6 +134,15 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
     def llm_id(self) -> str:
         return self.model
 
+    @classmethod
+    def from_id(cls, llm_id: str, *, mesh: Any = None, **kwargs: Any) -> "MeshChatModel":
+        """The chat model of a mesh LLM id, checked now: ``MeshChatModel.from_id("openai:o:gpt-4o",
+        mesh="mesh.yaml")`` (the same as :func:`langchain_mesh.init_chat_model`)."""
+        from .factory import init_chat_model
+
+        model = init_chat_model(llm_id, mesh=mesh, **kwargs)
+        return model if cls is MeshChatModel else cls(**{**kwargs, "model": model.model, "mesh": model.mesh})
+
 
     # ---- request building --------------------------------------------------------------------------------
 
@@ -220,6 +230,21 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
                     usage[k] = usage.get(k, 0) + v
         return {"model_name": model_name or self.model, "token_usage": usage}
 
+    # ---- tokens ------------------------------------------------------------------------------------------
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage],
+                                     tools: Optional[Sequence[Any]] = None) -> int:
+        """Input tokens of ``messages`` (and ``tools``) as the model counts them: the local model's
+        tokenizer and chat template; Anthropic, Vertex AI / Gemini and Bedrock's count-tokens
+        endpoints; OpenAI's models' own encodings (offline); otherwise the documented estimate
+        (``langchain_mesh.tokens``). Never 0 for a non-empty conversation, so ``trim_messages(...,
+        token_counter=chat)`` works."""
+        llm = get_llm(self.mesh, self.model, "GENERIC_COMPLETION")
+        settings = (validate_settings({"tools": [convert_to_openai_tool(t) for t in tools]}) if tools
+                    else validate_settings({}))
+        request = CompletionRequest.model_construct(messages=to_mesh_messages(messages), settings=settings)
+        return llm.mesh.count_tokens(llm, request)
+
     # ---- tools and structured output ---------------------------------------------------------------------
 
     def bind_tools(
@@ -306,3 +331,6 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
         parser_none = RunnablePassthrough.assign(parsed=lambda _: None)
         with_fallback = parser_assign.with_fallbacks([parser_none], exception_key="parsing_error")
         return RunnableMap(raw=llm) | with_fallback
+
+
+allow_in_langchain_load(MeshChatModel)

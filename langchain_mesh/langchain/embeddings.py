@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
 
 from langchain_core.embeddings import Embeddings
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from langchain_core.load.serializable import Serializable
+from pydantic import AliasChoices, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from ..errors import MeshError, SettingsError
 from ..schema import EmbeddingRequest, ImagePart
 from ._common import coerce_mesh, get_llm
+from .serialization import MeshSerializable, allow_in_langchain_load, dump_with_mesh
 
 __all__ = ["MeshEmbeddings"]
 
@@ -32,8 +34,12 @@ def _floats(vec: Any) -> list[float]:
     return [float(x) for x in vec]
 
 
-class MeshEmbeddings(BaseModel, Embeddings):
-    """``MeshEmbeddings(model="huggingfacelocal:local:all-MiniLM-L6-v2", mesh=mesh).embed_query("...")``."""
+class MeshEmbeddings(MeshSerializable, Serializable, Embeddings):
+    """``MeshEmbeddings(model="huggingfacelocal:local:all-MiniLM-L6-v2", mesh=mesh).embed_query("...")``.
+
+    Serialisable the LangChain way (``dumpd``/``loads``) and picklable: the mesh travels as its
+    config with secret references (see :class:`~langchain_mesh.langchain._common.MeshSerializable`).
+    """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, extra="forbid",
                               protected_namespaces=())
@@ -58,6 +64,10 @@ class MeshEmbeddings(BaseModel, Embeddings):
     @classmethod
     def _coerce_mesh(cls, v: Any) -> Any:
         return coerce_mesh(v)
+
+    @model_serializer(mode="wrap")
+    def _dump_with_mesh(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return dump_with_mesh(self, handler)
 
     @property
     def llm_id(self) -> str:
@@ -149,3 +159,6 @@ def _load_image(uri: Union[str, bytes]) -> ImagePart:
         return ImagePart.from_bytes(data)
     except ValueError as e:
         raise SettingsError(f"embed_image: {path}: {e}", ["uris"]) from None
+
+
+allow_in_langchain_load(MeshEmbeddings)

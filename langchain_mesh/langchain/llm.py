@@ -21,6 +21,7 @@ from ._common import (
     get_llm,
 )
 from .convert import usage_to_metadata
+from .serialization import allow_in_langchain_load
 
 __all__ = ["MeshLLM"]
 
@@ -124,3 +125,6 @@ class MeshLLM(MeshModelFields, BaseLLM):
             if run_manager is not None and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+
+allow_in_langchain_load(MeshLLM)

@@ -46,6 +46,7 @@ from .translate import (
     completion_json,
     completion_request,
     embedding_request,
+    token_arrays,
     embeddings_json,
     edit_request,
     image_request,
@@ -412,6 +413,8 @@ class MeshApp:
         if plan is not None and len(request.texts) <= plan.embedding_batch and (
                 req.encoding_format != "base64" or plan.embedding_base64):
             data["model"] = plan.wire_model
+            if plan.connection.dialect.provider not in ("openai", "azure_openai") and token_arrays(req) is not None:
+                data["input"] = request.texts  # only OpenAI's own API reads tiktoken ids: send the text
             try:
                 content, _ = await plan.send("/embeddings", orjson.dumps(data), False)
             except MeshError as e:

@@ -85,6 +85,9 @@ class ToolMessage(_Body):
     role: Literal["tool"]
     content: Union[str, list[TextContent]]
     tool_call_id: str
+    # not in OpenAI's current reference, but its API takes it and clients send it (instructor's
+    # re-ask names the tool); it goes on to the provider with the message
+    name: Optional[str] = None
 
 
 ChatMessage = Annotated[Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage],
@@ -167,6 +170,11 @@ class ChatCompletionRequest(_Body):
     parallel_tool_calls: Optional[bool] = None
     reasoning_effort: Optional[Literal["minimal", "low", "medium", "high"]] = None
     metadata: Optional[dict[str, str]] = None
+    store: Optional[bool] = None
+    service_tier: Optional[Literal["auto", "default", "flex", "scale", "priority"]] = None
+    prompt_cache_key: Optional[str] = None
+    safety_identifier: Optional[str] = None
+    verbosity: Optional[Literal["low", "medium", "high"]] = None
 
 
 class CompletionsRequest(_Body):
@@ -196,10 +204,11 @@ class CompletionsRequest(_Body):
 
 
 class EmbeddingsRequest(_Body):
-    """``POST /v1/embeddings``. Token-id inputs are not taken: mesh models have different tokenizers."""
+    """``POST /v1/embeddings``. ``input``: a string, strings, token ids or lists of token ids, as
+    OpenAI takes them (token ids: see :func:`langchain_mesh.server.translate.embedding_texts`)."""
 
     model: str
-    input: Union[str, list[str]]
+    input: Union[str, list[str], list[int], list[list[int]]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Optional[int] = None
     user: Optional[str] = None

@@ -54,7 +54,10 @@ _SETTING_OF: dict[str, str] = {
     "logprobs": "logProbs", "top_logprobs": "topLogProbs", "seed": "seed", "top_k": "topK",
 }
 _SETTING_OF["max_completion_tokens"] = "maxOutputTokens"  # OpenAI's newer name; wins over max_tokens
-_PASS_THROUGH = ("user", "parallel_tool_calls", "reasoning_effort", "metadata")  # -> settings.extra
+# -> settings.extra: OpenAI request fields with no seed setting, for the services that take them
+# (another provider answers a clear 400 naming the field it does not know)
+_PASS_THROUGH = ("user", "parallel_tool_calls", "reasoning_effort", "metadata", "store", "service_tier",
+                 "prompt_cache_key", "safety_identifier", "verbosity")
 _FINISH = {None: "stop", "error": "stop"}  # OpenAI has no "error" finish reason
 
 
@@ -101,7 +104,7 @@ def _message(m: Any, at: str) -> Message:
     if role == "user":
         return Message(role="user", content=_user_parts(m.content, at), name=m.name)
     if role == "tool":
-        return Message(role="tool", content=_text_parts(m.content), tool_call_id=m.tool_call_id)
+        return Message(role="tool", content=_text_parts(m.content), tool_call_id=m.tool_call_id, name=m.name)
     content = m.content
     if isinstance(content, list):  # assistant history: text and refusal parts, as text
         content = "".join(p.text if p.type == "text" else p.refusal for p in content)
@@ -278,8 +281,38 @@ class ChunkStream:
 # embeddings and images
 
 
+def token_arrays(req: EmbeddingsRequest) -> Optional[list[list[int]]]:
+    """The request's token-id input as a list of arrays, or None when it is text."""
+    inp = req.input
+    if isinstance(inp, str) or not inp or isinstance(inp[0], str):
+        return None
+    return [inp] if isinstance(inp[0], int) else inp  # type: ignore[list-item,return-value]
+
+
+def embedding_texts(req: EmbeddingsRequest) -> list[str]:
+    """The texts to embed. Token-id inputs are decoded with the tiktoken encoding the request's
+    model name implies, else ``cl100k_base`` (what OpenAI clients send for a model they do not
+    know, ``OpenAIEmbeddings`` by default; see :mod:`langchain_mesh.tokens`): mesh models have their
+    own tokenizers, so ids are turned back into the text they stand for."""
+    arrays = token_arrays(req)
+    if arrays is None:
+        return [req.input] if isinstance(req.input, str) else list(req.input)  # type: ignore[arg-type]
+    if any(not ids for ids in arrays):
+        raise APIError(400, "a token array in input must not be empty", param="input")
+    from ..errors import CapabilityError
+    from ..tokens import decode_token_arrays
+
+    try:
+        return decode_token_arrays(arrays, req.model.rsplit(":", 1)[-1])
+    except ValueError as e:
+        raise APIError(400, str(e), param="input", code="invalid_token_ids") from None
+    except CapabilityError as e:
+        raise APIError(400, f"token-id input cannot be read here: {e}; send the text instead",
+                       param="input") from None
+
+
 def embedding_request(req: EmbeddingsRequest) -> EmbeddingRequest:
-    texts = [req.input] if isinstance(req.input, str) else req.input
+    texts = embedding_texts(req)
     if not texts:
         raise APIError(400, "input must not be empty", param="input")
     if req.dimensions is not None and req.dimensions < 1:

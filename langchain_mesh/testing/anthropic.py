@@ -3,7 +3,8 @@
 Speaks ``POST /v1/messages`` (a ``message`` object, or with ``"stream": true`` server-sent events
 with Anthropic's event names: ``message_start``, ``ping``, ``content_block_start`` /
 ``content_block_delta`` (``text_delta``, ``input_json_delta``) / ``content_block_stop``,
-``message_delta``, ``message_stop``) and ``GET /v1/models``. Point the real SDK at it::
+``message_delta``, ``message_stop``), ``POST /v1/messages/count_tokens`` (``{"input_tokens": n}``, counted as
+a Messages call reports its input) and ``GET /v1/models``. Point the real SDK at it::
 
     import anthropic
     from langchain_mesh.testing.anthropic import AnthropicServer
@@ -56,6 +57,7 @@ from .wire import RecordedRequest, Reply, Responder, WireServer, serve_main
 __all__ = ["AnthropicServer", "MESSAGES_PATH", "MODELS_PATH", "ERROR_TYPES", "MAX_OUTPUT_TOKENS"]
 
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 MODELS_PATH = "/v1/models"
 
 #: the error type Anthropic names in its body for each status
@@ -72,6 +74,9 @@ MAX_OUTPUT_TOKENS = {
 _BODY_KEYS = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
               "top_k", "top_p", "tools", "tool_choice", "thinking", "service_tier", "container", "mcp_servers",
               "context_management", "output_config", "cache_control", "inference_geo"}
+# what count_tokens takes: the prompt, not the generation settings
+_COUNT_KEYS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers",
+               "context_management", "output_config", "cache_control"}
 _BLOCKS = {"user": {"text", "image", "document", "tool_result", "search_result"},
            "assistant": {"text", "tool_use", "thinking", "redacted_thinking", "server_tool_use"}}
 _MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -125,7 +130,8 @@ class AnthropicServer(WireServer):
     # ---- routing and errors ------------------------------------------------------------------------------
 
     def handle(self, request: RecordedRequest, respond: Responder) -> None:
-        routes = {MESSAGES_PATH: ("POST", self._messages), MODELS_PATH: ("GET", self._list_models)}
+        routes = {MESSAGES_PATH: ("POST", self._messages), MODELS_PATH: ("GET", self._list_models),
+                  COUNT_TOKENS_PATH: ("POST", self._count_tokens)}
         if request.path not in routes:
             self.not_found(request, respond)
             return
@@ -402,6 +408,22 @@ class AnthropicServer(WireServer):
             raise _Invalid(f"tool_choice.name: tool {choice.get('name')!r} is not among the tools {names}")
 
     # ---- answers -------------------------------------------------------------------------------------------
+
+    def _count_tokens(self, body: Any, respond: Responder) -> None:
+        """``POST /v1/messages/count_tokens``: the Messages body less its generation settings;
+        answers ``{"input_tokens": n}``, the count a Messages call would report."""
+        if not isinstance(body, dict):
+            raise _Invalid("The request body must be a JSON object")
+        unknown = sorted(set(body) - _COUNT_KEYS)
+        if unknown:
+            raise _Invalid(f"{unknown[0]}: Extra inputs are not permitted")
+        turns = self._check({**body, "max_tokens": 1})
+        system = body.get("system")
+        n = sum(count_tokens(_text_of(t["content"])) for t in turns) + count_tokens(
+            system if isinstance(system, str) else _text_of(system or []))
+        if body.get("tools"):
+            n += count_tokens(json.dumps(body["tools"]))
+        respond.json(200, {"input_tokens": n}, {"request-id": _new_id("req_")})
 
     def _messages(self, body: Any, respond: Responder) -> None:
         turns = self._check(body)

@@ -5,6 +5,8 @@ endpoint_url=srv.url)`` runs its own request validation, SigV4 signing and event
 
 * ``POST /model/{modelId}/converse``: a JSON answer (``output.message.content``, ``stopReason``,
   ``usage``, ``metrics``);
+* ``POST /model/{modelId}/count-tokens`` with ``{"input": {"converse": {...}}}``: ``{"inputTokens": n}``,
+  counted as Converse reports its input;
 * ``POST /model/{modelId}/converse-stream``: ``application/vnd.amazon.eventstream`` binary frames
   (prelude with lengths and CRC, ``:event-type``/``:message-type``/``:content-type`` headers, JSON
   payload, message CRC): ``messageStart``, text ``contentBlockDelta`` per word, tool calls as
@@ -60,7 +62,7 @@ from .wire import ClientGone, RecordedRequest, Reply, Responder, WireServer, ser
 
 __all__ = ["BedrockServer", "encode_event_message"]
 
-_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream|invoke)$")
+_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream|invoke|count-tokens)$")
 _AUTH = re.compile(r"^AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
                    r"(?P<service>[^/]+)/aws4_request, ?SignedHeaders=(?P<signed>[a-z0-9;-]+), ?"
                    r"Signature=(?P<sig>[0-9a-f]{64})$")
@@ -170,6 +172,8 @@ class BedrockServer(WireServer):
             op = route.group("op")
             if op == "invoke":
                 self._invoke(request, model, respond)
+            elif op == "count-tokens":
+                self._count_tokens(request, respond)
             else:
                 self._converse(request, model, respond, stream=op == "converse-stream")
         except _Fail as e:
@@ -252,6 +256,26 @@ class BedrockServer(WireServer):
 
     # ---- Converse ------------------------------------------------------------------------------------
 
+    def _count_tokens(self, request: RecordedRequest, respond: Responder) -> None:
+        """``POST /model/{id}/count-tokens`` with ``{"input": {"converse": {...}}}``: ``{"inputTokens": n}``,
+        counted as Converse's usage counts its prompt (text blocks, plus system text and the tools' JSON)."""
+        body = self._json(request)
+        if set(body) != {"input"} or not isinstance(body["input"], dict) or len(body["input"]) != 1:
+            raise _Fail(400, "input must hold exactly one of converse or invokeModel", "ValidationException")
+        conv = body["input"].get("converse")
+        if not isinstance(conv, dict):
+            raise _Fail(400, "only input.converse is served here", "ValidationException")
+        unknown = sorted(set(conv) - {"messages", "system", "toolConfig", "additionalModelRequestFields"})
+        if unknown:
+            raise _Fail(400, f"Unknown field(s) input.converse.{unknown}", "SerializationException")
+        tools = self._check_tool_config(conv.get("toolConfig"))
+        self._check_messages(conv.get("messages"), tools is not None, counting=True)
+        n = sum(count_tokens(b.get("text") or "") for m in conv["messages"] for b in m["content"])
+        n += sum(count_tokens(b.get("text") or "") for b in conv.get("system") or [])
+        if conv.get("toolConfig"):
+            n += count_tokens(json.dumps(conv["toolConfig"].get("tools")))
+        respond.json(200, {"inputTokens": n}, {"x-amzn-RequestId": str(uuid.uuid4())})
+
     def _converse(self, request: RecordedRequest, model: str, respond: Responder, *, stream: bool) -> None:
         body = self._json(request)
         unknown = sorted(set(body) - _CONVERSE_KEYS)
@@ -324,7 +348,7 @@ class BedrockServer(WireServer):
         return names
 
     @staticmethod
-    def _check_messages(messages: Any, has_tools: bool) -> None:
+    def _check_messages(messages: Any, has_tools: bool, counting: bool = False) -> None:
         if not isinstance(messages, list) or not messages:
             raise _Fail(400, "A conversation must start with a user message. Try again with a conversation that "
                         "starts with a user message.")
@@ -369,7 +393,7 @@ class BedrockServer(WireServer):
                     if role != "user" or result.get("toolUseId") not in open_calls:
                         raise _Fail(400, f"{at}: the toolResult's toolUseId {result.get('toolUseId')!r} answers no "
                                     "toolUse of the previous assistant turn")
-        if messages[-1]["role"] != "user":
+        if messages[-1]["role"] != "user" and not counting:  # a count generates nothing: no prefill
             raise _Fail(400, "The last message must be a user message (this model does not support assistant "
                         "message prefill).")
 

@@ -114,6 +114,10 @@ class ScriptedConnection(Connection):
         last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
         return Reply(text=last_user)
 
+    def count_tokens(self, model: str, request: CompletionRequest) -> int:
+        """What a completion of ``request`` reports as its input tokens (the fake word tokenizer)."""
+        return count_tokens(" ".join(m.text for m in request.messages))
+
     def _usage(self, request: CompletionRequest, reply: Reply) -> Usage:
         prompt = " ".join(m.text for m in request.messages)
         out = reply.text + "".join(tc.function.arguments for tc in reply.tool_calls)

@@ -4,7 +4,8 @@ Vertex AI (``/v1beta1|v1/projects/{project}/locations/{location}/publishers/goog
 ``Authorization: Bearer <access token>``) and the Gemini Developer API (``/v1|v1beta/models/{model}:METHOD``,
 ``x-goog-api-key`` or ``?key=``), with the methods ``google-genai`` calls: ``generateContent``,
 ``streamGenerateContent`` (server-sent events with ``alt=sse``, else one JSON array),
-``batchEmbedContents``/``embedContent``, and ``predict`` (text-embedding models and Imagen)::
+``batchEmbedContents``/``embedContent``, ``countTokens`` (``{"totalTokens": n}``, counted as
+generateContent reports its prompt), and ``predict`` (text-embedding models and Imagen)::
 
     with VertexServer(project="my-proj") as srv:
         key = srv.service_account_key()           # a real RSA key JSON whose token_uri is srv.url/token
@@ -224,7 +225,7 @@ class VertexServer(WireServer):
             method = m.group("method")
             answer = {"generateContent": self._generate, "streamGenerateContent": self._generate,
                       "predict": self._predict, "batchEmbedContents": self._batch_embed,
-                      "embedContent": self._embed_one}.get(method)
+                      "embedContent": self._embed_one, "countTokens": self._count_tokens}.get(method)
             if answer is None:
                 raise _Invalid(f"Method {method} is not served here.", 404)
             answer(request, model, body, respond)
@@ -421,6 +422,28 @@ class VertexServer(WireServer):
             if mime not in ("application/json", "text/x.enum"):
                 raise _Invalid("response_schema requires response_mime_type to be application/json.")
             self._check_schema(schema, "generation_config.response_schema")
+
+    # ---- countTokens ----------------------------------------------------------------------------------------
+
+    def _count_tokens(self, request: RecordedRequest, model: str, body: dict[str, Any], respond: Responder) -> None:
+        """``models/{model}:countTokens``: ``{"totalTokens": n}``, counted as generateContent's usage
+        counts its prompt (text parts, plus the system instruction and the tools' JSON)."""
+        allowed = {"contents", "systemInstruction", "tools", "generationConfig", "generateContentRequest", "instances"}
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise _Invalid(f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.')
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise _Invalid("* CountTokensRequest.contents: contents is not specified")
+        for i, c in enumerate(contents):
+            self._check_parts(c.get("parts") if isinstance(c, dict) else None, f"contents[{i}]")
+        n = sum(count_tokens(p.get("text") or "") for c in contents for p in c["parts"])
+        system = body.get("systemInstruction")
+        if isinstance(system, dict):
+            n += sum(count_tokens(p.get("text") or "") for p in system.get("parts") or [])
+        if body.get("tools"):
+            n += count_tokens(json.dumps(body["tools"]))
+        respond.json(200, {"totalTokens": n})
 
     # ---- generateContent answers ----------------------------------------------------------------------------
 

@@ -151,6 +151,36 @@ class AnthropicConnection(Connection):
         wire.check_request(model, request, self.capabilities_of(model), self.config.drop_unsupported_settings)
         return wire.message_body(model, request, stream=stream, default_max_tokens_value=self.config.default_max_tokens)
 
+    # ---- tokens ------------------------------------------------------------------------------------------
+
+    def _count_body(self, model: str, request: CompletionRequest) -> dict[str, Any]:
+        body = wire.message_body(model, request, stream=False, default_max_tokens_value=self.config.default_max_tokens)
+        body = {k: v for k, v in body.items() if k in wire.COUNT_TOKENS_KEYS}
+        if not body.get("messages") and body.get("system"):
+            # a system prompt alone (trim_messages counts one): the API needs a message, so the same
+            # text is counted as the user's
+            system = body.pop("system")
+            body["messages"] = [{"role": "user", "content": system}]
+        return body
+
+    def count_tokens(self, model: str, request: CompletionRequest) -> int:
+        """Anthropic's own count (``POST /v1/messages/count_tokens``)."""
+        client = self._clients.sync()
+        try:
+            resp = client.post(wire.COUNT_TOKENS_PATH, body=self._count_body(model, request), cast_to=self._response_cls)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, client) from None
+        return wire.parse_token_count(self._json(resp))
+
+    async def acount_tokens(self, model: str, request: CompletionRequest) -> int:
+        client = self._clients.running_loop()
+        try:
+            resp = await client.post(wire.COUNT_TOKENS_PATH, body=self._count_body(model, request),
+                                     cast_to=self._response_cls)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, client) from None
+        return wire.parse_token_count(self._json(resp))
+
     def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         body = self._body(model, request, False)
         client = self._clients.sync()

@@ -66,6 +66,9 @@ __all__ = [
 
 PROVIDER = "anthropic"
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+#: the keys of a Messages body that count_tokens takes (the prompt, not the generation settings)
+COUNT_TOKENS_KEYS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
 
 #: seed settings the Messages API has a parameter for; any other is refused (see unsupported_settings)
 SUPPORTED_SETTINGS = frozenset({"temperature", "topK", "topP", "maxOutputTokens", "stopSequences", "tools",
@@ -539,3 +542,12 @@ def error_message(body: Any, fallback: str = "") -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()[:500]
     return fallback or "(no error message)"
+
+
+def parse_token_count(data: Any) -> int:
+    """``{"input_tokens": n}`` -> n."""
+    n = data.get("input_tokens") if isinstance(data, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ProviderError(f"{PROVIDER} answered count_tokens without input_tokens: {str(data)[:200]}",
+                            provider=PROVIDER)
+    return n

@@ -191,6 +191,19 @@ class BedrockConnection(Connection):
                 update={k: None for k in wire.unsupported_settings(under, request)})})
         return wire.converse_kwargs(under, self.model_id(model), request)
 
+    # ---- tokens ---------------------------------------------------------------------------------------
+
+    def count_tokens(self, model: str, request: CompletionRequest) -> int:
+        """Bedrock's own count (``CountTokens`` with the Converse input: messages, system, tools)."""
+        kwargs = wire.converse_kwargs(self.underlying_model(model), self.model_id(model), request)
+        converse = {k: kwargs[k] for k in ("messages", "system", "toolConfig", "additionalModelRequestFields")
+                    if kwargs.get(k)}
+        resp = self._call("count_tokens", modelId=kwargs["modelId"], input={"converse": converse})
+        n = resp.get("inputTokens")
+        if not isinstance(n, int):
+            raise ProviderError(f"{wire.PROVIDER} answered CountTokens without inputTokens", provider=wire.PROVIDER)
+        return n
+
     def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         return wire.parse_converse(self._call("converse", **self._kwargs(model, request)), model)
 

@@ -131,20 +131,12 @@ class HuggingFaceLocalConnection(Connection):
 
         lm = self._chat_model(model)
         s = request.settings
-        tools = list(s.tools or [])
-        choice = s.toolChoice.type if s.toolChoice else "auto"
-        if choice == "none":
-            tools = []
-        elif choice == "tool_name":
-            tools = [t for t in tools if t.function.name == s.toolChoice.name]  # type: ignore[union-attr]
-        mode = "text"
+        tools, mode = self._tools_and_mode(s)
         grammar = None
         if tools:
-            mode = "forced_call" if choice in ("required", "tool_name") else "auto_call"
             grammar = tool_call_grammar(tools, allow_text=mode == "auto_call")
-        elif s.responseFormat is not None and s.responseFormat.type == "json":
-            mode = "json"
-            grammar = json_grammar(s.responseFormat.schema_)
+        elif mode == "json":
+            grammar = json_grammar(s.responseFormat.schema_)  # type: ignore[union-attr]
 
         prompt_ids = self._prompt(lm, request.messages, tools, mode, s)
         params = self._params(lm, s, mode)
@@ -221,8 +213,42 @@ class HuggingFaceLocalConnection(Connection):
             stop_token_ids=_template_stop_ids(lm),
         )
 
+    @staticmethod
+    def _tools_and_mode(s: CompletionSettings) -> tuple[list[Any], str]:
+        """The tools offered and the generation mode: text, json, auto_call or forced_call."""
+        tools = list(s.tools or [])
+        choice = s.toolChoice.type if s.toolChoice else "auto"
+        if choice == "none":
+            tools = []
+        elif choice == "tool_name":
+            tools = [t for t in tools if t.function.name == s.toolChoice.name]  # type: ignore[union-attr]
+        if tools:
+            return tools, "forced_call" if choice in ("required", "tool_name") else "auto_call"
+        if s.responseFormat is not None and s.responseFormat.type == "json":
+            return tools, "json"
+        return tools, "text"
+
+    # ---- tokens -------------------------------------------------------------------------------------
+
+    def _is_encoder(self, model: str) -> bool:
+        cfg = self._model_config(model)
+        if cfg is not None:
+            return Purpose.TEXT_EMBEDDING_EXTRACTION in cfg.purposes
+        return model == MINILM
+
+    def tokenizer(self, model: str) -> Any:
+        lm = self._encoder(model) if self._is_encoder(model) else self._chat_model(model)
+        return HFTokenizer(lm.tokenizer)
+
+    def count_tokens(self, model: str, request: CompletionRequest) -> int:
+        """Exact: the length of the prompt the model would be given (chat template, tool
+        instructions and all), even past its context window."""
+        lm = self._chat_model(model)
+        tools, mode = self._tools_and_mode(request.settings)
+        return len(self._prompt(lm, request.messages, tools, mode, request.settings, check_budget=False))
+
     def _prompt(self, lm: Any, messages: list[Message], tools: list[Any], mode: str,
-                s: CompletionSettings) -> list[int]:
+                s: CompletionSettings, check_budget: bool = True) -> list[int]:
         names = {}
         chat: list[dict[str, str]] = []
         for m in messages:
@@ -273,7 +299,7 @@ class HuggingFaceLocalConnection(Connection):
             ids = tok(text)["input_ids"]
         ids = list(ids)
         budget = lm.context_window - (s.maxOutputTokens or 1)
-        if len(ids) > budget:
+        if check_budget and len(ids) > budget:
             raise BadRequestError(
                 f"the prompt is {len(ids)} tokens; {lm.path.name} takes at most {lm.context_window} "
                 f"including the answer (maxOutputTokens={s.maxOutputTokens or 1}). Shorten the conversation.",
@@ -341,6 +367,22 @@ def _transcript_stops(lm: Any) -> list[str]:
     """A model without a chat template reads a plain ``role: text`` transcript (see ``_prompt``): a new
     user line means it is writing the next turn itself."""
     return [] if getattr(lm.tokenizer, "chat_template", None) else ["\nuser:"]
+
+
+class HFTokenizer:
+    """A transformers tokenizer behind the ``encode``/``decode`` pair the mesh's callers use (no
+    special tokens added: a count of text is a count of the text)."""
+
+    __slots__ = ("tokenizer",)
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(list(ids))
 
 
 def _log_probs(entries: Optional[list[Any]]) -> Optional[list[TokenLogProb]]:

@@ -233,6 +233,18 @@ class OpenAIWireConnection(Connection):
         """The ``model`` field sent for an LLM id's model part."""
         return model
 
+    def tokenizer(self, model: str) -> Optional[Any]:
+        """OpenAI's models (on OpenAI or Azure OpenAI, or any service when the name is OpenAI's):
+        their tiktoken encoding, offline (:mod:`langchain_mesh.tokens`). Other models behind this wire
+        format (Mistral, Llama on Databricks or vLLM...) have tokenizers of their own: None, so their
+        counts are the documented estimate."""
+        from ...tokens import openai_encoding, openai_encoding_name
+
+        name = self.underlying_model(model)
+        if openai_encoding_name(name) is None and self.dialect.provider not in ("openai", "azure_openai"):
+            return None
+        return openai_encoding(name)
+
     # ---- helpers for subclasses ---------------------------------------------------------------------
 
     def _secret(self, value: Optional[Secret], key: str, required: bool = True) -> Optional[str]:

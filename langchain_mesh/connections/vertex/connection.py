@@ -348,6 +348,38 @@ class VertexConnection(Connection):
         wire.check_request(model, request, self.capabilities_of(model))
         return wire.generate_args(request, self._signatures)
 
+    # ---- tokens ----------------------------------------------------------------------------------------
+
+    def _count_args(self, model: str, request: CompletionRequest) -> tuple[list[Any], dict[str, Any]]:
+        contents, config = wire.generate_args(request, self._signatures)
+        if self.config.backend != "gemini":  # Vertex AI's countTokens takes the system instruction and tools
+            return contents, {k: config[k] for k in ("system_instruction", "tools") if config.get(k)}
+        # The Gemini API's countTokens takes contents only (the SDK refuses system_instruction and
+        # tools there): they are counted as a first user turn, the same text give or take its framing.
+        extra = []
+        if config.get("system_instruction"):
+            extra.append({"text": str(config["system_instruction"])})
+        if config.get("tools"):
+            extra.append({"text": json.dumps(_plain(config["tools"]))})
+        return ([{"role": "user", "parts": extra}] if extra else []) + list(contents), {}
+
+    def count_tokens(self, model: str, request: CompletionRequest) -> int:
+        """Google's own count (``models.countTokens``)."""
+        contents, config = self._count_args(model, request)
+        try:
+            resp = self._client().models.count_tokens(model=model, contents=contents, config=config or None)
+        except Exception as e:  # noqa: BLE001 - mapped or re-raised unchanged
+            raise self._error(e) from None
+        return _token_count(resp)
+
+    async def acount_tokens(self, model: str, request: CompletionRequest) -> int:
+        contents, config = self._count_args(model, request)
+        try:
+            resp = await self._client().aio.models.count_tokens(model=model, contents=contents, config=config or None)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e) from None
+        return _token_count(resp)
+
     def complete(self, model: str, request: CompletionRequest) -> CompletionResponse:
         contents, config = self._args(model, request)
         try:
@@ -535,3 +567,21 @@ class VertexConnection(Connection):
         except Exception as e:  # noqa: BLE001
             raise self._error(e) from None
 
+
+
+def _plain(value: Any) -> Any:
+    """SDK objects (pydantic) inside a config -> JSON-ready data."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _token_count(resp: Any) -> int:
+    n = getattr(resp, "total_tokens", None)
+    if not isinstance(n, int):
+        raise ProviderError(f"{wire.PROVIDER} answered countTokens without totalTokens", provider=wire.PROVIDER)
+    return n
