@@ -138,8 +138,8 @@ class HuggingFaceLocalConnection(Connection):
         if "/" in name or name.startswith(".") or not folder.exists():
             raise UnknownLLMError(f"connection {self.name!r} has no model or fine-tuned saved model {name!r}")
         version = version or folder.active() or ""
-        path = folder.version_path(version)  # resolved per request: activating a version takes effect at once
-        info = next(v for v in folder.list() if v.id == version)
+        info = folder.version_info(version)  # resolved per request: activating a version takes effect at once
+        path = info.path
         if info.kind == "merged":
             from ..local.loading import load_causal_lm
 

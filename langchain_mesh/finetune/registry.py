@@ -158,20 +158,31 @@ class SavedModelFolder:
         active = self.active()
         out = []
         for p in self.versions_dir.iterdir():
-            m = VERSION_RE.match(p.name)
-            if not m:
-                continue
-            try:
-                meta = json.loads((p / "VERSION.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue  # not a committed version (never happens through commit(); skip, do not guess)
-            out.append(VersionInfo(id=p.name, number=int(m.group(1)), created_at=float(meta["created_at"]),
-                                   method=meta.get("method", "custom"), kind=meta.get("kind", "adapter"),
-                                   base_model=meta.get("base_model", ""),
-                                   data_fingerprint=meta.get("data_fingerprint"),
-                                   metrics=meta.get("metrics") or {}, settings=meta.get("settings") or {},
-                                   active=p.name == active, path=p))
+            info = self._read(p, active)
+            if info is not None:
+                out.append(info)
         return sorted(out, key=lambda v: v.number)
+
+    def version_info(self, version: str) -> VersionInfo:
+        """One version's record (reads only that version's VERSION.json)."""
+        info = self._read(self.version_path(version), self.active())
+        assert info is not None
+        return info
+
+    @staticmethod
+    def _read(p: Path, active: Optional[str]) -> Optional[VersionInfo]:
+        m = VERSION_RE.match(p.name)
+        if not m:
+            return None
+        try:
+            meta = json.loads((p / "VERSION.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # not a committed version (commit() never leaves one; skip it, do not guess)
+        return VersionInfo(id=p.name, number=int(m.group(1)), created_at=float(meta["created_at"]),
+                           method=meta.get("method", "custom"), kind=meta.get("kind", "adapter"),
+                           base_model=meta.get("base_model", ""), data_fingerprint=meta.get("data_fingerprint"),
+                           metrics=meta.get("metrics") or {}, settings=meta.get("settings") or {},
+                           active=p.name == active, path=p)
 
     def new_staging(self) -> tuple[Path, Callable[[], None]]:
         """A fresh staging folder, locked for as long as this run lives; returns (folder, release)."""
