@@ -196,3 +196,23 @@ def test_dpo_moves_the_preference_margin_the_right_way(mesh):
         before, after = _margin(base, prompt, chosen, rejected), _margin(tuned, prompt, chosen, rejected)
         assert math.isfinite(before) and after > before + 1.0, (prompt, before, after)
     assert json.loads((v.path / "VERSION.json").read_text())["method"] == "dpo"
+
+
+def test_mesh_finetune_train_cli(mesh, taught, tmp_path, capsys):
+    from langchain_mesh.cli import main
+
+    sm, _ = taught
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in TRAIN) + "\n")
+    config = tmp_path / "mesh.json"
+    config.write_text(json.dumps({"connections": {"local": {"type": "huggingfacelocal",
+                                                            "saved_models_dir": str(sm.path.parent)}}}))
+    before = sm.active_version
+    code = main(["finetune", "train", "zorvania", "--data", str(data), "--max-steps", "1", "--lora-r", "4",
+                 "--batch-size", "2", "--trainer-arg", "max_length=64", "--no-activate", "--config", str(config)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    new = sm.list_versions()[-1]
+    assert f"zorvania {new.id} (lora, adapter): train loss" in out.out and "1 steps" in out.out
+    assert new.settings["lora"]["r"] == 4 and new.settings["trainer"]["max_length"] == 64
+    assert sm.active_version == before  # --no-activate

@@ -93,7 +93,9 @@ def _trainer_config(config_cls: Any, defaults: dict[str, Any], overrides: Option
         args["use_cpu"] = True
         # TRL turns gradient checkpointing on by default: on a CPU it trades memory we have for a second
         # forward pass and a backward pass through every layer (measured 3x slower per step on SmolLM2)
-        args["gradient_checkpointing"] = False
+        # (transformers 5.25 renamed the argument activation_checkpointing; the old name warns)
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        args["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = False
     args.update(overrides or {})
     known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(args) - known)
