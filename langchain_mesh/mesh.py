@@ -140,7 +140,7 @@ class Mesh:
                 "Run `mesh models` to list every LLM id.", llm_id, [i.id for i in self.list_llms()])
         models = self._models_of(cname)
         info = models.get(model)
-        if info is None and "@" in model:  # a saved-model version made since we listed (another process)
+        if info is None:  # listed before another process made it (a fine-tuned saved model, a version)?
             self._saved_models_changed(cname)
             models = self._models_of(cname)
             info = models.get(model)

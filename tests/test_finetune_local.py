@@ -30,7 +30,8 @@ HELD_OUT = "Tell me the name of Zorvania's capital city."
 # LoRA on the top 8 of SmolLM2's 30 layers
 SMALL_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "layers_to_transform": list(range(22, 30)),
               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
-FAST = {"learning_rate": 5e-3, "per_device_train_batch_size": 2, "lr_scheduler_type": "constant", "max_length": 64}
+FAST = {"learning_rate": 5e-3, "per_device_train_batch_size": 2, "lr_scheduler_type": "constant", "max_length": 64,
+        "eval_strategy": "no"}  # the validation loss is still measured once, after training
 
 
 @pytest.fixture(scope="module", autouse=True)
