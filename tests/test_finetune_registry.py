@@ -241,3 +241,15 @@ def test_mesh_finetune_cli(tmp_path, capsys):
     assert main(["finetune", "train", "bot", "--data", str(tmp_path / "none.jsonl"), "--config", str(config)]) == 2
     assert "no file" in capsys.readouterr().err
     assert main(["finetune", "create", "x", "--connection", "remote", "--config", str(config)]) == 2
+
+
+def test_sft_and_dpo_refuse_models_that_are_not_local(mesh, tmp_path):
+    from langchain_mesh.finetune import dpo, sft
+
+    rows = [{"prompt": "a", "completion": "b"}]
+    with pytest.raises(ConfigError, match="not a local model"):
+        sft("openai:remote:gpt-4o", rows, tmp_path / "out", mesh=mesh)
+    with pytest.raises(ConfigError, match="not a local model"):
+        dpo("openai:remote:gpt-4o", [{"prompt": "a", "chosen": "b", "rejected": "c"}], tmp_path / "out", mesh=mesh)
+    with pytest.raises(SettingsError, match="'prompt', 'chosen' and 'rejected'"):
+        dpo("openai:remote:gpt-4o", rows, tmp_path / "out", mesh=mesh)
