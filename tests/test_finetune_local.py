@@ -187,12 +187,13 @@ def test_dpo_moves_the_preference_margin_the_right_way(mesh):
     )]
     sm = mesh.create_finetuned_saved_model("pirate", connection="local")
     v = sm.create_finetuned_version(pairs, method="dpo", lora=SMALL_LORA,
-                                    trainer_args={**FAST, "per_device_train_batch_size": 3, "max_steps": 3,
-                                                  "learning_rate": 2e-3, "beta": 0.1})
-    assert v.method == "dpo" and v.kind == "adapter" and v.metrics["steps"] == 3
+                                    trainer_args={**FAST, "per_device_train_batch_size": 3, "max_steps": 1,
+                                                  "learning_rate": 5e-3, "beta": 0.1})
+    assert v.method == "dpo" and v.kind == "adapter" and v.metrics["steps"] == 1
     conn = mesh.connection("local")
     base, tuned = conn._chat_model("SmolLM2-135M-Instruct"), conn._chat_model(f"pirate@{v.id}")
     held_out = ("Wish me luck.", "Good luck, matey!", "Good luck.")
+    # measured: one step moves the margin from -14.4 to -2.4 on a trained prompt, -10.3 to -4.9 held out
     for prompt, chosen, rejected in [tuple(pairs[0].values()), held_out]:
         before, after = _margin(base, prompt, chosen, rejected), _margin(tuned, prompt, chosen, rejected)
         assert math.isfinite(before) and after > before + 1.0, (prompt, before, after)
