@@ -218,3 +218,19 @@ def test_mesh_finetune_train_cli(mesh, taught, tmp_path, capsys):
     assert f"zorvania {new.id} (lora, adapter): train loss" in out.out and "1 steps" in out.out
     assert new.settings["lora"]["r"] == 4 and new.settings["trainer"]["max_length"] == 64
     assert sm.active_version == before  # --no-activate
+
+
+def test_a_configured_model_can_name_an_adapter_folder(mesh, taught):
+    from langchain_mesh.errors import ConfigError
+    from langchain_mesh.local.loading import packaged_model_path
+
+    sm, v = taught
+    gguf = str(packaged_model_path("SmolLM2-135M-Instruct"))
+    with Mesh({"connections": {"mine": {"type": "huggingfacelocal", "models": [
+            {"id": "capitals", "path": gguf, "adapter": str(v.path)},
+            {"id": "broken", "path": gguf, "adapter": str(v.path.parent)}]}}}) as other:
+        assert TAUGHT in ask(other, "huggingfacelocal:mine:capitals")
+        with pytest.raises(ConfigError, match="holds no adapter_config.json"):
+            ask(other, "huggingfacelocal:mine:broken")
+    with pytest.raises(ConfigError, match="adaptr"):
+        Mesh({"connections": {"x": {"type": "huggingfacelocal", "models": [{"id": "m", "adaptr": "/a"}]}}})

@@ -11,6 +11,7 @@ folders or GGUF files::
       models:
         - {id: my-chat, path: /models/Qwen2.5-0.5B-Instruct}
         - {id: my-emb, path: /models/bge-small, purposes: [TEXT_EMBEDDING_EXTRACTION]}
+        - {id: my-tuned, path: /models/Qwen2.5-0.5B-Instruct, adapter: /adapters/support-lora}
       saved_models_dir: ./saved_models/local   # fine-tuned saved models (the default shown)
 
 Fine-tuned saved models (:mod:`langchain_mesh.finetune`) are LLMs of the connection too:
@@ -63,6 +64,8 @@ MINILM = "all-MiniLM-L6-v2"
 
 class LocalModelConfig(ModelConfig):
     path: Optional[str] = None  # a HF model folder or a .gguf file; defaults for the packaged models
+    # a PEFT (LoRA) adapter folder served on top of the model at `path` (e.g. a saved-model version's)
+    adapter: Optional[str] = None
 
 
 class HuggingFaceLocalConfig(ConnectionConfig):
@@ -173,9 +176,20 @@ class HuggingFaceLocalConnection(Connection):
     def _chat_model(self, model: str) -> Any:
         from ..local.loading import load_causal_lm
 
-        if self._model_config(model) is None and model not in (SMOLLM2, MINILM):
+        cfg = self._model_config(model)
+        if cfg is None and model not in (SMOLLM2, MINILM):
             return self._saved_chat_model(model)
-        return load_causal_lm(self._path(model), self.config.device)
+        base = load_causal_lm(self._path(model), self.config.device)
+        if cfg is not None and cfg.adapter:
+            from ..local.adapters import adapter_model
+
+            adapter = Path(cfg.adapter).expanduser()
+            if not (adapter / "adapter_config.json").is_file():
+                from ..errors import ConfigError
+
+                raise ConfigError(f"model {model!r}: adapter {adapter} holds no adapter_config.json (a PEFT adapter folder)")
+            return adapter_model(base, adapter, model)
+        return base
 
     def _encoder(self, model: str) -> Any:
         from ..local.loading import load_encoder
