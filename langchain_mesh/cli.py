@@ -12,6 +12,8 @@
     mesh serve [--host H] [--port P] [--workers N] [--usage-log]
     mesh credentials set TARGET [--user U] [--field F] | list [--user U | --all] | delete TARGET | new-key
     mesh plugin new NAME [--dir D]
+    mesh finetune create NAME [--connection C] [--base-model M] | train NAME --data PATH [--method lora|qlora|dpo]
+                  | list | versions NAME | activate NAME VERSION | rollback NAME
 
 Every subcommand takes ``--config PATH``; without it the mesh is read from ``$MESH_CONFIG``, and
 without that it is the embedded default (``Mesh()``: local models). Without ``--llm``, ``chat`` and
@@ -183,7 +185,58 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_credentials(sub, common, _CliError)
     add_plugin(sub, common, _CliError)
+    _add_finetune(sub, common)
     return parser
+
+
+def _add_finetune(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", common: argparse.ArgumentParser) -> None:
+    ft = sub.add_parser("finetune", help="fine-tuned saved models: create, train, list, versions, activate",
+                        description="Fine-tune local models (LoRA, QLoRA, DPO) into versioned saved models "
+                                    "served as huggingfacelocal:<connection>:<name>[@<version>]. Training "
+                                    "needs the finetune extra: pip install 'langchain-mesh[finetune]'.")
+    ft_sub = ft.add_subparsers(dest="ft_command", metavar="FINETUNE_COMMAND", required=True)
+    p = ft_sub.add_parser("create", parents=[common], help="create an empty saved model")
+    p.add_argument("name")
+    p.add_argument("--connection", default="local", help="a huggingfacelocal connection (default: local)")
+    p.add_argument("--base-model", dest="base_model", metavar="MODEL",
+                   help="the connection's chat model to fine-tune (default: its first chat model)")
+    p.add_argument("--description", default="")
+    p.set_defaults(func=_cmd_ft_create)
+    p = ft_sub.add_parser("train", parents=[common], help="train a new version (all or nothing) and activate it",
+                          description="Train a new version of a saved model from JSONL or CSV data (chat "
+                                      "examples, or prompt/chosen/rejected pairs for --method dpo).")
+    p.add_argument("name")
+    p.add_argument("--data", required=True, metavar="PATH", help="training data (.jsonl or .csv)")
+    p.add_argument("--validation", metavar="PATH", help="validation data (.jsonl or .csv)")
+    p.add_argument("--method", default="lora", choices=("lora", "qlora", "dpo"))
+    p.add_argument("--epochs", type=float, metavar="N", help="num_train_epochs")
+    p.add_argument("--max-steps", type=int, dest="max_steps", metavar="N", help="max_steps (overrides --epochs)")
+    p.add_argument("--learning-rate", type=float, dest="learning_rate", metavar="LR")
+    p.add_argument("--batch-size", type=int, dest="batch_size", metavar="N", help="per_device_train_batch_size")
+    p.add_argument("--lora-r", type=int, dest="lora_r", metavar="R", help="LoRA rank")
+    p.add_argument("--trainer-arg", action="append", default=[], dest="trainer_arg", metavar="KEY=VALUE",
+                   help="any other trainer argument (value read as JSON, else text); repeatable")
+    p.add_argument("--merge", action="store_true", help="save merged weights instead of the adapter")
+    p.add_argument("--no-activate", action="store_false", dest="activate",
+                   help="keep the active version as it is")
+    p.add_argument("--connection", help="the saved model's connection (default: found by name)")
+    p.set_defaults(func=_cmd_ft_train)
+    p = ft_sub.add_parser("list", parents=[common], help="list the saved models")
+    p.add_argument("--connection")
+    p.set_defaults(func=_cmd_ft_list)
+    p = ft_sub.add_parser("versions", parents=[common], help="list a saved model's versions")
+    p.add_argument("name")
+    p.add_argument("--connection")
+    p.set_defaults(func=_cmd_ft_versions)
+    p = ft_sub.add_parser("activate", parents=[common], help="make a version the active one (or roll back)")
+    p.add_argument("name")
+    p.add_argument("version")
+    p.add_argument("--connection")
+    p.set_defaults(func=_cmd_ft_activate)
+    p = ft_sub.add_parser("rollback", parents=[common], help="activate the version before the active one")
+    p.add_argument("name")
+    p.add_argument("--connection")
+    p.set_defaults(func=_cmd_ft_rollback)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -385,6 +438,77 @@ def _cmd_kb_rollback(mesh: "Mesh", args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _CliError(str(e)) from None
     print(f"{kb.id}: version {args.version} is current")
+    return EXIT_OK
+
+
+def _cmd_ft_create(mesh: "Mesh", args: argparse.Namespace) -> int:
+    sm = mesh.create_finetuned_saved_model(args.name, connection=args.connection, base_model=args.base_model,
+                                           description=args.description)
+    print(f"created saved model {sm.name} (base {sm.base_model}) in {sm.path}")
+    return EXIT_OK
+
+
+def _trainer_args(args: argparse.Namespace) -> dict:
+    import json
+
+    out: dict = {}
+    for item in args.trainer_arg:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise _CliError(f"--trainer-arg {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    for flag, key in (("epochs", "num_train_epochs"), ("max_steps", "max_steps"),
+                      ("learning_rate", "learning_rate"), ("batch_size", "per_device_train_batch_size")):
+        value = getattr(args, flag)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _cmd_ft_train(mesh: "Mesh", args: argparse.Namespace) -> int:
+    sm = mesh.get_saved_model(args.name, args.connection)
+    lora = {"r": args.lora_r, "lora_alpha": 2 * args.lora_r} if args.lora_r else None
+    v = sm.create_finetuned_version(args.data, validation=args.validation, method=args.method, lora=lora,
+                                    trainer_args=_trainer_args(args), merge=args.merge, activate=args.activate)
+    m = v.metrics
+    losses = f"train loss {m.get('train_loss_first')} -> {m.get('train_loss_last')}"
+    if "eval_loss" in m:
+        losses += f", validation loss {m['eval_loss']:.4f}"
+    print(f"{sm.name} {v.id} ({v.method}, {v.kind}{', active' if v.active else ''}): {losses}, "
+          f"{m.get('steps')} steps in {m.get('runtime_s')} s. LLM id: {sm.llm_id(v.id)}")
+    return EXIT_OK
+
+
+def _cmd_ft_list(mesh: "Mesh", args: argparse.Namespace) -> int:
+    for sm in mesh.list_saved_models(args.connection):
+        print(f"{sm.llm_id()}\tbase {sm.base_model}\tactive {sm.active_version or '-'}\t"
+              f"{len(sm.list_versions())} versions")
+    return EXIT_OK
+
+
+def _cmd_ft_versions(mesh: "Mesh", args: argparse.Namespace) -> int:
+    import datetime
+
+    for v in mesh.get_saved_model(args.name, args.connection).list_versions():
+        when = datetime.datetime.fromtimestamp(v.created_at).isoformat(timespec="seconds")
+        loss = v.metrics.get("eval_loss", v.metrics.get("train_loss"))
+        print(f"{'*' if v.active else ' '} {v.id}  {when}  {v.method}/{v.kind}  loss {loss}  {v.data_fingerprint}")
+    return EXIT_OK
+
+
+def _cmd_ft_activate(mesh: "Mesh", args: argparse.Namespace) -> int:
+    sm = mesh.get_saved_model(args.name, args.connection)
+    sm.activate(args.version)
+    print(f"{sm.name}: version {args.version} is active ({sm.llm_id()})")
+    return EXIT_OK
+
+
+def _cmd_ft_rollback(mesh: "Mesh", args: argparse.Namespace) -> int:
+    sm = mesh.get_saved_model(args.name, args.connection)
+    print(f"{sm.name}: version {sm.rollback()} is active ({sm.llm_id()})")
     return EXIT_OK
 
 

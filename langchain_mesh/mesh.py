@@ -188,6 +188,10 @@ class Mesh:
                 "Run `mesh models` to list every LLM id.", llm_id, [i.id for i in self.list_llms()])
         models = self._models_of(cname)
         info = models.get(model)
+        if info is None:  # listed before another process made it (a fine-tuned saved model, a version)?
+            self._saved_models_changed(cname)
+            models = self._models_of(cname)
+            info = models.get(model)
         if info is None:
             ids = [format_llm_id(ctype, cname, m) for m in models]
             raise UnknownLLMError(
@@ -196,6 +200,34 @@ class Mesh:
         handle = LLM(self, llm_id, self.connection(cname), model, info)
         self._handles[llm_id] = handle
         return handle
+
+    # ---- fine-tuned saved models (langchain_mesh.finetune; needs the finetune extra to train) ---------
+
+    def create_finetuned_saved_model(self, name: str, connection: str = "local", base_model: Optional[str] = None,
+                                     description: str = "") -> Any:
+        """A new, empty fine-tuned LLM saved model on a ``huggingfacelocal`` connection (the seed's
+        ``create_finetuned_llm_saved_model``); add versions with ``create_finetuned_version``."""
+        from .finetune.saved_model import create_saved_model
+
+        return create_saved_model(self, name, connection, base_model, description)
+
+    def get_saved_model(self, name: str, connection: Optional[str] = None) -> Any:
+        from .finetune.saved_model import get_saved_model
+
+        return get_saved_model(self, name, connection)
+
+    def list_saved_models(self, connection: Optional[str] = None) -> list[Any]:
+        from .finetune.saved_model import list_saved_models_of
+
+        return list_saved_models_of(self, connection)
+
+    def _saved_models_changed(self, connection: str) -> None:
+        """A version was made or activated: list the connection's models afresh."""
+        with self._lock:
+            self._models.pop(connection, None)
+            conn = self._connections.get(connection)
+            if conn is not None:
+                conn._listed_caps = None
 
     # ---- knowledge banks ------------------------------------------------------------------------------
 

@@ -11,6 +11,12 @@ folders or GGUF files::
       models:
         - {id: my-chat, path: /models/Qwen2.5-0.5B-Instruct}
         - {id: my-emb, path: /models/bge-small, purposes: [TEXT_EMBEDDING_EXTRACTION]}
+        - {id: my-tuned, path: /models/Qwen2.5-0.5B-Instruct, adapter: /adapters/support-lora}
+      saved_models_dir: ./saved_models/local   # fine-tuned saved models (the default shown)
+
+Fine-tuned saved models (:mod:`langchain_mesh.finetune`) are LLMs of the connection too:
+``huggingfacelocal:local:<saved model>`` serves the active version, ``...:<saved model>@v2`` a
+pinned one; an adapter version runs on one shared copy of its base (:mod:`langchain_mesh.local.adapters`).
 
 SmolLM2 has no native tool format: tools are described in the system prompt and tool calls (and JSON
 output) are produced under schema-constrained decoding (:mod:`langchain_mesh.local.constrained`).
@@ -58,6 +64,8 @@ MINILM = "all-MiniLM-L6-v2"
 
 class LocalModelConfig(ModelConfig):
     path: Optional[str] = None  # a HF model folder or a .gguf file; defaults for the packaged models
+    # a PEFT (LoRA) adapter folder served on top of the model at `path` (e.g. a saved-model version's)
+    adapter: Optional[str] = None
 
 
 class HuggingFaceLocalConfig(ConnectionConfig):
@@ -71,6 +79,8 @@ class HuggingFaceLocalConfig(ConnectionConfig):
     repetition_penalty: float = Field(default=1.1, ge=1.0, le=3.0)  # 1.15 already garbles lists ("1, 2, 3...")
     loop_ngram: int = Field(default=4, ge=0)  # stop before a run of this many words occurs a third time
     embedding_batch_size: int = Field(default=32, ge=1)
+    # where fine-tuned saved models live; default $MESH_SAVED_MODELS_DIR/<connection>, else ./saved_models/<connection>
+    saved_models_dir: Optional[str] = None
 
 
 _CHAT_CAPS = ModelCapabilities(streaming=True, tools=True, tool_choice=True, json_output=True,
@@ -90,6 +100,60 @@ class HuggingFaceLocalConnection(Connection):
             ModelInfo(id=MINILM, purposes=[Purpose.TEXT_EMBEDDING_EXTRACTION], capabilities=_EMB_CAPS,
                       description="all-MiniLM-L6-v2 (local, 384-dim sentence embeddings)"),
         ]
+
+    # ---- fine-tuned saved models -------------------------------------------------------------------
+
+    def base_models(self) -> list[ModelInfo]:
+        """The configured (or default) models, without the fine-tuned saved models."""
+        return super().list_models()
+
+    def list_models(self) -> list[ModelInfo]:
+        base = self.base_models()
+        return base + self._saved_model_infos({m.id for m in base})
+
+    def saved_models_root(self) -> Path:
+        from ...finetune.registry import saved_models_root
+
+        return saved_models_root(self.name, self.config)
+
+    def _saved_model_infos(self, base_ids: set[str]) -> list[ModelInfo]:
+        from ...finetune.registry import list_saved_models
+
+        out = []
+        for folder in list_saved_models(self.saved_models_root()):
+            if folder.name in base_ids:
+                continue  # a base model of the same name wins; create_saved_model refuses such names
+            versions = folder.list()
+            if not versions:
+                continue
+            base = folder.meta().get("base_model", "")
+            active = next((v.id for v in versions if v.active), versions[-1].id)
+            out.append(ModelInfo(id=folder.name, purposes=[Purpose.GENERIC_COMPLETION], capabilities=_CHAT_CAPS,
+                                 description=f"{folder.name}: fine-tuned {base} (active version {active})"))
+            out += [ModelInfo(id=f"{folder.name}@{v.id}", purposes=[Purpose.GENERIC_COMPLETION],
+                              capabilities=_CHAT_CAPS,
+                              description=f"{folder.name} version {v.id}: {v.method} fine-tune of {base}")
+                    for v in versions]
+        return out
+
+    def _saved_chat_model(self, model: str) -> Any:
+        from ...errors import UnknownLLMError
+        from ...finetune.registry import SavedModelFolder
+
+        name, _, version = model.partition("@")
+        folder = SavedModelFolder(self.saved_models_root() / name)
+        if "/" in name or name.startswith(".") or not folder.exists():
+            raise UnknownLLMError(f"connection {self.name!r} has no model or fine-tuned saved model {name!r}")
+        version = version or folder.active() or ""
+        info = folder.version_info(version)  # resolved per request: activating a version takes effect at once
+        path = info.path
+        if info.kind == "merged":
+            from ...local.loading import load_causal_lm
+
+            return load_causal_lm(path, self.config.device)
+        from ...local.adapters import adapter_model
+
+        return adapter_model(self._chat_model(info.base_model), path, f"{name}@{version}")
 
     def capabilities_for(self, model: str) -> ModelCapabilities:
         cfg = self._model_config(model)
@@ -116,7 +180,20 @@ class HuggingFaceLocalConnection(Connection):
     def _chat_model(self, model: str) -> Any:
         from ...local.loading import load_causal_lm
 
-        return load_causal_lm(self._path(model), self.config.device)
+        cfg = self._model_config(model)
+        if cfg is None and model not in (SMOLLM2, MINILM):
+            return self._saved_chat_model(model)
+        base = load_causal_lm(self._path(model), self.config.device)
+        if cfg is not None and cfg.adapter:
+            from ...local.adapters import adapter_model
+
+            adapter = Path(cfg.adapter).expanduser()
+            if not (adapter / "adapter_config.json").is_file():
+                from ...errors import ConfigError
+
+                raise ConfigError(f"model {model!r}: adapter {adapter} holds no adapter_config.json (a PEFT adapter folder)")
+            return adapter_model(base, adapter, model)
+        return base
 
     def _encoder(self, model: str) -> Any:
         from ...local.loading import load_encoder
