@@ -106,6 +106,8 @@ def test_no_import_circle_but_the_documented_one():
     graph = {m: set(g.find_modules_directly_imported_by(m)) for m in g.modules}
     # the handle's as_langchain_*() conveniences (ignored in the layers contract, said in the README)
     graph["langchain_mesh.queries"].discard("langchain_mesh.langchain")
+    # a bank retriever rebuilt from a dump opens its mesh (the other documented exception)
+    graph["knowledge_banks.retriever"].discard("langchain_mesh.langchain._common")
     assert _cycles(graph) == []
     graph["langchain_mesh.queries"].add("langchain_mesh.langchain")
     assert len(_cycles(graph)) == 1, "and that arrow is the only one that closes a circle"

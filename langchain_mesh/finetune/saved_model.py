@@ -32,9 +32,9 @@ from .data import DataSource, fingerprint, load_preference_pairs, load_sft_examp
 from .registry import (SavedModelError, SavedModelFolder, VersionInfo, check_name, list_saved_models,
                        saved_models_root)
 
-if TYPE_CHECKING:
-    from ..mesh import Mesh
-    from ..queries import LLM
+if TYPE_CHECKING:  # a mesh is passed in (Mesh -> saved models, never back: the import contracts)
+    Mesh = Any
+    LLM = Any
 
 __all__ = ["SavedModel", "VersionDraft", "saved_models_root", "create_saved_model", "get_saved_model",
            "list_saved_models_of"]

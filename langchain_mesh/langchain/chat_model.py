@@ -28,6 +28,7 @@ from ..schema import CompletionRequest, StreamFooter, validate_settings
 from ._common import (
     MeshModelFields,
     provider_of,
+    coerce_mesh,
     get_llm,
 )
 from .convert import StreamConverter, response_to_ai_message, to_mesh_messages
@@ -138,10 +139,12 @@ class MeshChatModel(MeshModelFields, BaseChatModel):
     def from_id(cls, llm_id: str, *, mesh: Any = None, **kwargs: Any) -> "MeshChatModel":
         """The chat model of a mesh LLM id, checked now: ``MeshChatModel.from_id("openai:o:gpt-4o",
         mesh="mesh.yaml")`` (the same as :func:`langchain_mesh.init_chat_model`)."""
-        from .factory import init_chat_model
-
-        model = init_chat_model(llm_id, mesh=mesh, **kwargs)
-        return model if cls is MeshChatModel else cls(**{**kwargs, "model": model.model, "mesh": model.mesh})
+        mesh = coerce_mesh(mesh)
+        get_llm(mesh, llm_id, "GENERIC_COMPLETION")  # unknown ids and embedding models fail now, clearly
+        unknown = sorted(k for k in kwargs if k not in cls.model_fields and k != "llm_id")
+        if unknown:
+            raise SettingsError(f"{cls.__name__} has no argument(s) {unknown}; see help({cls.__name__})", unknown)
+        return cls(model=llm_id, mesh=mesh, **kwargs)
 
 
     # ---- request building --------------------------------------------------------------------------------

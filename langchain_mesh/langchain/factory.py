@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import SettingsError
-from ._common import coerce_mesh, get_llm
 from .chat_model import MeshChatModel
 
 __all__ = ["init_chat_model"]
@@ -45,9 +44,4 @@ def init_chat_model(model: str, *, mesh: Any = None, **kwargs: Any) -> MeshChatM
         if key in kwargs:
             raise SettingsError(f"init_chat_model got {key}=...: {why}", [key])
     llm_id = model[len("mesh:"):] if model.startswith("mesh:") and model.count(":") >= 3 else model
-    mesh = coerce_mesh(mesh)
-    get_llm(mesh, llm_id, "GENERIC_COMPLETION")  # unknown ids and embedding models fail now, clearly
-    unknown = sorted(k for k in kwargs if k not in MeshChatModel.model_fields and k != "llm_id")
-    if unknown:
-        raise SettingsError(f"MeshChatModel has no argument(s) {unknown}; see help(MeshChatModel)", unknown)
-    return MeshChatModel(model=llm_id, mesh=mesh, **kwargs)
+    return MeshChatModel.from_id(llm_id, mesh=mesh, **kwargs)
