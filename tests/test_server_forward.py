@@ -130,6 +130,10 @@ def test_streams_pass_through_with_usage_recorded(srv, include_usage):
         assert not chunks[-1].choices and chunks[-1].usage.completion_tokens > 0
     else:  # the usage chunk the gateway asked for is not passed on
         assert chunks[-1].choices[0].finish_reason == "stop" and all(ch.usage is None for ch in chunks)
+    # the record is written once the response has ended, which the client may see first
+    deadline = time.monotonic() + 5
+    while not srv.records and time.monotonic() < deadline:
+        time.sleep(0.01)
     rec = srv.records[-1]
     assert (rec.llm_id, rec.status) == (COMPAT, 200) and rec.usage.output_tokens > 0
 

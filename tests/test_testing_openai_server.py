@@ -725,8 +725,11 @@ def test_sdk_sees_a_cut_stream_as_an_error(openai_server):
     openai = pytest.importorskip("openai")
     openai_server.script(text="one two three four", cut_after=2)
     stream = openai_server.openai_client().chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
-    with pytest.raises(openai.APIError):
+    with pytest.raises(Exception) as cut:  # noqa: PT011 - which class depends on the SDK's version:
         list(stream)
+    # openai 3.60 wraps the transport's error in APIError; 3.3 (what instructor's jiter cap lets a
+    # fresh install pick) lets httpx's RemoteProtocolError through. Either way the cut is not silent.
+    assert isinstance(cut.value, openai.APIError) or type(cut.value).__name__ == "RemoteProtocolError", cut.value
 
 
 # ---- python -m -------------------------------------------------------------------------------------------
