@@ -733,14 +733,124 @@ def test_openai_compatible_streaming_chat_completion(served, openai_server, caps
 # ==================================================================================================
 # external-models-gateway.txt
 
+# The seed's three ``client.create_endpoint(name=..., config=...)`` samples. Our equivalent of an
+# endpoint is a mesh connection, declared in the config rather than created through mlflow's deployment
+# client (there is no Databricks workspace here): each test keeps the seed's endpoint name, model,
+# task and ``{{secrets/scope/key}}`` references, puts them in a connection (adapted lines, marked),
+# resolves the references through the env resolver, and queries the endpoint the way its task says.
+# The local servers check the key, so an assertion passing means the reference was resolved and sent.
 
-@pytest.mark.skip(reason="covered by issue 21: the endpoint configs carry {{secrets/scope/key}} references "
-                         "(the pluggable secret resolver of issue 21) and mlflow's deployment client")
-def test_gateway_create_endpoint_samples():
-    # covered by issue 21
-    # client.create_endpoint(name="anthropic-completions-endpoint", ... "anthropic_api_key":
-    #   "{{secrets/my_anthropic_secret_scope/anthropic_api_key}}" ...), and the Azure OpenAI and Bedrock ones
-    raise AssertionError("not run")
+
+def _secrets_env(monkeypatch, **values):
+    """``{{secrets/scope/key}}`` -> ``$MESH_SECRET_<SCOPE>__<KEY>`` (the env resolver's naming)."""
+    for var, value in values.items():
+        monkeypatch.setenv("MESH_SECRET_" + var, value)
+
+
+def test_gateway_create_endpoint_anthropic(anthropic_server, monkeypatch):
+    _secrets_env(monkeypatch, MY_ANTHROPIC_SECRET_SCOPE__ANTHROPIC_API_KEY="test-key")
+    # the seed's endpoint config, as written
+    config = {
+        "served_entities": [
+            {
+                "name": "test",
+                "external_model": {
+                    "name": "claude-2",
+                    "provider": "anthropic",
+                    "task": "llm/v1/completions",
+                    "anthropic_config": {
+                        "anthropic_api_key": "{{secrets/my_anthropic_secret_scope/anthropic_api_key}}"
+                    }
+                }
+            }
+        ]
+    }
+    model = config["served_entities"][0]["external_model"]
+    # adapted: client.create_endpoint(name="anthropic-completions-endpoint", config=config) becomes a
+    # connection named after the endpoint (mlflow's client and a workspace are Databricks objects)
+    mesh = Mesh.from_config({
+        "secrets": {"resolver": "env"},
+        "connections": {"anthropic-completions-endpoint": {
+            "type": model["provider"], "api_key": model["anthropic_config"]["anthropic_api_key"],
+            "base_url": anthropic_server.base_url, "max_retries": 0,  # adapted: the local Anthropic API
+            "models": [{"id": model["name"]}]}}})
+    anthropic_server.script(text="Databricks is a data and AI platform.")
+    completion = mesh.get_llm("anthropic:anthropic-completions-endpoint:claude-2").new_completion()
+    completion.with_message("what is databricks")  # the task is llm/v1/completions: one prompt
+    resp = completion.execute()
+    assert resp.success and resp.text == "Databricks is a data and AI platform."
+    req = anthropic_server.last_request
+    assert "test-key" in (req.headers.get("x-api-key"), req.headers.get("authorization", "")[7:]) and req.json["model"] == "claude-2"
+    assert "secrets/" not in json.dumps(req.json)
+    mesh.close()
+
+
+def test_gateway_create_endpoint_azure_openai(azure_openai_server, monkeypatch):
+    _secrets_env(monkeypatch, MY_OPENAI_SECRET_SCOPE__OPENAI_API_KEY="test-key")
+    external_model = {
+        "name": "gpt-3.5-turbo",
+        "provider": "openai",
+        "task": "llm/v1/chat",
+        "openai_config": {
+            "openai_api_type": "azure",
+            "openai_api_key": "{{secrets/my_openai_secret_scope/openai_api_key}}",
+            "openai_api_base": "https://my-azure-openai-endpoint.openai.azure.com",
+            "openai_deployment_name": "my-gpt-35-turbo-deployment",
+            "openai_api_version": "2023-05-15"
+        }
+    }
+    cfg = external_model["openai_config"]
+    assert cfg["openai_api_type"] == "azure"  # the seed's openai + azure is our azure_openai type
+    # adapted: client.create_endpoint(name="openai-chat-endpoint", ...) becomes a connection; the
+    # endpoint is the local Azure OpenAI resource instead of the seed's openai_api_base
+    mesh = Mesh.from_config({
+        "secrets": {"resolver": "env"},
+        "connections": {"openai-chat-endpoint": {
+            "type": "azure_openai", "endpoint": azure_openai_server.base_url,
+            "api_key": cfg["openai_api_key"], "api_version": cfg["openai_api_version"], "max_retries": 0,
+            "models": [{"id": cfg["openai_deployment_name"], "model": external_model["name"]}]}}})
+    # the local resource has the seed's deployment
+    monkeypatch.setitem(azure_openai_server.deployments, cfg["openai_deployment_name"], external_model["name"])
+    azure_openai_server.script(text="Hello World!")
+    completion = mesh.get_llm("azure_openai:openai-chat-endpoint:my-gpt-35-turbo-deployment").new_completion()
+    completion.with_message("Hello", role="user")
+    resp = completion.execute()
+    assert resp.success and resp.text == "Hello World!"
+    req = azure_openai_server.last_request
+    assert req.path == "/openai/deployments/my-gpt-35-turbo-deployment/chat/completions"
+    assert req.query["api-version"] == "2023-05-15" and req.headers.get("api-key") == "test-key"
+    mesh.close()
+
+
+def test_gateway_create_endpoint_amazon_bedrock(bedrock_server, monkeypatch):
+    _secrets_env(monkeypatch, MY_AMAZON_BEDROCK_SECRET_SCOPE__AWS_ACCESS_KEY_ID="AKIDTESTKEY",
+                 MY_AMAZON_BEDROCK_SECRET_SCOPE__AWS_SECRET_ACCESS_KEY="test-secret")
+    amazon_bedrock_config = {
+        "aws_region": "us-east-1",  # adapted: the seed's "<YOUR_AWS_REGION>" placeholder
+        "aws_access_key_id": "{{secrets/my_amazon_bedrock_secret_scope/aws_access_key_id}}",
+        "aws_secret_access_key": "{{secrets/my_amazon_bedrock_secret_scope/aws_secret_access_key}}",
+        "bedrock_provider": "anthropic",
+    }
+    # adapted: client.create_endpoint(name="bedrock-anthropic-completions-endpoint", ...) becomes a
+    # connection; Bedrock names the seed's claude-v2 (bedrock_provider anthropic) anthropic.claude-v2
+    model_id = amazon_bedrock_config["bedrock_provider"] + ".claude-v2"
+    mesh = Mesh.from_config({
+        "secrets": {"resolver": "env"},
+        "connections": {"bedrock-anthropic-completions-endpoint": {
+            "type": "bedrock", "endpoint_url": bedrock_server.url,  # adapted: the local Bedrock Runtime
+            "region": amazon_bedrock_config["aws_region"],
+            "access_key_id": amazon_bedrock_config["aws_access_key_id"],
+            "secret_access_key": amazon_bedrock_config["aws_secret_access_key"], "max_retries": 0,
+            "models": [{"id": model_id}]}}})
+    bedrock_server.script(text="Databricks is a data and AI platform.")
+    completion = mesh.get_llm(f"bedrock:bedrock-anthropic-completions-endpoint:{model_id}").new_completion()
+    completion.with_message("what is databricks")
+    resp = completion.execute()
+    assert resp.success and resp.text == "Databricks is a data and AI platform."
+    req = bedrock_server.last_request
+    # the local server checks the SigV4 signature made with the resolved secret key
+    assert "Credential=AKIDTESTKEY/" in req.headers.get("Authorization") and "claude-v2" in req.path
+    mesh.close()
 
 
 def test_gateway_query_an_external_model_endpoint(anthropic_server, tmp_path, capsys):
@@ -782,11 +892,35 @@ def test_gateway_query_an_external_model_endpoint(anthropic_server, tmp_path, ca
 # custom-llm-connection.rst
 
 
-@pytest.mark.skip(reason="covered by issue 21: a `custom:` connection is the folder plugin with a per-user "
-                         "parameter set (credentials preset) of issue 21")
-def test_custom_llm_connection_testing_the_connection():
-    # covered by issue 21
-    # LLM_ID = "custom:<connection-name>:<model_id>"; llm = project.get_llm(LLM_ID);
-    # completion = llm.new_completion(); completion.with_message("How to code an agent in Dataiku?")
-    # resp = completion.execute(); print(resp.text)
-    raise AssertionError("not run")
+def test_custom_llm_connection_testing_the_connection(openai_server, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("json5")
+    from langchain_mesh.credentials import new_key
+
+    # the seed's plugin as written (llm.json, llm.py, parameter-set.json), in tests/plugins
+    plugin = Path(__file__).parent / "plugins" / "tutorial-llm-connection"
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)  # the plugin's OpenAI() reaches the local API
+    monkeypatch.setenv("MESH_CREDENTIALS_KEY", new_key())
+    # adapted: the admin's "Custom LLM" connection (Fig. 5), the "OpenAI" preset of the parameter set and
+    # the user's key in "Profile & Settings > Credentials" (Fig. 3) are config and credential store here
+    mesh = Mesh({
+        "presets": {"OpenAI": {"parameter_set": "parameter-custom-llm"}},
+        "connections": {"mycustom": {"type": "custom", "plugin": str(plugin), "component": "custom-chat-plugin",
+                                     "params": {"api_key": "OpenAI"}, "max_retries": 0,
+                                     "models": [{"id": "gpt-4o-mini"}]}},
+        "credentials": {"path": str(tmp_path / "credentials.json")}}, user="alice")
+    mesh.credential_store.set("alice", "OpenAI", {"param_set_api_key": "test-key"})
+    openai_server.script(text="Write a plugin with a Python agent.")
+
+    LLM_ID = "custom:mycustom:gpt-4o-mini"  # custom:<connection-name>:<model_id>
+
+    project = mesh  # adapted: dataiku.api_client().get_default_project()
+    llm = project.get_llm(LLM_ID)
+    completion = llm.new_completion()
+    completion.with_message("How to code an agent in Dataiku?")
+    resp = completion.execute()
+    print(resp.text)
+    assert capsys.readouterr().out == "Write a plugin with a Python agent.\n"
+    sent = openai_server.last_request
+    assert sent.json["messages"][-1] == {"role": "user", "content": "How to code an agent in Dataiku?"}
+    assert sent.json["model"] == "gpt-4o-mini" and sent.headers.get("authorization") == "Bearer test-key"
+    mesh.close()
