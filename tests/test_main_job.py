@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,19 @@ def test_main_job_builds_the_bank_and_answers_with_sources(tmp_path):
     bank = tmp_path / "banks" / "docs"
     assert (bank / "CURRENT").read_text().strip() == "v000001"
     assert (bank / "versions" / "v000001" / "store" / "manifest.json").is_file()
+    # a first run that looks like a product: no library warnings, deprecations or tracebacks
+    for noise in ("warning", "deprecat", "traceback", "loading weights", "de-quantizing"):
+        assert noise not in run.stderr.lower(), run.stderr[-2000:]
+    answer = out.split("A: ", 1)[1]
+    words = answer.split()
+    grams = Counter(tuple(words[i:i + 4]) for i in range(len(words) - 3))
+    assert max(grams.values(), default=0) <= 2, answer  # the local model no longer loops
+
+    # the second run re-embeds nothing and makes no new version
+    again = subprocess.run([sys.executable, str(ROOT / "cookbook" / "rag_bank.py")], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    chunks = int(out.split("Bank docs: ", 1)[1].split(" chunks", 1)[0])
+    assert f"(all {chunks} unchanged, nothing embedded, no new version)" in again.stdout
+    assert (bank / "CURRENT").read_text().strip() == "v000001"
+    assert sorted(p.name for p in (bank / "versions").iterdir()) == ["v000001"]
