@@ -75,6 +75,7 @@ class _AdapterView:
         self._host = host
         self.adapter_name = name
         self.config = host.base.model.config
+        self.model_class = type(host.base.model)  # whose forward's arguments generate() speaks
         self.generation_config = getattr(host.base.model, "generation_config", None)
 
     def __call__(self, **kwargs: Any) -> Any:

@@ -182,7 +182,8 @@ def generate(lm: LoadedModel, input_ids: list[int], params: GenerationParams,
     penalised = params.presence_penalty or params.frequency_penalty or params.repetition_penalty != 1.0
     counts = torch.zeros(vocab, device=lm.device) if penalised else None
     loop = LoopGuard(params.loop_ngram) if params.loop_ngram else None
-    cache_kw = _cache_keyword(type(model))
+    # a stand-in for the model (an adapter view) names the class whose forward it calls
+    cache_kw = _cache_keyword(getattr(model, "model_class", type(model)))
 
     stop = StopMatcher(params.stop)
     generated: list[int] = []
