@@ -193,6 +193,12 @@ def _write_gguf_cache(model: Any, tokenizer: Any, target: Path) -> None:
         # The weights are plain tensors now; transformers refuses to save a model it still believes
         # is GGUF-quantized, so drop that marker first.
         model.hf_quantizer = None
+        # ...and the flag that goes with it: the trainer (fine-tuning) reads it and then the quantizer
+        if getattr(model, "is_quantized", False):
+            try:
+                model.is_quantized = False
+            except AttributeError:  # a transformers where it is derived from hf_quantizer
+                pass
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(str(tmp))
