@@ -124,10 +124,10 @@ class KnowledgeBank:
         return data
 
     def _save_settings(self, data: dict[str, Any]) -> None:
-        from .versions import _write_atomic
+        from langchain_mesh._atomic import write_atomic
 
         self.folder.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.folder.root / "settings.json", json.dumps(data, indent=2))
+        write_atomic(self.folder.root / "settings.json", json.dumps(data, indent=2))
 
     def get_settings(self) -> KnowledgeBankSettings:
         """The bank's settings to edit; a corrupt settings.json is replaced by the config's defaults

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langchain_mesh._atomic import write_atomic
+
 __all__ = ["VersionInfo", "BankFolder"]
 
 _VERSION = re.compile(r"^v(\d{6})$")
@@ -39,19 +41,6 @@ class VersionInfo:
     created_at: float
     documents: int
     current: bool
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class BankFolder:
@@ -93,10 +82,10 @@ class BankFolder:
         """Turn a finished staging folder into the next version and make it current."""
         numbers = [int(m.group(1)) for p in self.versions_dir.iterdir() if (m := _VERSION.match(p.name))]
         name = f"v{(max(numbers) + 1) if numbers else 1:06d}"
-        _write_atomic(staging / "VERSION.json", json.dumps({"version": name, "created_at": time.time(),
+        write_atomic(staging / "VERSION.json", json.dumps({"version": name, "created_at": time.time(),
                                                             "documents": documents}))
         os.rename(staging, self.versions_dir / name)
-        _write_atomic(self.root / "CURRENT", name)
+        write_atomic(self.root / "CURRENT", name)
         self._prune()
         return name
 
@@ -104,7 +93,7 @@ class BankFolder:
         if not _VERSION.match(version) or not (self.versions_dir / version).is_dir():
             have = ", ".join(v.id for v in self.list()) or "none"
             raise ValueError(f"no version {version!r} in {self.root}; versions: {have}")
-        _write_atomic(self.root / "CURRENT", version)
+        write_atomic(self.root / "CURRENT", version)
 
     def list(self) -> list[VersionInfo]:
         if not self.versions_dir.is_dir():

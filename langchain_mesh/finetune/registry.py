@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .._atomic import write_atomic
 from ..errors import ConfigError, MeshError
 
 __all__ = ["VersionInfo", "SavedModelFolder", "SavedModelError", "check_name", "VERSION_RE", "saved_models_root"]
@@ -65,19 +66,6 @@ class VersionInfo:
     settings: dict[str, Any] = field(default_factory=dict)
     active: bool = False
     path: Path = field(default=Path("."), repr=False)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _flock(path: Path, blocking: bool) -> Optional[int]:
