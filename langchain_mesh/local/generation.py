@@ -92,8 +92,7 @@ class LoopGuard:
                 if seen >= self.max_repeats:
                     return start
                 self.counts[gram] = seen + 1
-        last_ws = max(full.rfind(" "), full.rfind("\n"), full.rfind("\t"))
-        self.pos = max(self.pos, last_ws + 1) if not final else len(full)
+        self.pos = max(self.pos, self.safe_end(full)) if not final else len(full)
         return None
 
     @staticmethod
