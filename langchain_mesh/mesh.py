@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optiona
 from .config import DEFAULT_CONFIG, MeshConfig, load_config
 from .errors import CapabilityError, ProviderError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
+from .policies.chain import LAYERS
 from .policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
 from .schema import (
     CompletionRequest,
@@ -65,6 +66,9 @@ class Mesh:
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._handles: dict[str, "LLM"] = {}
         self._passthrough: dict[str, Optional["Passthrough"]] = {}
+        self._chains: dict[str, tuple[Any, ...]] = {}
+        # no policy section in the config: every call takes the direct path, and no policy module loads
+        self._policies = any(getattr(self.config, section, None) for _o, section, _t in LAYERS)
         self._lock = threading.RLock()
 
     @classmethod
@@ -264,6 +268,16 @@ class Mesh:
 
     def stream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                max_retries: Optional[int] = None) -> Iterator[StreamEvent]:
+        if self._policies and self._chain(llm):
+            from .policies.chain import Call, run_stream
+
+            call = Call(self, llm, "stream", request, timeout, max_retries)
+            return _meta_on_footer(run_stream(self._chain(llm), call,
+                                              lambda: self._stream(llm, request, timeout, max_retries)), call)
+        return self._stream(llm, request, timeout, max_retries)
+
+    def _stream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
+                max_retries: Optional[int]) -> Iterator[StreamEvent]:
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
         if not n and timeout is None:
@@ -275,6 +289,16 @@ class Mesh:
 
     def astream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                 max_retries: Optional[int] = None) -> AsyncIterator[StreamEvent]:
+        if self._policies and self._chain(llm):
+            from .policies.chain import Call, arun_stream
+
+            call = Call(self, llm, "astream", request, timeout, max_retries)
+            return _ameta_on_footer(arun_stream(self._chain(llm), call,
+                                                lambda: self._astream(llm, request, timeout, max_retries)), call)
+        return self._astream(llm, request, timeout, max_retries)
+
+    def _astream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
+                 max_retries: Optional[int]) -> AsyncIterator[StreamEvent]:
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
         if not n and timeout is None:
@@ -332,6 +356,9 @@ class Mesh:
             # a connection on each caller's own credential ({{user}}) is never passed through: the
             # pass-through would send one shared request head, with one user's key
             own = None if self.uses_user_credentials(llm) else llm.connection.passthrough(llm.model)
+            # a policy that reads the request (guardrail, cache key) needs the translated path
+            if own is not None and self._policies and any(layer.needs_content for layer in self._chain(llm)):
+                own = None
             p = self._passthrough[llm.id] = own
             return p
 
@@ -355,19 +382,59 @@ class Mesh:
                 content.close()
                 raise
 
-        n, t, own = _limits(llm.connection, timeout, max_retries)
-        if not n and own:
-            return await attempt()
-        return await acall_with_retries(attempt, n, t, own)
+        async def forward() -> tuple[Any, Optional[bytes]]:
+            n, t, own = _limits(llm.connection, timeout, max_retries)
+            if not n and own:
+                return await attempt()
+            return await acall_with_retries(attempt, n, t, own)
+
+        if self._policies and self._chain(llm):
+            from .policies.chain import Call, arun
+
+            return await arun(self._chain(llm), Call(self, llm, "forward", (path, body, stream), timeout, max_retries),
+                              forward)
+        return await forward()
+
+    def _chain(self, llm: "LLM") -> tuple[Any, ...]:
+        """The policy layers of ``llm``, outermost first (built on its first call)."""
+        chain = self._chains.get(llm.id)
+        if chain is None:
+            from .policies.chain import build_chain
+
+            with self._lock:
+                chain = self._chains.get(llm.id)
+                if chain is None:
+                    chain = self._chains[llm.id] = build_chain(self, llm)
+        return chain
 
     def _call(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
+        if self._policies and self._chain(llm):
+            from .policies.chain import Call, attach_meta, run
+
+            call = Call(self, llm, fn.__name__, request, timeout, max_retries)
+            return attach_meta(run(self._chain(llm), call,
+                                   lambda: self._direct(llm, fn, request, timeout, max_retries)), call)
+        return self._direct(llm, fn, request, timeout, max_retries)
+
+    async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
+                     max_retries: Optional[int]) -> Any:
+        if self._policies and self._chain(llm):
+            from .policies.chain import Call, arun, attach_meta
+
+            call = Call(self, llm, fn.__name__, request, timeout, max_retries)
+            return attach_meta(await arun(self._chain(llm), call,
+                                          lambda: self._adirect(llm, fn, request, timeout, max_retries)), call)
+        return await self._adirect(llm, fn, request, timeout, max_retries)
+
+    def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
+        """One operation under the retry policy, past every policy layer."""
         n, t, own = _limits(llm.connection, timeout, max_retries)
         if not n and own:  # one attempt, bounded by the connection's own timeout: nothing to add
             return fn(llm.model, request)
         return call_with_retries(lambda: fn(llm.model, request), n, t, own)
 
-    async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
-                     max_retries: Optional[int]) -> Any:
+    async def _adirect(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
+                       max_retries: Optional[int]) -> Any:
         n, t, own = _limits(llm.connection, timeout, max_retries)
         if not n and own:
             return await fn(llm.model, request)
@@ -375,6 +442,9 @@ class Mesh:
 
     def close(self) -> None:
         with self._lock:
+            for layer in {id(x): x for chain in self._chains.values() for x in chain}.values():
+                layer.close()  # flush what a layer buffers (the ledger) before the connections go
+            self._chains.clear()
             if self._per_user is not None:
                 self._per_user.close()
             for conn in self._connections.values():
@@ -475,6 +545,30 @@ async def _aensure_footer(events: AsyncIterator[StreamEvent], llm_id: str) -> As
             calls.add(ev)
     raise StreamInterruptedError(f"the stream from {llm_id} ended before its final event",
                                  partial_text="".join(text_seen))
+
+
+def _meta_on_footer(events: Iterator[StreamEvent], call: Any) -> Iterator[StreamEvent]:
+    from .policies.chain import attach_meta
+
+    try:
+        for ev in events:
+            yield attach_meta(ev, call) if isinstance(ev, StreamFooter) else ev
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+async def _ameta_on_footer(events: AsyncIterator[StreamEvent], call: Any) -> AsyncIterator[StreamEvent]:
+    from .policies.chain import attach_meta
+
+    try:
+        async for ev in events:
+            yield attach_meta(ev, call) if isinstance(ev, StreamFooter) else ev
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _image_leniency(conn: Any, request: ImageGenerationRequest) -> ImageGenerationRequest:

@@ -28,6 +28,7 @@ __all__ = [
     "WeightedPrompt", "ImageMode", "MaskType", "IMAGE_MODES", "MASK_TYPES", "merge_prompts",
     "normalize_aspect_ratio", "ratio_value",
     "ModelCapabilities", "ModelInfo", "validate_settings",
+    "AttemptInfo", "GuardrailHit", "CallMeta",
 ]
 
 
@@ -455,6 +456,40 @@ class CompletionRequest(_Model):
         return cls.model_construct(messages=[message], settings=settings or CompletionSettings())
 
 
+# --------------------------------------------------------------------------------------------------
+# What the policies did with a call (routes, retries, guardrails, cache, cost): on answers and footers
+
+
+class AttemptInfo(_Model):
+    """One try of one target: ``error`` is None for the attempt that answered."""
+
+    llm_id: str
+    error: Optional[str] = None  # the error's type and message, never a secret or the prompt
+    status: Optional[int] = None  # the HTTP status of a failed attempt, when it had one
+    seconds: float = 0.0
+
+
+class GuardrailHit(_Model):
+    """A guardrail that fired: what it did, never the text it matched."""
+
+    name: str
+    action: Literal["redact", "block", "flag", "repair"]
+    stage: Literal["input", "output"]
+    detail: Optional[str] = None  # what kind of thing fired (e.g. "CREDIT_CARD"), not the thing
+
+
+class CallMeta(_Model):
+    """What the policy layers did (``CompletionResponse.meta``, ``StreamFooter.meta``,
+    ``EmbeddingResponse.meta``); None on a call no policy touched."""
+
+    llm_id: Optional[str] = None  # the LLM that answered (a route's target)
+    attempts: list[AttemptInfo] = Field(default_factory=list)
+    guardrails: list[GuardrailHit] = Field(default_factory=list)
+    cache: Optional[Literal["hit", "miss", "bypass"]] = None
+    cost: Optional[float] = None  # None: unknown price, never 0 for "unknown"
+    currency: Optional[str] = None
+
+
 class Usage(_Model):
     input_tokens: int = 0
     output_tokens: int = 0
@@ -500,6 +535,7 @@ class CompletionResponse(_Model):
     log_probs: Optional[list[TokenLogProb]] = None
     model: Optional[str] = None  # the provider's own model name as it answered
     error: Optional[str] = None  # set with success=False (batch items that failed)
+    meta: Optional[CallMeta] = None  # what the policies did (route target, attempts, guardrails, cache, cost)
     raw: Any = Field(default=None, exclude=True, repr=False)
 
     @property
@@ -537,6 +573,7 @@ class StreamFooter(_Model):
     usage: Usage = Field(default_factory=Usage)
     tool_calls: list[ToolCall] = Field(default_factory=list)  # the reassembled calls, if any
     model: Optional[str] = None
+    meta: Optional[CallMeta] = None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -574,6 +611,7 @@ class EmbeddingResponse(_Model):
     embeddings: list[list[float]]
     usage: Usage = Field(default_factory=Usage)
     model: Optional[str] = None
+    meta: Optional[CallMeta] = None
 
     def get_embeddings(self) -> list[list[float]]:
         return self.embeddings

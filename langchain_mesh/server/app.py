@@ -31,6 +31,7 @@ from ..errors import MeshError, ProviderError
 from ..schema import Purpose, StreamChunk, Usage
 from . import sse
 from ..credentials.identity import reset_user, set_user
+from ..policies.scope import reset_scope, set_scope
 from .auth import KeyRing, Principal
 from .credentials import CredentialsAPI
 from .errors import APIError, api_error, model_not_found
@@ -178,6 +179,7 @@ class MeshApp:
             principal = self.keys.authenticate(_header(scope, b"authorization"))
             who = principal.name
             user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
+            scope_token = set_scope(principal.scope)  # who the policies (limits, ledger) count it for
             handler = self._posts.get(path)
             form = self._forms.get(path)
             if path.startswith("/v1/credentials"):
@@ -210,6 +212,7 @@ class MeshApp:
         finally:
             if user_token is not None:
                 reset_user(user_token)
+                reset_scope(scope_token)
         if self.on_usage is not None or usage_log.isEnabledFor(logging.INFO):
             usage = served.usage if served.raw_usage is None else served.plan.usage_of(served.raw_usage)
             estimated = usage is None and status == _CLIENT_GONE and served.chunks is not None

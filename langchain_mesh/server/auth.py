@@ -12,11 +12,12 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from ..config import ServerConfig
 from ..errors import ConfigError
+from ..policies.scope import CallScope
 from .errors import APIError
 
 __all__ = ["Principal", "KeyRing", "check_bind"]
@@ -30,6 +31,12 @@ class Principal:
 
     name: str
     allowed: Optional[frozenset[str]] = None
+    #: the policies' view of this caller (limits, budgets, ledger): set for each of its requests
+    scope: CallScope = field(default=CallScope(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.scope.key is None:
+            object.__setattr__(self, "scope", CallScope(key=self.name, user=self.name))
 
     def allows(self, llm_id: str) -> bool:
         return self.allowed is None or llm_id in self.allowed

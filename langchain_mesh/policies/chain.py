@@ -1,0 +1,132 @@
+"""The policy chain: the layers a call passes between :class:`~langchain_mesh.mesh.Mesh` and the connection.
+
+    caller -> Mesh -> tracing -> ledger -> guardrails -> cache -> limits -> (route / retries) -> connection
+
+Each layer wraps the rest of the chain, as ASGI middleware does: it gets the :class:`Call` and
+``nxt``, the rest of the chain, and returns what ``nxt`` returns or something in its place (a cached
+answer; a refusal is an exception). A layer is built per LLM, once, by a factory named in
+:data:`LAYERS` whose config section is present, so a mesh with no policies configured imports none
+of these modules and its calls take the direct path of before (one dict lookup more). Config::
+
+    tracing: {enabled: true}          # each section turns on its layer; see each module's docstring
+    guardrails: [...]
+    cache: {ttl: 600}
+
+A layer that must read the request's content (a guardrail, a cache key) sets ``needs_content``: an
+LLM with such a layer is not passed through as bytes by ``mesh serve`` (``Mesh.passthrough`` is None)
+but served on the translated path, so every layer sees a parsed request.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional
+
+from ..schema import CallMeta, StreamEvent
+from .scope import CallScope, current_scope
+
+__all__ = ["Call", "Layer", "LAYERS", "build_chain", "run", "arun", "run_stream", "arun_stream"]
+
+#: (order, the config section that turns the layer on, "module:factory"); the factory is
+#: ``factory(mesh, llm) -> Optional[Layer]`` (None: the section does not apply to this LLM).
+#: Imported only when a config has the section.
+LAYERS: list[tuple[int, str, str]] = [
+]
+
+
+@dataclass
+class Call:
+    """One call as the layers see it. ``op`` is the connection method's name (``complete``,
+    ``acomplete``, ``stream``, ``astream``, ``embed``, ``aembed``, ``generate_images``,
+    ``agenerate_images``, ``count_tokens``, ``acount_tokens``, ``forward``)."""
+
+    mesh: Any  # the Mesh and its LLM handle (typed Any: policies sit below Mesh and queries)
+    llm: Any
+    op: str
+    request: Any
+    timeout: Optional[float] = None
+    max_retries: Optional[int] = None
+    scope: CallScope = field(default_factory=current_scope)
+    meta: CallMeta = field(default_factory=CallMeta)
+    #: free slots for layers to hand each other facts (e.g. the ledger reads the limits' estimate)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Layer:
+    """One policy. Override the entry points it changes; the defaults pass straight through."""
+
+    name = "layer"
+    needs_content = False  # True: reads the request, so no byte pass-through for its LLMs
+
+    def call(self, call: Call, nxt: Callable[[], Any]) -> Any:
+        return nxt()
+
+    async def acall(self, call: Call, nxt: Callable[[], Awaitable[Any]]) -> Any:
+        return await nxt()
+
+    def stream(self, call: Call, nxt: Callable[[], Iterator[StreamEvent]]) -> Iterator[StreamEvent]:
+        return nxt()
+
+    def astream(self, call: Call, nxt: Callable[[], AsyncIterator[StreamEvent]]) -> AsyncIterator[StreamEvent]:
+        return nxt()
+
+    def close(self) -> None:
+        """The mesh is closing (flush what is buffered)."""
+
+
+def build_chain(mesh: Any, llm: Any) -> tuple[Layer, ...]:
+    """The layers for ``llm``, outermost first: those whose config section ``mesh.config`` has."""
+    out = []
+    for _order, section, target in sorted(LAYERS):
+        if not _configured(mesh.config, section):
+            continue
+        module, _, name = target.partition(":")
+        layer = getattr(importlib.import_module(module), name)(mesh, llm)
+        if layer is not None:
+            out.append(layer)
+    return tuple(out)
+
+
+def _configured(config: Any, section: str) -> bool:
+    value = getattr(config, section, None)
+    return bool(value) and getattr(value, "enabled", True) is not False
+
+
+# The runners nest the layers around ``inner`` (the direct call). Written as small recursive steps
+# rather than a prebuilt closure tower: the tower would have to be rebuilt per call anyway (it
+# closes over the call), and the step costs one frame per layer.
+
+def run(layers: tuple[Layer, ...], call: Call, inner: Callable[[], Any]) -> Any:
+    def step(i: int) -> Any:
+        return inner() if i == len(layers) else layers[i].call(call, lambda: step(i + 1))
+    return step(0)
+
+
+async def arun(layers: tuple[Layer, ...], call: Call, inner: Callable[[], Awaitable[Any]]) -> Any:
+    def step(i: int) -> Awaitable[Any]:
+        return inner() if i == len(layers) else layers[i].acall(call, lambda: step(i + 1))
+    return await step(0)
+
+
+def run_stream(layers: tuple[Layer, ...], call: Call, inner: Callable[[], Iterator[StreamEvent]]) -> Iterator[StreamEvent]:
+    def step(i: int) -> Iterator[StreamEvent]:
+        return inner() if i == len(layers) else layers[i].stream(call, lambda: step(i + 1))
+    return step(0)
+
+
+def arun_stream(layers: tuple[Layer, ...], call: Call,
+                inner: Callable[[], AsyncIterator[StreamEvent]]) -> AsyncIterator[StreamEvent]:
+    def step(i: int) -> AsyncIterator[StreamEvent]:
+        return inner() if i == len(layers) else layers[i].astream(call, lambda: step(i + 1))
+    return step(0)
+
+
+def attach_meta(result: Any, call: Call) -> Any:
+    """``result`` (an answer or a footer) carrying what the layers recorded, when it can."""
+    if hasattr(result, "meta") and result.meta is None and call.meta != _NOTHING:
+        result.meta = call.meta
+    return result
+
+
+_NOTHING = CallMeta()

@@ -1,0 +1,109 @@
+"""The policy chain seam: layers wrap every operation, in order, and report on answers and footers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from langchain_mesh import Mesh
+from langchain_mesh.policies.chain import Layer
+from langchain_mesh.policies.scope import call_scope
+from langchain_mesh.schema import CompletionRequest, EmbeddingRequest, GuardrailHit, Message, StreamFooter
+
+CONFIG = {"connections": {"fake": {"type": "scripted", "models": [
+    {"id": "chat"}, {"id": "emb", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}}
+
+
+class Recorder(Layer):
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def call(self, call, nxt):
+        self.log.append((self.name, call.op, call.scope.key))
+        call.meta.guardrails.append(GuardrailHit(name=self.name, action="flag", stage="input"))
+        return nxt()
+
+    async def acall(self, call, nxt):
+        self.log.append((self.name, call.op, call.scope.key))
+        return await nxt()
+
+    def stream(self, call, nxt):
+        self.log.append((self.name, call.op, call.scope.key))
+        call.meta.llm_id = "answered-by"
+        return nxt()
+
+    def astream(self, call, nxt):
+        self.log.append((self.name, call.op, call.scope.key))
+        return nxt()
+
+
+@pytest.fixture
+def mesh_with_layers():
+    mesh = Mesh.from_config(CONFIG)
+    log: list = []
+    chat, emb = mesh.get_llm("scripted:fake:chat"), mesh.get_llm("scripted:fake:emb")
+    mesh._policies = True
+    for llm in (chat, emb):
+        mesh._chains[llm.id] = (Recorder("outer", log), Recorder("inner", log))
+    yield mesh, chat, emb, log
+    mesh.close()
+
+
+def _req(text="hi"):
+    return CompletionRequest(messages=[Message(role="user", content=text)])
+
+
+def test_no_policy_config_means_no_chain():
+    mesh = Mesh.from_config(CONFIG)
+    assert mesh._policies is False
+    resp = mesh.complete(mesh.get_llm("scripted:fake:chat"), _req())
+    assert resp.meta is None and mesh._chains == {}
+
+
+def test_layers_wrap_each_operation_in_order(mesh_with_layers):
+    mesh, chat, emb, log = mesh_with_layers
+    with call_scope(key="team-a"):
+        resp = mesh.complete(chat, _req("ping"))
+        mesh.embed(emb, EmbeddingRequest(texts=["a"]))
+    assert resp.text == "ping"
+    assert [g.name for g in resp.meta.guardrails] == ["outer", "inner"]
+    assert log == [("outer", "complete", "team-a"), ("inner", "complete", "team-a"),
+                   ("outer", "embed", "team-a"), ("inner", "embed", "team-a")]
+
+
+def test_streams_pass_the_layers_and_the_footer_carries_meta(mesh_with_layers):
+    mesh, chat, _emb, log = mesh_with_layers
+    events = list(mesh.stream(chat, _req("hello there")))
+    footer = events[-1]
+    assert isinstance(footer, StreamFooter) and footer.meta.llm_id == "answered-by"
+    assert "".join(e.text or "" for e in events[:-1]) == "hello there"
+    assert [x[:2] for x in log] == [("outer", "stream"), ("inner", "stream")]
+
+
+def test_async_paths(mesh_with_layers):
+    mesh, chat, _emb, log = mesh_with_layers
+
+    async def go():
+        resp = await mesh.acomplete(chat, _req("x"))
+        texts = [e.text async for e in mesh.astream(chat, _req("y")) if not isinstance(e, StreamFooter)]
+        return resp, texts
+
+    resp, texts = asyncio.run(go())
+    assert resp.text == "x" and "".join(texts) == "y"
+    assert [x[:2] for x in log] == [("outer", "acomplete"), ("inner", "acomplete"),
+                                    ("outer", "astream"), ("inner", "astream")]
+
+
+def test_a_layer_that_reads_content_turns_off_pass_through(mesh_with_layers):
+    mesh, chat, _emb, _log = mesh_with_layers
+    reader = Recorder("reader", [])
+    reader.needs_content = True
+    mesh._chains[chat.id] = (reader,)
+    assert mesh.passthrough(chat) is None
+
+
+def test_call_scope_refuses_unknown_fields():
+    with pytest.raises(TypeError, match="unknown field"):
+        with call_scope(teem="x"):
+            pass
