@@ -107,3 +107,19 @@ def test_call_scope_refuses_unknown_fields():
     with pytest.raises(TypeError, match="unknown field"):
         with call_scope(teem="x"):
             pass
+
+
+def test_memory_store_counts_and_expires(monkeypatch):
+    from langchain_mesh.policies import state
+
+    now = [100.0]
+    monkeypatch.setattr(state.time, "monotonic", lambda: now[0])
+    s = state.MemoryStore()
+    assert s.incr("a", ttl=10) == 1 and s.incr("a", 2) == 3
+    s.set("b", "open", ttl=5)
+    assert s.get("b") == "open"
+    now[0] += 6
+    assert s.get("b") is None and s.incr("a") == 4  # the counter's own ttl runs from its creation
+    now[0] += 5
+    assert s.incr("a") == 1
+    assert asyncio.run(s.aget("zz")) is None
