@@ -240,6 +240,25 @@ class ImageDownloadConfig(_Strict):
     max_redirects: int = Field(default=3, ge=0)
 
 
+class RetryBudgetConfig(_Strict):
+    """Retries at most ``ratio`` of the calls of the last ``window`` seconds, plus ``min_retries``."""
+
+    ratio: float = Field(default=0.2, ge=0)
+    min_retries: int = Field(default=3, ge=0)
+    window: float = Field(default=10.0, gt=0)
+
+
+class RetryConfig(_Strict):
+    """The retry policy's waits (:mod:`langchain_mesh.policies.retry`): exponential backoff with full
+    jitter from ``base`` up to ``cap`` seconds, a provider's ``Retry-After`` waited up to
+    ``max_retry_after`` (beyond it the error is returned at once), an optional retry budget."""
+
+    base: float = Field(default=0.5, gt=0)
+    cap: float = Field(default=8.0, gt=0)
+    max_retry_after: float = Field(default=60.0, ge=0)
+    budget: Optional[RetryBudgetConfig] = None
+
+
 class ConnectionConfig(_Strict):
     """Fields every connection has. Each connection type subclasses this with its own settings."""
 
@@ -251,6 +270,8 @@ class ConnectionConfig(_Strict):
     #: image generation: refuse a setting the model does not take (strict), or drop it and list it in
     #: the response's ignored_settings (lenient)
     image_settings: Literal["strict", "lenient"] = "strict"
+    #: how retries wait (backoff, Retry-After cap, budget); None: the defaults, no budget
+    retry: Optional[RetryConfig] = None
 
     model_config_class: ClassVar[type[ModelConfig]] = ModelConfig
 
@@ -337,6 +358,94 @@ class PresetConfig(_Strict):
         return {k: Secret(x) if isinstance(x, str) and _looks_like_reference(x) else x for k, x in v.items()}
 
 
+#: what makes a route try its next target (``routes.<name>.fallback_on``); ``retryable`` = the first five
+FALLBACK_TRIGGERS = ("rate_limit", "server_error", "timeout", "connection", "stream_interrupted",
+                     "context_window", "content_filter", "any", "retryable")
+
+
+class RouteTargetConfig(_Strict):
+    """One target of a route: an LLM id, its share of the traffic, its own per-attempt timeout."""
+
+    llm: str
+    weight: Optional[float] = Field(default=None, ge=0)
+    #: the seed's served-entity form of ``weight`` (percentages summing to 100)
+    traffic_percentage: Optional[float] = Field(default=None, ge=0, le=100)
+    #: seconds one call of this target may take (its retries included) before the route falls back
+    timeout: Optional[float] = Field(default=None, gt=0)
+
+    @property
+    def share(self) -> float:
+        return self.traffic_percentage if self.traffic_percentage is not None else (
+            1.0 if self.weight is None else self.weight)
+
+
+class BreakerConfig(_Strict):
+    """Per target: ``failures`` failures within ``window`` seconds open the breaker; it stays open
+    (the target is skipped) for ``cooldown`` seconds, then one probe call decides."""
+
+    enabled: bool = True
+    failures: int = Field(default=5, ge=1)
+    window: float = Field(default=30.0, gt=0)
+    cooldown: float = Field(default=30.0, gt=0)
+
+
+class RouteRetryConfig(RetryConfig):
+    """A route's retries: ``max_retries`` more passes over its targets once every target failed
+    retryably (waits per the backoff); ``target_retries`` retries of each target before falling back
+    (default: the target connection's own ``max_retries``)."""
+
+    max_retries: int = Field(default=0, ge=0)
+    target_retries: Optional[int] = Field(default=None, ge=0)
+
+
+class RouteConfig(_Strict):
+    """A virtual LLM, ``route:<name>``, dispatching each call to one of its targets
+    (:mod:`langchain_mesh.policies.routes`)."""
+
+    description: str = ""
+    strategy: Literal["fallback", "weighted", "least_busy", "lowest_latency"] = "fallback"
+    targets: list[RouteTargetConfig] = Field(min_length=1)
+    #: after the chosen target fails on a trigger, try the other targets in order
+    fallbacks: bool = True
+    fallback_on: list[Literal[FALLBACK_TRIGGERS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["retryable", "context_window"])
+    #: weighted: the caller's sticky key (call_scope(sticky_key=), the gateway's `user` or
+    #: x-mesh-sticky-key) always picks the same target
+    sticky: bool = True
+    #: seconds for the whole call: every target, retry and wait
+    timeout: Optional[float] = Field(default=None, gt=0)
+    retry: Optional[RouteRetryConfig] = None
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _plain_ids(cls, v: Any) -> Any:
+        return [{"llm": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[RouteTargetConfig]) -> list[RouteTargetConfig]:
+        from .ids import parse_llm_id
+
+        for t in v:
+            try:
+                ctype = parse_llm_id(t.llm).connection_type
+            except MeshError as e:
+                raise ValueError(str(e)) from None
+            if ctype == "route":
+                raise ValueError(f"target {t.llm!r} is a route: a route's targets are LLMs of connections")
+            if t.weight is not None and t.traffic_percentage is not None:
+                raise ValueError(f"target {t.llm!r}: give weight or traffic_percentage, not both")
+        if len({t.llm for t in v}) != len(v):
+            raise ValueError("a target is listed twice")
+        pct = [t.traffic_percentage for t in v if t.traffic_percentage is not None]
+        if pct and (len(pct) != len(v) or abs(sum(pct) - 100.0) > 1e-6):
+            raise ValueError(f"traffic_percentage must be given for every target and sum to 100 (got {sum(pct)})")
+        if not sum(t.share for t in v) > 0:
+            raise ValueError("the targets' weights sum to 0")
+        return v
+
+
 class MeshConfig(_Strict):
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     knowledge_banks: dict[str, KnowledgeBankConfig] = Field(default_factory=dict)
@@ -344,6 +453,16 @@ class MeshConfig(_Strict):
     secrets: Optional[SecretsConfig] = None
     credentials: CredentialsConfig = Field(default_factory=CredentialsConfig)
     presets: dict[str, PresetConfig] = Field(default_factory=dict)
+    #: virtual LLMs ``route:<name>`` (traffic split, fallbacks, breakers): see policies/routes.py
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, v: dict[str, RouteConfig]) -> dict[str, RouteConfig]:
+        for name in v:
+            if not name or ":" in name or name.strip() != name:
+                raise ValueError(f"route name {name!r}: use a non-empty name without ':' or surrounding spaces")
+        return v
 
     @field_validator("knowledge_banks")
     @classmethod
@@ -510,6 +629,7 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
     if base is not None:
         problems += _link(base, conns, Path(source).parent if isinstance(source, (str, os.PathLike)) else None)
         problems += _bank_settings_problems(base.knowledge_banks)
+        problems += _route_problems(base.routes, conns)
     if problems:
         raise ConfigError(_format_problems(problems, where), problems)
     assert base is not None
@@ -517,6 +637,19 @@ def load_config(source: Union[str, os.PathLike[str], Mapping[str, Any], MeshConf
     if where:
         _warn_if_exposed(Path(source), base)  # type: ignore[arg-type]
     return base
+
+
+def _route_problems(routes: Mapping[str, "RouteConfig"], conns: Mapping[str, ConnectionConfig]) -> list[tuple[str, str]]:
+    """Each route target names a configured connection of its type (its model is checked on first use)."""
+    out = []
+    for name, route in routes.items():
+        for i, t in enumerate(route.targets):
+            ctype, cname, _ = t.llm.split(":", 2)
+            cfg = conns.get(cname)
+            if cfg is None or cfg.type != ctype:
+                out.append((f"routes.{name}.targets.{i}.llm", f"{t.llm!r} names no connection {cname!r} of type "
+                            f"{ctype!r}; connections: {', '.join(sorted(conns)) or 'none'}"))
+    return out
 
 
 def _link(base: MeshConfig, conns: dict[str, ConnectionConfig], base_dir: Optional[Path] = None) -> list[tuple[str, str]]:

@@ -142,6 +142,13 @@ class ProviderConnectionError(ProviderError):
     retryable = True
 
 
+class RouteUnavailableError(ServerError):
+    """A route could call none of its targets (every circuit breaker open): 503, retry after the cooldown."""
+
+    def __init__(self, message: str, *, retry_after: Optional[float] = None):
+        super().__init__(message, status=503, provider="route", retry_after=retry_after)
+
+
 class StreamInterruptedError(ProviderError):
     """A stream ended before its final event: the partial text is not a complete answer."""
 

@@ -1,7 +1,8 @@
-"""LLM ids: ``<connection type>:<connection name>:<model>``.
+"""LLM ids: ``<connection type>:<connection name>:<model>``, and ``route:<name>`` for routes.
 
 Only the first two ``:`` separate fields; the model part keeps any further ``:`` (Bedrock ids such as
 ``anthropic.claude-3-sonnet-20240229-v1:0``, local model options such as ``...:promptDriven=true``).
+A route (a virtual LLM of the config's ``routes:``) parses to ``LLMId("route", name, "")``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ import re
 from typing import NamedTuple
 
 from .errors import InvalidLLMIdError, KnowledgeBankError
+
+
+#: the connection type of route ids (no connection type may take this name)
+ROUTE = "route"
 
 
 class LLMId(NamedTuple):
@@ -25,14 +30,20 @@ def parse_llm_id(llm_id: str) -> LLMId:
     if not isinstance(llm_id, str):
         raise InvalidLLMIdError(f"an LLM id must be a string, got {type(llm_id).__name__}")
     parts = llm_id.split(":", 2)
+    if len(parts) == 2 and parts[0] == ROUTE and parts[1].strip():
+        return LLMId(ROUTE, parts[1], "")
     if len(parts) != 3 or not all(p.strip() for p in parts):
         raise InvalidLLMIdError(
             f"invalid LLM id {llm_id!r}: expected '<connection type>:<connection name>:<model>', "
-            "for example 'openai:myopenai:gpt-4o' (list the ids with `mesh models`)")
+            "for example 'openai:myopenai:gpt-4o', or 'route:<name>' for a route (list the ids with `mesh models`)")
     return LLMId(*parts)
 
 
 def format_llm_id(connection_type: str, connection_name: str, model: str) -> str:
+    if connection_type == ROUTE and not model:
+        if not connection_name or ":" in connection_name:
+            raise InvalidLLMIdError(f"the route name {connection_name!r} must be non-empty and contain no ':'")
+        return f"{ROUTE}:{connection_name}"
     for label, part in (("connection type", connection_type), ("connection name", connection_name)):
         if not part or ":" in part:
             raise InvalidLLMIdError(f"the {label} {part!r} must be non-empty and contain no ':'")

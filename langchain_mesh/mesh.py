@@ -67,6 +67,7 @@ class Mesh:
         self._handles: dict[str, "LLM"] = {}
         self._passthrough: dict[str, Optional["Passthrough"]] = {}
         self._chains: dict[str, tuple[Any, ...]] = {}
+        self._retry_policies: dict[str, Any] = {}  # connection name -> its RetryPolicy (configured `retry:`)
         # no policy section in the config: every call takes the direct path, and no policy module loads
         self._policies = any(getattr(self.config, section, None) for _o, section, _t in LAYERS)
         self._lock = threading.RLock()
@@ -173,6 +174,13 @@ class Mesh:
                     connection=name,
                     capabilities=m.capabilities,
                 ))
+        for name, route in self.config.routes.items():
+            llm = self.get_llm(f"route:{name}")
+            if want is not None and want not in llm.info.purposes:
+                continue
+            items.append(LLMListItem(id=llm.id, type="route", description=llm.info.description,
+                                     purposes=[p.value for p in llm.info.purposes], connection=llm.id,
+                                     capabilities=llm.info.capabilities))
         return items
 
     def get_llm(self, llm_id: str) -> "LLM":
@@ -182,6 +190,8 @@ class Mesh:
         from .queries import LLM
 
         ctype, cname, model = parse_llm_id(llm_id)
+        if ctype == "route" and not model:
+            return self._route_llm(llm_id, cname)
         cfg = self.config.connections.get(cname)
         if cfg is None or cfg.type != ctype:
             have = [f"{c.type}:{n}" for n, c in self.config.connections.items()]
@@ -203,6 +213,33 @@ class Mesh:
                 f"Its models: {', '.join(ids) or 'none'}", llm_id, ids)
         handle = LLM(self, llm_id, self.connection(cname), model, info)
         self._handles[llm_id] = handle
+        return handle
+
+    def _route_llm(self, llm_id: str, name: str) -> "LLM":
+        """The handle of ``route:<name>`` (see :mod:`langchain_mesh.policies.routes`)."""
+        cfg = self.config.routes.get(name)
+        if cfg is None:
+            raise UnknownLLMError(
+                f"unknown LLM {llm_id!r}: there is no route {name!r}. Routes: "
+                f"{', '.join(sorted(self.config.routes)) or 'none (add one under routes: in the config)'}",
+                llm_id, [f"route:{n}" for n in self.config.routes])
+        from .policies.routes import Route, RouteConnection, route_info
+        from .queries import LLM
+
+        with self._lock:
+            handle = self._handles.get(llm_id)
+            if handle is not None:
+                return handle
+            targets = []
+            for t in cfg.targets:
+                try:
+                    targets.append(self.get_llm(t.llm))
+                except UnknownLLMError as e:
+                    raise UnknownLLMError(f"route {name!r}: {e}", llm_id, e.available) from None
+            route = Route(self, name, cfg, targets)
+            handle = LLM(self, llm_id, RouteConnection(route), name, route_info(name, cfg.description, targets))
+            handle.route = route
+            self._handles[llm_id] = handle
         return handle
 
     # ---- fine-tuned saved models (langchain_mesh.finetune; needs the finetune extra to train) ---------
@@ -278,6 +315,8 @@ class Mesh:
 
     def _stream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
                 max_retries: Optional[int]) -> Iterator[StreamEvent]:
+        if llm.route is not None:
+            return llm.route.stream(request, timeout)
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
         if not n and timeout is None:
@@ -285,7 +324,7 @@ class Mesh:
         # a caller's timeout bounds the whole stream; the connection's own bounds each read (a long
         # generation is not cut), so here it is only the deadline of the retries
         return stream_with_retries(lambda: _ensure_footer(conn.stream(llm.model, request), llm.id), n, t,
-                                   timeout is not None)
+                                   timeout is not None, self._retry_policy(conn))
 
     def astream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                 max_retries: Optional[int] = None) -> AsyncIterator[StreamEvent]:
@@ -299,12 +338,14 @@ class Mesh:
 
     def _astream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
                  max_retries: Optional[int]) -> AsyncIterator[StreamEvent]:
+        if llm.route is not None:
+            return llm.route.astream(request, timeout)
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
         if not n and timeout is None:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
         return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n, t,
-                                    timeout is not None)
+                                    timeout is not None, self._retry_policy(conn))
 
     def _check_images(self, llm: "LLM", request: EmbeddingRequest) -> None:
         """Images go only to a model that embeds them: anywhere else they would be dropped or misread."""
@@ -386,7 +427,7 @@ class Mesh:
             n, t, own = _limits(llm.connection, timeout, max_retries)
             if not n and own:
                 return await attempt()
-            return await acall_with_retries(attempt, n, t, own)
+            return await acall_with_retries(attempt, n, t, own, self._retry_policy(llm.connection))
 
         if self._policies and self._chain(llm):
             from .policies.chain import Call, arun
@@ -427,18 +468,40 @@ class Mesh:
         return await self._adirect(llm, fn, request, timeout, max_retries)
 
     def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
-        """One operation under the retry policy, past every policy layer."""
+        """One operation under the retry policy, past every policy layer (a route: its dispatch)."""
+        if llm.route is not None:
+            return llm.route.call(fn.__name__, request, timeout)
         n, t, own = _limits(llm.connection, timeout, max_retries)
         if not n and own:  # one attempt, bounded by the connection's own timeout: nothing to add
             return fn(llm.model, request)
-        return call_with_retries(lambda: fn(llm.model, request), n, t, own)
+        return call_with_retries(lambda: fn(llm.model, request), n, t, own, self._retry_policy(llm.connection))
 
     async def _adirect(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
                        max_retries: Optional[int]) -> Any:
+        if llm.route is not None:
+            return await llm.route.acall(fn.__name__, request, timeout)
         n, t, own = _limits(llm.connection, timeout, max_retries)
         if not n and own:
             return await fn(llm.model, request)
-        return await acall_with_retries(lambda: fn(llm.model, request), n, t, own)
+        return await acall_with_retries(lambda: fn(llm.model, request), n, t, own, self._retry_policy(llm.connection))
+
+    def _retry_policy(self, conn: "Connection") -> Any:
+        """The connection's configured retry policy (``retry:``), None for the defaults: made once."""
+        try:
+            return self._retry_policies[conn.name]
+        except KeyError:
+            pass
+        cfg = getattr(conn.config, "retry", None)
+        policy = None
+        if cfg is not None:
+            from .policies.retry import RetryBudget, RetryPolicy
+            from .policies.state import store_for
+
+            budget = None if cfg.budget is None else RetryBudget(
+                store_for(self), f"conn:{conn.name}", cfg.budget.ratio, cfg.budget.min_retries, cfg.budget.window)
+            policy = RetryPolicy(cfg.base, cfg.cap, cfg.max_retry_after, budget)
+        self._retry_policies[conn.name] = policy
+        return policy
 
     def close(self) -> None:
         with self._lock:
@@ -585,3 +648,4 @@ def _one_vector_each(request: EmbeddingRequest, resp: EmbeddingResponse, llm: "L
         raise ProviderError(f"{llm.id} answered {len(resp.embeddings)} embeddings for {inputs} inputs",
                             provider=getattr(llm.connection, "type", None))
     return resp
+

@@ -47,6 +47,9 @@ __all__ = [
 class LLM:
     """A handle on one mesh LLM (``mesh.get_llm(id)``). Cheap to keep; safe to share across threads."""
 
+    #: a route's dispatch (:class:`~langchain_mesh.policies.routes.Route`) for ``route:<name>``, else None
+    route: Any = None
+
     # `mesh` is the Mesh that made the handle (typed Any: mesh.py imports this module, not the reverse)
     def __init__(self, mesh: Any, llm_id: str, connection: "Connection", model: str, info: ModelInfo):
         self.mesh = mesh

@@ -123,9 +123,20 @@ def arun_stream(layers: tuple[Layer, ...], call: Call,
 
 
 def attach_meta(result: Any, call: Call) -> Any:
-    """``result`` (an answer or a footer) carrying what the layers recorded, when it can."""
-    if hasattr(result, "meta") and result.meta is None and call.meta != _NOTHING:
+    """``result`` (an answer or a footer) carrying what the layers recorded, when it can. An answer that
+    already has meta (a route's: its target and attempts) gets the layers' findings added to it."""
+    if not hasattr(result, "meta") or call.meta == _NOTHING:
+        return result
+    if result.meta is None:
         result.meta = call.meta
+    else:
+        inner, outer = result.meta, call.meta
+        inner.guardrails = [*outer.guardrails, *inner.guardrails]
+        for name in ("cache", "cost", "currency"):
+            if getattr(outer, name) is not None:
+                setattr(inner, name, getattr(outer, name))
+        if inner.llm_id is None:
+            inner.llm_id = outer.llm_id
     return result
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Optional, Protocol
 
-__all__ = ["StateStore", "MemoryStore"]
+__all__ = ["StateStore", "MemoryStore", "store_for"]
 
 
 class StateStore(Protocol):
@@ -89,3 +89,17 @@ class MemoryStore:
 
     async def adelete(self, key: str) -> None:
         self.delete(key)
+
+
+def store_for(mesh: object) -> "StateStore":
+    """The state store of ``mesh``: one per mesh, made on first use and kept on it (in-process here;
+    the ``state: {redis_url: ...}`` config makes it the shared Redis store)."""
+    store = getattr(mesh, "_state_store", None)
+    if store is None:
+        lock = getattr(mesh, "_lock", None) or threading.Lock()
+        with lock:
+            store = getattr(mesh, "_state_store", None)
+            if store is None:
+                store = MemoryStore()
+                setattr(mesh, "_state_store", store)
+    return store
