@@ -79,14 +79,18 @@ class UsageRecord:
     # True when ``usage`` is the gateway's estimate: a stream the client cut before the provider's usage
     # arrived (input ~ request bytes / 4, output ~ one token per streamed chunk)
     estimated: bool = False
+    # a route's call: the target that answered and the attempts made (x-mesh-llm, x-mesh-attempts)
+    target: Optional[str] = None
+    attempts: Optional[int] = None
 
 
 class _Served:
     """What a handler found out, kept even when it is cancelled: for the usage record."""
 
-    __slots__ = ("llm_id", "usage", "raw_usage", "body_size", "chunks", "plan")
+    __slots__ = ("llm_id", "usage", "raw_usage", "body_size", "chunks", "plan", "meta")
 
     def __init__(self) -> None:
+        self.meta: Any = None  # a route's CallMeta (target, attempts)
         self.llm_id: Optional[str] = None
         self.usage: Optional[Usage] = None
         self.raw_usage: Optional[dict[str, Any]] = None  # the pass-through path's: read only when recorded
@@ -123,6 +127,8 @@ class MeshApp:
         self._forward = {k: f for k, f in ((k, forward_plan(llm)) for k, llm in self._llms.items()
                                            if not mesh.uses_user_credentials(llm)) if f is not None}
         self._credentials = CredentialsAPI(mesh)
+        # routes pick targets by the caller's sticky key (x-mesh-sticky-key, else the body's `user`)
+        self._routes = bool(mesh.config.routes)
         self._openapi = orjson.dumps(openapi_document())
         self._posts: dict[str, Callable[..., Awaitable[None]]] = {
             "/v1/chat/completions": self._chat, "/v1/completions": self._text, "/v1/embeddings": self._embeddings,
@@ -180,6 +186,11 @@ class MeshApp:
             who = principal.name
             user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
             scope_token = set_scope(principal.scope)  # who the policies (limits, ledger) count it for
+            if self._routes:
+                sticky = _header(scope, b"x-mesh-sticky-key")
+                if sticky:
+                    reset_scope(scope_token)
+                    scope_token = set_scope(_with_sticky(principal.scope, sticky.decode("latin-1")))
             handler = self._posts.get(path)
             form = self._forms.get(path)
             if path.startswith("/v1/credentials"):
@@ -218,8 +229,9 @@ class MeshApp:
             estimated = usage is None and status == _CLIENT_GONE and served.chunks is not None
             if estimated:
                 usage = served.estimate()
+            meta = served.meta
             self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started,
-                                     estimated))
+                                     estimated, *((meta.llm_id, len(meta.attempts)) if meta is not None else ())))
 
     def _record(self, rec: UsageRecord) -> None:
         if self.on_usage is not None:
@@ -232,7 +244,8 @@ class MeshApp:
             usage_log.info("%s", orjson.dumps({
                 "key": rec.key_name, "endpoint": rec.endpoint, "llm": rec.llm_id, "status": rec.status,
                 "input_tokens": u.input_tokens if u else None, "output_tokens": u.output_tokens if u else None,
-                "ms": round(rec.seconds * 1000, 2), **({"estimated": True} if rec.estimated else {})}).decode())
+                "ms": round(rec.seconds * 1000, 2), **({"estimated": True} if rec.estimated else {}),
+                **({"target": rec.target, "attempts": rec.attempts} if rec.attempts is not None else {})}).decode())
 
     @staticmethod
     def _model_json(item: Any) -> dict[str, Any]:
@@ -272,6 +285,8 @@ class MeshApp:
         req = _parse(ChatCompletionRequest, body)
         llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
         served.llm_id = llm.id
+        if llm.route is not None and req.user:
+            _sticky_from_user(req.user)
         request, param_of = completion_request(req)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -282,7 +297,8 @@ class MeshApp:
             resp = await self.mesh.acomplete(llm, request)
         except MeshError as e:
             raise api_error(e, param_of) from None
-        await _json(send, 200, orjson.dumps(completion_json(resp, llm.id)))
+        served.meta = _route_meta(llm, resp.meta)
+        await _json(send, 200, orjson.dumps(completion_json(resp, llm.id)), _meta_headers(served.meta))
         served.usage = resp.usage
 
     async def _stream(self, llm: Any, request: Any, include_usage: bool, param_of: Any, send: Send,
@@ -293,13 +309,17 @@ class MeshApp:
         try:
             async for ev in events:
                 if not started:  # the status waits for the first event: an early failure keeps its own
-                    await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
+                    served.meta = _route_meta(llm, None)
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": [*sse.HEADERS, *_meta_headers(served.meta)]})
                     await _chunk(send, sse.event(out.start()))
                     started = True
                 if isinstance(ev, StreamChunk):
                     served.chunks = (served.chunks or 0) + 1
                     await _chunk(send, sse.event(out.chunk(ev)))
                 else:
+                    if ev.meta is not None and ev.meta.attempts:
+                        served.meta = ev.meta
                     await _chunk(send, b"".join(sse.event(c) for c in out.end(ev)) + sse.DONE, more=False)
                     return ev.usage
         except Exception as e:  # noqa: BLE001 - a MeshError, or a bug (api_error logs those)
@@ -323,11 +343,15 @@ class MeshApp:
         served.llm_id = llm.id
         param_of = check_request(req)  # every value check of the translated path
         stream = bool(req.stream)
+        if llm.route is not None and req.user:
+            _sticky_from_user(req.user)
         try:
             out, strip_usage = plan.chat_body(data, param_of, stream, b'"annotations"' in body)
             content, first = await plan.send("/chat/completions", out, stream)
         except MeshError as e:
             raise api_error(e, param_of) from None
+        served.meta = _route_meta(llm, None)
+        head = _meta_headers(served.meta)
         if not stream:
             try:
                 answer = orjson.loads(content)
@@ -335,13 +359,13 @@ class MeshApp:
                 answer = None
             if type(answer) is not dict or not answer.get("choices"):
                 raise api_error(ProviderError(f"{plan.provider} answered without any choice", provider=plan.provider))
-            await _json(send, 200, swap_model(content, answer, llm.id))
+            await _json(send, 200, swap_model(content, answer, llm.id), head)
             served.plan, served.raw_usage = plan, answer.get("usage") or None
             return
         events = SSEPass(llm.id, strip_usage)
         served.body_size, served.chunks = len(body), events
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
+            await send({"type": "http.response.start", "status": 200, "headers": [*sse.HEADERS, *head] if head else sse.HEADERS})
             piece = first
             while piece:
                 data_out = events.feed(piece)
@@ -433,7 +457,8 @@ class MeshApp:
                 raise api_error(ProviderError(
                     f"{plan.provider} answered {len(answer['data'])} embeddings for "
                     f"{len(request.texts)} inputs", provider=plan.provider))
-            await _json(send, 200, swap_model(content, answer, llm.id))
+            served.meta = _route_meta(llm, None)
+            await _json(send, 200, swap_model(content, answer, llm.id), _meta_headers(served.meta))
             served.plan, served.raw_usage = plan, answer.get("usage") or None
             return
         if plan is not None:
@@ -444,7 +469,9 @@ class MeshApp:
             resp = await self.mesh.aembed(llm, request)
         except MeshError as e:
             raise api_error(e, lambda names: "dimensions" if "dimensions" in names else None) from None
-        await _json(send, 200, orjson.dumps(embeddings_json(resp, llm.id, req.encoding_format)))
+        served.meta = _route_meta(llm, resp.meta)
+        await _json(send, 200, orjson.dumps(embeddings_json(resp, llm.id, req.encoding_format)),
+                    _meta_headers(served.meta))
         served.usage = resp.usage
 
     async def _images(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
@@ -477,6 +504,40 @@ class MeshApp:
 
 # --------------------------------------------------------------------------------------------------
 # plumbing
+
+
+def _route_meta(llm: Any, meta: Any) -> Any:
+    """The meta of a route's call (target, attempts): the answer's, or (pass-through, stream start)
+    the route's last one in this request's context; None for a plain LLM."""
+    if meta is not None and meta.attempts:
+        return meta
+    if llm.route is None:
+        return None
+    from ..policies.routes import route_meta
+
+    return route_meta()
+
+
+def _meta_headers(meta: Any) -> list[tuple[bytes, bytes]]:
+    if meta is None or not meta.attempts:
+        return []
+    return [(b"x-mesh-llm", (meta.llm_id or "").encode()), (b"x-mesh-attempts", b"%d" % len(meta.attempts))]
+
+
+def _with_sticky(scope: Any, key: str) -> Any:
+    from dataclasses import replace
+
+    return replace(scope, sticky_key=key)
+
+
+def _sticky_from_user(user: str) -> None:
+    """The OpenAI ``user`` field keys a route's sticky assignment unless x-mesh-sticky-key did. Set for
+    the rest of this request's task (the scope token of ``_http`` resets it with the request)."""
+    from ..policies.scope import current_scope
+
+    scope = current_scope()
+    if scope.sticky_key is None:
+        set_scope(_with_sticky(scope, user))
 
 
 def _header(scope: dict[str, Any], name: bytes) -> Optional[bytes]:

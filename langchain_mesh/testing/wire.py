@@ -11,7 +11,9 @@ response bodies, SSE framing and error bodies. What is shared lives here:
   provider-shaped errors;
 * a control API under ``/__mesh__/`` so a server started with ``python -m`` in another process can be
   scripted and inspected over HTTP: ``POST /__mesh__/script`` (a Reply as JSON),
-  ``GET /__mesh__/requests``, ``POST /__mesh__/reset``.
+  ``GET /__mesh__/requests``, ``POST /__mesh__/reset``, ``POST /__mesh__/faults`` (a FaultPlan as JSON);
+* fault injection (:mod:`.faults`): 429/500/503, hangs, cut streams and refused connections, per
+  request (``x-mesh-fault`` header), per rate or by schedule (``srv.faults = FaultPlan(...)``).
 
 Stdlib only (``http.server``): the servers start in milliseconds and need no extra.
 """
@@ -188,6 +190,9 @@ class WireServer:
         self._lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
+        #: injected failures (:class:`~.faults.FaultPlan`); None: only the ``x-mesh-fault`` header
+        self.faults: Any = None
+        self._fault_reply = threading.local()  # the reply a fault puts in place of the script's
 
     # ---- scripting and inspection ------------------------------------------------------------------
 
@@ -209,6 +214,10 @@ class WireServer:
         return self.requests[-1]
 
     def next_reply(self) -> Optional[Reply]:
+        injected = getattr(self._fault_reply, "reply", None)
+        if injected is not None:  # a fault answers this request; the scripts wait for the next one
+            self._fault_reply.reply = None
+            return injected
         with self._lock:
             return self._replies.popleft() if self._replies else None
 
@@ -320,6 +329,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.wire._lock:
             self.wire.requests.append(req)
+        from .faults import HEADER, HEADER_ONLY
+
+        plan = self.wire.faults
+        if plan is not None or HEADER in req.headers:
+            fault = (plan or HEADER_ONLY).next(req.headers)
+            if fault is not None and self._inject(fault, req):
+                return
         try:
             self.wire.handle(req, respond)
         except ClientGone:
@@ -328,6 +344,32 @@ class _Handler(BaseHTTPRequestHandler):
             if not respond.sent:
                 respond.json(500, {"error": {"message": f"test server failure: {type(e).__name__}: {e}"}})
             raise
+        finally:
+            self.wire._fault_reply.reply = None  # a fault's reply the handler did not reach ends here
+
+    def _inject(self, fault: Any, req: RecordedRequest) -> bool:
+        """Apply ``fault`` to this request: True when it is fully handled (no answer at all)."""
+        kind = fault.kind
+        if kind in ("429", "500", "503"):
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None and kind != "500" else {}
+            self.wire._fault_reply.reply = Reply(status=int(kind), headers=headers,
+                                                 error_message=f"injected fault: HTTP {kind}")
+            return False
+        if kind == "cut" and _is_stream(req):
+            self.wire._fault_reply.reply = Reply(text=" ".join(["word"] * 40), cut_after=fault.cut_after)
+            return False
+        if kind == "hang":
+            time.sleep(fault.hang)
+        # hang (after its wait), refuse, cut of a non-stream: the connection ends without an answer,
+        # reset (RST) rather than closed, as a server that went away
+        import struct
+
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close_connection = True
+        return True
 
     def _control(self, req: RecordedRequest, respond: Responder) -> None:
         w = self.wire
@@ -337,6 +379,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif req.path == "/__mesh__/requests":
             with w._lock:
                 respond.json(200, [r.to_json() for r in w.requests])
+        elif req.path == "/__mesh__/faults" and req.method == "POST":
+            from .faults import FaultPlan
+
+            body = req.json or {}
+            w.faults = FaultPlan.from_json(body) if body else None
+            respond.json(200, {"ok": True})
         elif req.path == "/__mesh__/reset" and req.method == "POST":
             w.reset()
             respond.json(200, {"ok": True})
@@ -344,6 +392,14 @@ class _Handler(BaseHTTPRequestHandler):
             respond.json(404, {"error": {"message": f"unknown control path {req.path}"}})
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch  # type: ignore[assignment]
+
+
+def _is_stream(req: RecordedRequest) -> bool:
+    """Whether a request asks for a stream, in any provider's way (a body flag or a streaming path)."""
+    path = req.path.lower()
+    if "stream" in path:  # bedrock converse-stream, vertex streamGenerateContent, sagemaker ...-stream
+        return True
+    return b'"stream"' in req.body and (b'"stream":true' in req.body or b'"stream": true' in req.body)
 
 
 def free_port() -> int:
