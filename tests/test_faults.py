@@ -31,13 +31,14 @@ def servers():
     b.stop()
 
 
-def _conn(srv) -> dict:
+def _conn(srv, timeout: float) -> dict:
     return {"type": "openai_compatible", "base_url": srv.base_url, "api_key": "test-key", "max_retries": 0,
-            "timeout": 0.1, "models": [{"id": "m"}]}
+            "timeout": timeout, "models": [{"id": "m"}]}
 
 
 def route_mesh(a, b) -> Mesh:
-    return Mesh({"connections": {"a": _conn(a), "b": _conn(b)},
+    # the failing target's timeout cuts its hangs short; the healthy one's leaves room for a busy machine
+    return Mesh({"connections": {"a": _conn(a, 0.15), "b": _conn(b, 1.5)},
                  "routes": {"r": {"targets": ["openai_compatible:a:m", "openai_compatible:b:m"],
                                   "timeout": DEADLINE, "retry": {"target_retries": 0},
                                   # the breaker would take `a` out after a few failures: here every call

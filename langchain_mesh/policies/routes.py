@@ -420,6 +420,7 @@ class Route:
                     _close(it)
                     continue
                 self._succeeded(i, state, started, tried)
+                self._meta(self.ids[i], tried)  # known before the first event: for the gateway's headers
                 yield from self._rest(first, it, i, tried)
                 return
             if tried.filtered is not None:
@@ -479,6 +480,7 @@ class Route:
                     await _aclose(it)
                     continue
                 self._succeeded(i, state, started, tried)
+                self._meta(self.ids[i], tried)  # known before the first event: for the gateway's headers
                 try:
                     ev = first
                     while True:

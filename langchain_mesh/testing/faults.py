@@ -21,7 +21,8 @@ status (``429`` and ``503`` with ``Retry-After``); ``hang``: nothing is answered
 then the connection is dropped (a client timeout shorter than that sees a timeout); ``cut``: a stream
 stops after ``cut_after`` events without its end (a request that is not a stream: the connection is
 dropped before any answer); ``refuse``: the connection is reset at once (TCP RST), as a server that
-went away does.
+went away does, and so is the next new connection within 0.25 s (a pooled client retries a reset keep-alive
+connection once on a fresh one, taking it for a stale one).
 """
 
 from __future__ import annotations

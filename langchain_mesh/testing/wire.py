@@ -193,6 +193,8 @@ class WireServer:
         #: injected failures (:class:`~.faults.FaultPlan`); None: only the ``x-mesh-fault`` header
         self.faults: Any = None
         self._fault_reply = threading.local()  # the reply a fault puts in place of the script's
+        # a new connection accepted before this time is reset at once (a refused request's client retry)
+        self._refuse_until = 0.0
 
     # ---- scripting and inspection ------------------------------------------------------------------
 
@@ -329,6 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.wire._lock:
             self.wire.requests.append(req)
+        self._on_connection += 1
         from .faults import HEADER, HEADER_ONLY
 
         plan = self.wire.faults
@@ -360,8 +363,16 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if kind == "hang":
             time.sleep(fault.hang)
+        if kind == "refuse" and self._on_connection > 1:
+            # a pooled client retries a reset keep-alive connection once on a fresh one (it may have
+            # been stale): the next new connection within 0.25 s is refused too, or the fault would not show
+            self.wire._refuse_until = time.monotonic() + 0.25
         # hang (after its wait), refuse, cut of a non-stream: the connection ends without an answer,
         # reset (RST) rather than closed, as a server that went away
+        self._reset()
+        return True
+
+    def _reset(self) -> None:
         import struct
 
         try:
@@ -369,7 +380,16 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
         self.close_connection = True
-        return True
+
+    _on_connection = 0  # requests served on this connection (a refused reused one is retried by clients)
+
+    def handle(self) -> None:
+        w = self.wire
+        if w._refuse_until and time.monotonic() < w._refuse_until:
+            w._refuse_until = 0.0
+            self._reset()
+            return
+        super().handle()
 
     def _control(self, req: RecordedRequest, respond: Responder) -> None:
         w = self.wire

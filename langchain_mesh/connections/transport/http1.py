@@ -318,6 +318,8 @@ class HTTPClient:
             resp.streaming = stream
             conn.response = resp
             try:
+                if conn.transport.is_closing():  # reset by the server between connect/idle and now
+                    raise ConnectionClosed("the server closed the connection before the request was sent")
                 conn.transport.writelines((target.head, b"%d\r\n\r\n" % len(body), body))
                 await resp._headers_ready()
             except ConnectionClosed:
