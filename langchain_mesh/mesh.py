@@ -316,7 +316,7 @@ class Mesh:
     def _stream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
                 max_retries: Optional[int]) -> Iterator[StreamEvent]:
         if llm.route is not None:
-            return llm.route.stream(request, timeout)
+            return llm.route.stream(request, timeout, max_retries)
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
         if not n and timeout is None:
@@ -339,7 +339,7 @@ class Mesh:
     def _astream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
                  max_retries: Optional[int]) -> AsyncIterator[StreamEvent]:
         if llm.route is not None:
-            return llm.route.astream(request, timeout)
+            return llm.route.astream(request, timeout, max_retries)
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
         if not n and timeout is None:
@@ -424,6 +424,8 @@ class Mesh:
                 raise
 
         async def forward() -> tuple[Any, Optional[bytes]]:
+            if llm.route is not None:  # the route picks a target and calls this for it
+                return await llm.route.forward(path, body, stream, timeout, max_retries)
             n, t, own = _limits(llm.connection, timeout, max_retries)
             if not n and own:
                 return await attempt()
@@ -470,7 +472,7 @@ class Mesh:
     def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
         """One operation under the retry policy, past every policy layer (a route: its dispatch)."""
         if llm.route is not None:
-            return llm.route.call(fn.__name__, request, timeout)
+            return llm.route.call(fn.__name__, request, timeout, max_retries)
         n, t, own = _limits(llm.connection, timeout, max_retries)
         if not n and own:  # one attempt, bounded by the connection's own timeout: nothing to add
             return fn(llm.model, request)
@@ -479,7 +481,7 @@ class Mesh:
     async def _adirect(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
                        max_retries: Optional[int]) -> Any:
         if llm.route is not None:
-            return await llm.route.acall(fn.__name__, request, timeout)
+            return await llm.route.acall(fn.__name__, request, timeout, max_retries)
         n, t, own = _limits(llm.connection, timeout, max_retries)
         if not n and own:
             return await fn(llm.model, request)

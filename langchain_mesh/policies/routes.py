@@ -182,13 +182,21 @@ class Route:
         self.policy = RetryPolicy(r.base, r.cap, r.max_retry_after, None if r.budget is None else RetryBudget(
             store, self.id, r.budget.ratio, r.budget.min_retries, r.budget.window)) if r is not None else None
         self._scopes: tuple[Any, Any] = (None, None)
+        # the order of a fallback route never changes: one list for every call (never mutated)
+        self._fixed: Optional[list[int]] = (list(range(len(targets))) if cfg.fallbacks else [0]) \
+            if cfg.strategy == "fallback" or len(targets) == 1 else None
+        self._timed = cfg.strategy == "lowest_latency"
         self.inflight = [0] * len(targets)
+        #: (the placeholder model's bytes, each target's model bytes): set with the route's pass-through
+        self.wire: tuple[bytes, list[bytes]] = (b"", [])
         self.latency: list[float] = [0.0] * len(targets)  # EWMA seconds; 0 = untried, so tried first
 
     # ---- order --------------------------------------------------------------------------------------
 
     def order(self, sticky_key: Optional[str] = None) -> list[int]:
         """Target indices in the order this call tries them: the strategy's pick, then the others."""
+        if self._fixed is not None:
+            return self._fixed
         n = len(self.targets)
         strategy = self.cfg.strategy
         if strategy == "fallback" or n == 1:
@@ -250,9 +258,10 @@ class Route:
 
     def _succeeded(self, i: int, state: str, started: float, tried: _Attempts) -> None:
         seconds = time.perf_counter() - started
-        if self.breakers is not None and state == PROBE:
+        if state == PROBE and self.breakers is not None:
             self.breakers[i].success(state)
-        self._observe(i, seconds)
+        if self._timed:
+            self._observe(i, seconds)
         tried.items.append(_attempt(self.ids[i], None, None, seconds))
 
     def _meta(self, llm_id: Optional[str], tried: _Attempts, inner: Optional[CallMeta] = None) -> CallMeta:
@@ -318,7 +327,10 @@ class Route:
 
     # ---- dispatch: one-shot operations --------------------------------------------------------------
 
-    def call(self, op: str, request: Any, timeout: Optional[float] = None) -> Any:
+    def call(self, op: str, request: Any, timeout: Optional[float] = None, max_retries: Optional[int] = None) -> Any:
+        """One operation (``complete``, ``embed``...): ``timeout`` bounds the whole call, ``max_retries``
+        (the caller's) replaces ``retry.target_retries`` for each target."""
+        retries = self.target_retries if max_retries is None else max_retries
         deadline = self._deadline(timeout)
         tried = _Attempts()
         scope, token = self._scope()
@@ -337,7 +349,7 @@ class Route:
                     started = time.perf_counter()
                     self.inflight[i] += 1
                     try:
-                        result = _call_target(self.mesh, op, self.targets[i], request, t, self.target_retries)
+                        result = _call_target(self.mesh, op, self.targets[i], request, t, retries)
                     except Exception as e:  # noqa: BLE001
                         if not self._failed(i, state, e, started, tried):
                             raise self._give_up(tried, deadline, timeout) from None
@@ -361,7 +373,9 @@ class Route:
         finally:
             reset_scope(token)
 
-    async def acall(self, op: str, request: Any, timeout: Optional[float] = None) -> Any:
+    async def acall(self, op: str, request: Any, timeout: Optional[float] = None,
+                    max_retries: Optional[int] = None) -> Any:
+        retries = self.target_retries if max_retries is None else max_retries
         deadline = self._deadline(timeout)
         tried = _Attempts()
         scope, token = self._scope()
@@ -380,7 +394,7 @@ class Route:
                     started = time.perf_counter()
                     self.inflight[i] += 1
                     try:
-                        result = await _acall_target(self.mesh, op, self.targets[i], request, t, self.target_retries)
+                        result = await _acall_target(self.mesh, op, self.targets[i], request, t, retries)
                     except Exception as e:  # noqa: BLE001
                         if not self._failed(i, state, e, started, tried):
                             raise self._give_up(tried, deadline, timeout) from None
@@ -408,7 +422,8 @@ class Route:
 
     # ---- dispatch: streams (fall back only before the first event reached the caller) -------------
 
-    def stream(self, request: Any, timeout: Optional[float] = None) -> Iterator[Any]:
+    def stream(self, request: Any, timeout: Optional[float] = None, max_retries: Optional[int] = None) -> Iterator[Any]:
+        retries = self.target_retries if max_retries is None else max_retries
         deadline = self._deadline(timeout)
         tried = _Attempts()
         scope = current_scope()
@@ -424,7 +439,7 @@ class Route:
                 started = time.perf_counter()
                 _, token = self._scope()
                 try:
-                    it = self.mesh.stream(self.targets[i], request, timeout=t, max_retries=self.target_retries)
+                    it = self.mesh.stream(self.targets[i], request, timeout=t, max_retries=retries)
                     first = next(it, None)
                     if first is None:
                         raise StreamInterruptedError(f"the stream from {self.ids[i]} ended without any event")
@@ -464,7 +479,9 @@ class Route:
         finally:
             _close(it)
 
-    async def astream(self, request: Any, timeout: Optional[float] = None) -> AsyncIterator[Any]:
+    async def astream(self, request: Any, timeout: Optional[float] = None,
+                      max_retries: Optional[int] = None) -> AsyncIterator[Any]:
+        retries = self.target_retries if max_retries is None else max_retries
         deadline = self._deadline(timeout)
         tried = _Attempts()
         scope = current_scope()
@@ -481,7 +498,7 @@ class Route:
                 _, token = self._scope()
                 it = None
                 try:
-                    it = self.mesh.astream(self.targets[i], request, timeout=t, max_retries=self.target_retries)
+                    it = self.mesh.astream(self.targets[i], request, timeout=t, max_retries=retries)
                     try:
                         first = await it.__anext__()
                     except StopAsyncIteration:
@@ -525,9 +542,13 @@ class Route:
 
     # ---- dispatch: the gateway's byte pass-through --------------------------------------------------
 
-    async def forward(self, path: str, body: bytes, stream: bool, sentinel: bytes,
-                      wire_models: list[bytes]) -> Any:
-        deadline = self._deadline(None)
+    async def forward(self, path: str, body: bytes, stream: bool, timeout: Optional[float] = None,
+                      max_retries: Optional[int] = None) -> tuple[Any, Optional[bytes]]:
+        """``body`` (the gateway's request with the route's placeholder model) to a target's
+        pass-through: (the answer's bytes, None) or (a stream's open body, its first piece)."""
+        sentinel, wire_models = self.wire
+        retries = self.target_retries if max_retries is None else max_retries
+        deadline = self._deadline(timeout)
         tried = _Attempts()
         scope, token = self._scope()
         try:
@@ -544,23 +565,22 @@ class Route:
                     out = body.replace(sentinel, wire_models[i], 1)
                     try:
                         content, first = await self.mesh.aforward(self.targets[i], path, out, stream, timeout=t,
-                                                                  max_retries=self.target_retries)
+                                                                  max_retries=retries)
                     except Exception as e:  # noqa: BLE001
                         if not self._failed(i, state, e, started, tried):
                             raise self._give_up(tried, deadline, None) from None
                         continue
-                    if self.content_filter and not stream and b'"content_filter"' in content \
-                            and b'"finish_reason":"content_filter"' in content:
+                    if self.content_filter and not stream and b'"finish_reason":"content_filter"' in content:
                         self._succeeded(i, state, started, tried)
                         tried.items[-1].error = "content_filter"
                         tried.filtered = (i, content)
                         continue
                     self._succeeded(i, state, started, tried)
                     self._meta(self.ids[i], tried)
-                    return _Replay(content, first) if stream else content
+                    return content, first
                 if tried.filtered is not None:
                     self._meta(self.ids[tried.filtered[0]], tried)
-                    return tried.filtered[1]
+                    return tried.filtered[1], None
                 wait = self._wait(round_, tried, deadline)
                 if wait is None:
                     raise self._give_up(tried, deadline, None)
@@ -736,11 +756,12 @@ def _route_passthrough(route: Route) -> Any:
     import orjson
 
     sentinel_model = f"mesh-route-{route.name}"
-    sentinel = b'"model":' + orjson.dumps(sentinel_model)
-    wire_models = [b'"model":' + orjson.dumps(p.wire_model) for p in own]
+    route.wire = (b'"model":' + orjson.dumps(sentinel_model), [b'"model":' + orjson.dumps(p.wire_model) for p in own])
 
     async def send(path: str, body: bytes, stream: bool) -> Any:
-        return await route.forward(path, body, stream, sentinel, wire_models)
+        # Mesh.aforward calls Route.forward directly; this serves callers holding the Passthrough
+        content, first = await route.forward(path, body, stream)
+        return _Replay(content, first) if stream else content
 
     async def prepare(path: str) -> None:
         for p in own:
