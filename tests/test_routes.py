@@ -346,3 +346,32 @@ def test_targets_run_under_the_route_scope():
     conn.complete = spy
     mesh.complete(mesh.get_llm("route:r"), req())
     assert seen == ["r"] and current_scope().extra.get("route") is None
+
+
+def test_breaker_async_api_matches_the_sync_one():
+    now = [0.0]
+    b = Breaker(MemoryStore(), "t", failures=2, window=10, cooldown=5, clock=lambda: now[0])
+
+    async def go():
+        for _ in range(2):
+            await b.afailure(await b.aadmit())
+        assert await b.aadmit() == OPEN
+        now[0] += 6
+        assert await b.aadmit() == PROBE and await b.aadmit() == OPEN
+        await b.asuccess(PROBE)
+        assert await b.aadmit() == CLOSED
+
+    asyncio.run(go())
+
+
+def test_async_route_skips_an_open_target():
+    mesh = mesh_with(breaker={"failures": 1, "window": 60, "cooldown": 60})
+    llm = mesh.get_llm("route:r")
+
+    async def go():
+        mesh.connection("a").script(error=ServerError("x", status=500))
+        await mesh.acomplete(llm, req())
+        return await mesh.acomplete(llm, req())
+
+    resp = asyncio.run(go())
+    assert resp.meta.attempts[0].error == "skipped: circuit breaker open" and resp.meta.llm_id == B

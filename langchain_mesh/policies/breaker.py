@@ -68,6 +68,31 @@ class Breaker:
         self.store.set(self._open, repr(now + self.cooldown))
         self.store.delete(self._probe)
 
+    # the same, on the store's async API (the gateway's event loop must not wait on a Redis round trip)
+
+    async def aadmit(self) -> str:
+        until = await self.store.aget(self._open)
+        if until is None:
+            return CLOSED
+        if self.clock() < float(until):
+            return OPEN
+        return PROBE if await self.store.aincr(self._probe, 1.0, self.cooldown) == 1.0 else OPEN
+
+    async def asuccess(self, state: str) -> None:
+        if state == PROBE:
+            await self.store.adelete(self._open)
+            await self.store.adelete(self._probe)
+
+    async def afailure(self, state: str) -> None:
+        now = self.clock()
+        if state != PROBE:
+            slot = f"brk:{self.key}:fail:{int(now // self.window)}"
+            if await self.store.aincr(slot, 1.0, self.window * 2) < self.failures:
+                return
+            await self.store.adelete(slot)
+        await self.store.aset(self._open, repr(now + self.cooldown))
+        await self.store.adelete(self._probe)
+
     def state(self) -> str:
         """What a call would find now, without taking the probe slot (for listings and tests)."""
         until: Optional[str] = self.store.get(self._open)

@@ -246,11 +246,31 @@ class Route:
             return None
         return state
 
-    def _failed(self, i: int, state: str, err: BaseException, started: float, tried: _Attempts) -> bool:
+    async def _aadmit(self, i: int, tried: _Attempts) -> Optional[str]:
+        if self.breakers is None:
+            return "closed"
+        state = await self.breakers[i].aadmit()
+        if state == OPEN:
+            tried.add(self.ids[i], None, note="skipped: circuit breaker open")
+            return None
+        return state
+
+    async def _afailed(self, i: int, state: str, err: BaseException, started: float, tried: _Attempts) -> bool:
+        if self.breakers is not None and (state == PROBE or _counts_for_breaker(err)):
+            await self.breakers[i].afailure(state)
+        return self._failed(i, state, err, started, tried, breaker=False)
+
+    async def _asucceeded(self, i: int, state: str, started: float, tried: _Attempts) -> None:
+        if state == PROBE and self.breakers is not None:
+            await self.breakers[i].asuccess(state)
+        self._succeeded(i, "closed", started, tried)
+
+    def _failed(self, i: int, state: str, err: BaseException, started: float, tried: _Attempts,
+                breaker: bool = True) -> bool:
         """Record ``err``; whether the route may go on to its next target."""
         tried.add(self.ids[i], started, err)
         tried.last_error = err
-        if self.breakers is not None and (state == PROBE or _counts_for_breaker(err)):
+        if breaker and self.breakers is not None and (state == PROBE or _counts_for_breaker(err)):
             self.breakers[i].failure(state)
         if not isinstance(err, ProviderError):
             return False
@@ -385,7 +405,7 @@ class Route:
             round_ = 0
             while True:
                 for i in self.order(scope.sticky_key):
-                    state = self._admit(i, tried)
+                    state = await self._aadmit(i, tried)
                     if state is None:
                         continue
                     ok, t = self._budget(i, deadline)
@@ -396,17 +416,17 @@ class Route:
                     try:
                         result = await _acall_target(self.mesh, op, self.targets[i], request, t, retries)
                     except Exception as e:  # noqa: BLE001
-                        if not self._failed(i, state, e, started, tried):
+                        if not await self._afailed(i, state, e, started, tried):
                             raise self._give_up(tried, deadline, timeout) from None
                         continue
                     finally:
                         self.inflight[i] -= 1
                     if self._refused(result):
-                        self._succeeded(i, state, started, tried)
+                        await self._asucceeded(i, state, started, tried)
                         tried.items[-1].error = "content_filter"
                         tried.filtered = (i, result)
                         continue
-                    self._succeeded(i, state, started, tried)
+                    await self._asucceeded(i, state, started, tried)
                     return self._answer(result, i, tried)
                 if tried.filtered is not None:
                     return self._answer(tried.filtered[1], tried.filtered[0], tried)
@@ -488,7 +508,7 @@ class Route:
         round_ = 0
         while True:
             for i in self.order(scope.sticky_key):
-                state = self._admit(i, tried)
+                state = await self._aadmit(i, tried)
                 if state is None:
                     continue
                 ok, t = self._budget(i, deadline)
@@ -506,18 +526,18 @@ class Route:
                 except Exception as e:  # noqa: BLE001
                     if it is not None:
                         await _aclose(it)
-                    if not self._failed(i, state, e, started, tried):
+                    if not await self._afailed(i, state, e, started, tried):
                         raise self._give_up(tried, deadline, timeout) from None
                     continue
                 finally:
                     reset_scope(token)
                 if isinstance(first, StreamFooter) and self._refused(first):
-                    self._succeeded(i, state, started, tried)
+                    await self._asucceeded(i, state, started, tried)
                     tried.items[-1].error = "content_filter"
                     tried.filtered = (i, first)
                     await _aclose(it)
                     continue
-                self._succeeded(i, state, started, tried)
+                await self._asucceeded(i, state, started, tried)
                 self._meta(self.ids[i], tried)  # known before the first event: for the gateway's headers
                 try:
                     ev = first
@@ -555,7 +575,7 @@ class Route:
             round_ = 0
             while True:
                 for i in self.order(scope.sticky_key):
-                    state = self._admit(i, tried)
+                    state = await self._aadmit(i, tried)
                     if state is None:
                         continue
                     ok, t = self._budget(i, deadline)
@@ -567,15 +587,15 @@ class Route:
                         content, first = await self.mesh.aforward(self.targets[i], path, out, stream, timeout=t,
                                                                   max_retries=retries)
                     except Exception as e:  # noqa: BLE001
-                        if not self._failed(i, state, e, started, tried):
+                        if not await self._afailed(i, state, e, started, tried):
                             raise self._give_up(tried, deadline, None) from None
                         continue
                     if self.content_filter and not stream and b'"finish_reason":"content_filter"' in content:
-                        self._succeeded(i, state, started, tried)
+                        await self._asucceeded(i, state, started, tried)
                         tried.items[-1].error = "content_filter"
                         tried.filtered = (i, content)
                         continue
-                    self._succeeded(i, state, started, tried)
+                    await self._asucceeded(i, state, started, tried)
                     self._meta(self.ids[i], tried)
                     return content, first
                 if tried.filtered is not None:
