@@ -38,7 +38,7 @@ def _conn(srv, timeout: float) -> dict:
 
 def route_mesh(a, b) -> Mesh:
     # the failing target's timeout cuts its hangs short; the healthy one's leaves room for a busy machine
-    return Mesh({"connections": {"a": _conn(a, 0.15), "b": _conn(b, 1.5)},
+    return Mesh({"connections": {"a": _conn(a, 0.08), "b": _conn(b, 1.5)},
                  "routes": {"r": {"targets": ["openai_compatible:a:m", "openai_compatible:b:m"],
                                   "timeout": DEADLINE, "retry": {"target_retries": 0},
                                   # the breaker would take `a` out after a few failures: here every call
@@ -125,7 +125,7 @@ KINDS = ("429", "500", "503", "hang", "refuse", "cut")
 def _plan(seed: int) -> FaultPlan:
     # cut_after=0: the stream breaks before its first event (a cut after it cannot be saved without
     # mixing two models' output: see test_cut_midway_is_never_mixed)
-    return FaultPlan(rate=0.3, kinds=KINDS, seed=seed, retry_after=0.05, hang=0.3, cut_after=0)
+    return FaultPlan(rate=0.3, kinds=KINDS, seed=seed, retry_after=0.05, hang=0.2, cut_after=0)
 
 
 def test_sync_calls_all_served(servers):

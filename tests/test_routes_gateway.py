@@ -107,3 +107,6 @@ def test_all_failed_is_the_upstream_error(gw):
     finally:
         gw.a.faults = gw.b.faults = None
     assert r.status_code == 429 and r.headers["retry-after"] == "7"
+    assert r.headers["x-mesh-attempts"] == "2" and "x-mesh-llm" not in r.headers  # no target answered
+    rec = gw.records[-1]
+    assert (rec.status, rec.target, rec.attempts) == (429, None, 2)

@@ -219,7 +219,11 @@ class MeshApp:
         except Exception as e:  # noqa: BLE001 - APIError, or a bug: an OpenAI error body either way
             err = api_error(e)
             status = err.status
-            await _json(send, err.status, err.body(), err.headers)
+            head = err.headers
+            if self._routes and served.llm_id is not None and served.llm_id.startswith("route:"):
+                served.meta = served.meta or _failed_route_meta()  # what the route tried before failing
+                head = [*head, *_meta_headers(served.meta)]
+            await _json(send, err.status, err.body(), head)
         finally:
             if user_token is not None:
                 reset_user(user_token)
@@ -518,10 +522,17 @@ def _route_meta(llm: Any, meta: Any) -> Any:
     return route_meta()
 
 
+def _failed_route_meta() -> Any:
+    from ..policies.routes import route_meta
+
+    return route_meta()
+
+
 def _meta_headers(meta: Any) -> list[tuple[bytes, bytes]]:
     if meta is None or not meta.attempts:
         return []
-    return [(b"x-mesh-llm", (meta.llm_id or "").encode()), (b"x-mesh-attempts", b"%d" % len(meta.attempts))]
+    attempts = (b"x-mesh-attempts", b"%d" % len(meta.attempts))
+    return [(b"x-mesh-llm", meta.llm_id.encode()), attempts] if meta.llm_id else [attempts]
 
 
 def _with_sticky(scope: Any, key: str) -> Any:
