@@ -223,7 +223,8 @@ class Mesh:
                 f"unknown LLM {llm_id!r}: there is no route {name!r}. Routes: "
                 f"{', '.join(sorted(self.config.routes)) or 'none (add one under routes: in the config)'}",
                 llm_id, [f"route:{n}" for n in self.config.routes])
-        from .policies.routes import Route, RouteConnection, route_info
+        from .policies.route_connection import RouteConnection, route_info
+        from .policies.routes import Route
         from .queries import LLM
 
         with self._lock:
