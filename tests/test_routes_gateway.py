@@ -24,11 +24,13 @@ A, B = "openai_compatible:a:m", "openai_compatible:b:m"
 def gw():
     a, b = OpenAIServer(flavor="openai").start(), OpenAIServer(flavor="openai").start()
     conn = lambda s: {"type": "openai_compatible", "base_url": s.base_url, "api_key": "test-key",  # noqa: E731
-                      "max_retries": 0, "timeout": 2, "models": [{"id": "m"}]}
+                      "max_retries": 0, "timeout": 2,
+                      "models": [{"id": "m"}, {"id": "e", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}
     mesh = Mesh({"connections": {"a": conn(a), "b": conn(b), "fake": {"type": "scripted"}},
                  "routes": {"chat": {"targets": [A, B]},
                             "mixed": {"targets": ["scripted:fake:chat", A]},
-                            "split": {"strategy": "weighted", "targets": [A, B]}}})
+                            "split": {"strategy": "weighted", "targets": [A, B]},
+                            "emb": {"targets": ["openai_compatible:a:e", "openai_compatible:b:e"]}}})
     records: list = []
     with RunningServer(mesh, on_usage=records.append) as srv:
         srv.a, srv.b, srv.records = a, b, records
@@ -110,3 +112,15 @@ def test_all_failed_is_the_upstream_error(gw):
     assert r.headers["x-mesh-attempts"] == "2" and "x-mesh-llm" not in r.headers  # no target answered
     rec = gw.records[-1]
     assert (rec.status, rec.target, rec.attempts) == (429, None, 2)
+
+
+def test_embeddings_route_on_the_pass_through(gw):
+    gw.a.faults = FaultPlan(schedule=["500"])
+    try:
+        r = httpx.post(gw.url + "/v1/embeddings", json={"model": "route:emb", "input": ["a", "b"]}, timeout=10)
+    finally:
+        gw.a.faults = None
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"]) == 2 and r.json()["model"] == "route:emb"
+    assert r.headers["x-mesh-llm"] == "openai_compatible:b:e" and r.headers["x-mesh-attempts"] == "2"
+    assert gw.b.last_request.json["model"] == "e"
