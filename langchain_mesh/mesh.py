@@ -17,7 +17,7 @@ from .config import DEFAULT_CONFIG, MeshConfig, load_config
 from .errors import CapabilityError, ProviderError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
 from .policies.chain import LAYERS
-from .policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
+from .policies.retry import ATTEMPTS, acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
 from .schema import (
     CompletionRequest,
     CompletionResponse,
@@ -273,14 +273,14 @@ class Mesh:
 
             call = Call(self, llm, "stream", request, timeout, max_retries)
             return _meta_on_footer(run_stream(self._chain(llm), call,
-                                              lambda: self._stream(llm, request, timeout, max_retries)), call)
+                                              lambda: self._stream(llm, call.request, timeout, max_retries)), call)
         return self._stream(llm, request, timeout, max_retries)
 
     def _stream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
                 max_retries: Optional[int]) -> Iterator[StreamEvent]:
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
-        if not n and timeout is None:
+        if not n and timeout is None and ATTEMPTS.get() is None:  # ATTEMPTS: a traced call shows its attempt
             return _ensure_footer(conn.stream(llm.model, request), llm.id)
         # a caller's timeout bounds the whole stream; the connection's own bounds each read (a long
         # generation is not cut), so here it is only the deadline of the retries
@@ -294,14 +294,14 @@ class Mesh:
 
             call = Call(self, llm, "astream", request, timeout, max_retries)
             return _ameta_on_footer(arun_stream(self._chain(llm), call,
-                                                lambda: self._astream(llm, request, timeout, max_retries)), call)
+                                                lambda: self._astream(llm, call.request, timeout, max_retries)), call)
         return self._astream(llm, request, timeout, max_retries)
 
     def _astream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
                  max_retries: Optional[int]) -> AsyncIterator[StreamEvent]:
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
-        if not n and timeout is None:
+        if not n and timeout is None and ATTEMPTS.get() is None:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
         return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n, t,
                                     timeout is not None)
@@ -384,7 +384,7 @@ class Mesh:
 
         async def forward() -> tuple[Any, Optional[bytes]]:
             n, t, own = _limits(llm.connection, timeout, max_retries)
-            if not n and own:
+            if not n and own and ATTEMPTS.get() is None:
                 return await attempt()
             return await acall_with_retries(attempt, n, t, own)
 
@@ -413,7 +413,7 @@ class Mesh:
 
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
             return attach_meta(run(self._chain(llm), call,
-                                   lambda: self._direct(llm, fn, request, timeout, max_retries)), call)
+                                   lambda: self._direct(llm, fn, call.request, timeout, max_retries)), call)
         return self._direct(llm, fn, request, timeout, max_retries)
 
     async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
@@ -423,20 +423,20 @@ class Mesh:
 
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
             return attach_meta(await arun(self._chain(llm), call,
-                                          lambda: self._adirect(llm, fn, request, timeout, max_retries)), call)
+                                          lambda: self._adirect(llm, fn, call.request, timeout, max_retries)), call)
         return await self._adirect(llm, fn, request, timeout, max_retries)
 
     def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
         """One operation under the retry policy, past every policy layer."""
         n, t, own = _limits(llm.connection, timeout, max_retries)
-        if not n and own:  # one attempt, bounded by the connection's own timeout: nothing to add
+        if not n and own and ATTEMPTS.get() is None:  # one attempt, bounded by the connection's own timeout
             return fn(llm.model, request)
         return call_with_retries(lambda: fn(llm.model, request), n, t, own)
 
     async def _adirect(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
                        max_retries: Optional[int]) -> Any:
         n, t, own = _limits(llm.connection, timeout, max_retries)
-        if not n and own:
+        if not n and own and ATTEMPTS.get() is None:
             return await fn(llm.model, request)
         return await acall_with_retries(lambda: fn(llm.model, request), n, t, own)
 

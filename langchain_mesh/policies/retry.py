@@ -22,17 +22,22 @@ Example, as the mesh calls it::
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator, Awaitable, Callable, Iterator, Optional, TypeVar
+from contextvars import ContextVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, TypeVar
 
 from ..errors import ProviderError, ProviderTimeoutError
 
 # asyncio, random and threading are imported where used: the sync hot path and `import langchain_mesh`
 # should not pay for them
 
-__all__ = ["backoff_delay", "call_with_retries", "acall_with_retries", "stream_with_retries",
+__all__ = ["ATTEMPTS", "backoff_delay", "call_with_retries", "acall_with_retries", "stream_with_retries",
            "astream_with_retries", "MAX_RETRY_AFTER"]
 
 T = TypeVar("T")
+
+#: set by the tracing layer (policies/tracing.py) for the call it traces: each attempt runs wrapped by
+#: its ``wrap`` / ``awrap`` / ``wrap_stream`` / ``awrap_stream`` (a span per attempt); None: untraced
+ATTEMPTS: ContextVar[Optional[Any]] = ContextVar("langchain_mesh_attempts", default=None)
 
 #: the longest provider-requested wait we honour; beyond it the error goes back to the caller,
 #: who can route elsewhere instead of holding a request open for minutes
@@ -102,6 +107,9 @@ def call_with_retries(fn: Callable[[], T], max_retries: Optional[int], timeout: 
     transport already bounds the first attempt by ``timeout`` (the connection's own timeout)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     attempt = 0
+    observer = ATTEMPTS.get()
+    if observer is not None:
+        fn = observer.wrap(fn)
     while True:
         try:
             if deadline is None or (attempt == 0 and first_bounded):
@@ -122,6 +130,9 @@ async def acall_with_retries(fn: Callable[[], Awaitable[T]], max_retries: Option
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     attempt = 0
+    observer = ATTEMPTS.get()
+    if observer is not None:
+        fn = observer.awrap(fn)
     while True:
         try:
             if deadline is None or (attempt == 0 and first_bounded):
@@ -150,6 +161,9 @@ def stream_with_retries(open_stream: Callable[[], Iterator[T]], max_retries: Opt
     attempt = 0
     deadline = None if timeout is None else time.monotonic() + timeout
     check = deadline if whole else None
+    observer = ATTEMPTS.get()
+    if observer is not None:
+        open_stream = observer.wrap_stream(open_stream)
     while True:
         started = False
         it = open_stream()
@@ -181,6 +195,9 @@ async def astream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_
     attempt = 0
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
+    observer = ATTEMPTS.get()
+    if observer is not None:
+        open_stream = observer.awrap_stream(open_stream)
     while True:
         started = False
         it = open_stream()

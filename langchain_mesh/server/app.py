@@ -179,7 +179,7 @@ class MeshApp:
             principal = self.keys.authenticate(_header(scope, b"authorization"))
             who = principal.name
             user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
-            scope_token = set_scope(principal.scope)  # who the policies (limits, ledger) count it for
+            scope_token = set_scope(_cache_wish(principal.scope, scope))  # who the policies count it for
             handler = self._posts.get(path)
             form = self._forms.get(path)
             if path.startswith("/v1/credentials"):
@@ -477,6 +477,17 @@ class MeshApp:
 
 # --------------------------------------------------------------------------------------------------
 # plumbing
+
+
+def _cache_wish(call_scope: Any, scope: dict[str, Any]) -> Any:
+    """The caller's scope, bypassing the response cache when the request says ``Cache-Control: no-cache``
+    (or ``no-store``), as an HTTP cache would."""
+    value = _header(scope, b"cache-control")
+    if value and (b"no-cache" in value.lower() or b"no-store" in value.lower()):
+        from dataclasses import replace
+
+        return replace(call_scope, cache=False)
+    return call_scope
 
 
 def _header(scope: dict[str, Any], name: bytes) -> Optional[bytes]:
