@@ -63,7 +63,7 @@ def _tracer(cfg: Any) -> Any:
     except ImportError:
         raise CapabilityError("tracing: is configured but OpenTelemetry is not installed: "
                               "pip install 'langchain-mesh[tracing]'") from None
-    from .. import __version__
+    from .._version import __version__
 
     if cfg.exporter is None:
         return trace.get_tracer("langchain_mesh", __version__)
