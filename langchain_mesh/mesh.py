@@ -260,14 +260,29 @@ class Mesh:
 
     def complete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                  max_retries: Optional[int] = None) -> CompletionResponse:
+        if request.settings.cache is not None:
+            self._check_cache_setting(llm)
         return self._call(llm, self._conn(llm).complete, request, timeout, max_retries)
 
     async def acomplete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                         max_retries: Optional[int] = None) -> CompletionResponse:
+        if request.settings.cache is not None:
+            self._check_cache_setting(llm)
         return await self._acall(llm, self._conn(llm).acomplete, request, timeout, max_retries)
+
+    def _check_cache_setting(self, llm: "LLM") -> None:
+        """``settings["cache"]`` speaks to the response cache: without one for ``llm`` it would be ignored."""
+        if not (self._policies and any(layer.name == "cache" for layer in self._chain(llm))):
+            from .errors import SettingsError
+
+            raise SettingsError(f"the setting 'cache' is for the mesh's response cache, and {llm.id} has none: add "
+                                "a cache: section to the mesh config (see its llms: patterns) or remove the setting",
+                                ["cache"])
 
     def stream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                max_retries: Optional[int] = None) -> Iterator[StreamEvent]:
+        if request.settings.cache is not None:
+            self._check_cache_setting(llm)
         if self._policies and self._chain(llm):
             from .policies.chain import Call, run_stream
 
@@ -289,6 +304,8 @@ class Mesh:
 
     def astream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                 max_retries: Optional[int] = None) -> AsyncIterator[StreamEvent]:
+        if request.settings.cache is not None:
+            self._check_cache_setting(llm)
         if self._policies and self._chain(llm):
             from .policies.chain import Call, arun_stream
 

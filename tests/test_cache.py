@@ -186,3 +186,15 @@ def test_two_gateway_workers_share_the_redis_cache(redis_url, openai_server):
         openai_server.script(text="fresh")
         c = client(two, default_headers={"Cache-Control": "no-cache"}).chat.completions.create(**ask)
         assert c.choices[0].message.content == "fresh" and len(openai_server.requests) == 3
+
+
+def test_the_cache_setting_without_a_cache_is_an_error_not_ignored():
+    mesh = Mesh.from_config({"connections": {"fake": {"type": "scripted"}}})
+    llm = mesh.get_llm(CHAT)
+    with pytest.raises(SettingsError, match="cache: section"):
+        mesh.complete(llm, _req("x", cache=False))
+    with pytest.raises(SettingsError, match="has none"):
+        mesh.stream(llm, _req("x", cache=True))
+    other = _mesh(llms=["scripted:fake:emb"])  # a cache, but not for this LLM
+    with pytest.raises(SettingsError):
+        other.complete(other.get_llm(CHAT), _req("x", cache=False))

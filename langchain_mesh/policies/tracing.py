@@ -154,6 +154,10 @@ class TracingLayer(Layer):
         from opentelemetry import trace
 
         sp = self._start(call)
+        if not sp.is_recording():  # no SDK provider (the API's no-op): nothing to record below
+            sp.end()
+            del call.notes["tracer"]
+            return nxt()
         token = ATTEMPTS.set(_Attempts(self, sp))
         try:
             with trace.use_span(sp, end_on_exit=False, record_exception=False, set_status_on_exception=False):
@@ -172,6 +176,10 @@ class TracingLayer(Layer):
         from opentelemetry import trace
 
         sp = self._start(call)
+        if not sp.is_recording():
+            sp.end()
+            del call.notes["tracer"]
+            return await nxt()
         token = ATTEMPTS.set(_Attempts(self, sp))
         try:
             with trace.use_span(sp, end_on_exit=False, record_exception=False, set_status_on_exception=False):

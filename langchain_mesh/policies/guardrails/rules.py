@@ -28,7 +28,6 @@ text flows on at once.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
