@@ -288,14 +288,15 @@ class Mesh:
 
             call = Call(self, llm, "stream", request, timeout, max_retries)
             return _meta_on_footer(run_stream(self._chain(llm), call,
-                                              lambda: self._stream(llm, call.request, timeout, max_retries)), call)
+                                              lambda: self._stream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
         return self._stream(llm, request, timeout, max_retries)
 
     def _stream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
-                max_retries: Optional[int]) -> Iterator[StreamEvent]:
+                max_retries: Optional[int], observed: bool = False) -> Iterator[StreamEvent]:
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
-        if not n and timeout is None and ATTEMPTS.get() is None:  # ATTEMPTS: a traced call shows its attempt
+        # observed: a traced call (policies/tracing.py) sees its one attempt through the retry policy
+        if not n and timeout is None and not observed:
             return _ensure_footer(conn.stream(llm.model, request), llm.id)
         # a caller's timeout bounds the whole stream; the connection's own bounds each read (a long
         # generation is not cut), so here it is only the deadline of the retries
@@ -311,14 +312,14 @@ class Mesh:
 
             call = Call(self, llm, "astream", request, timeout, max_retries)
             return _ameta_on_footer(arun_stream(self._chain(llm), call,
-                                                lambda: self._astream(llm, call.request, timeout, max_retries)), call)
+                                                lambda: self._astream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
         return self._astream(llm, request, timeout, max_retries)
 
     def _astream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
-                 max_retries: Optional[int]) -> AsyncIterator[StreamEvent]:
+                 max_retries: Optional[int], observed: bool = False) -> AsyncIterator[StreamEvent]:
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
-        if not n and timeout is None and ATTEMPTS.get() is None:
+        if not n and timeout is None and not observed:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
         return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n, t,
                                     timeout is not None)
@@ -430,7 +431,7 @@ class Mesh:
 
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
             return attach_meta(run(self._chain(llm), call,
-                                   lambda: self._direct(llm, fn, call.request, timeout, max_retries)), call)
+                                   lambda: self._direct(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
         return self._direct(llm, fn, request, timeout, max_retries)
 
     async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
@@ -440,20 +441,22 @@ class Mesh:
 
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
             return attach_meta(await arun(self._chain(llm), call,
-                                          lambda: self._adirect(llm, fn, call.request, timeout, max_retries)), call)
+                                          lambda: self._adirect(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
         return await self._adirect(llm, fn, request, timeout, max_retries)
 
-    def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
-        """One operation under the retry policy, past every policy layer."""
+    def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int],
+                observed: bool = False) -> Any:
+        """One operation under the retry policy, past every policy layer (``observed``: a tracing layer
+        watches each attempt, so even a single one goes through the policy)."""
         n, t, own = _limits(llm.connection, timeout, max_retries)
-        if not n and own and ATTEMPTS.get() is None:  # one attempt, bounded by the connection's own timeout
+        if not n and own and not observed:  # one attempt, bounded by the connection's own timeout
             return fn(llm.model, request)
         return call_with_retries(lambda: fn(llm.model, request), n, t, own)
 
     async def _adirect(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
-                       max_retries: Optional[int]) -> Any:
+                       max_retries: Optional[int], observed: bool = False) -> Any:
         n, t, own = _limits(llm.connection, timeout, max_retries)
-        if not n and own and ATTEMPTS.get() is None:
+        if not n and own and not observed:
             return await fn(llm.model, request)
         return await acall_with_retries(lambda: fn(llm.model, request), n, t, own)
 
