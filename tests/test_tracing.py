@@ -166,3 +166,20 @@ def test_no_tracing_section_imports_nothing():
             " if n in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_an_async_stream_with_a_failed_first_attempt(spans):
+    mesh = _mesh()
+    conn = mesh.connection("fake")
+    conn.script(error=RateLimitError("busy", status=429, retry_after=0)).script(text="async words here")
+
+    async def go():
+        return [e async for e in mesh.astream(mesh.get_llm("scripted:fake:chat"), _req(SECRET_PROMPT, temperature=1))]
+
+    events = asyncio.run(go())
+    assert "".join(e.text or "" for e in events[:-1]) == "async words here"
+    tree, done = _tree(spans)
+    assert tree == [("chat chat", [("guardrail pii", []), ("attempt", []), ("attempt", [])])]
+    first, second = [s for s in done if s.name == "attempt"]
+    assert first.attributes["error.type"] == "RateLimitError" and "error.type" not in second.attributes
+    _no_secrets(done)
