@@ -435,6 +435,16 @@ class MeshConfig(_Strict):
     cache: Optional[CacheConfig] = None
     tracing: Optional[TracingConfig] = None
 
+    @field_validator("guardrails")
+    @classmethod
+    def _guardrail_names(cls, v: list[Any]) -> list[Any]:
+        # the name is what errors, footers and spans report: two alike could not be told apart
+        names = [g.name for g in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"guardrail names must be unique; used more than once: {', '.join(twice)}")
+        return v
+
     @field_validator("knowledge_banks")
     @classmethod
     def _bank_ids(cls, v: dict[str, KnowledgeBankConfig]) -> dict[str, KnowledgeBankConfig]:

@@ -251,3 +251,17 @@ def test_gateway_refusals_are_400_with_the_guardrails_name(gateway, openai_serve
         assert err["code"] == "content_policy_violation" and repr(name) in err["message"]
         assert r.headers["x-mesh-guardrail"] == name
     assert openai_server.requests == []  # refused before any provider call
+
+
+def test_config_errors_name_the_problem():
+    from langchain_mesh.errors import ConfigError, UnknownLLMError
+
+    with pytest.raises(ConfigError, match="unique"):
+        _mesh([{"name": "a", "type": "pii"}, {"name": "a", "type": "terms", "terms": ["x"]}])
+    with pytest.raises(ConfigError, match="regular expression"):
+        _mesh([{"name": "a", "type": "terms", "patterns": ["(unclosed"]}])
+    with pytest.raises(ConfigError, match="actoin"):
+        _mesh([{"name": "a", "type": "pii", "actoin": "block"}])
+    mesh = _mesh([{"name": "j", "type": "judge", "llm": "scripted:fake:nope", "policy": "p"}])
+    with pytest.raises(UnknownLLMError):
+        mesh.get_llm(CHAT).new_completion().with_message("x").execute()

@@ -35,4 +35,7 @@ def guardrails_layer(mesh: Any, llm: Any) -> Optional[Layer]:
 
     rules = [build_rule(g) for g in mesh.config.guardrails
              if not g.llms or any(fnmatch.fnmatchcase(llm.id, p) for p in g.llms)]
+    for rule in rules:
+        if getattr(rule, "llm_id", None) is not None:
+            mesh.get_llm(rule.llm_id)  # a judge that does not exist: UnknownLLMError now, not on a BLOCK later
     return GuardrailLayer(rules) if rules else None

@@ -258,6 +258,7 @@ class StreamGuard:
         deltas = ev.tool_call_deltas  # type: ignore[union-attr]
         if not text and not self.held:
             return [ev]
+        fresh = not self.held
         self.held += text
         if self.whole:
             return [StreamChunk(tool_call_deltas=deltas)] if deltas else []
@@ -267,7 +268,7 @@ class StreamGuard:
         if out is None:
             self.stopped = True
             return []
-        if out == text and not self.held:
+        if fresh and out == text and not self.held:
             return [ev]  # nothing held, nothing changed: the provider's own chunk (log probs and all)
         return [StreamChunk(text=out, tool_call_deltas=deltas)] if out or deltas else []
 
