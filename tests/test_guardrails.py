@@ -219,7 +219,8 @@ def gateway(_mesh_openai_server_session):
                                "max_retries": 0, "timeout": 5, "models": [{"id": "gpt-4o"}]}},
         "guardrails": [{"name": "pii", "type": "pii"},
                        {"name": "caps", "type": "size", "max_chars": 500_000},
-                       {"name": "words", "type": "terms", "terms": ["falcon"], "stage": "input"}]})
+                       {"name": "words", "type": "terms", "terms": ["falcon"], "stage": "input"},
+                       {"name": "out-words", "type": "terms", "terms": ["classified"], "stage": "output"}]})
     with RunningServer(mesh) as srv:
         yield srv
 
@@ -265,3 +266,18 @@ def test_config_errors_name_the_problem():
     mesh = _mesh([{"name": "j", "type": "judge", "llm": "scripted:fake:nope", "policy": "p"}])
     with pytest.raises(UnknownLLMError):
         mesh.get_llm(CHAT).new_completion().with_message("x").execute()
+
+
+def test_gateway_stream_stopped_by_an_output_guardrail_finishes_with_content_filter(gateway, openai_server):
+    import openai
+
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="x", max_retries=0)
+    openai_server.script(text="The plan is classified and the rest is secret too")
+    chunks = list(client.chat.completions.create(model="openai:oa:gpt-4o", stream=True,
+                                                 messages=[{"role": "user", "content": "plan?"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "The plan is " and "classified" not in text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["content_filter"]
+    openai_server.script(text="It is classified.")
+    r = client.chat.completions.create(model="openai:oa:gpt-4o", messages=[{"role": "user", "content": "plan?"}])
+    assert r.choices[0].finish_reason == "content_filter" and not r.choices[0].message.content
