@@ -399,6 +399,13 @@ GuardrailConfig = Annotated[Union[PIIGuardrailConfig, TermsGuardrailConfig, Size
                                   JSONGuardrailConfig, JudgeGuardrailConfig], Field(discriminator="type")]
 
 
+class SemanticCacheConfig(_Strict):
+    """Answers for requests close in meaning (see :mod:`langchain_mesh.policies.semantic_cache`)."""
+
+    knowledge_bank: str  # a bank of knowledge_banks:, holding the cached conversations
+    threshold: float = Field(default=0.95, gt=0, le=1)  # the bank's relevance score a match must reach
+
+
 class CacheConfig(_Strict):
     """The response cache (see :mod:`langchain_mesh.policies.cache`)."""
 
@@ -411,6 +418,7 @@ class CacheConfig(_Strict):
     #: shared cache for every worker and process; default: ``state.redis_url`` when configured
     redis_url: Optional[Secret] = None
     namespace: str = "mesh:cache:"
+    semantic: Optional[SemanticCacheConfig] = None  # off by default
 
 
 class TracingConfig(_Strict):

@@ -198,3 +198,29 @@ def test_the_cache_setting_without_a_cache_is_an_error_not_ignored():
     other = _mesh(llms=["scripted:fake:emb"])  # a cache, but not for this LLM
     with pytest.raises(SettingsError):
         other.complete(other.get_llm(CHAT), _req("x", cache=False))
+
+
+def test_semantic_cache_over_a_knowledge_bank(tmp_path):
+    pytest.importorskip("faiss")
+    mesh = Mesh.from_config({
+        "connections": {"fake": {"type": "scripted"}},
+        "knowledge_banks": {"answers": {"backend": "faiss", "path": str(tmp_path / "answers"),
+                                        "embedding_llm": "scripted:fake:embed"}},
+        "cache": {"ttl": 60, "llms": ["scripted:fake:chat"], "semantic": {"knowledge_bank": "answers", "threshold": 0.9}}})
+    llm, conn = mesh.get_llm(CHAT), mesh.connection("fake")
+    conn.script(text="Paris.").script(text="Meow.").script(text="Paris, hot.")
+    assert mesh.complete(llm, _req("What is the capital of France?")).meta.cache == "miss"
+    near = mesh.complete(llm, _req("what is the capital of France, please?"))  # close in meaning (scores ~0.97)
+    assert (near.text, near.meta.cache) == ("Paris.", "hit")
+    far = mesh.complete(llm, _req("tell me a joke about cats"))
+    assert (far.text, far.meta.cache) == ("Meow.", "miss")
+    other = mesh.complete(llm, _req("what is the capital of France, please?", temperature=0, maxOutputTokens=9))
+    assert (other.text, other.meta.cache) == ("Paris, hot.", "miss")  # other settings: never a near match
+    chats = [r for r in conn.requests if r.messages[0].role == "user" and len(r.messages) == 1]
+    assert len(chats) == 3
+    from langchain_mesh.errors import UnknownKnowledgeBankError
+
+    bad = Mesh.from_config({"connections": {"fake": {"type": "scripted"}},
+                            "cache": {"semantic": {"knowledge_bank": "nope"}}})
+    with pytest.raises(UnknownKnowledgeBankError, match="nope"):
+        bad.complete(bad.get_llm(CHAT), _req("x"))

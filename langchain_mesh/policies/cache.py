@@ -15,7 +15,8 @@ it; embeddings always. Bypass per call with ``settings["cache"] = False``, ``cal
 or, on ``mesh serve``, a ``Cache-Control: no-cache`` request header. Errors, failed items, streams
 that did not finish and answers cut by a content filter are never stored. A streamed answer is
 stored event by event and replayed as the same events, chunk boundaries included.
-``meta.cache`` says ``hit``, ``miss`` or ``bypass``.
+``meta.cache`` says ``hit``, ``miss`` or ``bypass``. ``semantic: {knowledge_bank, threshold}`` adds
+answers for requests close in meaning (:mod:`langchain_mesh.policies.semantic_cache`; off by default).
 
 The cache sits inside the guardrails (order 30): keys are computed on the redacted request, and
 output guardrails run on cached answers as on fresh ones.
@@ -152,23 +153,40 @@ def store_of(mesh: Any) -> Any:
     return store
 
 
+def semantic_index_of(mesh: Any) -> Any:
+    """The mesh's semantic index (``cache.semantic``), built once, or None."""
+    cfg = mesh.config.cache.semantic
+    if cfg is None:
+        return None
+    index = getattr(mesh, "_semantic_cache", None)
+    if index is None:
+        with _stores_lock:
+            index = getattr(mesh, "_semantic_cache", None)
+            if index is None:
+                from .semantic_cache import SemanticIndex
+
+                index = mesh._semantic_cache = SemanticIndex(mesh, cfg.knowledge_bank, cfg.threshold)
+    return index
+
+
 def cache_layer(mesh: Any, llm: Any) -> Optional[Layer]:
     import fnmatch
 
     cfg = mesh.config.cache
     if cfg is None or not cfg.enabled or (cfg.llms and not any(fnmatch.fnmatchcase(llm.id, p) for p in cfg.llms)):
         return None
-    return CacheLayer(mesh, llm, cfg)
+    return CacheLayer(mesh, llm, cfg, semantic_index_of(mesh))
 
 
 class CacheLayer(Layer):
     name = "cache"
     needs_content = True
 
-    def __init__(self, mesh: Any, llm: Any, cfg: Any):
+    def __init__(self, mesh: Any, llm: Any, cfg: Any, semantic: Any = None):
         self.mesh = mesh
         self.llm = llm
         self.cfg = cfg
+        self.semantic = semantic  # a SemanticIndex (cache.semantic), or None
 
     @property
     def store(self) -> Any:
@@ -224,6 +242,40 @@ class CacheLayer(Layer):
                 sp.set_attribute("mesh.cache", call.meta.cache)
         return value
 
+    def _near(self, call: Call, key: str) -> Optional[tuple[str, str]]:
+        """(conversation text, fingerprint) for the semantic index, when it applies to this call."""
+        if self.semantic is None or key.startswith("embed:"):
+            return None
+        from .semantic_cache import fingerprint, semantic_text
+
+        text = semantic_text(call.request)
+        return None if text is None else (text, fingerprint(self.llm.id, key.split(":", 1)[0], call.request))
+
+    def _semantic_lookup(self, call: Call, near: Optional[tuple[str, str]]) -> Optional[str]:
+        if near is None:
+            return None
+        with span(call, "cache semantic lookup") as sp:
+            found = self.semantic.find(*near)
+            value = None
+            if found is not None:
+                try:
+                    value = self.store.get(found)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("response cache unavailable (%s): the call goes to the provider", type(e).__name__)
+            if value is not None:
+                call.meta.cache = "hit"
+                call.notes["cache_semantic"] = True
+            if sp is not None:
+                sp.set_attribute("mesh.cache", "hit" if value is not None else "miss")
+        return value
+
+    def _semantic_add(self, near: Optional[tuple[str, str]], key: str) -> None:
+        if near is not None:
+            try:
+                self.semantic.add(near[0], near[1], key)
+            except Exception as e:  # noqa: BLE001 - the answer is cached by its exact key all the same
+                log.warning("semantic cache: the conversation was not indexed (%s: %s)", type(e).__name__, e)
+
     def _save(self, key: str, value: str) -> None:
         try:
             self.store.set(key, value, self.cfg.ttl)
@@ -241,11 +293,15 @@ class CacheLayer(Layer):
         if key is None:
             return nxt()
         value = self._lookup(call, key)
+        near = self._near(call, key) if value is None else None
+        if value is None:
+            value = self._semantic_lookup(call, near)
         if value is not None:
             return _load(key, value)
         result = nxt()
         if _storable(result):
             self._save(key, result.model_dump_json())
+            self._semantic_add(near, key)
         return result
 
     async def acall(self, call: Call, nxt: Callable[[], Awaitable[Any]]) -> Any:
@@ -253,11 +309,21 @@ class CacheLayer(Layer):
         if key is None:
             return await nxt()
         value = await self._alookup(call, key)
+        near = self._near(call, key) if value is None else None
+        if value is None and near is not None:
+            import asyncio
+
+            # the bank's search embeds the text and reads its index: blocking work, off the event loop
+            value = await asyncio.to_thread(self._semantic_lookup, call, near)
         if value is not None:
             return _load(key, value)
         result = await nxt()
         if _storable(result):
             await self._asave(key, result.model_dump_json())
+            if near is not None:
+                import asyncio
+
+                await asyncio.to_thread(self._semantic_add, near, key)
         return result
 
     def stream(self, call: Call, nxt: Callable[[], Iterator[StreamEvent]]) -> Iterator[StreamEvent]:
@@ -266,6 +332,9 @@ class CacheLayer(Layer):
             yield from nxt()
             return
         value = self._lookup(call, key)
+        near = self._near(call, key) if value is None else None
+        if value is None:
+            value = self._semantic_lookup(call, near)
         if value is not None:
             yield from _replay(value)
             return
@@ -274,6 +343,7 @@ class CacheLayer(Layer):
             seen.append(ev)
             if isinstance(ev, StreamFooter) and _storable(ev):
                 self._save(key, _events_json(seen))
+                self._semantic_add(near, key)
             yield ev
 
     def astream(self, call: Call, nxt: Callable[[], AsyncIterator[StreamEvent]]) -> AsyncIterator[StreamEvent]:
@@ -286,6 +356,11 @@ class CacheLayer(Layer):
                 yield ev
             return
         value = await self._alookup(call, key)
+        near = self._near(call, key) if value is None else None
+        if value is None and near is not None:
+            import asyncio
+
+            value = await asyncio.to_thread(self._semantic_lookup, call, near)
         if value is not None:
             for ev in _replay(value):
                 yield ev
@@ -295,6 +370,10 @@ class CacheLayer(Layer):
             seen.append(ev)
             if isinstance(ev, StreamFooter) and _storable(ev):
                 await self._asave(key, _events_json(seen))
+                if near is not None:
+                    import asyncio
+
+                    await asyncio.to_thread(self._semantic_add, near, key)
             yield ev
 
     def close(self) -> None:
