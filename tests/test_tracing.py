@@ -183,3 +183,11 @@ def test_an_async_stream_with_a_failed_first_attempt(spans):
     first, second = [s for s in done if s.name == "attempt"]
     assert first.attributes["error.type"] == "RateLimitError" and "error.type" not in second.attributes
     _no_secrets(done)
+
+
+def test_the_mesh_can_set_up_its_own_sdk_exporter():
+    from langchain_mesh.config import TracingConfig
+
+    tracer = tracing._tracer(TracingConfig(exporter="console", service_name="mesh-test"))
+    with tracer.start_as_current_span("probe") as sp:
+        assert sp.is_recording() and sp.resource.attributes["service.name"] == "mesh-test"

@@ -280,7 +280,11 @@ class StreamGuard:
             return "", True
         for rule in self.json_rules:
             with span(self.call, f"guardrail {rule.name}", {"mesh.guardrail.stage": "output"}):
-                out, repaired = rule.check(out)
+                try:
+                    out, repaired = rule.check(out)
+                except GuardrailError:
+                    _hit(self.call, rule, "block", "output", "invalid_json")
+                    raise
             if repaired:
                 _hit(self.call, rule, "repair", "output", "invalid_json")
         return out, False
@@ -297,7 +301,11 @@ class StreamGuard:
 
 def _text_out(call: Call, rule: Any, text: str) -> tuple[str, bool]:
     if isinstance(rule, JSONCheck):
-        fixed, repaired = rule.check(text)
+        try:
+            fixed, repaired = rule.check(text)
+        except GuardrailError:
+            _hit(call, rule, "block", "output", "invalid_json")  # for the ledger, which sees the error's call
+            raise
         if repaired:
             _hit(call, rule, "repair", "output", "invalid_json")
         return fixed, False
