@@ -199,6 +199,41 @@ def bench_langchain(mesh: Mesh, conn: Any, request: CompletionRequest, iteration
                 f"(best of {repeat} x {iterations} calls; 'direct' is the connection call, LangChain's fake model, or an empty call)", rows)
 
 
+def bench_policies(iterations: int, repeat: int) -> None:
+    """The policy layers' cost: a mesh without them (the 'direct' column here) against the same mesh
+    with a section present but off, tracing through the OpenTelemetry API's no-op provider, and PII
+    redaction of a 2 KB prompt (input and output). Compare the first rows with the same script on a
+    checkout from before the policies: ``mesh`` of the plain mesh must not move (<= 2%)."""
+    register_connection_type("bench-fixed", FixedConnection)
+
+    def make(**sections: Any) -> tuple[Mesh, Any]:
+        mesh = Mesh.from_config({"connections": {"fixed": {"type": "bench-fixed"}}, **sections})
+        return mesh, mesh.get_llm("bench-fixed:fixed:chat")
+
+    plain, plain_llm = make()
+    short = CompletionRequest(messages=[Message(role="user", content="What is the capital of France?")])
+    # ~2 KB of ordinary prose with an e-mail address, a phone number and a card number in it
+    filler = ("Our quarterly review covers revenue, churn and the roadmap for the next two releases. " * 22)
+    prompt = filler[:900] + " Reach me at jane.doe@example.com or +1 415-555-2671; card 4111 1111 1111 1111. " \
+        + filler[:1000]
+    long = CompletionRequest(messages=[Message(role="user", content=prompt)])
+    off, off_llm = make(tracing={"enabled": False}, cache={"enabled": False})
+    traced, traced_llm = make(tracing={})
+    pii, pii_llm = make(guardrails=[{"name": "pii", "type": "pii", "stage": "input"}])
+    n, r = iterations, repeat
+    rows = [
+        ("complete, no policy section (= the 'complete' row above)",
+         compare(lambda: plain.complete(plain_llm, short), lambda: plain.complete(plain_llm, short), n, r)),
+        ("complete, tracing and cache sections present but off",
+         compare(lambda: plain.complete(plain_llm, short), lambda: off.complete(off_llm, short), n, r)),
+        ("complete, tracing on (no SDK provider: API no-op)",
+         compare(lambda: plain.complete(plain_llm, short), lambda: traced.complete(traced_llm, short), n, r)),
+        (f"complete, PII redaction of a {len(prompt)} B prompt",
+         compare(lambda: plain.complete(plain_llm, long), lambda: pii.complete(pii_llm, long), max(n // 10, 200), r)),
+    ]
+    print_table(f"Policy layers: 'direct' = the mesh without them, 'mesh' = with (best of {repeat} runs)", rows)
+
+
 def bench_local(iterations: int, repeat: int, torch_threads: Optional[int]) -> None:
     if importlib.util.find_spec("langchain_mesh.connections.huggingface_local") is None:
         print("\n--local: langchain_mesh.connections.huggingface_local is not available; skipped")
@@ -611,6 +646,7 @@ def main() -> int:
     ap.add_argument("--local-iterations", type=int, default=3, help="generations per timing run with --local")
     ap.add_argument("--local-repeat", type=int, default=3, help="timing runs with --local; the best is kept")
     ap.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads for --local")
+    ap.add_argument("--policies-only", action="store_true", help="run only the policy layers' rows")
     oa = ap.add_mutually_exclusive_group()
     oa.add_argument("--openai", action="store_true", default=None,
                     help="measure real HTTP calls to the local OpenAI server "
@@ -629,9 +665,13 @@ def main() -> int:
     ap.add_argument("--anthropic-warmup", type=int, default=20, help="warm-up rounds with --anthropic")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}")
+    if args.policies_only:
+        bench_policies(args.iterations, args.repeat)
+        return 0
     only = args.openai_only or args.anthropic_only
     if not only:
         bench_fixed(args.iterations, args.repeat)
+        bench_policies(args.iterations, args.repeat)
         if args.local:
             bench_local(args.local_iterations, args.local_repeat, args.torch_threads)
 

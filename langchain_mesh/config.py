@@ -16,7 +16,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import core_schema
@@ -446,6 +446,101 @@ class RouteConfig(_Strict):
         return v
 
 
+class _GuardrailBase(_Strict):
+    """What every guardrail has: a name (in errors, footers, spans) and where it applies. ``llms``
+    and ``keys`` are glob patterns on the LLM id (``route:*``, ``openai:main:*``) and on the caller's
+    key name (``CallScope.key``); empty = every LLM / every caller."""
+
+    name: str = Field(min_length=1)
+    llms: list[str] = Field(default_factory=list)
+    keys: list[str] = Field(default_factory=list)
+    stage: Literal["input", "output", "both"] = "both"
+
+
+class PIIGuardrailConfig(_GuardrailBase):
+    type: Literal["pii"]
+    action: Literal["redact", "block", "flag"] = "redact"
+    #: default all: EMAIL, PHONE, CREDIT_CARD, IBAN, API_KEY
+    entities: Optional[list[Literal["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "API_KEY"]]] = None
+
+
+class TermsGuardrailConfig(_GuardrailBase):
+    type: Literal["terms"]
+    action: Literal["redact", "block", "flag"] = "block"
+    terms: list[str] = Field(default_factory=list)  # matched case-insensitively on word boundaries
+    patterns: list[str] = Field(default_factory=list)  # regular expressions (Python syntax)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"pattern {p!r} is not a valid regular expression: {e}") from None
+        return v
+
+
+class SizeGuardrailConfig(_GuardrailBase):
+    type: Literal["size"]
+    stage: Literal["input"] = "input"
+    max_tokens: Optional[int] = Field(default=None, ge=1)  # estimated locally, never by a provider call
+    max_chars: Optional[int] = Field(default=None, ge=1)
+    max_messages: Optional[int] = Field(default=None, ge=1)
+    max_images: Optional[int] = Field(default=None, ge=0)
+
+
+class JSONGuardrailConfig(_GuardrailBase):
+    type: Literal["json"]
+    stage: Literal["output"] = "output"
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    on_invalid: Literal["repair", "refuse"] = "refuse"
+
+
+class JudgeGuardrailConfig(_GuardrailBase):
+    type: Literal["judge"]
+    llm: str  # any mesh LLM id: a hosted safety model, or the local one
+    policy: str = Field(min_length=1)  # what is not allowed, in words the judge model reads
+    action: Literal["block", "flag"] = "block"
+
+
+GuardrailConfig = Annotated[Union[PIIGuardrailConfig, TermsGuardrailConfig, SizeGuardrailConfig,
+                                  JSONGuardrailConfig, JudgeGuardrailConfig], Field(discriminator="type")]
+
+
+class SemanticCacheConfig(_Strict):
+    """Answers for requests close in meaning (see :mod:`langchain_mesh.policies.semantic_cache`)."""
+
+    knowledge_bank: str  # a bank of knowledge_banks:, holding the cached conversations
+    threshold: float = Field(default=0.95, gt=0, le=1)  # the bank's relevance score a match must reach
+
+
+class CacheConfig(_Strict):
+    """The response cache (see :mod:`langchain_mesh.policies.cache`)."""
+
+    enabled: bool = True
+    ttl: float = Field(default=3600.0, gt=0)  # seconds
+    max_entries: int = Field(default=1000, ge=1)  # in-process LRU size
+    llms: list[str] = Field(default_factory=list)  # glob patterns; empty = every LLM
+    #: cache calls whose answer may vary (temperature unset or > 0); default only temperature 0
+    nondeterministic: bool = False
+    #: shared cache for every worker and process; default: ``state.redis_url`` when configured
+    redis_url: Optional[Secret] = None
+    namespace: str = "mesh:cache:"
+    semantic: Optional[SemanticCacheConfig] = None  # off by default
+
+
+class TracingConfig(_Strict):
+    """OpenTelemetry spans per call (see :mod:`langchain_mesh.policies.tracing`)."""
+
+    enabled: bool = True
+    #: message texts in span events (gen_ai.input.messages / gen_ai.output.messages): off by default
+    capture_content: bool = False
+    #: None: the application's global TracerProvider; console / otlp: one the mesh sets up
+    exporter: Optional[Literal["console", "otlp"]] = None
+    service_name: str = "langchain-mesh"
+
+
 class MeshConfig(_Strict):
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     knowledge_banks: dict[str, KnowledgeBankConfig] = Field(default_factory=dict)
@@ -462,6 +557,20 @@ class MeshConfig(_Strict):
         for name in v:
             if not name or ":" in name or name.strip() != name:
                 raise ValueError(f"route name {name!r}: use a non-empty name without ':' or surrounding spaces")
+        return v
+
+    guardrails: list[GuardrailConfig] = Field(default_factory=list)
+    cache: Optional[CacheConfig] = None
+    tracing: Optional[TracingConfig] = None
+
+    @field_validator("guardrails")
+    @classmethod
+    def _guardrail_names(cls, v: list[Any]) -> list[Any]:
+        # the name is what errors, footers and spans report: two alike could not be told apart
+        names = [g.name for g in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"guardrail names must be unique; used more than once: {', '.join(twice)}")
         return v
 
     @field_validator("knowledge_banks")

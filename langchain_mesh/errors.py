@@ -159,6 +159,18 @@ class StreamInterruptedError(ProviderError):
         self.partial_text = partial_text
 
 
+class GuardrailError(MeshError):
+    """A guardrail refused the call (``stage`` "input": before any provider call; "output": the answer).
+    ``guardrail`` is the configured guardrail's name, ``detail`` what kind of thing fired (e.g.
+    ``CREDIT_CARD``), never the text it matched. The gateway answers HTTP 400 in OpenAI's shape."""
+
+    def __init__(self, message: str, *, guardrail: str, stage: str = "input", detail: Optional[str] = None):
+        super().__init__(message)
+        self.guardrail = guardrail
+        self.stage = stage
+        self.detail = detail
+
+
 #: the errors a retry can help with: what ``MeshChatModel.with_retry()`` retries by default, and what
 #: to give ``with_fallbacks(exceptions_to_handle=...)`` to fall back on a provider outage or rate limit
 RETRYABLE_ERRORS: tuple[type[ProviderError], ...] = (

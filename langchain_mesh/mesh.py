@@ -17,7 +17,7 @@ from .config import DEFAULT_CONFIG, MeshConfig, load_config
 from .errors import CapabilityError, ProviderError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
 from .policies.chain import LAYERS
-from .policies.retry import acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
+from .policies.retry import ATTEMPTS, acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
 from .schema import (
     CompletionRequest,
     CompletionResponse,
@@ -298,29 +298,45 @@ class Mesh:
 
     def complete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                  max_retries: Optional[int] = None) -> CompletionResponse:
+        if request.settings.cache is not None:
+            self._check_cache_setting(llm)
         return self._call(llm, self._conn(llm).complete, request, timeout, max_retries)
 
     async def acomplete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                         max_retries: Optional[int] = None) -> CompletionResponse:
+        if request.settings.cache is not None:
+            self._check_cache_setting(llm)
         return await self._acall(llm, self._conn(llm).acomplete, request, timeout, max_retries)
+
+    def _check_cache_setting(self, llm: "LLM") -> None:
+        """``settings["cache"]`` speaks to the response cache: without one for ``llm`` it would be ignored."""
+        if not (self._policies and any(layer.name == "cache" for layer in self._chain(llm))):
+            from .errors import SettingsError
+
+            raise SettingsError(f"the setting 'cache' is for the mesh's response cache, and {llm.id} has none: add "
+                                "a cache: section to the mesh config (see its llms: patterns) or remove the setting",
+                                ["cache"])
 
     def stream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                max_retries: Optional[int] = None) -> Iterator[StreamEvent]:
+        if request.settings.cache is not None:
+            self._check_cache_setting(llm)
         if self._policies and self._chain(llm):
             from .policies.chain import Call, run_stream
 
             call = Call(self, llm, "stream", request, timeout, max_retries)
             return _meta_on_footer(run_stream(self._chain(llm), call,
-                                              lambda: self._stream(llm, request, timeout, max_retries)), call)
+                                              lambda: self._stream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
         return self._stream(llm, request, timeout, max_retries)
 
     def _stream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
-                max_retries: Optional[int]) -> Iterator[StreamEvent]:
+                max_retries: Optional[int], observed: bool = False) -> Iterator[StreamEvent]:
         if llm.route is not None:
             return llm.route.stream(request, timeout, max_retries)
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
-        if not n and timeout is None:
+        # observed: a traced call (policies/tracing.py) sees its one attempt through the retry policy
+        if not n and timeout is None and not observed:
             return _ensure_footer(conn.stream(llm.model, request), llm.id)
         # a caller's timeout bounds the whole stream; the connection's own bounds each read (a long
         # generation is not cut), so here it is only the deadline of the retries
@@ -329,21 +345,23 @@ class Mesh:
 
     def astream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                 max_retries: Optional[int] = None) -> AsyncIterator[StreamEvent]:
+        if request.settings.cache is not None:
+            self._check_cache_setting(llm)
         if self._policies and self._chain(llm):
             from .policies.chain import Call, arun_stream
 
             call = Call(self, llm, "astream", request, timeout, max_retries)
             return _ameta_on_footer(arun_stream(self._chain(llm), call,
-                                                lambda: self._astream(llm, request, timeout, max_retries)), call)
+                                                lambda: self._astream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
         return self._astream(llm, request, timeout, max_retries)
 
     def _astream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
-                 max_retries: Optional[int]) -> AsyncIterator[StreamEvent]:
+                 max_retries: Optional[int], observed: bool = False) -> AsyncIterator[StreamEvent]:
         if llm.route is not None:
             return llm.route.astream(request, timeout, max_retries)
         conn = self._conn(llm)
         n, t, _ = _limits(conn, timeout, max_retries)
-        if not n and timeout is None:
+        if not n and timeout is None and not observed:
             return _aensure_footer(conn.astream(llm.model, request), llm.id)
         return astream_with_retries(lambda: _aensure_footer(conn.astream(llm.model, request), llm.id), n, t,
                                     timeout is not None, self._retry_policy(conn))
@@ -428,7 +446,7 @@ class Mesh:
             if llm.route is not None:  # the route picks a target and calls this for it
                 return await llm.route.forward(path, body, stream, timeout, max_retries)
             n, t, own = _limits(llm.connection, timeout, max_retries)
-            if not n and own:
+            if not n and own and ATTEMPTS.get() is None:
                 return await attempt()
             return await acall_with_retries(attempt, n, t, own, self._retry_policy(llm.connection))
 
@@ -457,7 +475,7 @@ class Mesh:
 
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
             return attach_meta(run(self._chain(llm), call,
-                                   lambda: self._direct(llm, fn, request, timeout, max_retries)), call)
+                                   lambda: self._direct(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
         return self._direct(llm, fn, request, timeout, max_retries)
 
     async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
@@ -467,24 +485,26 @@ class Mesh:
 
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
             return attach_meta(await arun(self._chain(llm), call,
-                                          lambda: self._adirect(llm, fn, request, timeout, max_retries)), call)
+                                          lambda: self._adirect(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
         return await self._adirect(llm, fn, request, timeout, max_retries)
 
-    def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
-        """One operation under the retry policy, past every policy layer (a route: its dispatch)."""
+    def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int],
+                observed: bool = False) -> Any:
+        """One operation under the retry policy, past every policy layer (``observed``: a tracing layer
+        watches each attempt, so even a single one goes through the policy)."""
         if llm.route is not None:
             return llm.route.call(fn.__name__, request, timeout, max_retries)
         n, t, own = _limits(llm.connection, timeout, max_retries)
-        if not n and own:  # one attempt, bounded by the connection's own timeout: nothing to add
+        if not n and own and not observed:  # one attempt, bounded by the connection's own timeout
             return fn(llm.model, request)
         return call_with_retries(lambda: fn(llm.model, request), n, t, own, self._retry_policy(llm.connection))
 
     async def _adirect(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
-                       max_retries: Optional[int]) -> Any:
+                       max_retries: Optional[int], observed: bool = False) -> Any:
         if llm.route is not None:
             return await llm.route.acall(fn.__name__, request, timeout, max_retries)
         n, t, own = _limits(llm.connection, timeout, max_retries)
-        if not n and own:
+        if not n and own and not observed:
             return await fn(llm.model, request)
         return await acall_with_retries(lambda: fn(llm.model, request), n, t, own, self._retry_policy(llm.connection))
 

@@ -323,6 +323,9 @@ class CompletionSettings(BaseModel):
     # Connection-specific pass-through (e.g. {"reasoning_effort": "low"}); explicit so that a
     # misspelt standard setting is still an error instead of silently landing here.
     extra: Optional[dict[str, Any]] = None
+    # For the mesh's response cache, never sent to a provider: False bypasses it for this call, True
+    # caches it even when not deterministic (see langchain_mesh/policies/cache.py)
+    cache: Optional[bool] = None
 
     @field_validator("temperature", "topK", "topP", "maxOutputTokens", "presencePenalty", "frequencyPenalty",
                      "topLogProbs", "seed", mode="before")

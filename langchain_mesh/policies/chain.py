@@ -32,6 +32,9 @@ __all__ = ["Call", "Layer", "LAYERS", "build_chain", "run", "arun", "run_stream"
 #: ``factory(mesh, llm) -> Optional[Layer]`` (None: the section does not apply to this LLM).
 #: Imported only when a config has the section.
 LAYERS: list[tuple[int, str, str]] = [
+    (10, "tracing", "langchain_mesh.policies.tracing:tracing_layer"),
+    (30, "guardrails", "langchain_mesh.policies.guardrails:guardrails_layer"),
+    (40, "cache", "langchain_mesh.policies.cache:cache_layer"),
 ]
 
 
@@ -44,7 +47,7 @@ class Call:
     mesh: Any  # the Mesh and its LLM handle (typed Any: policies sit below Mesh and queries)
     llm: Any
     op: str
-    request: Any
+    request: Any  # a layer may replace it (a redacting guardrail): the direct call sends call.request
     timeout: Optional[float] = None
     max_retries: Optional[int] = None
     scope: CallScope = field(default_factory=current_scope)

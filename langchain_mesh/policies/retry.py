@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from contextvars import ContextVar
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, TypeVar
 
 from ..errors import ProviderError, ProviderTimeoutError
@@ -43,10 +44,14 @@ from ..errors import ProviderError, ProviderTimeoutError
 # asyncio, random and threading are imported where used: the sync hot path and `import langchain_mesh`
 # should not pay for them
 
-__all__ = ["backoff_delay", "call_with_retries", "acall_with_retries", "stream_with_retries",
+__all__ = ["ATTEMPTS", "backoff_delay", "call_with_retries", "acall_with_retries", "stream_with_retries",
            "astream_with_retries", "MAX_RETRY_AFTER", "RetryPolicy", "RetryBudget", "DEFAULT_POLICY"]
 
 T = TypeVar("T")
+
+#: set by the tracing layer (policies/tracing.py) for the call it traces: each attempt runs wrapped by
+#: its ``wrap`` / ``awrap`` / ``wrap_stream`` / ``awrap_stream`` (a span per attempt); None: untraced
+ATTEMPTS: ContextVar[Optional[Any]] = ContextVar("langchain_mesh_attempts", default=None)
 
 #: the longest provider-requested wait we honour; beyond it the error goes back to the caller,
 #: who can route elsewhere instead of holding a request open for minutes
@@ -176,6 +181,9 @@ def call_with_retries(fn: Callable[[], T], max_retries: Optional[int], timeout: 
     deadline = None if timeout is None else time.monotonic() + timeout
     attempt = 0
     _count(policy)
+    observer = ATTEMPTS.get()
+    if observer is not None:
+        fn = observer.wrap(fn)
     while True:
         try:
             if deadline is None or (attempt == 0 and first_bounded):
@@ -198,6 +206,9 @@ async def acall_with_retries(fn: Callable[[], Awaitable[T]], max_retries: Option
     deadline = None if timeout is None else loop.time() + timeout
     attempt = 0
     _count(policy)
+    observer = ATTEMPTS.get()
+    if observer is not None:
+        fn = observer.awrap(fn)
     while True:
         try:
             if deadline is None or (attempt == 0 and first_bounded):
@@ -228,6 +239,9 @@ def stream_with_retries(open_stream: Callable[[], Iterator[T]], max_retries: Opt
     deadline = None if timeout is None else time.monotonic() + timeout
     check = deadline if whole else None
     _count(policy)
+    observer = ATTEMPTS.get()
+    if observer is not None:
+        open_stream = observer.wrap_stream(open_stream)
     while True:
         started = False
         it = open_stream()
@@ -261,6 +275,9 @@ async def astream_with_retries(open_stream: Callable[[], AsyncIterator[T]], max_
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     _count(policy)
+    observer = ATTEMPTS.get()
+    if observer is not None:
+        open_stream = observer.awrap_stream(open_stream)
     while True:
         started = False
         it = open_stream()

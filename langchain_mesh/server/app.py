@@ -185,12 +185,12 @@ class MeshApp:
             principal = self.keys.authenticate(_header(scope, b"authorization"))
             who = principal.name
             user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
-            scope_token = set_scope(principal.scope)  # who the policies (limits, ledger) count it for
+            scope_token = set_scope(_cache_wish(principal.scope, scope))  # who the policies count it for
             if self._routes:
                 sticky = _header(scope, b"x-mesh-sticky-key")
                 if sticky:
                     reset_scope(scope_token)
-                    scope_token = set_scope(_with_sticky(principal.scope, sticky.decode("latin-1")))
+                    scope_token = set_scope(_with_sticky(_cache_wish(principal.scope, scope), sticky.decode("latin-1")))
             handler = self._posts.get(path)
             form = self._forms.get(path)
             if path.startswith("/v1/credentials"):
@@ -549,6 +549,17 @@ def _sticky_from_user(user: str) -> None:
     scope = current_scope()
     if scope.sticky_key is None:
         set_scope(_with_sticky(scope, user))
+
+
+def _cache_wish(call_scope: Any, scope: dict[str, Any]) -> Any:
+    """The caller's scope, bypassing the response cache when the request says ``Cache-Control: no-cache``
+    (or ``no-store``), as an HTTP cache would."""
+    value = _header(scope, b"cache-control")
+    if value and (b"no-cache" in value.lower() or b"no-store" in value.lower()):
+        from dataclasses import replace
+
+        return replace(call_scope, cache=False)
+    return call_scope
 
 
 def _header(scope: dict[str, Any], name: bytes) -> Optional[bytes]:

@@ -16,6 +16,7 @@ from ..errors import (
     CapabilityError,
     ConfigError,
     CredentialError,
+    GuardrailError,
     InvalidLLMIdError,
     MissingUserCredentialError,
     NotFoundError,
@@ -68,6 +69,9 @@ def api_error(e: BaseException, param_of: Any = None) -> APIError:
     if isinstance(e, SettingsError):  # ToolSchemaError included: its settings are ["tools"]
         param = param_of(e.settings) if param_of is not None else None
         return APIError(400, str(e), param=param, code="invalid_value")
+    if isinstance(e, GuardrailError):  # OpenAI's answer to a prompt its content policy refuses
+        return APIError(400, str(e), code="content_policy_violation",
+                        headers=[(b"x-mesh-guardrail", e.guardrail.encode("ascii", "replace"))])
     if isinstance(e, CapabilityError):
         return APIError(400, str(e), param="model", code="unsupported_model")
     if isinstance(e, ProviderError):

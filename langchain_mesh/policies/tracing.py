@@ -1,0 +1,368 @@
+"""Tracing (layer order 10, the outermost): one OpenTelemetry span per call, with child spans for the
+policies (guardrails, cache), each attempt of the retry policy (the provider round-trip) and the
+calls a route or a judge makes to other LLMs. Attributes follow the OpenTelemetry GenAI semantic
+conventions (``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+``gen_ai.usage.input_tokens`` / ``output_tokens``, ``gen_ai.response.finish_reasons``...)::
+
+    tracing:
+      enabled: true
+      capture_content: false   # true: messages (after guardrails) as gen_ai.input/output.messages
+      exporter: null           # null: the application's global TracerProvider (set up with the SDK,
+                               # or by opentelemetry-instrument); console | otlp: the mesh's own
+
+No secret and, unless ``capture_content``, no message text goes into a span: errors are recorded by
+type and status only (a provider's message may quote the prompt). Without a ``tracing:`` section this
+module is not even imported; with one and no ``opentelemetry-api`` installed, the first call says so.
+
+Other layers open their child spans with :func:`span`, which costs one dict lookup when the call is
+not traced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional
+
+from ..errors import CapabilityError, ProviderError
+from ..schema import CompletionRequest, CompletionResponse, EmbeddingResponse, StreamFooter
+from .chain import Call, Layer
+from .retry import ATTEMPTS
+
+__all__ = ["tracing_layer", "TracingLayer", "span"]
+
+_NULL = contextlib.nullcontext()
+_OPERATION = {"complete": "chat", "acomplete": "chat", "stream": "chat", "astream": "chat",
+              "embed": "embeddings", "aembed": "embeddings", "generate_images": "image_generation",
+              "agenerate_images": "image_generation", "forward": "chat"}
+
+
+def span(call: Call, name: str, attributes: Optional[dict[str, Any]] = None) -> Any:
+    """A child span of ``call``'s span, current for the block; a no-op when the call is not traced."""
+    tracer = call.notes.get("tracer")
+    if tracer is None:
+        return _NULL
+    return tracer.start_as_current_span(name, attributes=attributes, record_exception=False)
+
+
+def tracing_layer(mesh: Any, llm: Any) -> Optional[Layer]:
+    cfg = mesh.config.tracing
+    if cfg is None or not cfg.enabled:
+        return None
+    return TracingLayer(llm, cfg)
+
+
+_providers: dict[tuple[str, str], Any] = {}
+_providers_lock = threading.Lock()
+
+
+def _tracer(cfg: Any) -> Any:
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        raise CapabilityError("tracing: is configured but OpenTelemetry is not installed: "
+                              "pip install 'langchain-mesh[tracing]'") from None
+    from .._version import __version__
+
+    if cfg.exporter is None:
+        return trace.get_tracer("langchain_mesh", __version__)
+    with _providers_lock:  # one SDK provider per exporter kind and service, for the life of the process
+        provider = _providers.get((cfg.exporter, cfg.service_name))
+        if provider is None:
+            provider = _providers[(cfg.exporter, cfg.service_name)] = _sdk_provider(cfg)
+    return provider.get_tracer("langchain_mesh", __version__)
+
+
+def _sdk_provider(cfg: Any) -> Any:
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:
+        raise CapabilityError("tracing.exporter needs the OpenTelemetry SDK: pip install 'langchain-mesh[tracing]'") \
+            from None
+    if cfg.exporter == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            raise CapabilityError("tracing.exporter: otlp needs opentelemetry-exporter-otlp-proto-http "
+                                  "(its endpoint from OTEL_EXPORTER_OTLP_ENDPOINT)") from None
+        exporter: Any = OTLPSpanExporter()
+    else:
+        exporter = ConsoleSpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": cfg.service_name}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+class TracingLayer(Layer):
+    name = "tracing"
+
+    def __init__(self, llm: Any, cfg: Any):
+        self.llm = llm
+        self.cfg = cfg
+        self._tracer: Any = None
+        self.provider = getattr(llm.connection, "type", None) or llm.id.split(":", 1)[0]
+
+    @property
+    def tracer(self) -> Any:
+        if self._tracer is None:
+            self._tracer = _tracer(self.cfg)
+        return self._tracer
+
+    def _start(self, call: Call) -> Any:
+        from opentelemetry.trace import SpanKind
+
+        operation = _OPERATION.get(call.op)
+        attrs: dict[str, Any] = {"gen_ai.operation.name": operation or call.op,
+                                 "gen_ai.provider.name": self.provider,
+                                 "gen_ai.request.model": self.llm.model, "mesh.llm.id": self.llm.id}
+        if call.scope.key:
+            attrs["mesh.key"] = call.scope.key  # the key's name, never the key
+        if isinstance(call.request, CompletionRequest):
+            s = call.request.settings
+            for name, value in (("temperature", s.temperature), ("top_p", s.topP), ("top_k", s.topK),
+                                ("max_tokens", s.maxOutputTokens), ("seed", s.seed),
+                                ("presence_penalty", s.presencePenalty), ("frequency_penalty", s.frequencyPenalty)):
+                if value is not None:
+                    attrs[f"gen_ai.request.{name}"] = value
+        sp = self.tracer.start_span(f"{operation or call.op} {self.llm.model}", kind=SpanKind.CLIENT,
+                                    attributes=attrs, record_exception=False, set_status_on_exception=False)
+        call.notes["tracer"] = self.tracer
+        return sp
+
+    def _finish(self, sp: Any, call: Call, result: Any = None, error: Optional[BaseException] = None) -> None:
+        if result is not None:
+            _result_attributes(sp, result)
+        meta = call.meta
+        if meta.llm_id:
+            sp.set_attribute("mesh.answered_by", meta.llm_id)
+        if meta.cache:
+            sp.set_attribute("mesh.cache", meta.cache)
+        if meta.guardrails:
+            sp.set_attribute("mesh.guardrails", [f"{g.name}:{g.stage}:{g.action}" for g in meta.guardrails])
+        if self.cfg.capture_content:
+            _content(sp, call, result)
+        if error is not None:
+            _error(sp, error)
+        sp.end()
+
+    def call(self, call: Call, nxt: Callable[[], Any]) -> Any:
+        if call.op in ("count_tokens", "acount_tokens"):
+            return nxt()
+        from opentelemetry import trace
+
+        sp = self._start(call)
+        if not sp.is_recording():  # no SDK provider (the API's no-op): nothing to record below
+            sp.end()
+            del call.notes["tracer"]
+            return nxt()
+        token = ATTEMPTS.set(_Attempts(self, sp))
+        try:
+            with trace.use_span(sp, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                result = nxt()
+        except BaseException as e:
+            self._finish(sp, call, error=e)
+            raise
+        finally:
+            ATTEMPTS.reset(token)
+        self._finish(sp, call, result)
+        return result
+
+    async def acall(self, call: Call, nxt: Callable[[], Awaitable[Any]]) -> Any:
+        if call.op in ("count_tokens", "acount_tokens"):
+            return await nxt()
+        from opentelemetry import trace
+
+        sp = self._start(call)
+        if not sp.is_recording():
+            sp.end()
+            del call.notes["tracer"]
+            return await nxt()
+        token = ATTEMPTS.set(_Attempts(self, sp))
+        try:
+            with trace.use_span(sp, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                result = await nxt()
+        except BaseException as e:
+            self._finish(sp, call, error=e)
+            raise
+        finally:
+            ATTEMPTS.reset(token)
+        self._finish(sp, call, result)
+        return result
+
+    def stream(self, call: Call, nxt: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+        from opentelemetry import context, trace
+
+        sp = self._start(call)
+        ctx, attempts = trace.set_span_in_context(sp), _Attempts(self, sp)
+        it: Any = None
+        footer, error = None, None
+        try:
+            while True:
+                # the span is current only while the rest of the chain runs (each step), never across
+                # a yield: the caller's code between events is not part of the call
+                token, hook = context.attach(ctx), ATTEMPTS.set(attempts)
+                try:
+                    if it is None:
+                        it = nxt()
+                    ev = next(it)
+                except StopIteration:
+                    return
+                finally:
+                    ATTEMPTS.reset(hook)
+                    context.detach(token)
+                if isinstance(ev, StreamFooter):
+                    footer = ev
+                yield ev
+        except BaseException as e:
+            error = e if not isinstance(e, GeneratorExit) else None
+            raise
+        finally:
+            if it is not None and hasattr(it, "close"):
+                it.close()
+            self._finish(sp, call, footer, error)
+
+    def astream(self, call: Call, nxt: Callable[[], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+        return self._astream(call, nxt)
+
+    async def _astream(self, call: Call, nxt: Callable[[], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+        from opentelemetry import context, trace
+
+        sp = self._start(call)
+        ctx, attempts = trace.set_span_in_context(sp), _Attempts(self, sp)
+        it: Any = None
+        footer, error = None, None
+        try:
+            while True:
+                token, hook = context.attach(ctx), ATTEMPTS.set(attempts)
+                try:
+                    if it is None:
+                        it = nxt()
+                    ev = await it.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    ATTEMPTS.reset(hook)
+                    context.detach(token)
+                if isinstance(ev, StreamFooter):
+                    footer = ev
+                yield ev
+        except BaseException as e:
+            error = e if not isinstance(e, GeneratorExit) else None
+            raise
+        finally:
+            if it is not None and hasattr(it, "aclose"):
+                await it.aclose()
+            self._finish(sp, call, footer, error)
+
+
+class _Attempts:
+    """What the retry policy calls around each attempt of a traced call (``retry.ATTEMPTS``): a child
+    span per attempt, the provider round-trip, with the error type and status of a failed one."""
+
+    def __init__(self, layer: TracingLayer, parent: Any):
+        self.layer = layer
+        self.parent = parent
+        self.n = 0
+
+    def _span(self) -> Any:
+        from opentelemetry import trace
+
+        self.n += 1
+        return self.layer.tracer.start_span(
+            "attempt", context=trace.set_span_in_context(self.parent),
+            attributes={"mesh.attempt": self.n, "gen_ai.provider.name": self.layer.provider,
+                        "gen_ai.request.model": self.layer.llm.model},
+            record_exception=False, set_status_on_exception=False)
+
+    def wrap(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        def attempt() -> Any:
+            sp = self._span()
+            try:
+                return fn()
+            except BaseException as e:
+                _error(sp, e)
+                raise
+            finally:
+                sp.end()
+        return attempt
+
+    def awrap(self, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        async def attempt() -> Any:
+            sp = self._span()
+            try:
+                return await fn()
+            except BaseException as e:
+                _error(sp, e)
+                raise
+            finally:
+                sp.end()
+        return attempt
+
+    def wrap_stream(self, open_stream: Callable[[], Iterator[Any]]) -> Callable[[], Iterator[Any]]:
+        def attempt() -> Iterator[Any]:
+            sp = self._span()
+            try:
+                yield from open_stream()
+            except BaseException as e:
+                if not isinstance(e, GeneratorExit):
+                    _error(sp, e)
+                raise
+            finally:
+                sp.end()
+        return attempt
+
+    def awrap_stream(self, open_stream: Callable[[], AsyncIterator[Any]]) -> Callable[[], AsyncIterator[Any]]:
+        async def attempt() -> AsyncIterator[Any]:
+            sp = self._span()
+            it = open_stream()
+            try:
+                async for ev in it:
+                    yield ev
+            except BaseException as e:
+                if not isinstance(e, GeneratorExit):
+                    _error(sp, e)
+                raise
+            finally:
+                sp.end()
+                aclose = getattr(it, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        return attempt
+
+
+def _error(sp: Any, e: BaseException) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    # the type and status only: a provider's message may quote the prompt or a credential
+    sp.set_attribute("error.type", type(e).__name__)
+    if isinstance(e, ProviderError) and e.status is not None:
+        sp.set_attribute("http.response.status_code", e.status)
+    sp.set_status(Status(StatusCode.ERROR, type(e).__name__))
+
+
+def _result_attributes(sp: Any, result: Any) -> None:
+    usage = getattr(result, "usage", None)
+    if isinstance(result, (CompletionResponse, StreamFooter)):
+        if result.finish_reason:
+            sp.set_attribute("gen_ai.response.finish_reasons", [result.finish_reason])
+        if result.model:
+            sp.set_attribute("gen_ai.response.model", result.model)
+    elif isinstance(result, EmbeddingResponse) and getattr(result, "model", None):
+        sp.set_attribute("gen_ai.response.model", result.model)
+    if usage is not None:
+        sp.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+        if not isinstance(result, EmbeddingResponse):
+            sp.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+
+
+def _content(sp: Any, call: Call, result: Any) -> None:
+    """Opt-in: the messages as the provider got them (after redaction) and the answer's text."""
+    if isinstance(call.request, CompletionRequest):
+        sp.set_attribute("gen_ai.input.messages", json.dumps(
+            [{"role": m.role, "content": m.text} for m in call.request.messages], ensure_ascii=False))
+    if isinstance(result, CompletionResponse):
+        sp.set_attribute("gen_ai.output.messages", json.dumps([{"role": "assistant", "content": result.text}],
+                                                              ensure_ascii=False))
