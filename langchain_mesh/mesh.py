@@ -395,6 +395,12 @@ class Mesh:
                               forward)
         return await forward()
 
+    def state_store(self) -> Any:
+        """Where policies keep shared state: Redis with ``state.redis_url``, else this process's memory."""
+        from .policies.state import store_for
+
+        return store_for(self)
+
     def _chain(self, llm: "LLM") -> tuple[Any, ...]:
         """The policy layers of ``llm``, outermost first (built on its first call)."""
         chain = self._chains.get(llm.id)
@@ -445,6 +451,11 @@ class Mesh:
             for layer in {id(x): x for chain in self._chains.values() for x in chain}.values():
                 layer.close()  # flush what a layer buffers (the ledger) before the connections go
             self._chains.clear()
+            for shared in ("_ledger", "_state_store"):  # what the layers shared (usage ledger, Redis client)
+                close = getattr(getattr(self, shared, None), "close", None)
+                if close is not None:
+                    close()
+                self.__dict__.pop(shared, None)
             if self._per_user is not None:
                 self._per_user.close()
             for conn in self._connections.values():

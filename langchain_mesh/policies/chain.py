@@ -32,6 +32,9 @@ __all__ = ["Call", "Layer", "LAYERS", "build_chain", "run", "arun", "run_stream"
 #: ``factory(mesh, llm) -> Optional[Layer]`` (None: the section does not apply to this LLM).
 #: Imported only when a config has the section.
 LAYERS: list[tuple[int, str, str]] = [
+    (20, "usage", "langchain_mesh.usage.layer:make_layer"),           # the ledger (issue 19)
+    (50, "limits", "langchain_mesh.policies.limits:make_layer"),      # rate limits (issue 19)
+    (55, "budgets", "langchain_mesh.policies.budgets:make_layer"),    # spend caps (issue 19)
 ]
 
 
