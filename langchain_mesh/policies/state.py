@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from ..errors import StateUnavailableError
 
-__all__ = ["StateStore", "MemoryStore", "RedisStore", "store_for", "health", "guarded", "aguarded"]
+__all__ = ["StateStore", "MemoryStore", "RedisStore", "store_for", "health", "guarded", "aguarded", "ahealth"]
 
 log = logging.getLogger("langchain_mesh.policies.state")
 T = TypeVar("T")
@@ -166,6 +166,12 @@ class RedisStore:
     async def adelete(self, key: str) -> None:
         await self._aclient().delete(self.prefix + key)
 
+    async def aping(self) -> bool:
+        try:
+            return bool(await self._aclient().ping())
+        except Exception:  # noqa: BLE001
+            return False
+
     def ping(self) -> bool:
         try:
             return bool(self._sync.ping())
@@ -267,3 +273,11 @@ def health(mesh: Any) -> dict[str, Any]:
         return {"backend": "memory", "ok": True, "shared": False, "on_failure": on_failure(mesh.config)}
     store = store_for(mesh)
     return {"backend": "redis", "ok": store.ping(), "shared": True, "on_failure": on_failure(mesh.config)}
+
+
+async def ahealth(mesh: Any) -> dict[str, Any]:
+    """:func:`health` for an event loop (the Redis ping does not block it)."""
+    if redis_url(mesh.config) is None:
+        return health(mesh)
+    store = store_for(mesh)
+    return {"backend": "redis", "ok": await store.aping(), "shared": True, "on_failure": on_failure(mesh.config)}

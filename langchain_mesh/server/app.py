@@ -64,6 +64,7 @@ usage_log = logging.getLogger("langchain_mesh.server.usage")
 _JSON = (b"content-type", b"application/json")
 _CLIENT_GONE = 499  # the status usage records give a request whose client hung up (nginx's convention)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_USAGE_PATHS = frozenset(("/usage", "/usage/api", "/usage/login", "/usage/chart.umd.min.js"))  # usage_page.PATHS
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,10 @@ class MeshApp:
         user_token = None
         try:
             if path == "/health":
-                return await _json(send, 200, b'{"status":"ok"}')
+                return await self._health(send)
+            if path.startswith("/usage") and path in _USAGE_PATHS:
+                return await self._usage_page().handle(method, path, scope, receive, send, _header,
+                                                       lambda: read_body(receive, self.limits))
             if self._guard is not None:
                 self._guard.check(scope, method, multipart=path in self._forms)
             if path == "/openapi.json":
@@ -220,6 +224,25 @@ class MeshApp:
                 usage = served.estimate()
             self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started,
                                      estimated))
+
+    async def _health(self, send: Send) -> None:
+        """``{"status": "ok"}``; with shared state (``state:``), the store's too: ``degraded`` (200) when
+        Redis is down and calls pass unchecked (on_failure: open), 503 when they are refused (closed)."""
+        if self.mesh.config.state is None:
+            return await _json(send, 200, b'{"status":"ok"}')
+        from ..policies.state import ahealth
+
+        state = await ahealth(self.mesh)
+        status = "ok" if state["ok"] else ("degraded" if state["on_failure"] == "open" else "unavailable")
+        await _json(send, 503 if status == "unavailable" else 200, orjson.dumps({"status": status, "state": state}))
+
+    def _usage_page(self) -> Any:
+        page = self.__dict__.get("_usage")
+        if page is None:
+            from .usage_page import UsagePage
+
+            page = self._usage = UsagePage(self.mesh, self.keys)
+        return page
 
     def _record(self, rec: UsageRecord) -> None:
         if self.on_usage is not None:
@@ -354,6 +377,9 @@ class MeshApp:
         finally:
             content.close()  # on cancellation too: ends the upstream request
             served.plan, served.raw_usage = plan, events.usage
+            end = getattr(content, "end", None)
+            if end is not None:  # the policies (limits, budgets, ledger) wait for the stream's usage
+                end(plan.usage_of(events.usage), events.usage is not None)
 
     async def _text(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
         """``/v1/completions``: each prompt a one-message chat request (see :mod:`.text_completion`)."""
