@@ -90,7 +90,10 @@ class Limiter:
             self.atokens: Any = astrategies.FixedWindowRateLimiter(astorage)
             self.astorage: Any = astorage
         else:
-            self.storage = MemoryStorage()
+            # limits' MemoryStorage only where ours lacks the strategy (see windows.py for why)
+            from .windows import LocalWindows
+
+            self.storage = MemoryStorage() if cfg.strategy == "sliding-window" else LocalWindows()
             self.arequests = self.atokens = self.astorage = None
         self.requests = strategy(self.storage)
         self.tokens = strategies.FixedWindowRateLimiter(self.storage)

@@ -1,8 +1,8 @@
 """The ledger's writer: rows queued by the request path, priced and written in batches by one thread.
 
-A call only appends a tuple to a queue (no I/O, no pricing on the request path). A background thread
-takes up to ``usage.batch`` rows at a time, at least every ``usage.flush_interval`` seconds, prices
-them (:mod:`.prices`) and writes them in one transaction: SQLite by default (one file, WAL mode:
+A call only appends a tuple to a deque (no I/O, no pricing, no thread woken on the request path). A
+background thread takes the rows every ``usage.flush_interval`` seconds (``usage.batch`` at most per
+transaction), prices them (:mod:`.prices`) and writes them in one transaction: SQLite by default (one file, WAL mode:
 readers such as ``mesh usage`` never block the writer; several worker processes may write to one
 file, SQLite serialises them), or any SQLAlchemy URL. :meth:`Ledger.close` (``Mesh.close()``, which
 ``mesh serve`` calls at shutdown) writes what is queued before returning. A process that dies
@@ -16,9 +16,9 @@ committed transaction is never half-written, so the file stays readable.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Optional
 
 __all__ = ["Ledger", "ledger_for", "COLUMNS", "TABLE"]
@@ -34,7 +34,6 @@ _TYPES = ("REAL", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEG
 _SQLITE_SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} ("
                   + ", ".join(f"{c} {t}" for c, t in zip(COLUMNS, _TYPES)) + ")")
 _INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_STOP = object()
 
 
 class Ledger:
@@ -43,21 +42,26 @@ class Ledger:
     def __init__(self, config: Any, pricer: Any):
         self.config = config  # UsageConfig
         self.pricer = pricer
-        self._q: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        # a deque, not a queue.Queue: an append wakes no one (a wake-up per row cost the serving thread
+        # a GIL hand-off per request); the writer looks every flush_interval, or when flushed
+        self._rows: deque[tuple[Any, ...]] = deque()
+        self._wake = threading.Event()
+        self._waiters: list[threading.Event] = []
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self._closed = False
+        self._stop = False
         self.written = 0
         self.failed: Optional[BaseException] = None
 
-    # ---- the request path: one put --------------------------------------------------------------
+    # ---- the request path: one append ------------------------------------------------------------
 
     def record(self, ts: float, key: Optional[str], user: Optional[str], team: Optional[str], llm_id: str,
                target: Optional[str], op: str, usage: Any, latency: float, status: str,
                error: Optional[str]) -> None:
         if self._thread is None:
             self._start()
-        self._q.put((ts, key, user, team, llm_id, target or llm_id, op, usage, latency, status, error))
+        self._rows.append((ts, key, user, team, llm_id, target or llm_id, op, usage, latency, status, error))
 
     def _start(self) -> None:
         with self._lock:
@@ -67,10 +71,12 @@ class Ledger:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Write every queued row now; returns when they are committed."""
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             return
         done = threading.Event()
-        self._q.put(done)
+        with self._lock:
+            self._waiters.append(done)
+        self._wake.set()
         done.wait(timeout)
 
     def close(self) -> None:
@@ -80,7 +86,8 @@ class Ledger:
             self._closed = True
             thread = self._thread
         if thread is not None:
-            self._q.put(_STOP)
+            self._stop = True
+            self._wake.set()
             thread.join(60)
 
     # ---- the writer thread ------------------------------------------------------------------------
@@ -91,33 +98,30 @@ class Ledger:
         except Exception as e:  # noqa: BLE001 - said once, loudly; calls go on unrecorded
             self.failed = e
             log.error("the usage ledger cannot open its database: %s", e)
+            self._rows.clear()
             return
-        interval, batch = self.config.flush_interval, self.config.batch
-        rows: list[tuple[Any, ...]] = []
-        waiters: list[threading.Event] = []
-        stop = False
-        deadline = time.monotonic() + interval
-        while not stop:
-            try:
-                item = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                stop = True
-            elif isinstance(item, threading.Event):
-                waiters.append(item)
-            elif item is not None:
-                rows.append(self._row(item))
-                if len(rows) < batch and time.monotonic() < deadline:
-                    continue
-            if rows:
-                self._write(sink, rows)
-                rows = []
-            for w in waiters:
-                w.set()
-            waiters = []
-            deadline = time.monotonic() + interval
-        sink.close()
+        try:
+            while True:
+                self._wake.wait(self.config.flush_interval)
+                self._wake.clear()
+                with self._lock:
+                    waiters, self._waiters = self._waiters, []
+                stop = self._stop
+                self._drain(sink)
+                for w in waiters:
+                    w.set()
+                if stop:
+                    return
+        finally:
+            sink.close()
+
+    def _drain(self, sink: Any) -> None:
+        rows = self._rows
+        while rows:
+            batch = []
+            while rows and len(batch) < self.config.batch:
+                batch.append(self._row(rows.popleft()))
+            self._write(sink, batch)
 
     def _write(self, sink: Any, rows: list[tuple[Any, ...]]) -> None:
         try:
