@@ -197,7 +197,7 @@ def test_gateway_pass_through_is_limited_and_recorded(tmp_path, openai_server):
             chunks = [json.loads(line[6:]) for line in r2.iter_lines() if line.startswith("data: {")]
         r3 = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=head, timeout=10)
         r4 = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=head, timeout=10)
-    assert (r1.status_code, r2.status_code, r3.status_code, r4.status_code) == (200, 200, 200, 429)
+    assert (r1.status_code, r2.status_code, r3.status_code, r4.status_code) == (200, 200, 200, 429), r1.text
     assert r4.json()["error"]["code"] == "rate_limit_exceeded"
     assert r4.headers["x-ratelimit-limit-requests"] == "3" and r4.headers["x-ratelimit-remaining-requests"] == "0"
     assert 0 < int(r4.headers["retry-after"]) <= 60 and r4.headers["x-ratelimit-reset-tokens"]

@@ -26,7 +26,7 @@ from typing import Any, Optional
 from ..errors import BudgetExceeded
 from .chain import Layer
 from .state import aguarded, guarded, is_outage, log, store_for
-from .usage_of import estimate_tokens, forward_usage, on_forward_end
+from .usage_of import estimate_tokens, on_forward_end, usage_of_raw
 
 __all__ = ["BudgetsLayer", "make_layer", "period_seconds"]
 
@@ -181,11 +181,9 @@ class BudgetsLayer(Layer):
             return await nxt()
         price, n = await self._abefore(call, budgets)
         result = await nxt()
-        if call.op == "forward":
-            if call.request[2]:
-                return on_forward_end(result, lambda u, ok: _later(self._aafter(budgets, n, self._cost(price, u))))
-            await self._aafter(budgets, n, self._cost(price, forward_usage(call, result)))
-            return result
+        if call.op == "forward":  # the spend is added when the server has read the usage (usage_of.py)
+            return on_forward_end(result, lambda u, ok: _later(self._aafter(budgets, n,
+                                                                            self._cost(price, usage_of_raw(u)))))
         await self._aafter(budgets, n, self._cost(price, getattr(result, "usage", None)))
         return result
 

@@ -36,7 +36,7 @@ from typing import Any, Optional
 from ..errors import RateLimitExceeded
 from .chain import Layer
 from .state import aguarded, guarded, is_outage, log, redis_url
-from .usage_of import estimate_tokens, forward_usage, on_forward_end
+from .usage_of import estimate_tokens, on_forward_end, tokens_of
 
 __all__ = ["LimitsLayer", "make_layer", "limiter_for"]
 
@@ -51,6 +51,10 @@ class _Check:
     kind: str  # key | user | team | llm | connection
     name: str
     item: Any  # limits.RateLimitItem
+    key: str = ""  # the storage key, computed once (item.key_for(*ids))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.item.key_for(*self.ids))
 
     @property
     def ids(self) -> tuple[str, str, str]:
@@ -97,6 +101,11 @@ class Limiter:
             self.arequests = self.atokens = self.astorage = None
         self.requests = strategy(self.storage)
         self.tokens = strategies.FixedWindowRateLimiter(self.storage)
+        # moving and fixed windows are one storage call each (what the strategies' hit() does): made
+        # here with the storage key computed once per window, not rebuilt from its parts on every call
+        self.kind = cfg.strategy
+        self.expiry = self.period
+        self.remote = bool(url)  # Redis: may be down (state.on_failure), and async calls must not block
         self._item = limits.RateLimitItemPerSecond
         self._items: dict[tuple[str, int], Any] = {}
 
@@ -108,19 +117,31 @@ class Limiter:
 
     # ---- sync ---------------------------------------------------------------------------------------
 
-    def acquire(self, checks: list[_Check], cost: int) -> None:
-        """Count the call against every window, or raise RateLimitExceeded having counted nothing
-        (with several windows, each is tested before any is hit)."""
-        if len(checks) > 1:
+    def order(self, checks: list[_Check]) -> tuple[list[_Check], bool]:
+        """``checks`` in the order they are hit, and whether they must be tested first. Counters
+        (tokens; fixed-window requests) can be given back when a later window refuses the call, so
+        they go first; a moving or sliding window cannot, so they go last, and when there are
+        several of those they are all tested before any is hit (one refusal must not leave the
+        others counted)."""
+        counters = [c for c in checks if c.dim == "tokens" or self.kind == "fixed-window"]
+        windows = [c for c in checks if c not in counters]
+        return counters + windows, len(windows) > 1
+
+    def _undo(self, done: list[_Check], cost: int) -> None:
+        for d in done:
+            self._add(d, -cost if d.dim == "tokens" else -1)
+
+    def acquire(self, checks: list[_Check], cost: int, test_first: bool = False) -> None:
+        """Count the call against every window (``checks`` as :meth:`order` gives them), or raise
+        RateLimitExceeded having counted nothing."""
+        if test_first:
             for c in checks:
                 if not self._test(c, cost):
                     self._refuse(c, checks)
         done: list[_Check] = []
         for c in checks:
             if not self._hit(c, cost):
-                for d in done:  # a race with another process: give back what this call took
-                    if d.dim == "tokens":
-                        self._add(d, -cost)
+                self._undo([d for d in done if d.dim == "tokens" or self.kind == "fixed-window"], cost)
                 self._refuse(c, checks)
             done.append(c)
 
@@ -129,19 +150,21 @@ class Limiter:
                 else self.tokens.test(c.item, *c.ids, cost=cost))
 
     def _hit(self, c: _Check, cost: int) -> bool:
+        st = self.storage
         if c.dim == "requests":
-            ok = self.requests.hit(c.item, *c.ids)
-            if not ok and self.requests.__class__.__name__ == "FixedWindowRateLimiter":
-                self._add(c, -1)  # limits' fixed window counts refused hits too: a refusal costs nothing here
-            return ok
-        ok = self.tokens.hit(c.item, *c.ids, cost=cost)
-        if not ok:
-            self._add(c, -cost)
-        return ok
+            if self.kind == "moving-window":
+                return st.acquire_entry(c.key, c.item.amount, self.expiry)
+            if self.kind == "sliding-window":
+                return self.requests.hit(c.item, *c.ids)
+            cost = 1
+        if st.incr(c.key, self.expiry, amount=cost) <= c.item.amount:
+            return True
+        st.incr(c.key, self.expiry, amount=-cost)  # a refused call takes nothing from the window
+        return False
 
     def _add(self, c: _Check, amount: int) -> None:
         if amount:
-            self.storage.incr(c.item.key_for(*c.ids), c.item.get_expiry(), amount=amount)
+            self.storage.incr(c.key, self.expiry, amount=amount)
 
     def reconcile(self, checks: list[_Check], estimate: int, actual: Optional[int]) -> None:
         """Replace the estimate with what the provider counted (None: the call failed, nothing used)."""
@@ -160,10 +183,10 @@ class Limiter:
 
     # ---- async (Redis: without blocking the event loop) ----------------------------------------------
 
-    async def aacquire(self, checks: list[_Check], cost: int) -> None:
+    async def aacquire(self, checks: list[_Check], cost: int, test_first: bool = False) -> None:
         if self.arequests is None:
-            return self.acquire(checks, cost)
-        if len(checks) > 1:
+            return self.acquire(checks, cost, test_first)
+        if test_first:
             for c in checks:
                 ok = await (self.arequests.test(c.item, *c.ids) if c.dim == "requests"
                             else self.atokens.test(c.item, *c.ids, cost=cost))
@@ -171,24 +194,29 @@ class Limiter:
                     await self._arefuse(c, checks)
         done: list[_Check] = []
         for c in checks:
-            if c.dim == "requests":
-                ok = await self.arequests.hit(c.item, *c.ids)
-                if not ok and self.arequests.__class__.__name__ == "FixedWindowRateLimiter":
-                    await self._aadd(c, -1)
-            else:
-                ok = await self.atokens.hit(c.item, *c.ids, cost=cost)
-                if not ok:
-                    await self._aadd(c, -cost)
-            if not ok:
+            if not await self._ahit(c, cost):
                 for d in done:
-                    if d.dim == "tokens":
-                        await self._aadd(d, -cost)
+                    if d.dim == "tokens" or self.kind == "fixed-window":
+                        await self._aadd(d, -cost if d.dim == "tokens" else -1)
                 await self._arefuse(c, checks)
             done.append(c)
 
+    async def _ahit(self, c: _Check, cost: int) -> bool:
+        st = self.astorage
+        if c.dim == "requests":
+            if self.kind == "moving-window":
+                return await st.acquire_entry(c.key, c.item.amount, self.expiry)
+            if self.kind == "sliding-window":
+                return await self.arequests.hit(c.item, *c.ids)
+            cost = 1
+        if await st.incr(c.key, self.expiry, amount=cost) <= c.item.amount:
+            return True
+        await st.incr(c.key, self.expiry, amount=-cost)
+        return False
+
     async def _aadd(self, c: _Check, amount: int) -> None:
         if amount:
-            await self.astorage.incr(c.item.key_for(*c.ids), c.item.get_expiry(), amount=amount)
+            await self.astorage.incr(c.key, self.expiry, amount=amount)
 
     async def areconcile(self, checks: list[_Check], estimate: int, actual: Optional[int]) -> None:
         if self.arequests is None:
@@ -263,10 +291,16 @@ class LimitsLayer(Layer):
             out.append(_Check("tokens", kind, name, self.limiter.item("tokens", rate.tpm)))
         return out
 
-    def checks(self, call: Any) -> list[_Check]:
+    def plan(self, call: Any) -> tuple[list[_Check], bool, bool]:
+        """The call's windows in the order they are hit, whether to test them first, whether any
+        counts tokens; worked out once per caller (key, user, team)."""
         s = call.scope
         if s.extra and s.extra.get("route"):
-            return self.fixed
+            k: Any = "route target"
+            got = self._by_scope.get(k)
+            if got is None:
+                got = self._by_scope[k] = self._plan(self.fixed)
+            return got
         k = (s.key, s.user, s.team)
         got = self._by_scope.get(k)
         if got is None:
@@ -274,18 +308,46 @@ class LimitsLayer(Layer):
             key_rate = cfg.keys.get(s.key) if s.key is not None else None
             if key_rate is None and s.key is not None:
                 key_rate = cfg.default
-            got = (self._checks("key", s.key, key_rate) + self._checks("user", s.user, cfg.users.get(s.user or ""))
-                   + self._checks("team", s.team, cfg.teams.get(s.team or "")) + self.fixed)
+            got = self._plan(self._checks("key", s.key, key_rate)
+                             + self._checks("user", s.user, cfg.users.get(s.user or ""))
+                             + self._checks("team", s.team, cfg.teams.get(s.team or "")) + self.fixed)
             if len(self._by_scope) < 10000:  # bounded: callers are few; a flood of names is not cached
                 self._by_scope[k] = got
         return got
 
+    def _plan(self, checks: list[_Check]) -> tuple[list[_Check], bool, bool]:
+        ordered, test_first = self.limiter.order(checks)
+        return ordered, test_first, any(c.dim == "tokens" for c in checks)
+
+    def checks(self, call: Any) -> list[_Check]:
+        return self.plan(call)[0]
+
     # ---- the entry points ----------------------------------------------------------------------------
 
     def _start(self, call: Any) -> tuple[list[_Check], int]:
-        checks = self.checks(call)
-        cost = estimate_tokens(call) if any(c.dim == "tokens" for c in checks) else 0
-        return checks, cost
+        checks, _test_first, tokens = self.plan(call)
+        return checks, (estimate_tokens(call) if tokens else 0)
+
+    def _acquire(self, call: Any, checks: list[_Check], cost: int) -> bool:
+        """Count the call (raising RateLimitExceeded when refused); False: the store is down and the
+        call goes on unchecked (state.on_failure: open)."""
+        test_first = self.plan(call)[1]
+        if self.limiter.astorage is None and not self.limiter.remote:  # in memory: no outage possible
+            self.limiter.acquire(checks, cost, test_first)
+            return True
+        return guarded(self.cfg_all, "rate limits",
+                       lambda: self.limiter.acquire(checks, cost, test_first) or True, False)
+
+    async def _aacquire_guarded(self, call: Any, checks: list[_Check], cost: int) -> bool:
+        test_first = self.plan(call)[1]
+        if not self.limiter.remote:
+            self.limiter.acquire(checks, cost, test_first)
+            return True
+
+        async def go() -> bool:
+            await self.limiter.aacquire(checks, cost, test_first)
+            return True
+        return await aguarded(self.cfg_all, "rate limits", go, False)
 
     def call(self, call: Any, nxt: Any) -> Any:
         if call.op in _SKIP:
@@ -293,7 +355,7 @@ class LimitsLayer(Layer):
         checks, cost = self._start(call)
         if not checks:
             return nxt()
-        if not guarded(self.cfg_all, "rate limits", lambda: self.limiter.acquire(checks, cost) or True, False):
+        if not self._acquire(call, checks, cost):
             return nxt()  # store down, failing open
         try:
             result = nxt()
@@ -309,7 +371,7 @@ class LimitsLayer(Layer):
         checks, cost = self._start(call)
         if not checks:
             return await nxt()
-        if not await aguarded(self.cfg_all, "rate limits", lambda: self._aacquire(checks, cost), False):
+        if not await self._aacquire_guarded(call, checks, cost):
             return await nxt()
         try:
             result = await nxt()
@@ -317,24 +379,17 @@ class LimitsLayer(Layer):
             await self._asettle(checks, cost, None)
             raise
         if call.op == "forward":
-            if not any(c.dim == "tokens" for c in checks):
-                return result
-            if call.request[2]:  # a stream: its usage comes at its end
-                return on_forward_end(result, lambda u, ok: self._later(self._asettle(checks, cost, _tokens(u))))
-            await self._asettle(checks, cost, _tokens(forward_usage(call, result)))
+            if cost:  # the tokens are reconciled when the server has read the usage (usage_of.py)
+                return on_forward_end(result, lambda u, ok: self._settle_later(checks, cost, tokens_of(u)))
             return result
         await self._asettle(checks, cost, _tokens(getattr(result, "usage", None)))
         return result
-
-    async def _aacquire(self, checks: list[_Check], cost: int) -> bool:
-        await self.limiter.aacquire(checks, cost)
-        return True
 
     def stream(self, call: Any, nxt: Any) -> Any:
         checks, cost = self._start(call)
         if not checks:
             return nxt()
-        if not guarded(self.cfg_all, "rate limits", lambda: self.limiter.acquire(checks, cost) or True, False):
+        if not self._acquire(call, checks, cost):
             return nxt()
         return self._watch(nxt(), checks, cost)
 
@@ -357,7 +412,7 @@ class LimitsLayer(Layer):
 
     async def _awatch(self, call: Any, nxt: Any) -> Any:
         checks, cost = self._start(call)
-        if checks and not await aguarded(self.cfg_all, "rate limits", lambda: self._aacquire(checks, cost), False):
+        if checks and not await self._aacquire_guarded(call, checks, cost):
             checks = []
         events = nxt()
         used = None
@@ -375,6 +430,12 @@ class LimitsLayer(Layer):
                 await self._asettle(checks, cost, used)
 
     _pending: set[Any] = set()
+
+    def _settle_later(self, checks: list[_Check], cost: int, actual: Optional[int]) -> None:
+        if not self.limiter.remote:  # in memory: at once, nothing waits
+            self._settle(checks, cost, actual)
+        else:
+            self._later(self._asettle(checks, cost, actual))
 
     def _later(self, work: Any) -> None:
         """Run ``work`` on the loop after the current step (a stream's end: the server is finishing
@@ -410,10 +471,7 @@ class LimitsLayer(Layer):
             log.warning("could not reconcile token limits (%s)", type(e).__name__)
 
 
-def _tokens(usage: Any) -> Optional[int]:
-    if usage is None:
-        return None
-    return (usage.input_tokens or 0) + (usage.output_tokens or 0)
+_tokens = tokens_of
 
 
 def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:

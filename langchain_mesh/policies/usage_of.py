@@ -1,11 +1,14 @@
 """What a call used, as the limits, budgets and the ledger read it, whatever the operation.
 
 A translated call's answer carries its :class:`~langchain_mesh.schema.Usage` (a stream's footer
-does). The gateway's pass-through (``op == "forward"``) deals in bytes: a whole answer's usage is read
-from its JSON once (and kept in ``call.notes`` for the other layers); a stream's arrives only at its
-end, which the server reads anyway for its usage record, so the answer's body object is wrapped in a
-:class:`ForwardStream` that ``mesh serve`` calls back with that usage (:meth:`ForwardStream.end`)
-when the stream is over. Layers register what to do then with :func:`on_forward_end`.
+does). The gateway's pass-through (``op == "forward"``) deals in bytes, and ``mesh serve`` reads the
+usage out of them anyway (it parses a whole answer; a stream's usage arrives in its last events) for
+its own usage record. So the layers do not parse the bytes again: they register a callback with
+:func:`on_forward_end`, which puts a :class:`ForwardEnd` beside a whole answer's bytes or wraps
+a stream's body (:class:`ForwardStream`), and the server calls ``end(usage, ok)`` once it has the usage
+(the OpenAI wire ``usage`` dict: turning it into a :class:`Usage` is left to whoever needs more than
+its token count, the ledger's writer thread). Whoever calls :meth:`Mesh.aforward` with policies on
+calls ``end`` (``mesh serve`` does, on every path, failures included).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from ..schema import Usage
 
-__all__ = ["estimate_tokens", "forward_usage", "on_forward_end", "ForwardStream", "usage_of_raw"]
+__all__ = ["estimate_tokens", "on_forward_end", "ForwardEnd", "ForwardStream", "usage_of_raw", "tokens_of"]
 
 
 def estimate_tokens(call: Any) -> int:
@@ -43,7 +46,7 @@ def estimate_tokens(call: Any) -> int:
 def usage_of_raw(raw: Any) -> Optional[Usage]:
     """The OpenAI wire ``usage`` object as a :class:`Usage` (None when absent)."""
     if type(raw) is not dict:
-        return None
+        return raw if isinstance(raw, Usage) else None
     details = raw.get("prompt_tokens_details") or {}
     out_details = raw.get("completion_tokens_details") or {}
     return Usage(input_tokens=raw.get("prompt_tokens") or 0, output_tokens=raw.get("completion_tokens") or 0,
@@ -51,22 +54,29 @@ def usage_of_raw(raw: Any) -> Optional[Usage]:
                  reasoning_tokens=out_details.get("reasoning_tokens") if type(out_details) is dict else None)
 
 
-def forward_usage(call: Any, result: Any) -> Optional[Usage]:
-    """The usage of a whole (non-stream) pass-through answer, parsed once per call."""
-    notes = call.notes
-    if "usage" in notes:
-        return notes["usage"]
-    import orjson
+def tokens_of(usage: Any) -> Optional[int]:
+    """Input + output tokens of a :class:`Usage` or of an OpenAI wire ``usage`` dict; None if unknown."""
+    if usage is None:
+        return None
+    if type(usage) is dict:
+        return (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+    return (usage.input_tokens or 0) + (usage.output_tokens or 0)
 
-    content = result[0]
-    usage = None
-    if isinstance(content, (bytes, bytearray, memoryview)):
-        try:
-            usage = usage_of_raw(orjson.loads(content).get("usage"))
-        except (orjson.JSONDecodeError, AttributeError):
-            usage = None
-    notes["usage"] = usage
-    return usage
+
+class ForwardEnd:
+    """The callbacks of a whole pass-through answer, in the second place of its ``(bytes, None)``
+    result (unused for a whole answer): ``end(usage, ok)``, ``usage`` the OpenAI wire ``usage`` dict
+    (or None), called by the server once it has parsed the answer."""
+
+    __slots__ = ("_ends",)
+
+    def __init__(self) -> None:
+        self._ends: list[Callable[[Any, bool], None]] = []
+
+    def end(self, usage: Any, ok: bool = True) -> None:
+        ends, self._ends = self._ends, []
+        for fn in ends:
+            fn(usage, ok)
 
 
 class ForwardStream:
@@ -77,14 +87,14 @@ class ForwardStream:
 
     def __init__(self, body: Any):
         self._body = body
-        self._ends: list[Callable[[Optional[Usage], bool], None]] = []
+        self._ends: list[Callable[[Any, bool], None]] = []
         self.read = body.read  # the hot path reads straight from the body
         self._done = False
 
     def close(self) -> None:
         self._body.close()
 
-    def end(self, usage: Optional[Usage], ok: bool = True) -> None:
+    def end(self, usage: Any, ok: bool = True) -> None:
         if self._done:
             return
         self._done = True
@@ -95,9 +105,16 @@ class ForwardStream:
         return getattr(self._body, name)
 
 
-def on_forward_end(result: tuple[Any, Any], fn: Callable[[Optional[Usage], bool], None]) -> tuple[Any, Any]:
-    """``result`` (a pass-through stream's (body, first piece)) with ``fn`` called at the stream's end."""
+def on_forward_end(result: tuple[Any, Any], fn: Callable[[Any, bool], None]) -> tuple[Any, Any]:
+    """``result`` (a pass-through answer: (bytes, None), or a stream's (body, first piece)) with ``fn``
+    called when the server has read the usage: a whole answer's ``(bytes, ForwardEnd)``, a stream's
+    ``(ForwardStream, first piece)``; the server calls ``end`` on the one that has it."""
     body, first = result
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        if not isinstance(first, ForwardEnd):
+            first = ForwardEnd()
+        first._ends.append(fn)
+        return body, first
     if not isinstance(body, ForwardStream):
         body = ForwardStream(body)
     body._ends.append(fn)

@@ -356,7 +356,11 @@ class MeshApp:
                 answer = orjson.loads(content)
             except orjson.JSONDecodeError:
                 answer = None
-            if type(answer) is not dict or not answer.get("choices"):
+            good = type(answer) is dict and bool(answer.get("choices"))
+            end = getattr(first, "end", None)
+            if end is not None:  # the policies (limits, budgets, ledger) wait for the answer's usage
+                end(answer.get("usage") if good else None, good)
+            if not good:
                 raise api_error(ProviderError(f"{plan.provider} answered without any choice", provider=plan.provider))
             await _json(send, 200, swap_model(content, answer, llm.id))
             served.plan, served.raw_usage = plan, answer.get("usage") or None
@@ -379,7 +383,7 @@ class MeshApp:
             served.plan, served.raw_usage = plan, events.usage
             end = getattr(content, "end", None)
             if end is not None:  # the policies (limits, budgets, ledger) wait for the stream's usage
-                end(plan.usage_of(events.usage), events.usage is not None)
+                end(events.usage, events.usage is not None)
 
     async def _text(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
         """``/v1/completions``: each prompt a one-message chat request (see :mod:`.text_completion`)."""
@@ -445,14 +449,18 @@ class MeshApp:
             if plan.connection.dialect.provider not in ("openai", "azure_openai") and token_arrays(req) is not None:
                 data["input"] = request.texts  # only OpenAI's own API reads tiktoken ids: send the text
             try:
-                content, _ = await plan.send("/embeddings", orjson.dumps(data), False)
+                content, waiting = await plan.send("/embeddings", orjson.dumps(data), False)
             except MeshError as e:
                 raise api_error(e, lambda names: "dimensions" if "dimensions" in names else None) from None
             try:
                 answer = orjson.loads(content)
             except orjson.JSONDecodeError:
                 answer = None
-            if type(answer) is not dict or not isinstance(answer.get("data"), list):
+            good = type(answer) is dict and isinstance(answer.get("data"), list)
+            end = getattr(waiting, "end", None)
+            if end is not None:  # the policies wait for the answer's usage
+                end(answer.get("usage") if good else None, good)
+            if not good:
                 raise api_error(ProviderError(f"{plan.provider} answered without embeddings",
                                               provider=plan.provider))
             if len(answer["data"]) != len(request.texts):  # a short answer would misalign every vector

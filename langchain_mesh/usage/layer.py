@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from ..errors import BudgetExceeded, RateLimitExceeded, StateUnavailableError
 from ..policies.chain import Layer
-from ..policies.usage_of import forward_usage, on_forward_end
+from ..policies.usage_of import on_forward_end
 from .ledger import ledger_for
 
 __all__ = ["LedgerLayer", "make_layer"]
@@ -73,11 +73,8 @@ class LedgerLayer(Layer):
         except BaseException as e:
             self._record(call, ts, t0, None, _status(e), e)
             raise
-        if call.op == "forward":
-            if call.request[2]:  # a stream: recorded when the server has read its end
-                return on_forward_end(result, lambda u, ok: self._record(call, ts, t0, u, "ok" if ok else "error"))
-            self._record(call, ts, t0, forward_usage(call, result), "ok")
-            return result
+        if call.op == "forward":  # recorded when the server has read the usage (policies/usage_of.py)
+            return on_forward_end(result, lambda u, ok: self._record(call, ts, t0, u, "ok" if ok else "error"))
         self._record(call, ts, t0, getattr(result, "usage", None), "ok")
         return result
 

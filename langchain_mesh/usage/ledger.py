@@ -53,6 +53,7 @@ class Ledger:
         self._stop = False
         self.written = 0
         self.failed: Optional[BaseException] = None
+        self._day: tuple[int, str] = (-1, "")
 
     # ---- the request path: one append ------------------------------------------------------------
 
@@ -135,12 +136,19 @@ class Ledger:
         ts, key, user, team, llm_id, target, op, usage, latency, status, error = item
         cost = None
         i = o = c = r = None
+        if type(usage) is dict:  # the pass-through's wire usage, converted here, off the request path
+            from ..policies.usage_of import usage_of_raw
+
+            usage = usage_of_raw(usage)
         if usage is not None:
             i, o, c, r = usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens
             ctype, _, rest = target.partition(":")
             model = rest.partition(":")[2] or rest
             cost = self.pricer.cost(target, model, ctype, i or 0, o or 0, c)
-        day = time.strftime("%Y-%m-%d", time.gmtime(ts))
+        d = int(ts // 86400)
+        if d != self._day[0]:
+            self._day = (d, time.strftime("%Y-%m-%d", time.gmtime(ts)))
+        day = self._day[1]
         return (ts, day, key, user, team, llm_id, target, op, i, o, c, r, round(latency * 1000, 3), status, error,
                 cost, self.config.currency)
 
