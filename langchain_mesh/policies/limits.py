@@ -106,6 +106,7 @@ class Limiter:
         self.kind = cfg.strategy
         self.expiry = self.period
         self.remote = bool(url)  # Redis: may be down (state.on_failure), and async calls must not block
+        self._incr = getattr(self.storage, "add", None) or self.storage.incr
         self._item = limits.RateLimitItemPerSecond
         self._items: dict[tuple[str, int], Any] = {}
 
@@ -157,14 +158,14 @@ class Limiter:
             if self.kind == "sliding-window":
                 return self.requests.hit(c.item, *c.ids)
             cost = 1
-        if st.incr(c.key, self.expiry, amount=cost) <= c.item.amount:
+        if self._incr(c.key, self.expiry, cost) <= c.item.amount:
             return True
-        st.incr(c.key, self.expiry, amount=-cost)  # a refused call takes nothing from the window
+        self._incr(c.key, self.expiry, -cost)  # a refused call takes nothing from the window
         return False
 
     def _add(self, c: _Check, amount: int) -> None:
         if amount:
-            self.storage.incr(c.key, self.expiry, amount=amount)
+            self._incr(c.key, self.expiry, amount)
 
     def reconcile(self, checks: list[_Check], estimate: int, actual: Optional[int]) -> None:
         """Replace the estimate with what the provider counted (None: the call failed, nothing used)."""
@@ -325,21 +326,22 @@ class LimitsLayer(Layer):
     # ---- the entry points ----------------------------------------------------------------------------
 
     def _start(self, call: Any) -> tuple[list[_Check], int]:
-        checks, _test_first, tokens = self.plan(call)
+        checks, test_first, tokens = self.plan(call)
+        call.notes["limits.test_first"] = test_first
         return checks, (estimate_tokens(call) if tokens else 0)
 
     def _acquire(self, call: Any, checks: list[_Check], cost: int) -> bool:
         """Count the call (raising RateLimitExceeded when refused); False: the store is down and the
         call goes on unchecked (state.on_failure: open)."""
-        test_first = self.plan(call)[1]
-        if self.limiter.astorage is None and not self.limiter.remote:  # in memory: no outage possible
+        test_first = call.notes["limits.test_first"]
+        if not self.limiter.remote:  # in memory: no outage possible
             self.limiter.acquire(checks, cost, test_first)
             return True
         return guarded(self.cfg_all, "rate limits",
                        lambda: self.limiter.acquire(checks, cost, test_first) or True, False)
 
     async def _aacquire_guarded(self, call: Any, checks: list[_Check], cost: int) -> bool:
-        test_first = self.plan(call)[1]
+        test_first = call.notes["limits.test_first"]
         if not self.limiter.remote:
             self.limiter.acquire(checks, cost, test_first)
             return True

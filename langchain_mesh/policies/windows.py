@@ -40,6 +40,11 @@ class LocalWindows(Storage, MovingWindowSupport):
     # ---- counters (fixed windows) ------------------------------------------------------------------
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.add(key, expiry, amount)
+
+    def add(self, key: str, expiry: int, amount: int = 1) -> int:
+        """:meth:`incr` without ``limits``' error-wrapping decorator (nothing here raises): the
+        limits layer calls it directly on its hot path."""
         now = time.time()
         with self._lock:
             c = self._counters.get(key)

@@ -136,12 +136,14 @@ class Ledger:
         ts, key, user, team, llm_id, target, op, usage, latency, status, error = item
         cost = None
         i = o = c = r = None
-        if type(usage) is dict:  # the pass-through's wire usage, converted here, off the request path
-            from ..policies.usage_of import usage_of_raw
-
-            usage = usage_of_raw(usage)
-        if usage is not None:
+        if type(usage) is dict:  # the pass-through's wire usage (OpenAI's names), read without a model
+            i, o = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+            pd, cd = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
+            c = pd.get("cached_tokens") if type(pd) is dict else None
+            r = cd.get("reasoning_tokens") if type(cd) is dict else None
+        elif usage is not None:
             i, o, c, r = usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens
+        if i is not None:
             ctype, _, rest = target.partition(":")
             model = rest.partition(":")[2] or rest
             cost = self.pricer.cost(target, model, ctype, i or 0, o or 0, c)
