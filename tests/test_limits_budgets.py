@@ -367,3 +367,33 @@ def test_two_server_processes_share_a_budget(two_servers):
     assert rows["budget-key"]["requests"] == len(results)
     assert rows["budget-key"]["refused"] == len(refused)
     assert rows["budget-key"]["cost"] == pytest.approx(spent)
+
+
+@needs_redis
+@pytest.mark.parametrize("on_failure", ["open", "closed"])
+def test_gateway_health_and_answers_when_redis_dies(on_failure):
+    pytest.importorskip("uvicorn")
+    import httpx
+    from test_server_harness import RunningServer
+
+    with RedisServer() as redis:
+        mesh = Mesh({"connections": FAKE, "state": {"redis_url": redis.url, "on_failure": on_failure, "timeout": 0.3},
+                     "server": {"api_keys": [{"name": "k", "key": "sk-k-0123456789"}]},
+                     "limits": {"period": 30, "keys": {"k": {"rpm": 100}}}})
+        head = {"authorization": "Bearer sk-k-0123456789"}
+        body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}]}
+        with RunningServer(mesh) as srv:
+            h = httpx.get(srv.url + "/health", timeout=10)
+            assert h.status_code == 200 and h.json() == {"status": "ok", "state": {
+                "backend": "redis", "ok": True, "shared": True, "on_failure": on_failure}}
+            assert httpx.post(srv.url + "/v1/chat/completions", json=body, headers=head, timeout=10).status_code == 200
+            redis.kill()
+            h = httpx.get(srv.url + "/health", timeout=10)
+            r = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=head, timeout=10)
+            if on_failure == "open":
+                assert h.status_code == 200 and h.json()["status"] == "degraded"
+                assert r.status_code == 200  # let through, unchecked
+            else:
+                assert h.status_code == 503 and h.json()["status"] == "unavailable"
+                assert r.status_code == 503 and r.json()["error"]["code"] == "state_store_unavailable"
+                assert "state.on_failure" in r.json()["error"]["message"]

@@ -209,3 +209,16 @@ def test_gateway_pass_through_is_limited_and_recorded(tmp_path, openai_server):
     assert (rows[0]["api_key"], rows[0]["user_name"], rows[0]["team"]) == ("gw", "carol", "t1")
     assert rows[0]["input_tokens"] == r1.json()["usage"]["prompt_tokens"]
     assert rows[1]["output_tokens"] == chunks[-1]["usage"]["completion_tokens"]  # the stream's, from its end
+
+
+def test_a_routes_target_calls_are_not_recorded_twice(tmp_path):
+    """A route calls its target through the target's own chain under scope.extra["route"]: the
+    route's own call is the one row (with the target that answered)."""
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(db)}})
+    with call_scope(key="k", extra={"route": "my-route"}):
+        mesh.complete(mesh.get_llm(CHAT), _req())
+    with call_scope(key="k"):
+        mesh.complete(mesh.get_llm(CHAT), _req())
+    mesh.close()
+    assert len(_rows(db)) == 1
