@@ -366,7 +366,11 @@ class Mesh:
                        timeout: Optional[float] = None, max_retries: Optional[int] = None) -> tuple[Any, Optional[bytes]]:
         """``body`` (the LLM's wire format, as bytes) sent to ``path`` through its pass-through, under
         the same retry policy as every call: the answer's bytes, or for a stream its open body and
-        first piece (read inside the attempt, so that a stream failing before it is retried)."""
+        first piece (read inside the attempt, so that a stream failing before it is retried).
+
+        With policies that wait for the usage (limits, budgets, the ledger), a whole answer comes as
+        ``(bytes, ForwardEnd)`` and a stream's body is a ``ForwardStream``: the caller calls their
+        ``end(usage, ok)`` once it has read the usage (see :mod:`.policies.usage_of`)."""
         p = self.passthrough(llm)
         if p is None:
             raise CapabilityError(f"{llm.id} offers no pass-through; send it a translated request instead")
