@@ -7,7 +7,8 @@ its own usage record. So the layers do not parse the bytes again: they register 
 :func:`on_forward_end`, which puts a :class:`ForwardEnd` beside a whole answer's bytes or wraps
 a stream's body (:class:`ForwardStream`), and the server calls ``end(usage, ok)`` once it has the usage
 (the OpenAI wire ``usage`` dict: turning it into a :class:`Usage` is left to whoever needs more than
-its token count, the ledger's writer thread). Whoever calls :meth:`Mesh.aforward` with policies on
+its token count, the ledger's writer thread) and ``ok``: True, False (failed), None (a stream the
+client cut). Whoever calls :meth:`Mesh.aforward` with policies on
 calls ``end`` (``mesh serve`` does, on every path, failures included).
 """
 

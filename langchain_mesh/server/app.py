@@ -367,6 +367,7 @@ class MeshApp:
             return
         events = SSEPass(llm.id, strip_usage)
         served.body_size, served.chunks = len(body), events
+        outcome: Optional[bool] = None  # for the policies: True whole, False failed, None cut by the client
         try:
             await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
             piece = first
@@ -376,14 +377,16 @@ class MeshApp:
                     await _chunk(send, data_out)
                 piece = await content.read()
             await _chunk(send, events.flush(), more=False)
+            outcome = events.usage is not None
         except Exception as e:  # noqa: BLE001 - the stream broke after the 200: OpenAI's in-stream error event
+            outcome = False
             await _chunk(send, events.flush() + sse.event({"error": api_error(e, param_of).payload()}), more=False)
         finally:
             content.close()  # on cancellation too: ends the upstream request
             served.plan, served.raw_usage = plan, events.usage
             end = getattr(content, "end", None)
             if end is not None:  # the policies (limits, budgets, ledger) wait for the stream's usage
-                end(events.usage, events.usage is not None)
+                end(events.usage, outcome)
 
     async def _text(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
         """``/v1/completions``: each prompt a one-message chat request (see :mod:`.text_completion`)."""

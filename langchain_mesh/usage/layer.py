@@ -74,7 +74,8 @@ class LedgerLayer(Layer):
             self._record(call, ts, t0, None, _status(e), e)
             raise
         if call.op == "forward":  # recorded when the server has read the usage (policies/usage_of.py)
-            return on_forward_end(result, lambda u, ok: self._record(call, ts, t0, u, "ok" if ok else "error"))
+            return on_forward_end(result, lambda u, ok: self._record(
+                call, ts, t0, u, "ok" if ok else ("cancelled" if ok is None else "error")))
         self._record(call, ts, t0, getattr(result, "usage", None), "ok")
         return result
 
