@@ -80,6 +80,7 @@ def test_rows_for_sync_async_stream_failed_and_refused_calls(tmp_path):
     assert all(r["latency_ms"] >= 0 and r["currency"] == "USD" for r in rows)
     # the scripted model has no price anywhere: unknown, never 0
     assert all(r["cost"] is None for r in rows)
+    assert sync.meta.cost is None and footer.meta.cost is None and sync.meta.currency == "USD"
     assert totals(str(db), by=())[0]["unpriced"] == 5
 
 
@@ -90,7 +91,8 @@ def test_cost_from_the_price_table_and_from_overrides(tmp_path, openai_server):
                "models": [{"id": "gpt-4o-mini"}, {"id": "gpt-4o"}]}, **FAKE},
         "usage": {"path": str(db)},
         "prices": {"gpt-4o": {"input": 1.0, "output": 3.0}, CHAT: {"input": 0.5, "output": 0.25}}})
-    mini = mesh.complete(mesh.get_llm("openai:oa:gpt-4o-mini"), _req()).usage
+    mini_resp = mesh.complete(mesh.get_llm("openai:oa:gpt-4o-mini"), _req())
+    mini = mini_resp.usage
     big = mesh.complete(mesh.get_llm("openai:oa:gpt-4o"), _req()).usage
     fake = mesh.complete(mesh.get_llm(CHAT), _req()).usage
     mesh.close()
@@ -101,6 +103,7 @@ def test_cost_from_the_price_table_and_from_overrides(tmp_path, openai_server):
     rows = _rows(db)
     assert table > 0
     assert rows[0]["cost"] == pytest.approx(table)  # the dataset's price
+    assert mini_resp.meta.cost == pytest.approx(table) and mini_resp.meta.currency == "USD"  # on the answer too
     assert rows[1]["cost"] == pytest.approx((big.input_tokens * 1.0 + big.output_tokens * 3.0) / 1e6)  # by model
     assert rows[2]["cost"] == pytest.approx((fake.input_tokens * 0.5 + fake.output_tokens * 0.25) / 1e6)  # by LLM id
 

@@ -48,9 +48,17 @@ class LedgerLayer(Layer):
     def _record(self, call: Any, ts: float, t0: float, usage: Any, status: str,
                 error: Optional[BaseException] = None) -> None:
         s = call.scope
-        self.ledger.record(ts, s.key, s.user, s.team, self.llm_id, call.meta.llm_id, call.op.lstrip("a")
+        target = call.meta.llm_id or self.llm_id
+        if usage is not None and type(usage) is not dict:
+            # a translated call's answer carries its cost (CallMeta.cost; None: unknown price)
+            cost = call.meta.cost = self.ledger.cost(target, usage)
+            call.meta.currency = self.ledger.config.currency
+            extra = (cost,)
+        else:
+            extra = ()  # the pass-through's: priced by the writer, off the request path
+        self.ledger.record(ts, s.key, s.user, s.team, self.llm_id, target, call.op.lstrip("a")
                            if call.op in ("acomplete", "aembed", "astream", "agenerate_images") else call.op,
-                           usage, time.perf_counter() - t0, status, type(error).__name__ if error else None)
+                           usage, time.perf_counter() - t0, status, type(error).__name__ if error else None, *extra)
 
     def call(self, call: Any, nxt: Any) -> Any:
         if self._skip(call):

@@ -33,6 +33,7 @@ _TYPES = ("REAL", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEG
           "INTEGER", "REAL", "TEXT", "TEXT", "REAL", "TEXT")
 _SQLITE_SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} ("
                   + ", ".join(f"{c} {t}" for c, t in zip(COLUMNS, _TYPES)) + ")")
+_LATER = object()  # a row's cost, to be worked out by the writer
 _INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -59,10 +60,17 @@ class Ledger:
 
     def record(self, ts: float, key: Optional[str], user: Optional[str], team: Optional[str], llm_id: str,
                target: Optional[str], op: str, usage: Any, latency: float, status: str,
-               error: Optional[str]) -> None:
+               error: Optional[str], cost: Any = _LATER) -> None:
+        """Queue one row; ``cost`` when the caller priced it already (None: unknown), else the writer does."""
         if self._thread is None:
             self._start()
-        self._rows.append((ts, key, user, team, llm_id, target or llm_id, op, usage, latency, status, error))
+        self._rows.append((ts, key, user, team, llm_id, target or llm_id, op, usage, latency, status, error, cost))
+
+    def cost(self, target: str, usage: Any) -> Optional[float]:
+        """What ``usage`` (a :class:`Usage`) on the LLM ``target`` cost; None when its price is unknown."""
+        ctype, _, rest = target.partition(":")
+        return self.pricer.cost(target, rest.partition(":")[2] or rest, ctype, usage.input_tokens or 0,
+                                usage.output_tokens or 0, usage.cached_input_tokens)
 
     def _start(self) -> None:
         with self._lock:
@@ -133,8 +141,7 @@ class Ledger:
             log.error("the usage ledger could not write %d rows: %s", len(rows), e)
 
     def _row(self, item: tuple[Any, ...]) -> tuple[Any, ...]:
-        ts, key, user, team, llm_id, target, op, usage, latency, status, error = item
-        cost = None
+        ts, key, user, team, llm_id, target, op, usage, latency, status, error, cost = item
         i = o = c = r = None
         if type(usage) is dict:  # the pass-through's wire usage (OpenAI's names), read without a model
             i, o = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
@@ -143,7 +150,9 @@ class Ledger:
             r = cd.get("reasoning_tokens") if type(cd) is dict else None
         elif usage is not None:
             i, o, c, r = usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens
-        if i is not None:
+        if cost is _LATER:
+            cost = None
+        if i is not None and cost is None and item[-1] is _LATER:
             ctype, _, rest = target.partition(":")
             model = rest.partition(":")[2] or rest
             cost = self.pricer.cost(target, model, ctype, i or 0, o or 0, c)
