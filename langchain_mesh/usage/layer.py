@@ -50,15 +50,19 @@ class LedgerLayer(Layer):
         s = call.scope
         target = call.meta.llm_id or self.llm_id
         if usage is not None and type(usage) is not dict:
-            # a translated call's answer carries its cost (CallMeta.cost; None: unknown price)
-            cost = call.meta.cost = self.ledger.cost(target, usage)
-            call.meta.currency = self.ledger.config.currency
-            extra = (cost,)
+            extra = (self._price(call, usage),)
         else:
             extra = ()  # the pass-through's: priced by the writer, off the request path
         self.ledger.record(ts, s.key, s.user, s.team, self.llm_id, target, call.op.lstrip("a")
                            if call.op in ("acomplete", "aembed", "astream", "agenerate_images") else call.op,
                            usage, time.perf_counter() - t0, status, type(error).__name__ if error else None, *extra)
+
+    def _price(self, call: Any, usage: Any) -> Optional[float]:
+        """Put the call's cost on its answer (``CallMeta.cost``; None: unknown price), once."""
+        if "ledger.cost" not in call.notes:
+            call.notes["ledger.cost"] = call.meta.cost = self.ledger.cost(call.meta.llm_id or self.llm_id, usage)
+            call.meta.currency = self.ledger.config.currency
+        return call.notes["ledger.cost"]
 
     def call(self, call: Any, nxt: Any) -> Any:
         if self._skip(call):
@@ -99,6 +103,7 @@ class LedgerLayer(Layer):
             for ev in events:
                 if hasattr(ev, "finish_reason") and getattr(ev, "usage", None) is not None:
                     usage, status = ev.usage, "ok"
+                    self._price(call, usage)  # before the footer goes up: the mesh puts call.meta on it
                 yield ev
         except BaseException as e:
             status, err = _status(e), e
@@ -120,6 +125,7 @@ class LedgerLayer(Layer):
             async for ev in events:
                 if hasattr(ev, "finish_reason") and getattr(ev, "usage", None) is not None:
                     usage, status = ev.usage, "ok"
+                    self._price(call, usage)
                 yield ev
         except BaseException as e:
             status, err = _status(e), e
