@@ -17,6 +17,12 @@ median <= 1 ms.
     python bench/gateway.py [--seconds 10] [--connections 16] [--upstream aiohttp|asgi]
     python bench/gateway.py --install-wrk     # apt-get install -y wrk (Debian/Ubuntu, as root), then run
     python bench/gateway.py --litellm /path/to/venv/bin/python   # adds LiteLLM's proxy, same upstream
+    python bench/gateway.py --no-policies     # skip the "+ limits + ledger" target
+
+By default a third target runs in the same pass: ``mesh serve`` on the same config plus a rate limit
+(requests and tokens per minute for every key, set far above the load: every call is counted, none
+refused; in-process state) and the usage ledger (SQLite in the run's temp dir). Its share of the
+plain gateway's throughput is the cost of those layers (issue 19's goal: >= 0.85).
 
 ``--litellm`` names a Python that has ``litellm[proxy]`` installed (a separate virtualenv: its
 dependencies are not ours). Its proxy then runs as a third target with one worker, its config one
@@ -138,7 +144,8 @@ WRK_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {auth}wrk.body = [[{body}]]
 """
-LITELLM_KEY = "sk-bench-gateway-0123456789abcdef"  # its proxy refuses to start without a master key
+LITELLM_KEY = "sk-bench-gateway-0123456789abcdef"
+POLICIES = "+limits+ledger"  # its proxy refuses to start without a master key
 
 
 def cpu_seconds(pid: int) -> Optional[float]:
@@ -229,6 +236,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="aiohttp: a mock that parses each request (default); asgi: prebuilt bytes, no parsing")
     ap.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk first (root, Debian/Ubuntu)")
     ap.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk is there")
+    ap.add_argument("--no-policies", action="store_true", help="skip the mesh serve + limits + ledger target")
     ap.add_argument("--litellm", metavar="PYTHON", help="a Python with litellm[proxy] installed: adds LiteLLM's "
                                                          "proxy (1 worker) as a third target")
     args = ap.parse_args(argv)
@@ -243,14 +251,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("wrk not found (apt-get install -y wrk, or run with --install-wrk): using the Python load generator",
               file=sys.stderr)
 
-    up_port, gw_port, ll_port = free_port(), free_port(), free_port()
+    up_port, gw_port, ll_port, pol_port = free_port(), free_port(), free_port(), free_port()
     procs: list[subprocess.Popen] = []
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "mesh.yaml"
-        config.write_text(json.dumps({"connections": {"up": {
+        plain = {"connections": {"up": {
             "type": "openai_compatible", "base_url": f"http://127.0.0.1:{up_port}/v1", "max_retries": 0,
-            "models": [{"id": UPSTREAM_MODEL}]}}}))  # JSON is YAML
+            "models": [{"id": UPSTREAM_MODEL}]}}}
+        config.write_text(json.dumps(plain))  # JSON is YAML
+        policies = Path(tmp) / "mesh-policies.yaml"
+        policies.write_text(json.dumps({**plain, "limits": {"default": {"rpm": 10**9, "tpm": 10**12}},
+                                        "usage": {"path": str(Path(tmp) / "usage.db")}}))
         try:
             procs.append(subprocess.Popen([sys.executable, "-c", UPSTREAMS[args.upstream], str(up_port)], env=env))
             direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
@@ -263,6 +275,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
             targets = [("direct", direct_url, UPSTREAM_MODEL, procs[0], None),
                        ("mesh serve", gw_url, GATEWAY_MODEL, procs[1], None)]
+            if not args.no_policies:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "langchain_mesh", "serve", "--config", str(policies), "--host",
+                     "127.0.0.1", "--port", str(pol_port), "--workers", "1", "--log-level", "warning"],
+                    env=env, stderr=subprocess.DEVNULL))
+                wait_up(f"http://127.0.0.1:{pol_port}/health", procs[-1], "mesh serve (limits + ledger)")
+                targets.append((POLICIES, f"http://127.0.0.1:{pol_port}/v1/chat/completions", GATEWAY_MODEL,
+                                procs[-1], None))
             if args.litellm:
                 procs.append(start_litellm(args.litellm, up_port, ll_port, tmp, env))
                 wait_up(f"http://127.0.0.1:{ll_port}/health/liveliness", procs[-1], "LiteLLM's proxy", timeout=120)
@@ -293,15 +313,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     gen = f"wrk -t{args.threads}" if use_wrk else "python (aiohttp)"
     print(f"\n{gen}, {args.connections} connections, {args.seconds} s per target, POST /v1/chat/completions, "
           f"upstream: {args.upstream}\n")
-    print(f"| {'target':<13} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU us/req':>17} |")
-    print(f"|{'-' * 15}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 19}|")
+    print(f"| {'target':<15} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU us/req':>17} |")
+    print(f"|{'-' * 17}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 19}|")
     for name, r in rows.items():
         cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
-        print(f"| {name:<13} | {r['rps']:>9.0f} | {r['p50']:>7.2f} | {r['p99']:>7.2f} | {cpu:>17} |")
+        print(f"| {name:<15} | {r['rps']:>9.0f} | {r['p50']:>7.2f} | {r['p99']:>7.2f} | {cpu:>17} |")
     share = g["rps"] / d["rps"] if d["rps"] else float("nan")
     added = g["p50"] - d["p50"]
     print(f"\nthroughput through mesh serve: {share:.2f} of direct (goal >= 0.50); "
           f"added median latency: {added:.2f} ms (goal <= 1 ms)")
+    if POLICIES in rows:
+        p = rows[POLICIES]
+        cpu = (f", gateway CPU {p['cpu_us']:.0f} vs {g['cpu_us']:.0f} us/request"
+               if "cpu_us" in p and "cpu_us" in g else "")
+        print(f"with limits + ledger: {p['rps'] / g['rps']:.2f} of the plain gateway's throughput (goal >= 0.85), "
+              f"added median {p['p50'] - g['p50']:.2f} ms{cpu}")
     if "litellm proxy" in rows:
         ll = rows["litellm proxy"]
         print(f"LiteLLM's proxy: {ll['rps'] / d['rps']:.3f} of direct, added median {ll['p50'] - d['p50']:.2f} ms; "

@@ -147,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one JSON line per request on stderr: key name, endpoint, LLM, status, tokens, ms")
     p.set_defaults(func=_cmd_serve)
 
+    p = sub.add_parser("usage", parents=[common], help="totals from the usage and cost ledger (by key, LLM, day)",
+                       description="Totals from the usage ledger (usage: in the config): requests, errors, "
+                                   "refusals, tokens and cost, grouped. Cost 'unknown' (CSV/JSON: empty/null) "
+                                   "means no price is known for some calls; 'unpriced' counts them.")
+    p.add_argument("--by", default="key,llm,day", metavar="G,..",
+                   help="group by any of key, user, team, llm, target, day, op, status (default key,llm,day; "
+                        "'' for one grand total)")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="first day (UTC) to count")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help="last day (UTC) to count")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
+    p.add_argument("--db", metavar="PATH", help="a ledger SQLite file (default: the config's usage.path or url)")
+    p.set_defaults(func=_cmd_usage)
+
     kb = sub.add_parser("kb", help="knowledge banks: list, ingest, search, versions, rollback",
                         description="Work with the knowledge banks declared in the mesh config.")
     kb_sub = kb.add_subparsers(dest="kb_command", metavar="KB_COMMAND", required=True)
@@ -384,6 +397,45 @@ def _cmd_serve(mesh: "Mesh", args: argparse.Namespace) -> int:
     serve(mesh, args.config or os.environ.get("MESH_CONFIG"), host=args.host, port=args.port,
           workers=args.workers, log_level=args.log_level, access_log=args.access_log, usage_log=args.usage_log)
     return EXIT_OK
+
+
+def _cmd_usage(mesh: "Mesh", args: argparse.Namespace) -> int:
+    from .usage.report import totals
+
+    source = args.db or mesh.config.usage
+    if source is None:
+        raise _CliError("this mesh has no usage ledger: add a usage: section to the config, or pass --db PATH")
+    by = tuple(b.strip() for b in args.by.split(",") if b.strip())
+    rows = totals(source, by=by, since=args.since, until=args.until)
+    if args.format == "json":
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    names = list(by) + ["requests", "errors", "refused", "input_tokens", "output_tokens", "cached_tokens",
+                        "reasoning_tokens", "cost", "unpriced", "avg_latency_ms"]
+    if args.format == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(names)
+        for r in rows:
+            w.writerow(["" if r[n] is None else r[n] for n in names])
+        return EXIT_OK
+    shown = [n for n in names if n not in ("cached_tokens", "reasoning_tokens")]
+    table = [shown] + [[_usage_cell(n, r[n]) for n in shown] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(shown))]
+    for row in table:
+        print("  ".join(c.ljust(w) if i < len(by) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    return EXIT_OK
+
+
+def _usage_cell(name: str, value: object) -> str:
+    if value is None:
+        return "unknown" if name == "cost" else "-"
+    if name == "cost":
+        return f"{value:.6f}"
+    return str(value)
 
 
 def _cmd_kb_list(mesh: "Mesh", args: argparse.Namespace) -> int:

@@ -303,6 +303,11 @@ class ServerKeyConfig(_Strict):
     key: Secret
     name: str = "default"
     allowed_llms: Optional[list[str]] = None
+    # who the key's calls count for (limits, budgets, the usage ledger): default user = the key's name
+    user: Optional[str] = None
+    team: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    admin: bool = False  # may read the usage page and API (/usage, /usage/api)
 
 
 class ServerLimits(_Strict):
@@ -541,6 +546,68 @@ class TracingConfig(_Strict):
     service_name: str = "langchain-mesh"
 
 
+class StateConfig(_Strict):
+    """Where limits, budgets and breakers keep their counters (``state:``); see :mod:`.policies.state`."""
+
+    redis_url: Optional[Secret] = None  # may carry a password: a reference ({{env:REDIS_URL}}) or literal
+    # Redis unreachable: "open" lets calls through unlimited (and logs it), "closed" refuses them (503)
+    on_failure: Literal["open", "closed"] = "closed"
+    timeout: float = Field(default=0.5, gt=0)  # seconds for one Redis command before it counts as down
+
+
+class RateConfig(_Strict):
+    """Requests and tokens (input + output) per ``limits.period`` for one key, user, team, LLM or connection."""
+
+    rpm: Optional[int] = Field(default=None, ge=0)
+    tpm: Optional[int] = Field(default=None, ge=0)
+
+
+class LimitsConfig(_Strict):
+    """Rate limits (``limits:``), enforced on library calls and in ``mesh serve``; see :mod:`.policies.limits`."""
+
+    enabled: bool = True
+    period: int = Field(default=60, ge=1)  # seconds of a window: 60 = per minute ("rpm", "tpm")
+    strategy: Literal["moving-window", "fixed-window", "sliding-window"] = "moving-window"  # for requests
+    default: Optional[RateConfig] = None  # every key (caller) without an entry of its own
+    keys: dict[str, RateConfig] = Field(default_factory=dict)
+    users: dict[str, RateConfig] = Field(default_factory=dict)
+    teams: dict[str, RateConfig] = Field(default_factory=dict)
+    llms: dict[str, RateConfig] = Field(default_factory=dict)  # LLM or route id
+    connections: dict[str, RateConfig] = Field(default_factory=dict)
+
+
+class BudgetsConfig(_Strict):
+    """Spend caps per period in the price table's currency (``budgets:``); see :mod:`.policies.budgets`."""
+
+    enabled: bool = True
+    period: Union[Literal["hour", "day", "week", "month"], float] = "month"  # month = 30 days; or seconds
+    keys: dict[str, float] = Field(default_factory=dict)
+    users: dict[str, float] = Field(default_factory=dict)
+    teams: dict[str, float] = Field(default_factory=dict)
+    connections: dict[str, float] = Field(default_factory=dict)
+    # an LLM without a price cannot be budgeted: "refuse" its calls where a budget applies, or "allow" them
+    unknown_price: Literal["refuse", "allow"] = "refuse"
+
+
+class PriceConfig(_Strict):
+    """A price per million tokens, overriding the price table (``prices: {<LLM id or model>: ...}``)."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: Optional[float] = Field(default=None, ge=0)  # default: the input price
+
+
+class UsageConfig(_Strict):
+    """The usage and cost ledger (``usage:``); see :mod:`langchain_mesh.usage`."""
+
+    enabled: bool = True
+    path: str = "mesh-usage.db"  # the SQLite file (WAL mode), relative to the working directory
+    url: Optional[Secret] = None  # any SQLAlchemy URL instead (postgresql+psycopg://...)
+    flush_interval: float = Field(default=1.0, gt=0)  # seconds between writes of the buffered rows
+    batch: int = Field(default=500, ge=1)  # rows per write at most
+    currency: str = "USD"  # of the price table (genai-prices is in USD); overrides are in it too
+
+
 class MeshConfig(_Strict):
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     knowledge_banks: dict[str, KnowledgeBankConfig] = Field(default_factory=dict)
@@ -572,6 +639,11 @@ class MeshConfig(_Strict):
         if twice:
             raise ValueError(f"guardrail names must be unique; used more than once: {', '.join(twice)}")
         return v
+    state: Optional[StateConfig] = None
+    limits: Optional[LimitsConfig] = None
+    budgets: Optional[BudgetsConfig] = None
+    usage: Optional[UsageConfig] = None
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
 
     @field_validator("knowledge_banks")
     @classmethod

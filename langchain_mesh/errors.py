@@ -171,6 +171,35 @@ class GuardrailError(MeshError):
         self.detail = detail
 
 
+class RateLimitExceeded(RateLimitError):
+    """The mesh's own rate limit (``limits:``) refused the call before it was sent. ``limit`` names
+    which one (``key:alice requests``); ``headers`` are the ``x-ratelimit-*`` values OpenAI sends,
+    which ``mesh serve`` puts on its 429. Not retried in place: the caller waits ``retry_after``."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, limit: str = "", retry_after: Optional[float] = None,
+                 headers: Sequence[tuple[str, str]] = ()):
+        super().__init__(message, status=429, provider="mesh", retry_after=retry_after, retryable=False)
+        self.limit = limit
+        self.headers = list(headers)
+
+
+class BudgetExceeded(MeshError):
+    """A spend cap (``budgets:``) is used up for this period: refused before sending. ``budget`` names
+    it (``team:search``); ``spent`` and ``cap`` in ``currency``; ``retry_after``: seconds to the next period."""
+
+    def __init__(self, message: str, *, budget: str = "", spent: Optional[float] = None,
+                 cap: Optional[float] = None, currency: str = "USD", retry_after: Optional[float] = None):
+        super().__init__(message)
+        self.budget, self.spent, self.cap, self.currency, self.retry_after = budget, spent, cap, currency, retry_after
+
+
+class StateUnavailableError(MeshError):
+    """The shared state store (``state.redis_url``) is unreachable and ``state.on_failure`` is
+    ``closed``: calls that need limits or budgets are refused rather than let through unchecked."""
+
+
 #: the errors a retry can help with: what ``MeshChatModel.with_retry()`` retries by default, and what
 #: to give ``with_fallbacks(exceptions_to_handle=...)`` to fall back on a provider outage or rate limit
 RETRYABLE_ERRORS: tuple[type[ProviderError], ...] = (

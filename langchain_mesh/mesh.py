@@ -426,7 +426,11 @@ class Mesh:
                        timeout: Optional[float] = None, max_retries: Optional[int] = None) -> tuple[Any, Optional[bytes]]:
         """``body`` (the LLM's wire format, as bytes) sent to ``path`` through its pass-through, under
         the same retry policy as every call: the answer's bytes, or for a stream its open body and
-        first piece (read inside the attempt, so that a stream failing before it is retried)."""
+        first piece (read inside the attempt, so that a stream failing before it is retried).
+
+        With policies that wait for the usage (limits, budgets, the ledger), a whole answer comes as
+        ``(bytes, ForwardEnd)`` and a stream's body is a ``ForwardStream``: the caller calls their
+        ``end(usage, ok)`` once it has read the usage (see :mod:`.policies.usage_of`)."""
         p = self.passthrough(llm)
         if p is None:
             raise CapabilityError(f"{llm.id} offers no pass-through; send it a translated request instead")
@@ -456,6 +460,12 @@ class Mesh:
             return await arun(self._chain(llm), Call(self, llm, "forward", (path, body, stream), timeout, max_retries),
                               forward)
         return await forward()
+
+    def state_store(self) -> Any:
+        """Where policies keep shared state: Redis with ``state.redis_url``, else this process's memory."""
+        from .policies.state import store_for
+
+        return store_for(self)
 
     def _chain(self, llm: "LLM") -> tuple[Any, ...]:
         """The policy layers of ``llm``, outermost first (built on its first call)."""
@@ -531,6 +541,11 @@ class Mesh:
             for layer in {id(x): x for chain in self._chains.values() for x in chain}.values():
                 layer.close()  # flush what a layer buffers (the ledger) before the connections go
             self._chains.clear()
+            for shared in ("_ledger", "_state_store"):  # what the layers shared (usage ledger, Redis client)
+                close = getattr(getattr(self, shared, None), "close", None)
+                if close is not None:
+                    close()
+                self.__dict__.pop(shared, None)
             if self._per_user is not None:
                 self._per_user.close()
             for conn in self._connections.values():

@@ -33,8 +33,11 @@ __all__ = ["Call", "Layer", "LAYERS", "build_chain", "run", "arun", "run_stream"
 #: Imported only when a config has the section.
 LAYERS: list[tuple[int, str, str]] = [
     (10, "tracing", "langchain_mesh.policies.tracing:tracing_layer"),
+    (20, "usage", "langchain_mesh.usage.layer:make_layer"),           # the ledger (issue 19)
     (30, "guardrails", "langchain_mesh.policies.guardrails:guardrails_layer"),
     (40, "cache", "langchain_mesh.policies.cache:cache_layer"),
+    (50, "limits", "langchain_mesh.policies.limits:make_layer"),      # rate limits (issue 19)
+    (55, "budgets", "langchain_mesh.policies.budgets:make_layer"),    # spend caps (issue 19)
 ]
 
 

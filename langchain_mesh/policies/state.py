@@ -1,11 +1,18 @@
 """Where the policies keep state that outlives one call: circuit breakers, rate-limit windows, budgets.
 
-In-process by default (:class:`MemoryStore`: one process, lost on restart). With ``state:
-{redis_url: ...}`` in the config every worker and process on that config shares one Redis (see the
-Redis store that implements this same interface)::
+In-process by default (:class:`MemoryStore`: one process, lost on restart; ``mesh serve --workers 4``
+then gives each worker its own counters, so a limit of 120 rpm lets up to 4 x 120 through). With
+``state: {redis_url: ...}`` in the config every worker and process on that config shares one Redis
+(:class:`RedisStore`, the same interface)::
 
     state:
-      redis_url: redis://localhost:6379/0
+      redis_url: "{{env:REDIS_URL}}"   # redis://[:password@]host:6379/0
+      on_failure: closed               # Redis unreachable: refuse calls that need limits/budgets (503);
+                                       # "open": let them through unchecked, logging a warning
+      timeout: 0.5                     # seconds per Redis command before Redis counts as down
+
+:func:`store_for` is the one place a policy gets its mesh's store; :func:`health` is what
+``mesh serve``'s ``/health`` reports about it.
 
 Both offer the small set of atomic operations the policies need, sync and async (the gateway runs on
 an event loop; library calls may not).
@@ -13,11 +20,17 @@ an event loop; library calls may not).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from typing import Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, TypeVar
 
-__all__ = ["StateStore", "MemoryStore", "store_for"]
+from ..errors import StateUnavailableError
+
+__all__ = ["StateStore", "MemoryStore", "RedisStore", "store_for", "health", "guarded", "aguarded", "ahealth"]
+
+log = logging.getLogger("langchain_mesh.policies.state")
+T = TypeVar("T")
 
 
 class StateStore(Protocol):
@@ -91,15 +104,180 @@ class MemoryStore:
         self.delete(key)
 
 
-def store_for(mesh: object) -> "StateStore":
-    """The state store of ``mesh``: one per mesh, made on first use and kept on it (in-process here;
-    the ``state: {redis_url: ...}`` config makes it the shared Redis store)."""
+class RedisStore:
+    """The shared store: one Redis for every worker and process on the config (``redis`` package;
+    sync client for library calls, ``redis.asyncio`` for the gateway's event loop). Errors reaching
+    Redis are raised as they are; :func:`guarded` applies ``state.on_failure`` to them."""
+
+    def __init__(self, url: str, timeout: float = 0.5, prefix: str = "mesh:"):
+        import redis
+
+        self.url, self.timeout, self.prefix = url, timeout, prefix
+        self._sync = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._async: Any = None
+        self._async_loop: Any = None
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return "RedisStore(...)"
+
+    def _aclient(self) -> Any:
+        import asyncio
+
+        import redis.asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async_loop is not loop:  # a client's connections belong to one loop
+            self._async = redis.asyncio.Redis.from_url(self.url, socket_timeout=self.timeout,
+                                                       socket_connect_timeout=self.timeout)
+            self._async_loop = loop
+        return self._async
+
+    def incr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
+        pipe = self._sync.pipeline(transaction=True)
+        if ttl:  # created with its expiry: SET NX first, so an existing counter keeps its own
+            pipe.set(self.prefix + key, 0, px=max(1, int(ttl * 1000)), nx=True)
+        pipe.incrbyfloat(self.prefix + key, amount)
+        return float(pipe.execute()[-1])
+
+    def get(self, key: str) -> Optional[str]:
+        v = self._sync.get(self.prefix + key)
+        return None if v is None else v.decode()
+
+    def set(self, key: str, value: str, ttl: Optional[float] = None) -> None:
+        self._sync.set(self.prefix + key, value, px=max(1, int(ttl * 1000)) if ttl else None)
+
+    def delete(self, key: str) -> None:
+        self._sync.delete(self.prefix + key)
+
+    async def aincr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
+        pipe = self._aclient().pipeline(transaction=True)
+        if ttl:
+            pipe.set(self.prefix + key, 0, px=max(1, int(ttl * 1000)), nx=True)
+        pipe.incrbyfloat(self.prefix + key, amount)
+        return float((await pipe.execute())[-1])
+
+    async def aget(self, key: str) -> Optional[str]:
+        v = await self._aclient().get(self.prefix + key)
+        return None if v is None else v.decode()
+
+    async def aset(self, key: str, value: str, ttl: Optional[float] = None) -> None:
+        await self._aclient().set(self.prefix + key, value, px=max(1, int(ttl * 1000)) if ttl else None)
+
+    async def adelete(self, key: str) -> None:
+        await self._aclient().delete(self.prefix + key)
+
+    async def aping(self) -> bool:
+        try:
+            return bool(await self._aclient().ping())
+        except Exception:  # noqa: BLE001
+            return False
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._sync.ping())
+        except Exception:  # noqa: BLE001 - any failure to answer is "down"
+            return False
+
+    def close(self) -> None:
+        self._sync.close()
+
+
+def store_for(mesh: Any) -> Any:
+    """The mesh's state store, made once: a :class:`RedisStore` with ``state.redis_url``, else an
+    in-process :class:`MemoryStore`."""
     store = getattr(mesh, "_state_store", None)
     if store is None:
-        lock = getattr(mesh, "_lock", None) or threading.Lock()
-        with lock:
+        with _LOCK:
             store = getattr(mesh, "_state_store", None)
             if store is None:
-                store = MemoryStore()
-                setattr(mesh, "_state_store", store)
+                url = redis_url(mesh.config)
+                cfg = getattr(mesh.config, "state", None)
+                store = RedisStore(url, cfg.timeout) if url else MemoryStore()
+                mesh._state_store = store
     return store
+
+
+_LOCK = threading.Lock()
+
+
+def redis_url(config: Any) -> Optional[str]:
+    """The configured Redis URL, resolved (a reference), or None."""
+    cfg = getattr(config, "state", None)
+    if cfg is None or cfg.redis_url is None:
+        return None
+    return cfg.redis_url.get("state.redis_url")
+
+
+def on_failure(config: Any) -> str:
+    cfg = getattr(config, "state", None)
+    return cfg.on_failure if cfg is not None else "closed"
+
+
+def is_outage(e: BaseException) -> bool:
+    """Whether ``e`` says the store could not be reached (rather than a bug in a caller)."""
+    try:
+        import redis.exceptions
+    except ImportError:  # pragma: no cover - no redis package: no Redis store either
+        return False
+    if isinstance(e, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError,
+                      TimeoutError, OSError)):
+        return True
+    try:
+        from limits.errors import StorageError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(e, StorageError)
+
+
+_last_warning = [0.0]
+
+
+def outage(config: Any, e: BaseException, what: str) -> None:
+    """Apply ``state.on_failure`` to a store outage met while checking ``what``: return (open: the call
+    goes on unchecked) or raise :class:`StateUnavailableError` (closed)."""
+    if on_failure(config) == "closed":
+        raise StateUnavailableError(
+            f"the shared state store (state.redis_url) is unreachable ({type(e).__name__}), so {what} cannot be "
+            "checked and the call is refused (state.on_failure: closed). Bring Redis back, or set "
+            "state.on_failure: open to let calls through unchecked while it is down.") from None
+    now = time.monotonic()
+    if now - _last_warning[0] > 10:  # one line per 10 s, not one per request
+        _last_warning[0] = now
+        log.warning("state store unreachable (%s): %s not enforced (state.on_failure: open)", type(e).__name__, what)
+
+
+def guarded(config: Any, what: str, fn: Callable[[], T], default: T) -> T:
+    """``fn()``, with a store outage handled per ``state.on_failure`` (open: ``default``)."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - only outages are handled; the rest propagates
+        if not is_outage(e):
+            raise
+        outage(config, e, what)
+        return default
+
+
+async def aguarded(config: Any, what: str, fn: Callable[[], Any], default: Any) -> Any:
+    try:
+        return await fn()
+    except Exception as e:  # noqa: BLE001
+        if not is_outage(e):
+            raise
+        outage(config, e, what)
+        return default
+
+
+def health(mesh: Any) -> dict[str, Any]:
+    """What ``/health`` says of the state store: backend, whether it answers, and the outage policy."""
+    if redis_url(mesh.config) is None:
+        return {"backend": "memory", "ok": True, "shared": False, "on_failure": on_failure(mesh.config)}
+    store = store_for(mesh)
+    return {"backend": "redis", "ok": store.ping(), "shared": True, "on_failure": on_failure(mesh.config)}
+
+
+async def ahealth(mesh: Any) -> dict[str, Any]:
+    """:func:`health` for an event loop (the Redis ping does not block it)."""
+    if redis_url(mesh.config) is None:
+        return health(mesh)
+    store = store_for(mesh)
+    return {"backend": "redis", "ok": await store.aping(), "shared": True, "on_failure": on_failure(mesh.config)}

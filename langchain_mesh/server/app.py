@@ -64,6 +64,7 @@ usage_log = logging.getLogger("langchain_mesh.server.usage")
 _JSON = (b"content-type", b"application/json")
 _CLIENT_GONE = 499  # the status usage records give a request whose client hung up (nginx's convention)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_USAGE_PATHS = frozenset(("/usage", "/usage/api", "/usage/login", "/usage/chart.umd.min.js"))  # usage_page.PATHS
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,10 @@ class MeshApp:
         user_token = None
         try:
             if path == "/health":
-                return await _json(send, 200, b'{"status":"ok"}')
+                return await self._health(send)
+            if path.startswith("/usage") and path in _USAGE_PATHS:
+                return await self._usage_page().handle(method, path, scope, receive, send, _header,
+                                                       lambda: read_body(receive, self.limits))
             if self._guard is not None:
                 self._guard.check(scope, method, multipart=path in self._forms)
             if path == "/openapi.json":
@@ -236,6 +240,25 @@ class MeshApp:
             meta = served.meta
             self._record(UsageRecord(who, path, served.llm_id, status, usage, time.perf_counter() - started,
                                      estimated, *((meta.llm_id, len(meta.attempts)) if meta is not None else ())))
+
+    async def _health(self, send: Send) -> None:
+        """``{"status": "ok"}``; with shared state (``state:``), the store's too: ``degraded`` (200) when
+        Redis is down and calls pass unchecked (on_failure: open), 503 when they are refused (closed)."""
+        if self.mesh.config.state is None:
+            return await _json(send, 200, b'{"status":"ok"}')
+        from ..policies.state import ahealth
+
+        state = await ahealth(self.mesh)
+        status = "ok" if state["ok"] else ("degraded" if state["on_failure"] == "open" else "unavailable")
+        await _json(send, 503 if status == "unavailable" else 200, orjson.dumps({"status": status, "state": state}))
+
+    def _usage_page(self) -> Any:
+        page = self.__dict__.get("_usage")
+        if page is None:
+            from .usage_page import UsagePage
+
+            page = self._usage = UsagePage(self.mesh, self.keys)
+        return page
 
     def _record(self, rec: UsageRecord) -> None:
         if self.on_usage is not None:
@@ -361,13 +384,18 @@ class MeshApp:
                 answer = orjson.loads(content)
             except orjson.JSONDecodeError:
                 answer = None
-            if type(answer) is not dict or not answer.get("choices"):
+            good = type(answer) is dict and bool(answer.get("choices"))
+            end = getattr(first, "end", None)
+            if end is not None:  # the policies (limits, budgets, ledger) wait for the answer's usage
+                end(answer.get("usage") if good else None, good)
+            if not good:
                 raise api_error(ProviderError(f"{plan.provider} answered without any choice", provider=plan.provider))
             await _json(send, 200, swap_model(content, answer, llm.id), head)
             served.plan, served.raw_usage = plan, answer.get("usage") or None
             return
         events = SSEPass(llm.id, strip_usage)
         served.body_size, served.chunks = len(body), events
+        outcome: Optional[bool] = None  # for the policies: True whole, False failed, None cut by the client
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [*sse.HEADERS, *head] if head else sse.HEADERS})
             piece = first
@@ -377,11 +405,16 @@ class MeshApp:
                     await _chunk(send, data_out)
                 piece = await content.read()
             await _chunk(send, events.flush(), more=False)
+            outcome = events.usage is not None
         except Exception as e:  # noqa: BLE001 - the stream broke after the 200: OpenAI's in-stream error event
+            outcome = False
             await _chunk(send, events.flush() + sse.event({"error": api_error(e, param_of).payload()}), more=False)
         finally:
             content.close()  # on cancellation too: ends the upstream request
             served.plan, served.raw_usage = plan, events.usage
+            end = getattr(content, "end", None)
+            if end is not None:  # the policies (limits, budgets, ledger) wait for the stream's usage
+                end(events.usage, outcome)
 
     async def _text(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
         """``/v1/completions``: each prompt a one-message chat request (see :mod:`.text_completion`)."""
@@ -447,14 +480,18 @@ class MeshApp:
             if plan.connection.dialect.provider not in ("openai", "azure_openai") and token_arrays(req) is not None:
                 data["input"] = request.texts  # only OpenAI's own API reads tiktoken ids: send the text
             try:
-                content, _ = await plan.send("/embeddings", orjson.dumps(data), False)
+                content, waiting = await plan.send("/embeddings", orjson.dumps(data), False)
             except MeshError as e:
                 raise api_error(e, lambda names: "dimensions" if "dimensions" in names else None) from None
             try:
                 answer = orjson.loads(content)
             except orjson.JSONDecodeError:
                 answer = None
-            if type(answer) is not dict or not isinstance(answer.get("data"), list):
+            good = type(answer) is dict and isinstance(answer.get("data"), list)
+            end = getattr(waiting, "end", None)
+            if end is not None:  # the policies wait for the answer's usage
+                end(answer.get("usage") if good else None, good)
+            if not good:
                 raise api_error(ProviderError(f"{plan.provider} answered without embeddings",
                                               provider=plan.provider))
             if len(answer["data"]) != len(request.texts):  # a short answer would misalign every vector

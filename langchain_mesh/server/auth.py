@@ -33,6 +33,7 @@ class Principal:
     allowed: Optional[frozenset[str]] = None
     #: the policies' view of this caller (limits, budgets, ledger): set for each of its requests
     scope: CallScope = field(default=CallScope(), compare=False)
+    admin: bool = False  # may read the usage page and API
 
     def __post_init__(self) -> None:
         if self.scope.key is None:
@@ -54,11 +55,27 @@ class KeyRing:
         self._keys: list[tuple[bytes, Principal]] = []
         for i, k in enumerate(config.api_keys):
             allowed = frozenset(k.allowed_llms) if k.allowed_llms is not None else None
-            self._keys.append((_digest(k.key.get(f"server.api_keys[{i}].key")), Principal(k.name, allowed)))
+            scope = CallScope(key=k.name, user=k.user or k.name, team=k.team, tags=tuple(k.tags))
+            self._keys.append((_digest(k.key.get(f"server.api_keys[{i}].key")),
+                               Principal(k.name, allowed, scope, k.admin)))
 
     @property
     def open(self) -> bool:
         return not self._keys
+
+    @property
+    def admins(self) -> list[bytes]:
+        """The digests of the admin keys (``admin: true``): what signs the usage page's session cookie."""
+        return [d for d, p in self._keys if p.admin]
+
+    def admin_digest(self, presented: bytes) -> Optional[bytes]:
+        """The digest of ``presented`` when it is an admin key (constant time in which one), else None."""
+        got = hashlib.sha256(presented.strip()).digest()
+        found = None
+        for digest, principal in self._keys:
+            if hmac.compare_digest(digest, got) and principal.admin:
+                found = digest
+        return found
 
     def authenticate(self, authorization: Optional[bytes]) -> Principal:
         """The principal of an ``Authorization: Bearer <key>`` header; 401 otherwise."""

@@ -12,6 +12,9 @@ import orjson
 
 from ..errors import (
     AuthenticationError,
+    BudgetExceeded,
+    RateLimitExceeded,
+    StateUnavailableError,
     BadRequestError,
     CapabilityError,
     ConfigError,
@@ -74,6 +77,16 @@ def api_error(e: BaseException, param_of: Any = None) -> APIError:
                         headers=[(b"x-mesh-guardrail", e.guardrail.encode("ascii", "replace"))])
     if isinstance(e, CapabilityError):
         return APIError(400, str(e), param="model", code="unsupported_model")
+    if isinstance(e, RateLimitExceeded):  # the gateway's own limit: OpenAI's 429 and x-ratelimit-* headers
+        return APIError(429, str(e), type="tokens" if e.limit.endswith("tokens") else "requests",
+                        code="rate_limit_exceeded",
+                        headers=_retry_after(e) + [(k.encode(), v.encode()) for k, v in e.headers])
+    if isinstance(e, BudgetExceeded):  # OpenAI's answer to a spent quota
+        after = [] if e.retry_after is None else [(b"retry-after", str(max(0, math.ceil(e.retry_after))).encode())]
+        return APIError(429, str(e), type="insufficient_quota", code="insufficient_quota", headers=after)
+    if isinstance(e, StateUnavailableError):
+        log.error("%s", e)
+        return APIError(503, str(e), type="server_error", code="state_store_unavailable")
     if isinstance(e, ProviderError):
         return _upstream(e)
     if isinstance(e, MissingUserCredentialError):  # the caller's own credential: theirs to set

@@ -110,6 +110,9 @@ class Forward:
         content, first = await self.mesh.aforward(self.llm, path, body, stream)
         if stream and not _looks_sse(first):
             content.close()
+            end = getattr(content, "end", None)
+            if end is not None:  # the policies waiting for this stream's end (limits, ledger)
+                end(None, False)
             raise ProviderError(f"{self.provider} answered a streaming request without a server-sent event stream",
                                 provider=self.provider, provider_message=first[:200].decode("utf-8", "replace"))
         return content, first

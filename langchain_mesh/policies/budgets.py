@@ -1,0 +1,226 @@
+"""Budgets: spend caps per API key, user, team and connection over a period, refused before sending.
+
+    budgets:
+      period: month            # hour | day | week | month (30 days) | a number of seconds
+      keys:  {batch-job: 50}   # in the price table's currency (usage.currency, default USD)
+      users: {alice: 20}
+      teams: {search: 500}
+      connections: {myopenai: 2000}
+      unknown_price: refuse    # a budgeted call to an LLM with no known price: refuse | allow
+
+What a call spends is its usage priced by :mod:`langchain_mesh.usage.prices` (the ``genai-prices``
+dataset, ``prices:`` overrides). Each budget's spend in the current period is a counter in the mesh's
+state store (Redis with ``state.redis_url``: shared by every worker), keyed by the period's number
+(periods are aligned on the Unix epoch), so a new period starts at zero. Before a call, its input is
+priced from the token estimate; the call is refused with :class:`~langchain_mesh.errors.BudgetExceeded`
+(``mesh serve``: 429 ``insufficient_quota``) when the spend so far plus that would pass the cap. After
+it, the provider's usage priced is added. Calls already in flight when a cap is reached still finish,
+so a budget can be passed by at most what those calls cost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from ..errors import BudgetExceeded
+from .chain import Layer
+from .state import aguarded, guarded, is_outage, log, store_for
+from .usage_of import estimate_tokens, on_forward_end, usage_of_raw
+
+__all__ = ["BudgetsLayer", "make_layer", "period_seconds"]
+
+PERIODS = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
+_SKIP = frozenset({"count_tokens", "acount_tokens"})
+
+
+def period_seconds(period: Any) -> float:
+    return PERIODS[period] if isinstance(period, str) else float(period)
+
+
+class BudgetsLayer(Layer):
+    name = "budgets"
+
+    def __init__(self, mesh: Any, llm: Any):
+        from ..usage.prices import llm_price_args, pricer_for
+
+        self.config = mesh.config
+        self.cfg = mesh.config.budgets
+        self.period = period_seconds(self.cfg.period)
+        self.store = store_for(mesh)
+        self.pricer = pricer_for(mesh)
+        self.price_args = llm_price_args(llm)
+        self.llm_id = llm.id
+        self.currency = mesh.config.usage.currency if mesh.config.usage is not None else "USD"
+        conn = llm.id.split(":", 2)[1] if llm.id.count(":") >= 2 else ""
+        cap = self.cfg.connections.get(conn)
+        self.fixed = [("connection", conn, cap)] if cap is not None else []
+
+    def budgets(self, call: Any) -> list[tuple[str, str, float]]:
+        s = call.scope
+        if s.extra and s.extra.get("route"):
+            return self.fixed
+        out = []
+        for kind, name, caps in (("key", s.key, self.cfg.keys), ("user", s.user, self.cfg.users),
+                                 ("team", s.team, self.cfg.teams)):
+            if name is not None and name in caps:
+                out.append((kind, name, caps[name]))
+        return out + self.fixed
+
+    def _window(self) -> tuple[int, float]:
+        now = time.time()
+        n = int(now // self.period)
+        return n, (n + 1) * self.period - now
+
+    def _price(self, budgets: list[tuple[str, str, float]]) -> Any:
+        price = self.pricer.price(*self.price_args)
+        if price is None and self.cfg.unknown_price == "refuse":
+            kind, name, _cap = budgets[0]
+            raise BudgetExceeded(
+                f"{self.llm_id} has no known price, so the budget of {kind} {name!r} cannot be checked and the call "
+                "is refused. Give it a price under prices: in the config, or set budgets.unknown_price: allow.",
+                budget=f"{kind}:{name}", currency=self.currency)
+        return price
+
+    def _check(self, budgets: list[tuple[str, str, float]], spent: list[Optional[str]], estimate: float,
+               retry_after: float) -> None:
+        for (kind, name, cap), got in zip(budgets, spent):
+            total = float(got or 0.0)
+            if total + estimate > cap:
+                raise BudgetExceeded(
+                    f"The budget of {kind} {name!r} is used up: {total:.6g} of {cap:g} {self.currency} spent this "
+                    f"period (this call would add ~{estimate:.6g}). It resets in {int(retry_after) + 1} s.",
+                    budget=f"{kind}:{name}", spent=total, cap=cap, currency=self.currency, retry_after=retry_after)
+
+    def _cost(self, price: Any, usage: Any) -> Optional[float]:
+        if price is None or usage is None:
+            return None
+        return price.cost(usage.input_tokens or 0, usage.output_tokens or 0, usage.cached_input_tokens)
+
+    # ---- sync ---------------------------------------------------------------------------------------
+
+    def _before(self, call: Any, budgets: list[tuple[str, str, float]]) -> tuple[Any, int]:
+        price = self._price(budgets)
+        n, left = self._window()
+        estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
+
+        def check() -> bool:
+            self._check(budgets, [self.store.get(f"budget:{k}:{m}:{n}") for k, m, _c in budgets], estimate, left)
+            return True
+        guarded(self.config, "budgets", check, False)
+        return price, n
+
+    def _after(self, budgets: list[tuple[str, str, float]], n: int, cost: Optional[float]) -> None:
+        if not cost:
+            return
+        try:
+            for k, m, _c in budgets:
+                self.store.incr(f"budget:{k}:{m}:{n}", cost, ttl=self.period * 2)
+        except Exception as e:  # noqa: BLE001 - the call is over; an outage loses this call's spend
+            if not is_outage(e):
+                raise
+            log.warning("could not add a call's spend to its budgets (%s)", type(e).__name__)
+
+    def call(self, call: Any, nxt: Any) -> Any:
+        budgets = self.budgets(call) if call.op not in _SKIP else []
+        if not budgets:
+            return nxt()
+        price, n = self._before(call, budgets)
+        result = nxt()
+        self._after(budgets, n, self._cost(price, getattr(result, "usage", None)))
+        return result
+
+    def stream(self, call: Any, nxt: Any) -> Any:
+        budgets = self.budgets(call)
+        if not budgets:
+            return nxt()
+        price, n = self._before(call, budgets)
+        return self._watch(nxt(), budgets, price, n)
+
+    def _watch(self, events: Any, budgets: Any, price: Any, n: int) -> Any:
+        usage = None
+        try:
+            for ev in events:
+                if hasattr(ev, "finish_reason") and getattr(ev, "usage", None) is not None:
+                    usage = ev.usage
+                yield ev
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            self._after(budgets, n, self._cost(price, usage))
+
+    # ---- async --------------------------------------------------------------------------------------
+
+    async def _abefore(self, call: Any, budgets: list[tuple[str, str, float]]) -> tuple[Any, int]:
+        price = self._price(budgets)
+        n, left = self._window()
+        estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
+
+        async def check() -> bool:
+            self._check(budgets, [await self.store.aget(f"budget:{k}:{m}:{n}") for k, m, _c in budgets],
+                        estimate, left)
+            return True
+        await aguarded(self.config, "budgets", check, False)
+        return price, n
+
+    async def _aafter(self, budgets: list[tuple[str, str, float]], n: int, cost: Optional[float]) -> None:
+        if not cost:
+            return
+        try:
+            for k, m, _c in budgets:
+                await self.store.aincr(f"budget:{k}:{m}:{n}", cost, ttl=self.period * 2)
+        except Exception as e:  # noqa: BLE001
+            if not is_outage(e):
+                raise
+            log.warning("could not add a call's spend to its budgets (%s)", type(e).__name__)
+
+    async def acall(self, call: Any, nxt: Any) -> Any:
+        budgets = self.budgets(call) if call.op not in _SKIP else []
+        if not budgets:
+            return await nxt()
+        price, n = await self._abefore(call, budgets)
+        result = await nxt()
+        if call.op == "forward":  # the spend is added when the server has read the usage (usage_of.py)
+            return on_forward_end(result, lambda u, ok: _later(self._aafter(budgets, n,
+                                                                            self._cost(price, usage_of_raw(u)))))
+        await self._aafter(budgets, n, self._cost(price, getattr(result, "usage", None)))
+        return result
+
+    def astream(self, call: Any, nxt: Any) -> Any:
+        return self._awatch(call, nxt)
+
+    async def _awatch(self, call: Any, nxt: Any) -> Any:
+        budgets = self.budgets(call)
+        price, n = (await self._abefore(call, budgets)) if budgets else (None, 0)
+        events = nxt()
+        usage = None
+        try:
+            async for ev in events:
+                if hasattr(ev, "finish_reason") and getattr(ev, "usage", None) is not None:
+                    usage = ev.usage
+                yield ev
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if budgets:
+                await self._aafter(budgets, n, self._cost(price, usage))
+
+
+_pending: set[Any] = set()
+
+
+def _later(work: Any) -> None:
+    import asyncio
+
+    task = asyncio.get_running_loop().create_task(work)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+def make_layer(mesh: Any, llm: Any) -> Optional[BudgetsLayer]:
+    cfg = mesh.config.budgets
+    if not (cfg.keys or cfg.users or cfg.teams or cfg.connections):
+        return None
+    return BudgetsLayer(mesh, llm)

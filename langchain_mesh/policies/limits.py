@@ -1,0 +1,484 @@
+"""Rate limits: requests and tokens per period, per API key, user, team, LLM (or route) and connection.
+
+    limits:
+      period: 60                 # seconds of a window (60: requests and tokens per minute)
+      strategy: moving-window    # for requests: moving-window (exact), fixed-window, sliding-window
+      default: {rpm: 600}        # every key (caller) without an entry under keys
+      keys:  {batch-job: {rpm: 60, tpm: 100000}}
+      users: {alice: {rpm: 120}}
+      teams: {search: {tpm: 2000000}}
+      llms:  {"openai:myopenai:gpt-4o": {rpm: 5000, tpm: 800000}}   # an LLM or a route id
+      connections: {myopenai: {tpm: 2000000}}
+
+The caller (key, user, team) comes from the :class:`~.scope.CallScope`: ``mesh serve`` sets it from
+the API key (``server.api_keys[]``: name, user, team), library code with ``call_scope(...)``.
+
+The windows are kept by the maintained ``limits`` library, in the mesh's state store: Redis
+(``state.redis_url``: shared by every worker and process) or this process's memory. Requests use the
+configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
+would store one entry per token). Tokens are estimated before the call (~4 characters a token, see
+:func:`.usage_of.estimate_tokens`) and the estimate replaced by the provider's usage (input + output)
+after it: a call is refused when the window's tokens plus its estimate would pass the limit.
+
+A refused call raises :class:`~langchain_mesh.errors.RateLimitExceeded` before anything is sent;
+``mesh serve`` answers 429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers. A route's
+target calls (``scope.extra["route"]``) count only against the target's own LLM and connection
+limits: the caller was counted once, on the route.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..errors import RateLimitExceeded
+from .chain import Layer
+from .state import aguarded, guarded, is_outage, log, redis_url
+from .usage_of import estimate_tokens, on_forward_end, tokens_of
+
+__all__ = ["LimitsLayer", "make_layer", "limiter_for"]
+
+_SKIP = frozenset({"count_tokens", "acount_tokens"})
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One window to hit: requests or tokens of one key/user/team/LLM/connection."""
+
+    dim: str  # "requests" | "tokens"
+    kind: str  # key | user | team | llm | connection
+    name: str
+    item: Any  # limits.RateLimitItem
+    key: str = ""  # the storage key, computed once (item.key_for(*ids))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.item.key_for(*self.ids))
+
+    @property
+    def ids(self) -> tuple[str, str, str]:
+        return (self.dim, self.kind, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name!r}: {self.item.amount} {self.dim} per {self.item.multiples} s"
+
+
+class Limiter:
+    """The mesh's windows: one ``limits`` storage (Redis or memory) and a limiter per dimension,
+    sync and async (the async ones on ``redis.asyncio``; in memory the sync ones serve both, they never wait)."""
+
+    def __init__(self, mesh: Any):
+        import limits
+        from limits import strategies
+        from limits.storage import MemoryStorage, storage_from_string
+
+        cfg = mesh.config.limits
+        self.config = mesh.config
+        self.period = cfg.period
+        url = redis_url(mesh.config)
+        timeout = mesh.config.state.timeout if mesh.config.state is not None else 0.5
+        strategy = {"moving-window": strategies.MovingWindowRateLimiter,
+                    "fixed-window": strategies.FixedWindowRateLimiter,
+                    "sliding-window": strategies.SlidingWindowCounterRateLimiter}[cfg.strategy]
+        if url:
+            opts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+            self.storage = storage_from_string(url, **opts)
+            from limits.aio import strategies as astrategies
+            from limits.aio.storage import RedisStorage as AsyncRedisStorage
+
+            astorage = AsyncRedisStorage("async+" + url, implementation="redispy", **opts)
+            astrategy = getattr(astrategies, strategy.__name__)
+            self.arequests: Any = astrategy(astorage)
+            self.atokens: Any = astrategies.FixedWindowRateLimiter(astorage)
+            self.astorage: Any = astorage
+        else:
+            # limits' MemoryStorage only where ours lacks the strategy (see windows.py for why)
+            from .windows import LocalWindows
+
+            self.storage = MemoryStorage() if cfg.strategy == "sliding-window" else LocalWindows()
+            self.arequests = self.atokens = self.astorage = None
+        self.requests = strategy(self.storage)
+        self.tokens = strategies.FixedWindowRateLimiter(self.storage)
+        # moving and fixed windows are one storage call each (what the strategies' hit() does): made
+        # here with the storage key computed once per window, not rebuilt from its parts on every call
+        self.kind = cfg.strategy
+        self.expiry = self.period
+        self.remote = bool(url)  # Redis: may be down (state.on_failure), and async calls must not block
+        self._incr = getattr(self.storage, "add", None) or self.storage.incr
+        self._item = limits.RateLimitItemPerSecond
+        self._items: dict[tuple[str, int], Any] = {}
+
+    def item(self, dim: str, amount: int) -> Any:
+        got = self._items.get((dim, amount))
+        if got is None:
+            got = self._items[(dim, amount)] = self._item(amount, self.period, namespace="MESH")
+        return got
+
+    # ---- sync ---------------------------------------------------------------------------------------
+
+    def order(self, checks: list[_Check]) -> tuple[list[_Check], bool]:
+        """``checks`` in the order they are hit, and whether they must be tested first. Counters
+        (tokens; fixed-window requests) can be given back when a later window refuses the call, so
+        they go first; a moving or sliding window cannot, so they go last, and when there are
+        several of those they are all tested before any is hit (one refusal must not leave the
+        others counted)."""
+        counters = [c for c in checks if c.dim == "tokens" or self.kind == "fixed-window"]
+        windows = [c for c in checks if c not in counters]
+        return counters + windows, len(windows) > 1
+
+    def _undo(self, done: list[_Check], cost: int) -> None:
+        for d in done:
+            self._add(d, -cost if d.dim == "tokens" else -1)
+
+    def acquire(self, checks: list[_Check], cost: int, test_first: bool = False) -> None:
+        """Count the call against every window (``checks`` as :meth:`order` gives them), or raise
+        RateLimitExceeded having counted nothing."""
+        if test_first:
+            for c in checks:
+                if not self._test(c, cost):
+                    self._refuse(c, checks)
+        done: list[_Check] = []
+        for c in checks:
+            if not self._hit(c, cost):
+                self._undo([d for d in done if d.dim == "tokens" or self.kind == "fixed-window"], cost)
+                self._refuse(c, checks)
+            done.append(c)
+
+    def _test(self, c: _Check, cost: int) -> bool:
+        return (self.requests.test(c.item, *c.ids) if c.dim == "requests"
+                else self.tokens.test(c.item, *c.ids, cost=cost))
+
+    def _hit(self, c: _Check, cost: int) -> bool:
+        st = self.storage
+        if c.dim == "requests":
+            if self.kind == "moving-window":
+                return st.acquire_entry(c.key, c.item.amount, self.expiry)
+            if self.kind == "sliding-window":
+                return self.requests.hit(c.item, *c.ids)
+            cost = 1
+        if self._incr(c.key, self.expiry, cost) <= c.item.amount:
+            return True
+        self._incr(c.key, self.expiry, -cost)  # a refused call takes nothing from the window
+        return False
+
+    def _add(self, c: _Check, amount: int) -> None:
+        if amount:
+            self._incr(c.key, self.expiry, amount)
+
+    def reconcile(self, checks: list[_Check], estimate: int, actual: Optional[int]) -> None:
+        """Replace the estimate with what the provider counted (None: the call failed, nothing used)."""
+        delta = (actual if actual is not None else 0) - estimate
+        for c in checks:
+            if c.dim == "tokens":
+                self._add(c, delta)
+
+    def _refuse(self, c: _Check, checks: list[_Check]) -> None:
+        stats = [(x, self._stats(x)) for x in checks if x.kind == c.kind and x.name == c.name]
+        raise _exceeded(c, stats)
+
+    def _stats(self, c: _Check) -> Any:
+        lim = self.requests if c.dim == "requests" else self.tokens
+        return lim.get_window_stats(c.item, *c.ids)
+
+    # ---- async (Redis: without blocking the event loop) ----------------------------------------------
+
+    async def aacquire(self, checks: list[_Check], cost: int, test_first: bool = False) -> None:
+        if self.arequests is None:
+            return self.acquire(checks, cost, test_first)
+        if test_first:
+            for c in checks:
+                ok = await (self.arequests.test(c.item, *c.ids) if c.dim == "requests"
+                            else self.atokens.test(c.item, *c.ids, cost=cost))
+                if not ok:
+                    await self._arefuse(c, checks)
+        done: list[_Check] = []
+        for c in checks:
+            if not await self._ahit(c, cost):
+                for d in done:
+                    if d.dim == "tokens" or self.kind == "fixed-window":
+                        await self._aadd(d, -cost if d.dim == "tokens" else -1)
+                await self._arefuse(c, checks)
+            done.append(c)
+
+    async def _ahit(self, c: _Check, cost: int) -> bool:
+        st = self.astorage
+        if c.dim == "requests":
+            if self.kind == "moving-window":
+                return await st.acquire_entry(c.key, c.item.amount, self.expiry)
+            if self.kind == "sliding-window":
+                return await self.arequests.hit(c.item, *c.ids)
+            cost = 1
+        if await st.incr(c.key, self.expiry, amount=cost) <= c.item.amount:
+            return True
+        await st.incr(c.key, self.expiry, amount=-cost)
+        return False
+
+    async def _aadd(self, c: _Check, amount: int) -> None:
+        if amount:
+            await self.astorage.incr(c.key, self.expiry, amount=amount)
+
+    async def areconcile(self, checks: list[_Check], estimate: int, actual: Optional[int]) -> None:
+        if self.arequests is None:
+            return self.reconcile(checks, estimate, actual)
+        delta = (actual if actual is not None else 0) - estimate
+        for c in checks:
+            if c.dim == "tokens":
+                await self._aadd(c, delta)
+
+    async def _arefuse(self, c: _Check, checks: list[_Check]) -> None:
+        stats = []
+        for x in checks:
+            if x.kind == c.kind and x.name == c.name:
+                lim = self.arequests if x.dim == "requests" else self.atokens
+                stats.append((x, await lim.get_window_stats(x.item, *x.ids)))
+        raise _exceeded(c, stats)
+
+
+def _duration(seconds: float) -> str:
+    """A wait as OpenAI writes it in ``x-ratelimit-reset-*``: ``20ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    m, s = divmod(int(math.ceil(seconds)), 60)
+    return f"{m}m{s}s"
+
+
+def _exceeded(c: _Check, stats: list[tuple[_Check, Any]]) -> RateLimitExceeded:
+    now = time.time()
+    headers: list[tuple[str, str]] = []
+    wait = 0.0
+    for x, (reset, remaining) in stats:
+        left = max(0.0, reset - now)
+        if x is c:
+            wait = left
+        headers += [(f"x-ratelimit-limit-{x.dim}", str(x.item.amount)),
+                    (f"x-ratelimit-remaining-{x.dim}", str(max(0, int(remaining)))),
+                    (f"x-ratelimit-reset-{x.dim}", _duration(left))]
+    return RateLimitExceeded(
+        f"Rate limit reached for {c.label}. Please try again in {_duration(wait)}.",
+        limit=f"{c.kind}:{c.name} {c.dim}", retry_after=wait, headers=headers)
+
+
+def limiter_for(mesh: Any) -> Limiter:
+    """The mesh's one :class:`Limiter` (every LLM's layer shares its windows)."""
+    lim = getattr(mesh, "_limiter", None)
+    if lim is None:
+        lim = mesh._limiter = Limiter(mesh)
+    return lim
+
+
+class LimitsLayer(Layer):
+    name = "limits"
+
+    def __init__(self, mesh: Any, llm: Any):
+        self.cfg = mesh.config.limits
+        self.limiter = limiter_for(mesh)
+        conn = llm.id.split(":", 2)[1] if llm.id.count(":") >= 2 else ""
+        # the LLM's own windows, fixed for its life; the caller's are added per call
+        self.fixed = self._checks("llm", llm.id, self.cfg.llms.get(llm.id)) + \
+            self._checks("connection", conn, self.cfg.connections.get(conn))
+        self._by_scope: dict[tuple[Any, Any, Any], list[_Check]] = {}
+
+    def _checks(self, kind: str, name: Optional[str], rate: Any) -> list[_Check]:
+        if rate is None or name is None:
+            return []
+        out = []
+        if rate.rpm is not None:
+            out.append(_Check("requests", kind, name, self.limiter.item("requests", rate.rpm)))
+        if rate.tpm is not None:
+            out.append(_Check("tokens", kind, name, self.limiter.item("tokens", rate.tpm)))
+        return out
+
+    def plan(self, call: Any) -> tuple[list[_Check], bool, bool]:
+        """The call's windows in the order they are hit, whether to test them first, whether any
+        counts tokens; worked out once per caller (key, user, team)."""
+        s = call.scope
+        if s.extra and s.extra.get("route"):
+            k: Any = "route target"
+            got = self._by_scope.get(k)
+            if got is None:
+                got = self._by_scope[k] = self._plan(self.fixed)
+            return got
+        k = (s.key, s.user, s.team)
+        got = self._by_scope.get(k)
+        if got is None:
+            cfg = self.cfg
+            key_rate = cfg.keys.get(s.key) if s.key is not None else None
+            if key_rate is None and s.key is not None:
+                key_rate = cfg.default
+            got = self._plan(self._checks("key", s.key, key_rate)
+                             + self._checks("user", s.user, cfg.users.get(s.user or ""))
+                             + self._checks("team", s.team, cfg.teams.get(s.team or "")) + self.fixed)
+            if len(self._by_scope) < 10000:  # bounded: callers are few; a flood of names is not cached
+                self._by_scope[k] = got
+        return got
+
+    def _plan(self, checks: list[_Check]) -> tuple[list[_Check], bool, bool]:
+        ordered, test_first = self.limiter.order(checks)
+        return ordered, test_first, any(c.dim == "tokens" for c in checks)
+
+    def checks(self, call: Any) -> list[_Check]:
+        return self.plan(call)[0]
+
+    # ---- the entry points ----------------------------------------------------------------------------
+
+    def _start(self, call: Any) -> tuple[list[_Check], int]:
+        checks, test_first, tokens = self.plan(call)
+        call.notes["limits.test_first"] = test_first
+        return checks, (estimate_tokens(call) if tokens else 0)
+
+    def _acquire(self, call: Any, checks: list[_Check], cost: int) -> bool:
+        """Count the call (raising RateLimitExceeded when refused); False: the store is down and the
+        call goes on unchecked (state.on_failure: open)."""
+        test_first = call.notes["limits.test_first"]
+        if not self.limiter.remote:  # in memory: no outage possible
+            self.limiter.acquire(checks, cost, test_first)
+            return True
+        return guarded(self.cfg_all, "rate limits",
+                       lambda: self.limiter.acquire(checks, cost, test_first) or True, False)
+
+    async def _aacquire_guarded(self, call: Any, checks: list[_Check], cost: int) -> bool:
+        test_first = call.notes["limits.test_first"]
+        if not self.limiter.remote:
+            self.limiter.acquire(checks, cost, test_first)
+            return True
+
+        async def go() -> bool:
+            await self.limiter.aacquire(checks, cost, test_first)
+            return True
+        return await aguarded(self.cfg_all, "rate limits", go, False)
+
+    def call(self, call: Any, nxt: Any) -> Any:
+        if call.op in _SKIP:
+            return nxt()
+        checks, cost = self._start(call)
+        if not checks:
+            return nxt()
+        if not self._acquire(call, checks, cost):
+            return nxt()  # store down, failing open
+        try:
+            result = nxt()
+        except BaseException:
+            self._settle(checks, cost, None)
+            raise
+        self._settle(checks, cost, _tokens(getattr(result, "usage", None)))
+        return result
+
+    async def acall(self, call: Any, nxt: Any) -> Any:
+        if call.op in _SKIP:
+            return await nxt()
+        checks, cost = self._start(call)
+        if not checks:
+            return await nxt()
+        if not await self._aacquire_guarded(call, checks, cost):
+            return await nxt()
+        try:
+            result = await nxt()
+        except BaseException:
+            await self._asettle(checks, cost, None)
+            raise
+        if call.op == "forward":
+            if cost:  # the tokens are reconciled when the server has read the usage (usage_of.py)
+                return on_forward_end(result, lambda u, ok: self._settle_later(checks, cost, tokens_of(u)))
+            return result
+        await self._asettle(checks, cost, _tokens(getattr(result, "usage", None)))
+        return result
+
+    def stream(self, call: Any, nxt: Any) -> Any:
+        checks, cost = self._start(call)
+        if not checks:
+            return nxt()
+        if not self._acquire(call, checks, cost):
+            return nxt()
+        return self._watch(nxt(), checks, cost)
+
+    def _watch(self, events: Any, checks: list[_Check], cost: int) -> Any:
+        used = None
+        try:
+            for ev in events:
+                u = getattr(ev, "usage", None)
+                if u is not None and hasattr(ev, "finish_reason"):
+                    used = _tokens(u)
+                yield ev
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            self._settle(checks, cost, used)
+
+    def astream(self, call: Any, nxt: Any) -> Any:
+        return self._awatch(call, nxt)
+
+    async def _awatch(self, call: Any, nxt: Any) -> Any:
+        checks, cost = self._start(call)
+        if checks and not await self._aacquire_guarded(call, checks, cost):
+            checks = []
+        events = nxt()
+        used = None
+        try:
+            async for ev in events:
+                u = getattr(ev, "usage", None)
+                if u is not None and hasattr(ev, "finish_reason"):
+                    used = _tokens(u)
+                yield ev
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if checks:
+                await self._asettle(checks, cost, used)
+
+    _pending: set[Any] = set()
+
+    def _settle_later(self, checks: list[_Check], cost: int, actual: Optional[int]) -> None:
+        if not self.limiter.remote:  # in memory: at once, nothing waits
+            self._settle(checks, cost, actual)
+        else:
+            self._later(self._asettle(checks, cost, actual))
+
+    def _later(self, work: Any) -> None:
+        """Run ``work`` on the loop after the current step (a stream's end: the server is finishing
+        its answer; the correction need not delay it). Tasks are kept until done (asyncio holds weak refs)."""
+        import asyncio
+
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    @property
+    def cfg_all(self) -> Any:
+        return self.limiter.config
+
+    def _settle(self, checks: list[_Check], cost: int, actual: Optional[int]) -> None:
+        if not cost:
+            return
+        try:
+            self.limiter.reconcile(checks, cost, actual)
+        except Exception as e:  # noqa: BLE001 - the call is over: a store outage only loses the correction
+            if not is_outage(e):
+                raise
+            log.warning("could not reconcile token limits (%s)", type(e).__name__)
+
+    async def _asettle(self, checks: list[_Check], cost: int, actual: Optional[int]) -> None:
+        if not cost:
+            return
+        try:
+            await self.limiter.areconcile(checks, cost, actual)
+        except Exception as e:  # noqa: BLE001
+            if not is_outage(e):
+                raise
+            log.warning("could not reconcile token limits (%s)", type(e).__name__)
+
+
+_tokens = tokens_of
+
+
+def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:
+    """The factory named in :data:`~.chain.LAYERS`: a layer only for LLMs some limit can apply to."""
+    cfg = mesh.config.limits
+    if not (cfg.default or cfg.keys or cfg.users or cfg.teams or cfg.llms or cfg.connections):
+        return None
+    return LimitsLayer(mesh, llm)

@@ -1,0 +1,223 @@
+"""The ledger's writer: rows queued by the request path, priced and written in batches by one thread.
+
+A call only appends a tuple to a deque (no I/O, no pricing, no thread woken on the request path). A
+background thread takes the rows every ``usage.flush_interval`` seconds (``usage.batch`` at most per
+transaction), prices them (:mod:`.prices`) and writes them in one transaction: SQLite by default (one file, WAL mode:
+readers such as ``mesh usage`` never block the writer; several worker processes may write to one
+file, SQLite serialises them), or any SQLAlchemy URL. :meth:`Ledger.close` (``Mesh.close()``, which
+``mesh serve`` calls at shutdown) writes what is queued before returning. A process that dies
+without closing loses at most the rows not yet written (those of the last ``flush_interval``); a
+committed transaction is never half-written, so the file stays readable.
+
+    ledger = ledger_for(mesh)         # one per mesh, started on its first row
+    ledger.flush()                    # write now and wait (tests, reports in the same process)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Optional
+
+__all__ = ["Ledger", "ledger_for", "COLUMNS", "TABLE"]
+
+log = logging.getLogger("langchain_mesh.usage")
+
+TABLE = "mesh_usage"
+#: the row, in order; ``cost`` is NULL when the price is unknown
+COLUMNS = ("ts", "day", "api_key", "user_name", "team", "llm_id", "target", "op", "input_tokens", "output_tokens",
+           "cached_tokens", "reasoning_tokens", "latency_ms", "status", "error", "cost", "currency")
+_TYPES = ("REAL", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEGER", "INTEGER", "INTEGER",
+          "INTEGER", "REAL", "TEXT", "TEXT", "REAL", "TEXT")
+_SQLITE_SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+                  + ", ".join(f"{c} {t}" for c, t in zip(COLUMNS, _TYPES)) + ")")
+_LATER = object()  # a row's cost, to be worked out by the writer
+_INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+class Ledger:
+    """Queue rows with :meth:`record`; a daemon thread writes them (see the module docstring)."""
+
+    def __init__(self, config: Any, pricer: Any):
+        self.config = config  # UsageConfig
+        self.pricer = pricer
+        # a deque, not a queue.Queue: an append wakes no one (a wake-up per row cost the serving thread
+        # a GIL hand-off per request); the writer looks every flush_interval, or when flushed
+        self._rows: deque[tuple[Any, ...]] = deque()
+        self._wake = threading.Event()
+        self._waiters: list[threading.Event] = []
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stop = False
+        self.written = 0
+        self.failed: Optional[BaseException] = None
+        self._day: tuple[int, str] = (-1, "")
+
+    # ---- the request path: one append ------------------------------------------------------------
+
+    def record(self, ts: float, key: Optional[str], user: Optional[str], team: Optional[str], llm_id: str,
+               target: Optional[str], op: str, usage: Any, latency: float, status: str,
+               error: Optional[str], cost: Any = _LATER) -> None:
+        """Queue one row; ``cost`` when the caller priced it already (None: unknown), else the writer does."""
+        if self._thread is None:
+            self._start()
+        self._rows.append((ts, key, user, team, llm_id, target or llm_id, op, usage, latency, status, error, cost))
+
+    def cost(self, target: str, usage: Any) -> Optional[float]:
+        """What ``usage`` (a :class:`Usage`) on the LLM ``target`` cost; None when its price is unknown."""
+        ctype, _, rest = target.partition(":")
+        return self.pricer.cost(target, rest.partition(":")[2] or rest, ctype, usage.input_tokens or 0,
+                                usage.output_tokens or 0, usage.cached_input_tokens)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="mesh-usage-ledger", daemon=True)
+                self._thread.start()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Write every queued row now; returns when they are committed."""
+        if self._thread is None or not self._thread.is_alive():
+            return
+        done = threading.Event()
+        with self._lock:
+            self._waiters.append(done)
+        self._wake.set()
+        done.wait(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._stop = True
+            self._wake.set()
+            thread.join(60)
+
+    # ---- the writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            sink = open_sink(self.config)
+        except Exception as e:  # noqa: BLE001 - said once, loudly; calls go on unrecorded
+            self.failed = e
+            log.error("the usage ledger cannot open its database: %s", e)
+            self._rows.clear()
+            return
+        try:
+            while True:
+                self._wake.wait(self.config.flush_interval)
+                self._wake.clear()
+                with self._lock:
+                    waiters, self._waiters = self._waiters, []
+                stop = self._stop
+                self._drain(sink)
+                for w in waiters:
+                    w.set()
+                if stop:
+                    return
+        finally:
+            sink.close()
+
+    def _drain(self, sink: Any) -> None:
+        rows = self._rows
+        while rows:
+            batch = []
+            while rows and len(batch) < self.config.batch:
+                batch.append(self._row(rows.popleft()))
+            self._write(sink, batch)
+
+    def _write(self, sink: Any, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            sink.write(rows)
+            self.written += len(rows)
+        except Exception as e:  # noqa: BLE001 - a full disk must not stop the gateway
+            self.failed = e
+            log.error("the usage ledger could not write %d rows: %s", len(rows), e)
+
+    def _row(self, item: tuple[Any, ...]) -> tuple[Any, ...]:
+        ts, key, user, team, llm_id, target, op, usage, latency, status, error, cost = item
+        i = o = c = r = None
+        if type(usage) is dict:  # the pass-through's wire usage (OpenAI's names), read without a model
+            i, o = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+            pd, cd = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
+            c = pd.get("cached_tokens") if type(pd) is dict else None
+            r = cd.get("reasoning_tokens") if type(cd) is dict else None
+        elif usage is not None:
+            i, o, c, r = usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens
+        if cost is _LATER:
+            cost = None
+        if i is not None and cost is None and item[-1] is _LATER:
+            ctype, _, rest = target.partition(":")
+            model = rest.partition(":")[2] or rest
+            cost = self.pricer.cost(target, model, ctype, i or 0, o or 0, c)
+        d = int(ts // 86400)
+        if d != self._day[0]:
+            self._day = (d, time.strftime("%Y-%m-%d", time.gmtime(ts)))
+        day = self._day[1]
+        return (ts, day, key, user, team, llm_id, target, op, i, o, c, r, round(latency * 1000, 3), status, error,
+                cost, self.config.currency)
+
+
+class _SQLite:
+    def __init__(self, path: str):
+        import sqlite3
+
+        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses no commit
+        self.db.execute(_SQLITE_SCHEMA)
+        self.db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts)")
+        self.db.commit()
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.db:
+            self.db.executemany(_INSERT, rows)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _SQLAlchemy:
+    def __init__(self, url: str):
+        import sqlalchemy as sa
+
+        self.engine = sa.create_engine(url)
+        self.table = table(sa.MetaData())
+        self.table.metadata.create_all(self.engine)
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.table.insert(), [dict(zip(COLUMNS, r)) for r in rows])
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def table(metadata: Any) -> Any:
+    import sqlalchemy as sa
+
+    kinds = {"REAL": sa.Float, "TEXT": sa.Text, "INTEGER": sa.Integer}
+    return sa.Table(TABLE, metadata, *(sa.Column(c, kinds[t]()) for c, t in zip(COLUMNS, _TYPES)),
+                    sa.Index(f"{TABLE}_ts", "ts"))
+
+
+def open_sink(config: Any) -> Any:
+    if config.url is not None:
+        return _SQLAlchemy(config.url.get("usage.url"))
+    return _SQLite(config.path)
+
+
+def ledger_for(mesh: Any) -> Ledger:
+    """The mesh's one :class:`Ledger` (made on first use; closed by ``Mesh.close()``)."""
+    led = getattr(mesh, "_ledger", None)
+    if led is None:
+        from .prices import pricer_for
+
+        led = mesh._ledger = Ledger(mesh.config.usage, pricer_for(mesh))
+    return led

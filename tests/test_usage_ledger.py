@@ -1,0 +1,227 @@
+"""The usage and cost ledger: a row per call (sync, async, streamed, failed, refused; library and
+gateway pass-through), priced from genai-prices or the config's overrides (unknown: NULL), written
+off the request path, surviving a crash; and ``mesh usage`` reading it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from langchain_mesh import Mesh
+from langchain_mesh.cli import main as cli_main
+from langchain_mesh.errors import RateLimitError, RateLimitExceeded
+from langchain_mesh.policies.scope import call_scope
+from langchain_mesh.schema import CompletionRequest, EmbeddingRequest, Message
+from langchain_mesh.usage.report import totals
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT, EMB = "scripted:fake:chat", "scripted:fake:emb"
+FAKE = {"fake": {"type": "scripted", "models": [{"id": "chat"}, {"id": "emb", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}}
+
+
+def _req(text: str = "what is a haiku") -> CompletionRequest:
+    return CompletionRequest(messages=[Message(role="user", content=text)])
+
+
+def _rows(path: Path) -> list[dict]:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM mesh_usage ORDER BY ts")]
+    finally:
+        db.close()
+
+
+def test_rows_for_sync_async_stream_failed_and_refused_calls(tmp_path):
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(db)},
+                 "limits": {"period": 60, "keys": {"capped": {"rpm": 0}}}})
+    chat, emb = mesh.get_llm(CHAT), mesh.get_llm(EMB)
+    conn = mesh.connection("fake")
+    with call_scope(key="k1", user="alice", team="search"):
+        sync = mesh.complete(chat, _req())
+        asyncio.run(mesh.acomplete(chat, _req("two words")))
+        footer = list(mesh.stream(chat, _req("stream me please")))[-1]
+
+        async def astream():
+            return [ev async for ev in mesh.astream(chat, _req("and async"))][-1]
+        afooter = asyncio.run(astream())
+        mesh.embed(emb, EmbeddingRequest(texts=["a b c"]))
+        conn.script(error=RateLimitError("slow down", status=429))
+        with pytest.raises(RateLimitError):
+            mesh.complete(chat, _req())
+        it = mesh.stream(chat, _req("one two three four five six"))
+        next(it)
+        it.close()  # the caller stops early
+        assert mesh.count_tokens(chat, _req()) > 0  # not a call to record
+    with call_scope(key="capped"), pytest.raises(RateLimitExceeded):
+        mesh.complete(chat, _req())
+    mesh.close()  # flushes
+
+    rows = _rows(db)
+    assert [(r["op"], r["status"]) for r in rows] == [
+        ("complete", "ok"), ("complete", "ok"), ("stream", "ok"), ("stream", "ok"), ("embed", "ok"),
+        ("complete", "error"), ("stream", "cancelled"), ("complete", "refused")]
+    first = rows[0]
+    assert (first["api_key"], first["user_name"], first["team"], first["llm_id"], first["target"]) == (
+        "k1", "alice", "search", CHAT, CHAT)
+    assert (first["input_tokens"], first["output_tokens"]) == (sync.usage.input_tokens, sync.usage.output_tokens)
+    assert (rows[2]["input_tokens"], rows[2]["output_tokens"]) == (footer.usage.input_tokens, footer.usage.output_tokens)
+    assert rows[3]["output_tokens"] == afooter.usage.output_tokens
+    assert rows[5]["error"] == "RateLimitError" and rows[5]["input_tokens"] is None
+    assert rows[7]["error"] == "RateLimitExceeded" and rows[7]["api_key"] == "capped"
+    assert all(r["latency_ms"] >= 0 and r["currency"] == "USD" for r in rows)
+    # the scripted model has no price anywhere: unknown, never 0
+    assert all(r["cost"] is None for r in rows)
+    assert sync.meta.cost is None and footer.meta.cost is None and sync.meta.currency == "USD"
+    assert totals(str(db), by=())[0]["unpriced"] == 5
+
+
+def test_cost_from_the_price_table_and_from_overrides(tmp_path, openai_server):
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": {
+        "oa": {"type": "openai", "api_key": "test-key", "base_url": openai_server.base_url, "max_retries": 0,
+               "models": [{"id": "gpt-4o-mini"}, {"id": "gpt-4o"}]}, **FAKE},
+        "usage": {"path": str(db)},
+        "prices": {"gpt-4o": {"input": 1.0, "output": 3.0}, CHAT: {"input": 0.5, "output": 0.25}}})
+    mini_resp = mesh.complete(mesh.get_llm("openai:oa:gpt-4o-mini"), _req())
+    mini = mini_resp.usage
+    big = mesh.complete(mesh.get_llm("openai:oa:gpt-4o"), _req()).usage
+    fake = mesh.complete(mesh.get_llm(CHAT), _req()).usage
+    mesh.close()
+    from genai_prices import Usage, calc_price
+
+    table = float(calc_price(Usage(input_tokens=mini.input_tokens, output_tokens=mini.output_tokens),
+                             model_ref="gpt-4o-mini", provider_id="openai").total_price)
+    rows = _rows(db)
+    assert table > 0
+    assert rows[0]["cost"] == pytest.approx(table)  # the dataset's price
+    assert mini_resp.meta.cost == pytest.approx(table) and mini_resp.meta.currency == "USD"  # on the answer too
+    assert rows[1]["cost"] == pytest.approx((big.input_tokens * 1.0 + big.output_tokens * 3.0) / 1e6)  # by model
+    assert rows[2]["cost"] == pytest.approx((fake.input_tokens * 0.5 + fake.output_tokens * 0.25) / 1e6)  # by LLM id
+
+
+def test_a_crash_loses_at_most_the_unflushed_tail_and_the_file_stays_sound(tmp_path):
+    db = tmp_path / "usage.db"
+    script = textwrap.dedent(f"""
+        import os, sys
+        from langchain_mesh import Mesh
+        from langchain_mesh.schema import CompletionRequest, Message
+        from langchain_mesh.usage.ledger import ledger_for
+        mesh = Mesh({{"connections": {FAKE!r}, "usage": {{"path": {str(db)!r}, "flush_interval": 5.0}}}})
+        llm = mesh.get_llm("{CHAT}")
+        req = CompletionRequest(messages=[Message(role="user", content="hi")])
+        for _ in range(50):
+            mesh.complete(llm, req)
+        ledger_for(mesh).flush()
+        for _ in range(30):
+            mesh.complete(llm, req)
+        print("flushed", flush=True)
+        os._exit(3)   # no close, no flush, no atexit: a crash
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 3 and "flushed" in out.stdout, out.stderr[-2000:]
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    n = con.execute("SELECT COUNT(*) FROM mesh_usage").fetchone()[0]
+    con.close()
+    assert 50 <= n <= 80  # the flushed rows all there; at most the 30 unflushed ones lost
+    # and the ledger goes on in the same file afterwards
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(db)}})
+    mesh.complete(mesh.get_llm(CHAT), _req())
+    mesh.close()
+    assert len(_rows(db)) == n + 1
+
+
+def test_mesh_usage_prints_totals_by_key_llm_and_day(tmp_path, capsys):
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(db)}, "prices": {CHAT: {"input": 1.0, "output": 1.0}}})
+    for key, n in (("a", 2), ("b", 3)):
+        with call_scope(key=key):
+            for _ in range(n):
+                mesh.complete(mesh.get_llm(CHAT), _req())
+    mesh.embed(mesh.get_llm(EMB), EmbeddingRequest(texts=["x y"]))
+    mesh.close()
+    assert cli_main(["usage", "--db", str(db), "--by", "key", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["key"], r["requests"]) for r in rows] == [(None, 1), ("a", 2), ("b", 3)]
+    assert rows[1]["cost"] == pytest.approx((rows[1]["input_tokens"] + rows[1]["output_tokens"]) / 1e6)
+    assert rows[0]["cost"] is None and rows[0]["unpriced"] == 1  # the embedding model has no price
+    assert cli_main(["usage", "--db", str(db), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("key,llm,day,requests,")
+    assert len(lines) == 4 and any(line.startswith(f"b,{CHAT},") and ",3," in line for line in lines)
+    assert cli_main(["usage", "--db", str(db), "--by", "llm"]) == 0
+    table = capsys.readouterr().out
+    assert CHAT in table and "unknown" in table  # the unpriced embedding model's cost
+    assert cli_main(["usage", "--db", str(db), "--by", "colour"]) == 2
+
+
+def test_sqlalchemy_url_instead_of_the_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    mesh = Mesh({"connections": FAKE, "usage": {"url": url, "path": "unused.db"}})
+    with call_scope(key="sa"):
+        mesh.complete(mesh.get_llm(CHAT), _req())
+    mesh.close()
+    assert totals(mesh.config.usage, by=("key",))[0]["key"] == "sa"
+    assert not Path("unused.db").exists()
+
+
+# ---- the gateway's pass-through path keeps limits and the ledger ----------------------------------------
+
+
+def test_gateway_pass_through_is_limited_and_recorded(tmp_path, openai_server):
+    pytest.importorskip("uvicorn")
+    import httpx
+    from test_server_harness import RunningServer
+
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": {"vllm": {"type": "openai_compatible", "base_url": openai_server.base_url,
+                                          "api_key": "test-key", "max_retries": 0, "models": [{"id": "qwen"}]}},
+                 "server": {"api_keys": [{"name": "gw", "key": "sk-gw-0123456789", "user": "carol", "team": "t1"}]},
+                 "usage": {"path": str(db)},
+                 "limits": {"period": 60, "keys": {"gw": {"rpm": 3, "tpm": 100000}}}})
+    llm = mesh.get_llm("openai_compatible:vllm:qwen")
+    assert mesh.passthrough(llm) is not None  # limits and ledger keep the byte pass-through
+    head = {"authorization": "Bearer sk-gw-0123456789"}
+    body = {"model": llm.id, "messages": [{"role": "user", "content": "hello"}]}
+    with RunningServer(mesh) as srv:
+        r1 = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=head, timeout=10)
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", json={**body, "stream": True,
+                          "stream_options": {"include_usage": True}}, headers=head, timeout=10) as r2:
+            chunks = [json.loads(line[6:]) for line in r2.iter_lines() if line.startswith("data: {")]
+        r3 = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=head, timeout=10)
+        r4 = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=head, timeout=10)
+    assert (r1.status_code, r2.status_code, r3.status_code, r4.status_code) == (200, 200, 200, 429), r1.text
+    assert r4.json()["error"]["code"] == "rate_limit_exceeded"
+    assert r4.headers["x-ratelimit-limit-requests"] == "3" and r4.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 0 < int(r4.headers["retry-after"]) <= 60 and r4.headers["x-ratelimit-reset-tokens"]
+    assert int(r4.headers["x-ratelimit-remaining-tokens"]) == 100000 - sum(
+        u["prompt_tokens"] + u["completion_tokens"] for u in (r1.json()["usage"], chunks[-1]["usage"],
+                                                               r3.json()["usage"]))  # reconciled, stream too
+    rows = _rows(db)
+    assert [(r["op"], r["status"]) for r in rows] == [("forward", "ok")] * 3 + [("forward", "refused")]
+    assert (rows[0]["api_key"], rows[0]["user_name"], rows[0]["team"]) == ("gw", "carol", "t1")
+    assert rows[0]["input_tokens"] == r1.json()["usage"]["prompt_tokens"]
+    assert rows[1]["output_tokens"] == chunks[-1]["usage"]["completion_tokens"]  # the stream's, from its end
+
+
+def test_a_routes_target_calls_are_not_recorded_twice(tmp_path):
+    """A route calls its target through the target's own chain under scope.extra["route"]: the
+    route's own call is the one row (with the target that answered)."""
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(db)}})
+    with call_scope(key="k", extra={"route": "my-route"}):
+        mesh.complete(mesh.get_llm(CHAT), _req())
+    with call_scope(key="k"):
+        mesh.complete(mesh.get_llm(CHAT), _req())
+    mesh.close()
+    assert len(_rows(db)) == 1
