@@ -69,6 +69,7 @@ class VectorIndex:
         self._tombstones: set[int] = set()
         self._gpu_index: Any = None
         self._id_map: Any = None
+        self._searcher: Any = None
         self._index = _index if _index is not None else self._new_index(self._flat_or_kind(0))
         self._apply_search_params()
 
@@ -136,17 +137,23 @@ class VectorIndex:
     def prepare(self, vectors: Any) -> Any:
         """float32, C-contiguous, (n, dim); unit-normalised for cosine (zero vectors stay zero)."""
         np = self._np
-        x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim))
-        if not np.all(np.isfinite(x)):
+        x = np.array(vectors, dtype=np.float32, order="C", ndmin=2)  # always a copy: normalised in place below
+        if x.shape[-1] != self.dim or x.ndim != 2:
+            x = np.ascontiguousarray(x.reshape(-1, self.dim))
+        # one reduction instead of isfinite over every value: a sum of squares in float64 is finite
+        # exactly when every value is (float32's largest square, ~1.2e77, cannot overflow float64)
+        sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        if not np.isfinite(sq).all():
             raise ValueError("embeddings contain NaN or infinite values")
         if self.distance == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0))
+            norms = np.sqrt(sq)
+            x /= np.where(norms > 0, norms, 1.0).astype(np.float32)[:, None]
         return x
 
     def _changed(self) -> None:
         self._gpu_index = None
         self._id_map = None
+        self._searcher = None  # (inner index, its kind) cached for the search hot path
 
     # ---- writes ----------------------------------------------------------------------------------------
 
@@ -212,39 +219,69 @@ class VectorIndex:
             self._gpu_index = self._faiss.index_cpu_to_all_gpus(self._index)
         return self._gpu_index
 
-    def search(self, vector: Any, n: int) -> tuple[list[float], list[int]]:
+    def search(self, vector: Any, n: int, key_mask: Any = None) -> tuple[list[float], list[int]]:
         """Best ``n`` live (raw scores, keys), best first (see the module doc for raw scores)."""
+        scores, keys = self.search_arrays(vector, n, key_mask)
+        return scores.tolist(), keys.tolist()
+
+    def search_arrays(self, vector: Any, n: int, key_mask: Any = None) -> tuple[Any, Any]:
+        """``search`` as numpy arrays (float32 scores, int64 keys), best first.
+
+        ``key_mask``: a boolean array indexed by key (``mask[key]``: may this key be returned?); the
+        search itself skips the others (a FAISS ``IDSelector``), so a filter costs no widening.
+        """
+        np = self._np
         total = int(self._index.ntotal)
         if n <= 0 or total == 0:
-            return [], []
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
         q = self.prepare(vector)[:1]
         fetch = min(total, n + len(self._tombstones))
-        index = self._search_index()
-        if index is self._index:
-            dists, ids = self._search_cpu(q, fetch)
+        if key_mask is not None or _gpu_count(self._faiss) == 0 or self.active_kind == "hnsw":
+            dists, ids = self._search_cpu(q, fetch, key_mask)
         else:
-            dists, ids = index.search(q, fetch)
-        scores: list[float] = []
-        keys: list[int] = []
-        for d, i in zip(dists[0].tolist(), ids[0].tolist()):
-            if i < 0 or i in self._tombstones:
-                continue
-            scores.append(float(d))
-            keys.append(int(i))
-            if len(keys) >= n:
-                break
-        return scores, keys
+            dists, ids = self._search_index().search(q, fetch)
+        dists, ids = dists[0], ids[0]
+        keep = ids >= 0
+        if self._tombstones:
+            keep &= ~np.isin(ids, np.fromiter(self._tombstones, np.int64, len(self._tombstones)))
+        if not keep.all():
+            dists, ids = dists[keep], ids[keep]
+        return dists[:n], ids[:n]
 
-    def _search_cpu(self, q: Any, fetch: int) -> tuple[Any, Any]:
+    def _inner_cached(self) -> tuple[Any, Any]:
+        if self._searcher is None or self._id_map is None:
+            self._searcher = self._faiss.downcast_index(self._index.index)
+            self._id_map = self._faiss.vector_to_array(self._index.id_map)
+        return self._searcher, self._id_map
+
+    def _search_cpu(self, q: Any, fetch: int, key_mask: Any = None) -> tuple[Any, Any]:
         # IndexIDMap2.search translates positions to ids in an OpenMP loop whose thread start-up costs
         # milliseconds per query on a busy machine (measured: 11.9 ms vs 0.13 ms for the bare index);
         # searching the inner index and translating with numpy gives the same answer in microseconds.
         np = self._np
-        dists, pos = self._faiss.downcast_index(self._index.index).search(q, fetch)
-        if self._id_map is None:
-            self._id_map = self._faiss.vector_to_array(self._index.id_map)
-        ids = np.where(pos >= 0, self._id_map[np.clip(pos, 0, None)], -1)
+        inner, id_map = self._inner_cached()
+        if key_mask is None:
+            dists, pos = inner.search(q, fetch)
+        else:
+            # the inner index numbers vectors by position: a bitmap over positions, from the key mask
+            allowed = np.zeros(len(id_map), dtype=bool)
+            in_range = id_map < len(key_mask)
+            allowed[in_range] = key_mask[id_map[in_range]]
+            bits = np.packbits(allowed, bitorder="little")
+            sel = self._faiss.IDSelectorBitmap(len(allowed), self._faiss.swig_ptr(bits))
+            params = self._search_params(sel)
+            dists, pos = inner.search(q, min(fetch, max(1, int(allowed.sum()))), params=params)
+            del bits  # the selector read it during the search
+        ids = np.where(pos >= 0, id_map[np.clip(pos, 0, None)], -1)
         return dists, ids
+
+    def _search_params(self, sel: Any) -> Any:
+        f, inner = self._faiss, self._searcher
+        if isinstance(inner, f.IndexHNSW):
+            return f.SearchParametersHNSW(sel=sel, efSearch=inner.hnsw.efSearch)
+        if isinstance(inner, f.IndexIVF):
+            return f.SearchParametersIVF(sel=sel, nprobe=inner.nprobe)
+        return f.SearchParameters(sel=sel)
 
     def scores_for(self, vector: Any, keys: Any) -> list[float]:
         """Exact raw scores of the query against specific stored vectors."""
@@ -263,11 +300,24 @@ class VectorIndex:
             self.rebuild()
         self._faiss.write_index(self._index, path)
 
+    def serialize(self) -> Any:
+        """The index file's bytes (a uint8 array; what ``write`` would write)."""
+        if self._tombstones:
+            self.rebuild()
+        return self._faiss.serialize_index(self._index)
+
     @classmethod
-    def read(cls, path: str, dim: int, distance: str, kind: str, params: Optional[dict[str, Any]]) -> "VectorIndex":
+    def read(cls, path: str, dim: int, distance: str, kind: str, params: Optional[dict[str, Any]],
+             data: Optional[bytes] = None) -> "VectorIndex":
+        """Open the index file at ``path`` (or its bytes ``data``, already read and checked)."""
         faiss = import_faiss()
         try:
-            index = faiss.read_index(path)
+            if data is not None:
+                import numpy as np
+
+                index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            else:
+                index = faiss.read_index(path)
         except RuntimeError as e:  # faiss's C++ exceptions: a truncated or foreign file
             from .persistence import StoreFormatError
 
