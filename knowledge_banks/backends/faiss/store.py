@@ -51,8 +51,11 @@ __all__ = ["FaissVectorStore"]
 _SCALARS = (str, int, float, bool, type(None))
 
 
+_SCALAR_TYPES = frozenset(_SCALARS)
+
+
 def _copy_metadata(md: dict[str, Any]) -> dict[str, Any]:
-    if all(isinstance(v, _SCALARS) for v in md.values()):
+    if _SCALAR_TYPES.issuperset(map(type, md.values())):  # exact types: a C-level test, no generator
         return dict(md)
     return copy.deepcopy(md)
 

@@ -138,10 +138,20 @@ class VectorIndex:
         """float32, C-contiguous, (n, dim); unit-normalised for cosine (zero vectors stay zero)."""
         np = self._np
         x = np.array(vectors, dtype=np.float32, order="C", ndmin=2)  # always a copy: normalised in place below
-        if x.shape[-1] != self.dim or x.ndim != 2:
+        if x.ndim != 2 or x.shape[1] != self.dim:
             x = np.ascontiguousarray(x.reshape(-1, self.dim))
-        # one reduction instead of isfinite over every value: a sum of squares in float64 is finite
-        # exactly when every value is (float32's largest square, ~1.2e77, cannot overflow float64)
+        if x.shape[0] == 1:  # a query: scalar arithmetic is cheaper than array reductions for one row
+            v = x[0]
+            sq = float(v @ v)
+            if not math.isfinite(sq):  # NaN/inf, or float32 overflow of a huge (finite) vector
+                if not np.isfinite(v).all():
+                    raise ValueError("embeddings contain NaN or infinite values")
+                sq = float(v.astype(np.float64) @ v.astype(np.float64))
+            if self.distance == "cosine" and sq > 0:
+                x /= np.float32(math.sqrt(sq))
+            return x
+        # a sum of squares in float64 is finite exactly when every value is (float32's largest square,
+        # ~1.2e77, cannot overflow float64): one reduction instead of isfinite over every value
         sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
         if not np.isfinite(sq).all():
             raise ValueError("embeddings contain NaN or infinite values")
@@ -240,11 +250,12 @@ class VectorIndex:
             dists, ids = self._search_cpu(q, fetch, key_mask)
         else:
             dists, ids = self._search_index().search(q, fetch)
-        dists, ids = dists[0], ids[0]
-        keep = ids >= 0
+            dists, ids = dists[0], ids[0]
+        if len(ids) and ids[-1] < 0:  # fewer than `fetch` results: FAISS pads with -1
+            keep = ids >= 0
+            dists, ids = dists[keep], ids[keep]
         if self._tombstones:
-            keep &= ~np.isin(ids, np.fromiter(self._tombstones, np.int64, len(self._tombstones)))
-        if not keep.all():
+            keep = ~np.isin(ids, np.fromiter(self._tombstones, np.int64, len(self._tombstones)))
             dists, ids = dists[keep], ids[keep]
         return dists[:n], ids[:n]
 
@@ -261,7 +272,11 @@ class VectorIndex:
         np = self._np
         inner, id_map = self._inner_cached()
         if key_mask is None:
-            dists, pos = inner.search(q, fetch)
+            # the SWIG method itself, outputs allocated here: faiss's Python wrapper adds argument
+            # checks and conversions we have already done in prepare()
+            f = self._faiss
+            dists, pos = np.empty((1, fetch), np.float32), np.empty((1, fetch), np.int64)
+            inner.search_c(1, f.swig_ptr(q), fetch, f.swig_ptr(dists), f.swig_ptr(pos))
         else:
             # the inner index numbers vectors by position: a bitmap over positions, from the key mask
             allowed = np.zeros(len(id_map), dtype=bool)
@@ -272,7 +287,10 @@ class VectorIndex:
             params = self._search_params(sel)
             dists, pos = inner.search(q, min(fetch, max(1, int(allowed.sum()))), params=params)
             del bits  # the selector read it during the search
-        ids = np.where(pos >= 0, id_map[np.clip(pos, 0, None)], -1)
+        pos, dists = pos[0], dists[0]
+        ids = id_map[pos]
+        if len(pos) and pos[-1] < 0:  # padding (-1) sorts last; keep it -1, not id_map[-1]
+            ids[pos < 0] = -1
         return dists, ids
 
     def _search_params(self, sel: Any) -> Any:
