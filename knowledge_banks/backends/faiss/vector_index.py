@@ -134,10 +134,14 @@ class VectorIndex:
         """Live vectors (tombstones excluded)."""
         return int(self._index.ntotal) - len(self._tombstones)
 
-    def prepare(self, vectors: Any) -> Any:
-        """float32, C-contiguous, (n, dim); unit-normalised for cosine (zero vectors stay zero)."""
+    def prepare(self, vectors: Any, copy: bool = True) -> Any:
+        """float32, C-contiguous, (n, dim); unit-normalised for cosine (zero vectors stay zero).
+
+        ``copy=False``: the caller hands over a float32 array it owns, normalised in place.
+        """
         np = self._np
-        x = np.array(vectors, dtype=np.float32, order="C", ndmin=2)  # always a copy: normalised in place below
+        # a copy unless handed over: normalised in place below
+        x = np.array(vectors, dtype=np.float32, order="C", ndmin=2, copy=True if copy else None)
         if x.ndim != 2 or x.shape[1] != self.dim:
             x = np.ascontiguousarray(x.reshape(-1, self.dim))
         if x.shape[0] == 1:  # a query: scalar arithmetic is cheaper than array reductions for one row
@@ -167,10 +171,11 @@ class VectorIndex:
 
     # ---- writes ----------------------------------------------------------------------------------------
 
-    def add(self, keys: Any, vectors: Any) -> None:
+    def add(self, keys: Any, vectors: Any, owned: bool = False) -> None:
+        """Add vectors under int64 keys; ``owned=True``: ``vectors`` is a float32 array we may modify."""
         np = self._np
         keys = np.ascontiguousarray(np.asarray(keys, dtype=np.int64))
-        x = self.prepare(vectors)
+        x = self.prepare(vectors, copy=not owned)
         if len(keys) != len(x):
             raise ValueError(f"{len(keys)} keys for {len(x)} vectors")
         if len(keys) == 0:
