@@ -137,6 +137,7 @@ class BM25Index:
         self._postings: Optional[dict[str, dict[int, int]]] = {}  # term -> {slot: tf}; None while frozen
         self._arrays: dict[str, tuple[Any, Any]] = {}     # term -> (slots, tfs) cache, dropped on change
         self._frozen: Any = None                          # (term -> row, ptr, slots, tfs) of a loaded index
+        self._weights: dict[str, tuple[Any, Any]] = {}    # term -> its BM25 term weights, until the next change
 
     def config(self) -> dict[str, Any]:
         return {"k1": self.k1, "b": self.b, "tokenizer": self.tokenizer.config()}
@@ -183,6 +184,7 @@ class BM25Index:
         for t, c in tf.items():
             postings.setdefault(t, {})[slot] = c
             self._arrays.pop(t, None)
+        self._weights.clear()  # N and the average length changed: every term's weights did
         self._terms[slot] = tuple(tf)
         self._len[slot] = len(tokens)
         self._total_len += len(tokens)
@@ -200,6 +202,7 @@ class BM25Index:
                 if not plist:
                     del postings[t]
             self._arrays.pop(t, None)
+        self._weights.clear()
         self._total_len -= float(self._len[slot])
         self._len[slot] = 0.0
         self._terms[slot] = ()
@@ -244,22 +247,47 @@ class BM25Index:
         self._arrays[term] = arr
         return arr
 
+    def _term_weights(self, term: str) -> Optional[tuple[Any, Any]]:
+        """``idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl))`` for every document holding
+        ``term``, cached until the index changes: (slots, weights), or (None, a weight per slot) for a
+        term in more than 1/8 of the documents, which is added as a whole vector (contiguous, no scatter)."""
+        w = self._weights.get(term)
+        if w is not None:
+            return w
+        arr = self._term_arrays(term)
+        if arr is None:
+            return None
+        np = self._np
+        slots, tfs = arr
+        k1, b = self.k1, self.b
+        avgdl = max(self._total_len / max(len(self._slot), 1), 1e-9)
+        vals = (self.idf(term) * tfs * (k1 + 1.0) / (tfs + k1 * (1.0 - b + b * self._len[slots] / avgdl)))
+        if len(slots) * 8 > len(self._keys):
+            dense = np.zeros(len(self._keys), np.float32)
+            dense[slots] = vals
+            w = (None, dense)
+        else:
+            w = (slots, vals.astype(np.float32))
+        if len(self._weights) >= 4096:  # bound the cache (a long tail of rare query terms)
+            self._weights.clear()
+        self._weights[term] = w
+        return w
+
     def score_all(self, query: str) -> Any:
         """A score per slot (numpy array, 0 where no query term occurs; indexed by key with int_keys)."""
         np = self._np
         scores = np.zeros(len(self._keys), dtype=np.float32)
-        n = len(self._slot)
-        if n == 0:
+        if not self._slot:
             return scores
-        avgdl = max(self._total_len / n, 1e-9)
-        k1, b = self.k1, self.b
         for term in self.tokenizer(query):  # repeated query terms count again, as in Lucene
-            arr = self._term_arrays(term)
-            if arr is None:
+            w = self._term_weights(term)
+            if w is None:
                 continue
-            slots, tfs = arr
-            norm = k1 * (1.0 - b + b * self._len[slots] / avgdl)
-            scores[slots] += self.idf(term) * tfs * (k1 + 1.0) / (tfs + norm)
+            slots, vals = w
+            if slots is None:
+                scores += vals
+            else:
+                scores[slots] += vals
         return scores
 
     def search(self, query: str, k: Optional[int] = None, predicate: Any = None) -> list[tuple[Any, float]]:
@@ -306,6 +334,7 @@ class BM25Index:
         self._terms = [tuple(vocab[i] for i in tids[starts[s]:starts[s + 1]]) for s in range(len(self._keys))]
         self._postings, self._frozen = postings, None
         self._arrays.clear()
+        self._weights.clear()
         return postings
 
     def to_bytes(self) -> bytes:

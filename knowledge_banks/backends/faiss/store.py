@@ -535,7 +535,9 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
 
         d_scores, d_keys = self._dense_arrays(embedding, fetch_k, pred, mask, fetch_k)
         lex_all, l_keys, _ = self._keyword_arrays(query, fetch_k, pred, mask)
-        l_only = l_keys[~np.isin(l_keys, d_keys)]
+        in_dense = np.zeros(max(self._next_key, 1), dtype=bool)
+        in_dense[d_keys] = True
+        l_only = l_keys[~in_dense[l_keys]]
         keys = np.concatenate([d_keys, l_only])
         if len(keys) == 0:
             return keys, np.zeros(0, np.float64)

@@ -70,6 +70,7 @@ class VectorIndex:
         self._gpu_index: Any = None
         self._id_map: Any = None
         self._searcher: Any = None
+        self._flat_view: Any = None
         self._index = _index if _index is not None else self._new_index(self._flat_or_kind(0))
         self._apply_search_params()
 
@@ -167,7 +168,8 @@ class VectorIndex:
     def _changed(self) -> None:
         self._gpu_index = None
         self._id_map = None
-        self._searcher = None  # (inner index, its kind) cached for the search hot path
+        self._searcher = None  # the inner index, cached for the search hot path
+        self._flat_view = None
 
     # ---- writes ----------------------------------------------------------------------------------------
 
@@ -306,15 +308,37 @@ class VectorIndex:
             return f.SearchParametersIVF(sel=sel, nprobe=inner.nprobe)
         return f.SearchParameters(sel=sel)
 
-    def scores_for(self, vector: Any, keys: Any) -> list[float]:
-        """Exact raw scores of the query against specific stored vectors."""
+    def scores_for(self, vector: Any, keys: Any) -> Any:
+        """Exact raw scores (float array) of the query against specific stored vectors."""
+        np = self._np
         if len(keys) == 0:
-            return []
+            return np.zeros(0, np.float32)
         q = self.prepare(vector)[0]
-        x = self.reconstruct(keys)
+        x = self._flat_rows(keys)
+        if x is None:
+            x = self.reconstruct(keys)
         if self.distance == "l2":
-            return [float(v) for v in ((x - q) ** 2).sum(axis=1)]
-        return [float(v) for v in x @ q]
+            return ((x - q) ** 2).sum(axis=1)
+        return x @ q
+
+    def _flat_rows(self, keys: Any) -> Any:
+        """The stored vectors of ``keys`` read straight from a flat index's storage (a zero-copy view
+        and a key -> position array, both cached until the next write): no reconstruct_batch call."""
+        np = self._np
+        inner, id_map = self._inner_cached()
+        if not isinstance(inner, self._faiss.IndexFlat):
+            return None
+        if self._flat_view is None:
+            n, d = int(inner.ntotal), int(inner.d)
+            xb = self._faiss.rev_swig_ptr(inner.get_xb(), n * d).reshape(n, d)
+            pos = np.full(int(id_map.max()) + 1 if len(id_map) else 0, -1, np.int64)
+            pos[id_map] = np.arange(len(id_map))
+            self._flat_view = (xb, pos)
+        xb, pos = self._flat_view
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(keys) and (keys.max() >= len(pos) or (pos[keys] < 0).any()):
+            raise KeyError("scores_for: a key that is not in the index")
+        return xb[pos[keys]]
 
     # ---- disk ------------------------------------------------------------------------------------------
 
