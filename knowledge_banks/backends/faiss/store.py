@@ -464,8 +464,11 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
             if pred is not None and mask is None:  # a callable filter: tested on the scoring documents
                 records, by_key = self._records, self._by_key
                 hits = hits[np.fromiter((pred(records[by_key[key]][2]) for key in hits.tolist()), bool, len(hits))]
-            if len(hits) > k:
-                hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
+            if len(hits) > k:  # top k; ties at the k-th score go to the earliest keys, deterministically
+                hit_scores = scores[hits]
+                kth = -np.partition(-hit_scores, k - 1)[k - 1]
+                above, tied = hits[hit_scores > kth], hits[hit_scores == kth]
+                hits = np.concatenate([above, tied[:k - len(above)]])
             hits = hits[np.lexsort((hits, -scores[hits]))]  # best first; ties by key (insertion order)
             return scores, hits, scores[hits]
 
