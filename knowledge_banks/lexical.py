@@ -20,7 +20,7 @@ import math
 import re
 from typing import Any, Iterable, Optional, Sequence
 
-__all__ = ["BM25Index", "Tokenizer", "STOPWORDS"]
+__all__ = ["BM25Index", "Tokenizer", "STOPWORDS", "BM25_FORMAT"]
 
 # A common English stopword list (close to NLTK's / bm25s's "en").
 STOPWORDS = frozenset("""
@@ -106,23 +106,38 @@ class Tokenizer:
         return words
 
 
-class BM25Index:
-    """Incremental BM25 over string keys: ``add(key, text)`` (replaces), ``remove(key)``, ``search``."""
+BM25_FORMAT = "langchain-mesh.bm25"
+BM25_FORMAT_VERSION = 1
 
-    def __init__(self, tokenizer: Optional[Tokenizer] = None, k1: float = 1.2, b: float = 0.75):
+
+class BM25Index:
+    """Incremental BM25 over string keys: ``add(key, text)`` (replaces), ``remove(key)``, ``search``.
+
+    ``int_keys=True``: keys are non-negative ints and each key is its own slot, so ``score_all`` is an
+    array indexed by key (what the FAISS store uses: its keys are the FAISS ids, and fusion with the dense
+    results is then plain numpy indexing). ``to_bytes``/``from_bytes`` persist the index (numpy arrays in
+    an ``.npz``, no pickle); a loaded index scores straight from its arrays and turns them back into
+    per-term postings only when it is first changed.
+    """
+
+    def __init__(self, tokenizer: Optional[Tokenizer] = None, k1: float = 1.2, b: float = 0.75, *,
+                 int_keys: bool = False):
         import numpy as np
 
         self._np = np
         self.tokenizer = tokenizer or Tokenizer()
         self.k1, self.b = float(k1), float(b)
-        self._slot: dict[str, int] = {}
-        self._keys: list[Optional[str]] = []
+        self.int_keys = bool(int_keys)
+        self._slot: dict[Any, int] = {}
+        self._keys: list[Any] = []
         self._free: list[int] = []
         self._terms: list[tuple[str, ...]] = []          # unique terms of each slot (for removal)
         self._len = np.zeros(16, dtype=np.float32)        # token count of each slot
         self._total_len = 0.0
-        self._postings: dict[str, dict[int, int]] = {}    # term -> {slot: tf}
+        self._postings: Optional[dict[str, dict[int, int]]] = {}  # term -> {slot: tf}; None while frozen
         self._arrays: dict[str, tuple[Any, Any]] = {}     # term -> (slots, tfs) cache, dropped on change
+        self._frozen: Any = None                          # (term -> row, ptr, slots, tfs) of a loaded index
+        self._weights: dict[str, tuple[Any, Any]] = {}    # term -> its BM25 term weights, until the next change
 
     def config(self) -> dict[str, Any]:
         return {"k1": self.k1, "b": self.b, "tokenizer": self.tokenizer.config()}
@@ -135,90 +150,147 @@ class BM25Index:
 
     # ---- updates -------------------------------------------------------------------------------------
 
-    def add(self, key: str, text: str) -> None:
+    def add(self, key: Any, text: str) -> None:
         self.add_tokens(key, self.tokenizer(text))
 
-    def add_many(self, items: Iterable[tuple[str, str]]) -> None:
+    def add_many(self, items: Iterable[tuple[Any, str]]) -> None:
         for key, text in items:
             self.add(key, text)
 
-    def add_tokens(self, key: str, tokens: Sequence[str]) -> None:
+    def _grow(self, size: int) -> None:
+        if size > len(self._keys):
+            self._keys.extend([None] * (size - len(self._keys)))
+            self._terms.extend([()] * (size - len(self._terms)))
+        if size > len(self._len):
+            grown = self._np.zeros(max(size, 2 * len(self._len)), self._np.float32)
+            grown[:len(self._len)] = self._len
+            self._len = grown
+
+    def add_tokens(self, key: Any, tokens: Sequence[str]) -> None:
+        postings = self._thaw()
         if key in self._slot:
             self.remove(key)
-        slot = self._free.pop() if self._free else len(self._keys)
-        if slot == len(self._keys):
-            self._keys.append(key)
-            self._terms.append(())
-            if slot >= len(self._len):
-                self._len = self._np.concatenate([self._len, self._np.zeros(len(self._len), self._np.float32)])
+        if self.int_keys:
+            slot = int(key)
+            if slot < 0:
+                raise ValueError(f"int_keys BM25 needs non-negative keys, got {key!r}")
         else:
-            self._keys[slot] = key
+            slot = self._free.pop() if self._free else len(self._keys)
+        self._grow(slot + 1)
+        self._keys[slot] = key
         tf: dict[str, int] = {}
         for t in tokens:
             tf[t] = tf.get(t, 0) + 1
         for t, c in tf.items():
-            self._postings.setdefault(t, {})[slot] = c
+            postings.setdefault(t, {})[slot] = c
             self._arrays.pop(t, None)
+        self._weights.clear()  # N and the average length changed: every term's weights did
         self._terms[slot] = tuple(tf)
         self._len[slot] = len(tokens)
         self._total_len += len(tokens)
         self._slot[key] = slot
 
-    def remove(self, key: str) -> bool:
-        slot = self._slot.pop(key, None)
-        if slot is None:
+    def remove(self, key: Any) -> bool:
+        if key not in self._slot:
             return False
+        postings = self._thaw()
+        slot = self._slot.pop(key)
         for t in self._terms[slot]:
-            plist = self._postings.get(t)
+            plist = postings.get(t)
             if plist is not None:
                 plist.pop(slot, None)
                 if not plist:
-                    del self._postings[t]
+                    del postings[t]
             self._arrays.pop(t, None)
+        self._weights.clear()
         self._total_len -= float(self._len[slot])
         self._len[slot] = 0.0
         self._terms[slot] = ()
         self._keys[slot] = None
-        self._free.append(slot)
+        if not self.int_keys:
+            self._free.append(slot)
         return True
 
     def clear(self) -> None:
-        self.__init__(self.tokenizer, self.k1, self.b)  # type: ignore[misc]
+        self.__init__(self.tokenizer, self.k1, self.b, int_keys=self.int_keys)  # type: ignore[misc]
 
     # ---- scoring -------------------------------------------------------------------------------------
 
+    def _df(self, term: str) -> int:
+        if self._postings is not None:
+            return len(self._postings.get(term, ()))
+        rows, ptr, _, _ = self._frozen
+        row = rows.get(term)
+        return 0 if row is None else int(ptr[row + 1] - ptr[row])
+
     def idf(self, term: str) -> float:
-        n, df = len(self._slot), len(self._postings.get(term, ()))
+        n, df = len(self._slot), self._df(term)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
-    def _term_arrays(self, term: str) -> tuple[Any, Any]:
+    def _term_arrays(self, term: str) -> Optional[tuple[Any, Any]]:
         arr = self._arrays.get(term)
-        if arr is None:
-            plist = self._postings[term]
-            np = self._np
+        if arr is not None:
+            return arr
+        np = self._np
+        if self._postings is None:
+            rows, ptr, slots, tfs = self._frozen
+            row = rows.get(term)
+            if row is None:
+                return None
+            arr = (slots[ptr[row]:ptr[row + 1]], tfs[ptr[row]:ptr[row + 1]])
+        else:
+            plist = self._postings.get(term)
+            if plist is None:
+                return None
             arr = (np.fromiter(plist.keys(), np.int64, len(plist)),
                    np.fromiter(plist.values(), np.float32, len(plist)))
-            self._arrays[term] = arr
+        self._arrays[term] = arr
         return arr
 
+    def _term_weights(self, term: str) -> Optional[tuple[Any, Any]]:
+        """``idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl))`` for every document holding
+        ``term``, cached until the index changes: (slots, weights), or (None, a weight per slot) for a
+        term in more than 1/8 of the documents, which is added as a whole vector (contiguous, no scatter)."""
+        w = self._weights.get(term)
+        if w is not None:
+            return w
+        arr = self._term_arrays(term)
+        if arr is None:
+            return None
+        np = self._np
+        slots, tfs = arr
+        k1, b = self.k1, self.b
+        avgdl = max(self._total_len / max(len(self._slot), 1), 1e-9)
+        vals = (self.idf(term) * tfs * (k1 + 1.0) / (tfs + k1 * (1.0 - b + b * self._len[slots] / avgdl)))
+        if len(slots) * 8 > len(self._keys):
+            dense = np.zeros(len(self._keys), np.float32)
+            dense[slots] = vals
+            w = (None, dense)
+        else:
+            w = (slots, vals.astype(np.float32))
+        if len(self._weights) >= 4096:  # bound the cache (a long tail of rare query terms)
+            self._weights.clear()
+        self._weights[term] = w
+        return w
+
     def score_all(self, query: str) -> Any:
-        """A score per slot (numpy array, 0 where no query term occurs)."""
+        """A score per slot (numpy array, 0 where no query term occurs; indexed by key with int_keys)."""
         np = self._np
         scores = np.zeros(len(self._keys), dtype=np.float32)
-        n = len(self._slot)
-        if n == 0:
+        if not self._slot:
             return scores
-        avgdl = max(self._total_len / n, 1e-9)
-        k1, b = self.k1, self.b
         for term in self.tokenizer(query):  # repeated query terms count again, as in Lucene
-            if term not in self._postings:
+            w = self._term_weights(term)
+            if w is None:
                 continue
-            slots, tfs = self._term_arrays(term)
-            norm = k1 * (1.0 - b + b * self._len[slots] / avgdl)
-            scores[slots] += self.idf(term) * tfs * (k1 + 1.0) / (tfs + norm)
+            slots, vals = w
+            if slots is None:
+                scores += vals
+            else:
+                scores[slots] += vals
         return scores
 
-    def search(self, query: str, k: Optional[int] = None, predicate: Any = None) -> list[tuple[str, float]]:
+    def search(self, query: str, k: Optional[int] = None, predicate: Any = None) -> list[tuple[Any, float]]:
         """Best ``k`` (key, score) pairs with score > 0, best first; ``predicate(key) -> bool`` filters."""
         np = self._np
         scores = self.score_all(query)
@@ -226,7 +298,7 @@ class BM25Index:
         if hits.size == 0:
             return []
         order = hits[np.argsort(-scores[hits], kind="stable")]
-        out: list[tuple[str, float]] = []
+        out: list[tuple[Any, float]] = []
         for slot in order:
             key = self._keys[slot]
             if key is None or (predicate is not None and not predicate(key)):
@@ -236,7 +308,100 @@ class BM25Index:
                 break
         return out
 
-    def score_keys(self, query: str, keys: Sequence[str]) -> list[float]:
+    def score_keys(self, query: str, keys: Sequence[Any]) -> list[float]:
         """BM25 scores of specific documents (0.0 for unknown keys)."""
         scores = self.score_all(query)
         return [float(scores[self._slot[k]]) if k in self._slot else 0.0 for k in keys]
+
+    # ---- persistence ---------------------------------------------------------------------------------
+
+    def _thaw(self) -> dict[str, dict[int, int]]:
+        """Per-term postings dicts from a loaded index's arrays (on its first change)."""
+        if self._postings is not None:
+            return self._postings
+        np = self._np
+        rows, ptr, slots, tfs = self._frozen
+        vocab = list(rows)
+        slot_list, tf_list = slots.tolist(), tfs.astype(np.int64).tolist()
+        bounds = ptr.tolist()
+        postings = {t: dict(zip(slot_list[bounds[r]:bounds[r + 1]], tf_list[bounds[r]:bounds[r + 1]]))
+                    for r, t in enumerate(vocab)}
+        # the terms of each slot, for removal: postings sorted by slot (numpy), then one slice per slot
+        term_of = np.repeat(np.arange(len(vocab)), np.diff(ptr))
+        order = np.argsort(slots, kind="stable")
+        by_slot, tids = slots[order], term_of[order].tolist()
+        starts = np.searchsorted(by_slot, np.arange(len(self._keys) + 1)).tolist()
+        self._terms = [tuple(vocab[i] for i in tids[starts[s]:starts[s + 1]]) for s in range(len(self._keys))]
+        self._postings, self._frozen = postings, None
+        self._arrays.clear()
+        self._weights.clear()
+        return postings
+
+    def to_bytes(self) -> bytes:
+        """The index as an ``.npz`` file's bytes (numpy arrays only; ``np.load(allow_pickle=False)``)."""
+        import io
+        import itertools
+        import json
+
+        np = self._np
+        if self._postings is None:
+            rows, ptr, slots, tfs = self._frozen
+            vocab = list(rows)
+        else:
+            vocab = list(self._postings)
+            lists = list(self._postings.values())
+            counts = np.fromiter(map(len, lists), np.int64, len(lists))
+            ptr = np.zeros(len(vocab) + 1, np.int64)
+            np.cumsum(counts, out=ptr[1:])
+            total = int(ptr[-1])
+            slots = np.fromiter(itertools.chain.from_iterable(lists), np.int64, total)
+            tfs = np.fromiter(itertools.chain.from_iterable(d.values() for d in lists), np.float32, total)
+        header = {"format": BM25_FORMAT, "format_version": BM25_FORMAT_VERSION, **self.config(),
+                  "int_keys": self.int_keys, "slots": len(self._keys)}
+        live = np.fromiter((s for s in self._slot.values()), np.int64, len(self._slot))
+        arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+                  "vocab": np.frombuffer("\n".join(vocab).encode("utf-8"), np.uint8),
+                  "ptr": ptr, "slots": slots.astype(np.int32 if len(self._keys) < 2**31 else np.int64),
+                  "tfs": tfs.astype(np.float32), "lengths": self._len[:len(self._keys)], "live": live}
+        if not self.int_keys:
+            arrays["keys"] = np.frombuffer(json.dumps([self._keys[s] for s in live.tolist()]).encode(), np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, tokenizer: Optional[Tokenizer] = None) -> "BM25Index":
+        """Load ``to_bytes``' output; raises ValueError for anything else."""
+        import io
+        import json
+
+        import numpy as np
+
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+            header = json.loads(arrays["header"].tobytes())
+        except Exception as e:  # noqa: BLE001 - numpy raises several types for a foreign file
+            raise ValueError(f"not a BM25 index file ({type(e).__name__}: {e})") from None
+        if header.get("format") != BM25_FORMAT or header.get("format_version") != BM25_FORMAT_VERSION:
+            raise ValueError(f"not a {BM25_FORMAT} v{BM25_FORMAT_VERSION} file")
+        tok = tokenizer or Tokenizer.from_config(header["tokenizer"])
+        self = cls(tok, header["k1"], header["b"], int_keys=header["int_keys"])
+        vocab_text = arrays["vocab"].tobytes().decode("utf-8")
+        vocab = vocab_text.split("\n") if vocab_text else []
+        n_slots = int(header["slots"])
+        live = arrays["live"].tolist()
+        keys = live if self.int_keys else json.loads(arrays["keys"].tobytes())
+        self._keys = [None] * n_slots
+        for s, key in zip(live, keys):
+            self._keys[s] = key
+        self._slot = dict(zip(keys, live))
+        self._terms = []  # rebuilt by _thaw on the first change
+        self._len = np.array(arrays["lengths"], dtype=np.float32)
+        self._total_len = float(self._len.sum(dtype=np.float64))
+        if not self.int_keys:
+            self._free = [s for s in range(n_slots) if self._keys[s] is None]
+        self._postings = None
+        self._frozen = (dict(zip(vocab, range(len(vocab)))), arrays["ptr"],
+                        arrays["slots"].astype(np.int64), arrays["tfs"])
+        return self

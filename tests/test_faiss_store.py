@@ -347,10 +347,8 @@ def test_crash_during_save_leaves_previous_version(emb, tmp_path, monkeypatch, w
     def boom(*a, **k):
         raise OSError("disk full (simulated)")
 
-    if where == "index":
-        from knowledge_banks.vector_index import VectorIndex
-
-        monkeypatch.setattr(VectorIndex, "write", lambda self, p: (Path(p).write_bytes(b"partial"), boom()))
+    if where == "index":  # the first data file written is the index: half of it, then the crash
+        monkeypatch.setattr(persistence, "_write_blob", lambda p, chunks: (Path(p).write_bytes(b"partial"), boom()))
     elif where == "docstore":
         monkeypatch.setattr(persistence, "_write_docstore", boom)
     else:

@@ -69,6 +69,8 @@ class VectorIndex:
         self._tombstones: set[int] = set()
         self._gpu_index: Any = None
         self._id_map: Any = None
+        self._searcher: Any = None
+        self._flat_view: Any = None
         self._index = _index if _index is not None else self._new_index(self._flat_or_kind(0))
         self._apply_search_params()
 
@@ -133,27 +135,49 @@ class VectorIndex:
         """Live vectors (tombstones excluded)."""
         return int(self._index.ntotal) - len(self._tombstones)
 
-    def prepare(self, vectors: Any) -> Any:
-        """float32, C-contiguous, (n, dim); unit-normalised for cosine (zero vectors stay zero)."""
+    def prepare(self, vectors: Any, copy: bool = True) -> Any:
+        """float32, C-contiguous, (n, dim); unit-normalised for cosine (zero vectors stay zero).
+
+        ``copy=False``: the caller hands over a float32 array it owns, normalised in place.
+        """
         np = self._np
-        x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim))
-        if not np.all(np.isfinite(x)):
+        # a copy unless handed over: normalised in place below
+        x = np.array(vectors, dtype=np.float32, order="C", ndmin=2, copy=True if copy else None)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            x = np.ascontiguousarray(x.reshape(-1, self.dim))
+        if x.shape[0] == 1:  # a query: scalar arithmetic is cheaper than array reductions for one row
+            v = x[0]
+            sq = float(v @ v)
+            if not math.isfinite(sq):  # NaN/inf, or float32 overflow of a huge (finite) vector
+                if not np.isfinite(v).all():
+                    raise ValueError("embeddings contain NaN or infinite values")
+                sq = float(v.astype(np.float64) @ v.astype(np.float64))
+            if self.distance == "cosine" and sq > 0:
+                x /= np.float32(math.sqrt(sq))
+            return x
+        # a sum of squares in float64 is finite exactly when every value is (float32's largest square,
+        # ~1.2e77, cannot overflow float64): one reduction instead of isfinite over every value
+        sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        if not np.isfinite(sq).all():
             raise ValueError("embeddings contain NaN or infinite values")
         if self.distance == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0))
+            norms = np.sqrt(sq)
+            x /= np.where(norms > 0, norms, 1.0).astype(np.float32)[:, None]
         return x
 
     def _changed(self) -> None:
         self._gpu_index = None
         self._id_map = None
+        self._searcher = None  # the inner index, cached for the search hot path
+        self._flat_view = None
 
     # ---- writes ----------------------------------------------------------------------------------------
 
-    def add(self, keys: Any, vectors: Any) -> None:
+    def add(self, keys: Any, vectors: Any, owned: bool = False) -> None:
+        """Add vectors under int64 keys; ``owned=True``: ``vectors`` is a float32 array we may modify."""
         np = self._np
         keys = np.ascontiguousarray(np.asarray(keys, dtype=np.int64))
-        x = self.prepare(vectors)
+        x = self.prepare(vectors, copy=not owned)
         if len(keys) != len(x):
             raise ValueError(f"{len(keys)} keys for {len(x)} vectors")
         if len(keys) == 0:
@@ -212,49 +236,109 @@ class VectorIndex:
             self._gpu_index = self._faiss.index_cpu_to_all_gpus(self._index)
         return self._gpu_index
 
-    def search(self, vector: Any, n: int) -> tuple[list[float], list[int]]:
+    def search(self, vector: Any, n: int, key_mask: Any = None) -> tuple[list[float], list[int]]:
         """Best ``n`` live (raw scores, keys), best first (see the module doc for raw scores)."""
+        scores, keys = self.search_arrays(vector, n, key_mask)
+        return scores.tolist(), keys.tolist()
+
+    def search_arrays(self, vector: Any, n: int, key_mask: Any = None) -> tuple[Any, Any]:
+        """``search`` as numpy arrays (float32 scores, int64 keys), best first.
+
+        ``key_mask``: a boolean array indexed by key (``mask[key]``: may this key be returned?); the
+        search itself skips the others (a FAISS ``IDSelector``), so a filter costs no widening.
+        """
+        np = self._np
         total = int(self._index.ntotal)
         if n <= 0 or total == 0:
-            return [], []
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
         q = self.prepare(vector)[:1]
         fetch = min(total, n + len(self._tombstones))
-        index = self._search_index()
-        if index is self._index:
-            dists, ids = self._search_cpu(q, fetch)
+        if key_mask is not None or _gpu_count(self._faiss) == 0 or self.active_kind == "hnsw":
+            dists, ids = self._search_cpu(q, fetch, key_mask)
         else:
-            dists, ids = index.search(q, fetch)
-        scores: list[float] = []
-        keys: list[int] = []
-        for d, i in zip(dists[0].tolist(), ids[0].tolist()):
-            if i < 0 or i in self._tombstones:
-                continue
-            scores.append(float(d))
-            keys.append(int(i))
-            if len(keys) >= n:
-                break
-        return scores, keys
+            dists, ids = self._search_index().search(q, fetch)
+            dists, ids = dists[0], ids[0]
+        if len(ids) and ids[-1] < 0:  # fewer than `fetch` results: FAISS pads with -1
+            keep = ids >= 0
+            dists, ids = dists[keep], ids[keep]
+        if self._tombstones:
+            keep = ~np.isin(ids, np.fromiter(self._tombstones, np.int64, len(self._tombstones)))
+            dists, ids = dists[keep], ids[keep]
+        return dists[:n], ids[:n]
 
-    def _search_cpu(self, q: Any, fetch: int) -> tuple[Any, Any]:
+    def _inner_cached(self) -> tuple[Any, Any]:
+        if self._searcher is None or self._id_map is None:
+            self._searcher = self._faiss.downcast_index(self._index.index)
+            self._id_map = self._faiss.vector_to_array(self._index.id_map)
+        return self._searcher, self._id_map
+
+    def _search_cpu(self, q: Any, fetch: int, key_mask: Any = None) -> tuple[Any, Any]:
         # IndexIDMap2.search translates positions to ids in an OpenMP loop whose thread start-up costs
         # milliseconds per query on a busy machine (measured: 11.9 ms vs 0.13 ms for the bare index);
         # searching the inner index and translating with numpy gives the same answer in microseconds.
         np = self._np
-        dists, pos = self._faiss.downcast_index(self._index.index).search(q, fetch)
-        if self._id_map is None:
-            self._id_map = self._faiss.vector_to_array(self._index.id_map)
-        ids = np.where(pos >= 0, self._id_map[np.clip(pos, 0, None)], -1)
+        inner, id_map = self._inner_cached()
+        if key_mask is None:
+            # the SWIG method itself, outputs allocated here: faiss's Python wrapper adds argument
+            # checks and conversions we have already done in prepare()
+            f = self._faiss
+            dists, pos = np.empty((1, fetch), np.float32), np.empty((1, fetch), np.int64)
+            inner.search_c(1, f.swig_ptr(q), fetch, f.swig_ptr(dists), f.swig_ptr(pos))
+        else:
+            # the inner index numbers vectors by position: a bitmap over positions, from the key mask
+            allowed = np.zeros(len(id_map), dtype=bool)
+            in_range = id_map < len(key_mask)
+            allowed[in_range] = key_mask[id_map[in_range]]
+            bits = np.packbits(allowed, bitorder="little")
+            sel = self._faiss.IDSelectorBitmap(len(allowed), self._faiss.swig_ptr(bits))
+            params = self._search_params(sel)
+            dists, pos = inner.search(q, min(fetch, max(1, int(allowed.sum()))), params=params)
+            del bits  # the selector read it during the search
+        pos, dists = pos[0], dists[0]
+        ids = id_map[pos]
+        if len(pos) and pos[-1] < 0:  # padding (-1) sorts last; keep it -1, not id_map[-1]
+            ids[pos < 0] = -1
         return dists, ids
 
-    def scores_for(self, vector: Any, keys: Any) -> list[float]:
-        """Exact raw scores of the query against specific stored vectors."""
+    def _search_params(self, sel: Any) -> Any:
+        f, inner = self._faiss, self._searcher
+        if isinstance(inner, f.IndexHNSW):
+            return f.SearchParametersHNSW(sel=sel, efSearch=inner.hnsw.efSearch)
+        if isinstance(inner, f.IndexIVF):
+            return f.SearchParametersIVF(sel=sel, nprobe=inner.nprobe)
+        return f.SearchParameters(sel=sel)
+
+    def scores_for(self, vector: Any, keys: Any) -> Any:
+        """Exact raw scores (float array) of the query against specific stored vectors."""
+        np = self._np
         if len(keys) == 0:
-            return []
+            return np.zeros(0, np.float32)
         q = self.prepare(vector)[0]
-        x = self.reconstruct(keys)
+        x = self._flat_rows(keys)
+        if x is None:
+            x = self.reconstruct(keys)
         if self.distance == "l2":
-            return [float(v) for v in ((x - q) ** 2).sum(axis=1)]
-        return [float(v) for v in x @ q]
+            return ((x - q) ** 2).sum(axis=1)
+        return x @ q
+
+    def _flat_rows(self, keys: Any) -> Any:
+        """The stored vectors of ``keys`` read straight from a flat index's storage (a zero-copy view
+        and a key -> position array, both cached until the next write): no reconstruct_batch call."""
+        np = self._np
+        inner, id_map = self._inner_cached()
+        if not isinstance(inner, self._faiss.IndexFlat):
+            return None
+        if self._flat_view is None:
+            n, d = int(inner.ntotal), int(inner.d)
+            xb = self._faiss.rev_swig_ptr(inner.get_xb(), n * d).reshape(n, d)
+            pos = np.full(int(id_map.max()) + 1 if len(id_map) else 0, -1, np.int64)
+            pos[id_map] = np.arange(len(id_map))
+            self._flat_view = (xb, pos)
+        xb, pos = self._flat_view
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(keys) and (keys.max() >= len(pos) or (pos[keys] < 0).any()):
+            raise KeyError("scores_for: a key that is not in the index")
+        return xb[pos[keys]]
 
     # ---- disk ------------------------------------------------------------------------------------------
 
@@ -263,11 +347,24 @@ class VectorIndex:
             self.rebuild()
         self._faiss.write_index(self._index, path)
 
+    def serialize(self) -> Any:
+        """The index file's bytes (a uint8 array; what ``write`` would write)."""
+        if self._tombstones:
+            self.rebuild()
+        return self._faiss.serialize_index(self._index)
+
     @classmethod
-    def read(cls, path: str, dim: int, distance: str, kind: str, params: Optional[dict[str, Any]]) -> "VectorIndex":
+    def read(cls, path: str, dim: int, distance: str, kind: str, params: Optional[dict[str, Any]],
+             data: Optional[bytes] = None) -> "VectorIndex":
+        """Open the index file at ``path`` (or its bytes ``data``, already read and checked)."""
         faiss = import_faiss()
         try:
-            index = faiss.read_index(path)
+            if data is not None:
+                import numpy as np
+
+                index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            else:
+                index = faiss.read_index(path)
         except RuntimeError as e:  # faiss's C++ exceptions: a truncated or foreign file
             from .persistence import StoreFormatError
 

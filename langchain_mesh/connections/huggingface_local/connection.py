@@ -78,7 +78,8 @@ class HuggingFaceLocalConfig(ConnectionConfig):
     # override both through settings.extra, e.g. {"repetition_penalty": 1.0, "loop_ngram": 0} = off.
     repetition_penalty: float = Field(default=1.1, ge=1.0, le=3.0)  # 1.15 already garbles lists ("1, 2, 3...")
     loop_ngram: int = Field(default=4, ge=0)  # stop before a run of this many words occurs a third time
-    embedding_batch_size: int = Field(default=32, ge=1)
+    # texts per forward pass; default: 32 on CPU, 256 on CUDA (local/embedding.py says why)
+    embedding_batch_size: Optional[int] = Field(default=None, ge=1)
     # where fine-tuned saved models live; default $MESH_SAVED_MODELS_DIR/<connection>, else ./saved_models/<connection>
     saved_models_dir: Optional[str] = None
 
@@ -386,27 +387,25 @@ class HuggingFaceLocalConnection(Connection):
     # ---- embeddings ---------------------------------------------------------------------------------
 
     def embed(self, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
-        import torch
-
         enc = self._encoder(model)
         dims = int(enc.model.config.hidden_size)
         if request.dimensions is not None and request.dimensions != dims:
             raise SettingsError(f"{model} produces {dims}-dimensional vectors; it cannot give dimensions="
                                 f"{request.dimensions}", ["dimensions"])
-        out: list[list[float]] = []
-        tokens = 0
-        bs = self.config.embedding_batch_size
-        for start in range(0, len(request.texts), bs):
-            batch = enc.tokenizer(request.texts[start:start + bs], padding=True, truncation=True,
-                                  max_length=enc.context_window, return_tensors="pt").to(enc.device)
-            with torch.inference_mode():
-                hidden = enc.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # mean over real tokens
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            out.extend(pooled.float().cpu().tolist())  # tolist(): Python floats, not numpy scalars
-            tokens += int(batch["attention_mask"].sum())
-        return EmbeddingResponse(embeddings=out, usage=Usage(input_tokens=tokens), model=model)
+        vectors, tokens = self._sentence_encoder(model, enc).encode(request.texts)
+        # tolist(): Python floats, not numpy scalars
+        return EmbeddingResponse(embeddings=vectors.tolist(), usage=Usage(input_tokens=tokens), model=model)
+
+    def _sentence_encoder(self, model: str, enc: Any) -> Any:
+        """One SentenceEncoder per loaded encoder (it keeps the precision it chose on first use)."""
+        from ...local.embedding import SentenceEncoder
+
+        cache = self.__dict__.setdefault("_sentence_encoders", {})
+        key = (model, id(enc.model))
+        if key not in cache:
+            cache[key] = SentenceEncoder(enc.model, enc.tokenizer, device=enc.device, max_length=enc.context_window,
+                                         batch_size=self.config.embedding_batch_size)
+        return cache[key]
 
 
 _EXTRA_SETTINGS = {"repetition_penalty": (float, 1.0, 3.0), "loop_ngram": (int, 0, 64)}
