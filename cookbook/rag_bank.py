@@ -30,7 +30,7 @@ QUESTION = "How do I list the embedding models of a mesh?"
 
 def build_chain(mesh: Mesh, kb_id: str = "docs", k: int = 2) -> Any:
     retriever = mesh.get_knowledge_bank(kb_id).as_langchain_retriever(search_type="hybrid", search_kwargs={"k": k})
-    chat = MeshChatModel(model=pick_llm(mesh, "GENERIC_COMPLETION"), mesh=mesh, temperature=0, max_tokens=96)
+    chat = MeshChatModel(model=pick_llm(mesh, "GENERIC_COMPLETION"), mesh=mesh, temperature=0, max_tokens=80)
     return (
         {"docs": retriever, "question": RunnablePassthrough()}
         | RunnablePassthrough.assign(context=lambda x: format_docs(x["docs"]))

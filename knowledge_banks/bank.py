@@ -147,7 +147,16 @@ class KnowledgeBank:
     # ---- engine -----------------------------------------------------------------------------------
 
     def embeddings(self) -> Any:
-        return self.mesh.get_llm(self.config.embedding_llm).as_langchain_embeddings()
+        """The bank's embedding model as LangChain ``Embeddings``; with ``query_cache`` (the default), a
+        question asked before reads its vector from ``query_cache.sqlite`` (:mod:`.query_cache`)."""
+        make = lambda: self.mesh.get_llm(self.config.embedding_llm).as_langchain_embeddings()  # noqa: E731
+        if not self.config.query_cache:
+            return make()
+        from .query_cache import QueryCachedEmbeddings, embedding_fingerprint
+
+        return QueryCachedEmbeddings(make, self.folder.root / "query_cache.sqlite",
+                                     lambda: embedding_fingerprint(self.mesh, self.config.embedding_llm),
+                                     self.config.query_cache)
 
     @property
     def engine(self) -> "BankEngine":

@@ -282,6 +282,8 @@ class KnowledgeBankConfig(_Strict):
     description: str = ""
     path: Optional[str] = None
     embedding_llm: str = "huggingfacelocal:local:all-MiniLM-L6-v2"
+    # question vectors kept on disk in the bank folder (knowledge_banks/query_cache.py); 0 = off
+    query_cache: int = Field(default=1000, ge=0)
     metadata_schema: dict[str, Literal["string", "int", "float", "bool", "date"]] = Field(default_factory=dict)
     # engine-specific settings (urls, index names, credentials), checked against the backend's
     # settings model when the config loads (load_config)

@@ -196,6 +196,20 @@ class HuggingFaceLocalConnection(Connection):
             return adapter_model(base, adapter, model)
         return base
 
+    def model_fingerprint(self, model: str) -> dict[str, Any]:
+        """What identifies a model's weights without loading them: its files' names, sizes and times
+        (a knowledge bank's query cache is keyed by it, so new weights never read old vectors)."""
+        path = self._path(model)
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        stats = {}
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            stats[f.name] = [st.st_size, int(st.st_mtime)]
+        return {"path": str(path.resolve()), "files": stats}
+
     def _encoder(self, model: str) -> Any:
         from ...local.loading import load_encoder
 
