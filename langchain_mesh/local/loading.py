@@ -8,10 +8,12 @@ as safetensors to a cache folder; later processes load those in well under a sec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -143,12 +145,24 @@ def _quiet_transformers() -> Iterator[None]:
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # the GGUF reader draws its bar with tqdm itself, past the switch above: silenced in its module
+    gguf = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    if gguf is None:
+        try:
+            import transformers.modeling_gguf_pytorch_utils as gguf
+        except ImportError:  # no gguf package: no GGUF files to convert either
+            gguf = None
+    own_tqdm = getattr(gguf, "tqdm", None)
+    if own_tqdm is not None:
+        gguf.tqdm = functools.partial(own_tqdm, disable=True)
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+        if own_tqdm is not None:
+            gguf.tqdm = own_tqdm
 
 
 def load_causal_lm(path: Path, device: Optional[str] = None, kind: str = "auto") -> LoadedModel:

@@ -35,7 +35,7 @@ import secrets
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from langchain_mesh.errors import KnowledgeBankError
 
