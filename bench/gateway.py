@@ -388,7 +388,7 @@ def policy_configs(up_port: int, redis_url: Optional[str], tmp: str) -> tuple[li
     were on; and which were left out, and why (a field this checkout's ``MeshConfig`` lacks, or a config
     it refuses). Each section is validated on its own, so one changed shape costs only that section."""
     sys.path.insert(0, str(ROOT))
-    from langchain_mesh.config import MeshConfig
+    from langchain_mesh.config import MeshConfig, load_config
 
     fields = MeshConfig.model_fields
     base = plain_config(up_port)
@@ -404,7 +404,7 @@ def policy_configs(up_port: int, redis_url: Optional[str], tmp: str) -> tuple[li
             off.append(f"{section} (needs redis-server)")
             return False
         try:
-            MeshConfig.model_validate({**base, section: value})
+            load_config({**base, section: value})  # what `mesh serve` will read (connections typed, links checked)
         except Exception as e:  # noqa: BLE001 - pydantic's error, or a config check's
             off.append(f"{section} (refused: {str(e).splitlines()[0][:100]})")
             return False
