@@ -1,37 +1,38 @@
-"""Throughput and added latency of ``mesh serve`` (1 worker) in front of a fast local upstream.
+"""Throughput, added latency and streaming delays of ``mesh serve`` in front of a fast local upstream.
 
-Starts, each in its own process:
+Starts, each in its own process (every address on the loopback, every loop bounded by ``--seconds``):
 
-* the *upstream*: a mock OpenAI server answering every ``POST /v1/chat/completions`` with one canned
-  chat completion (``--upstream aiohttp``, the default: parses each request as a real server would;
-  ``--upstream asgi``: raw ASGI on uvicorn with the answer's bytes prebuilt, the least possible work);
-* the *gateway*: ``mesh serve`` with one worker, its mesh one ``openai_compatible`` connection to
-  that upstream;
+* the *upstream*: a mock OpenAI server answering ``POST /v1/chat/completions`` with one canned chat
+  completion, or with ``"stream": true`` a server-sent event stream of ``--chunks`` chunks
+  ``--chunk-ms`` apart (``--upstream aiohttp``, the default: parses each request as a real server
+  would; ``--upstream asgi``: raw ASGI on uvicorn with the answers' bytes prebuilt, the least work);
+* the *gateways*: ``mesh serve`` whose mesh is one ``openai_compatible`` connection to that upstream
+  ("plain"); with ``--policies``, the same behind every policy this checkout's config knows (a route
+  over two targets, rate limits and budgets kept in Redis, the usage ledger, an API key; then with
+  PII redaction on, then with tracing on: see :func:`policy_configs`, which turns a section on only
+  when ``MeshConfig`` has that field, and prints which were on); with ``--workers 1,2,4``, each at
+  those worker counts (with policies, the workers share one Redis);
+* ``redis-server`` on a free port, with ``--policies`` when the config has ``state.redis_url``;
+* with ``--litellm PYTHON``, LiteLLM's proxy (1 worker) routed to the same upstream: PYTHON is a
+  Python with ``litellm[proxy]`` installed (a separate virtualenv: its dependencies are not ours).
 
-then loads each with the same chat request at 16 connections for ``--seconds`` (direct first, then
-through the gateway) and prints one table: req/s, median and p99 latency, the CPU time the serving
-process spent per request (upstream for "direct", the gateway for the others; the number that holds on
-a busy machine), the gateway's share of the direct throughput and the median latency it adds. The issue's goal: share >= 0.50 and added
-median <= 1 ms.
+Non-streamed: wrk (``apt-get install -y wrk``; else a slower Python load generator, said so) loads
+each target with the same chat request at ``--connections`` for ``--seconds``: req/s, median and p99
+latency, the CPU time the serving processes spent per request (the upstream's for "direct", the
+gateway's, all its workers, for the others: the number that holds on a busy machine), the share of
+the direct throughput and the median latency added. "direct" is measured first and last; the ratios
+use the mean of the two (the machine's load drifts).
 
-    python bench/gateway.py [--seconds 10] [--connections 16] [--upstream aiohttp|asgi]
+Streamed: a small asyncio client in its own process keeps N connections streaming back to back (at
+each of ``--stream-connections``) and measures the time to the first event (TTFB) and the gaps between
+events as they arrive, direct and through each gateway: the gateway's added TTFB and inter-chunk delay.
+
+    python bench/gateway.py --seconds 4 --policies --workers 1,2,4
     python bench/gateway.py --install-wrk     # apt-get install -y wrk (Debian/Ubuntu, as root), then run
-    python bench/gateway.py --litellm /path/to/venv/bin/python   # adds LiteLLM's proxy, same upstream
-    python bench/gateway.py --no-policies     # skip the "+ limits + ledger" target
+    python bench/gateway.py --litellm /path/to/venv/bin/python
 
-By default a third target runs in the same pass: ``mesh serve`` on the same config plus a rate limit
-(requests and tokens per minute for every key, set far above the load: every call is counted, none
-refused; in-process state) and the usage ledger (SQLite in the run's temp dir). Its share of the
-plain gateway's throughput is the cost of those layers (issue 19's goal: >= 0.85).
-
-``--litellm`` names a Python that has ``litellm[proxy]`` installed (a separate virtualenv: its
-dependencies are not ours). Its proxy then runs as a third target with one worker, its config one
-model routed to the same upstream, and is loaded exactly like the other two.
-
-The load generator is wrk (``apt-get install -y wrk``). Without it the script falls back to a small
-asyncio + aiohttp load generator in its own process, and says so: that one costs the machine more
-CPU per request than wrk, so its absolute numbers are lower (the ratio still compares like with like).
-Every address is on the loopback; every loop is bounded by ``--seconds``.
+The issue's goals (16 connections, 1 worker): plain gateway >= 0.85 of direct with <= 0.5 ms added
+median; every policy on >= 0.75.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Optional
@@ -64,14 +66,25 @@ GATEWAY_MODEL = f"openai_compatible:up:{UPSTREAM_MODEL}"
 # uvicorn, the answer's bytes prebuilt, the body not even parsed. Both serve far more requests per
 # second than a real model, so the share through the gateway is a worst case for it.
 CANNED = r"""
-import json, sys
+import asyncio, json, sys
 ANSWER = {
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "canned",
     "choices": [{"index": 0, "message": {"role": "assistant", "content":
                  "Requests pass through / one hop, then back again / the gateway stays light."},
                  "logprobs": None, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 24, "completion_tokens": 18, "total_tokens": 42}}
-port = int(sys.argv[1])
+port, CHUNKS, GAP = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
+
+def events(cid, model, usage):
+    # the stream's server-sent events: CHUNKS content deltas, the finish, the usage if asked, [DONE]
+    words = ANSWER["choices"][0]["message"]["content"].split()
+    base = {"id": cid, "object": "chat.completion.chunk", "created": 1700000000, "model": model}
+    out = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": words[i % len(words)] + " "},
+                                "logprobs": None, "finish_reason": None}]) for i in range(CHUNKS)]
+    out.append(dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
+    if usage:
+        out.append(dict(base, choices=[], usage=ANSWER["usage"]))
+    return [b"data: " + json.dumps(e).encode() + b"\n\n" for e in out] + [b"data: [DONE]\n\n"]
 """
 
 UPSTREAMS = {
@@ -82,7 +95,17 @@ ids = itertools.count()
 
 async def chat(request):
     body = json.loads(await request.read())
-    answer = dict(ANSWER, model=body["model"], id=f"chatcmpl-{next(ids)}")
+    cid = f"chatcmpl-{next(ids)}"
+    if body.get("stream"):
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, event in enumerate(events(cid, body["model"], (body.get("stream_options") or {}).get("include_usage"))):
+            if 0 < i < CHUNKS and GAP:
+                await asyncio.sleep(GAP)
+            await resp.write(event)
+        await resp.write_eof()
+        return resp
+    answer = dict(ANSWER, model=body["model"], id=cid)
     return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
 
 app = web.Application()
@@ -98,14 +121,27 @@ import uvicorn
 BODY = json.dumps(ANSWER).encode()
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 
+STREAM = events("chatcmpl-bench", "canned", True)  # with its usage: the gateway asks for it
+SSE_HEADERS = [(b"content-type", b"text/event-stream")]
+
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    more = True
-    while more:  # drain the request body
-        more = (await receive()).get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
+    body, more = b"", True
+    while more:  # the request body: only looked at for "stream": true
+        msg = await receive()
+        body += msg.get("body", b"")
+        more = msg.get("more_body", False)
+    if b'"stream":true' not in body.replace(b" ", b""):
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": BODY})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    for i, event in enumerate(STREAM):
+        if 0 < i < CHUNKS and GAP:
+            await asyncio.sleep(GAP)
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
             access_log=False, lifespan="off")
@@ -144,8 +180,7 @@ WRK_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {auth}wrk.body = [[{body}]]
 """
-LITELLM_KEY = "sk-bench-gateway-0123456789abcdef"
-POLICIES = "+limits+ledger"  # its proxy refuses to start without a master key
+LITELLM_KEY = "sk-bench-gateway-0123456789abcdef"  # its proxy refuses to start without a master key
 
 
 def cpu_seconds(pid: int) -> Optional[float]:
@@ -227,18 +262,262 @@ def start_litellm(python: str, up_port: int, port: int, tmp: str, env: dict[str,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+
+
+# The streaming client, in its own process: N connections, each streaming back to back on one
+# keep-alive connection, timing the first event (TTFB, from the request's write) and the gaps between
+# reads that carry events. Raw asyncio streams: an HTTP client library's own cost would blur the gaps.
+STREAM_SRC = r'''
+import asyncio, json, sys, time
+host, port, path, body, conns, seconds, key = (sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].encode(),
+                                                int(sys.argv[5]), float(sys.argv[6]), sys.argv[7])
+head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        + (f"Authorization: Bearer {key}\r\n" if key else "") + f"Content-Length: {len(body)}\r\n\r\n").encode()
+REQ = head + body
+
+async def worker(stop, ttfb, gaps, done):
+    r, w = await asyncio.open_connection(host, port)
+    while time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        w.write(REQ)
+        status = await r.readuntil(b"\r\n\r\n")
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise SystemExit("not a 200: " + status[:300].decode("latin-1") + (await r.read(300)).decode("latin-1"))
+        chunked = b"transfer-encoding: chunked" in status.lower()
+        first, last, ended, tail = True, 0.0, False, b""
+        while True:
+            data = await r.read(65536)
+            if not data:
+                raise SystemExit("the server closed the connection mid-stream")
+            now = time.perf_counter()
+            if b"data:" in data:
+                if first:
+                    ttfb.append(now - t0)
+                    first = False
+                else:
+                    gaps.append(now - last)
+                last = now
+            tail = (tail + data)[-64:]
+            ended = ended or b"[DONE]" in tail
+            if ended and (not chunked or tail.endswith(b"0\r\n\r\n")):
+                break
+        done.append(1)
+    w.close()
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))] * 1000 if xs else float("nan")
+
+async def main():
+    ttfb, gaps, done = [], [], []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(t0 + seconds, ttfb, gaps, done) for _ in range(conns)))
+    wall = time.perf_counter() - t0
+    print(json.dumps({"sps": len(done) / wall, "ttfb50": pct(ttfb, 0.5), "ttfb99": pct(ttfb, 0.99),
+                      "gap50": pct(gaps, 0.5), "gap99": pct(gaps, 0.99)}))
+try:
+    import uvloop; uvloop.install()
+except ImportError:
+    pass
+asyncio.run(main())
+'''
+
+
+def run_stream(url: str, body: str, connections: int, seconds: float, key: Optional[str] = None) -> dict[str, float]:
+    parts = urllib.parse.urlsplit(url)
+    out = subprocess.run([sys.executable, "-c", STREAM_SRC, parts.hostname, str(parts.port), parts.path, body,
+                          str(connections), str(seconds), key or ""], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"the streaming client failed: {(out.stderr or out.stdout).strip()[-500:]}")
+    return json.loads(out.stdout)
+
+
+def tree_cpu_seconds(pid: int) -> Optional[float]:
+    """CPU seconds of a process and all its descendants (a multi-worker gateway: uvicorn's parent and
+    its workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        cpu = cpu_seconds(p)
+        if cpu is None:
+            if p == pid:
+                return None
+            continue
+        total += cpu
+        try:
+            for t in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (t / "children").read_text().split())
+        except OSError:
+            pass
+    return total
+
+
+# --------------------------------------------------------------------------------------------------
+# the gateways' configs
+
+BENCH_KEY = "sk-mesh-bench-0123456789abcdef"  # the policies gateway's API key (from $MESH_BENCH_KEY)
+TARGETS = (GATEWAY_MODEL, f"openai_compatible:up2:{UPSTREAM_MODEL}")
+
+
+def plain_config(up_port: int) -> dict:
+    return {"connections": {"up": {"type": "openai_compatible", "base_url": f"http://127.0.0.1:{up_port}/v1",
+                                   "max_retries": 0, "models": [{"id": UPSTREAM_MODEL}]}}}
+
+
+def policy_sections(redis_url: Optional[str], tmp: str) -> dict[str, object]:
+    """Every policy section the issues before this one define (the shapes of their configs), by
+    ``MeshConfig`` field name. Generous limits and budgets: they are checked and counted on every
+    request, and never refuse one."""
+    return {
+        "routes": {"bench": {"strategy": "weighted", "targets": [{"llm": t} for t in TARGETS]}},
+        "state": {"redis_url": redis_url} if redis_url else None,
+        "limits": {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}, "llms": {t: {"rpm": 10 ** 9} for t in TARGETS}},
+        "prices": {t: {"input": 0.15, "output": 0.6} for t in TARGETS},
+        "budgets": {"keys": {"bench": 10.0 ** 9}},
+        "usage": {"path": str(Path(tmp) / "usage.db")},
+    }
+
+
+PII = [{"name": "pii", "type": "pii", "action": "redact"}]
+TRACING = {"enabled": True}
+
+
+def policy_configs(up_port: int, redis_url: Optional[str], tmp: str) -> tuple[list[tuple[str, dict, str]], list[str],
+                                                                              list[str]]:
+    """The "every policy" gateways: (label, config, model) for policies, +PII, +tracing; which sections
+    were on; and which were left out, and why (a field this checkout's ``MeshConfig`` lacks, or a config
+    it refuses). Each section is validated on its own, so one changed shape costs only that section."""
+    sys.path.insert(0, str(ROOT))
+    from langchain_mesh.config import MeshConfig, load_config
+
+    fields = MeshConfig.model_fields
+    base = plain_config(up_port)
+    base["connections"]["up2"] = {**base["connections"]["up"]}  # the route's second target: same upstream
+    base["server"] = {"api_keys": [{"name": "bench", "key": "{{env:MESH_BENCH_KEY}}"}]}
+    on, off = ["server.api_keys"], []
+
+    def accepted(section: str, value: object) -> bool:
+        if section not in fields:
+            off.append(f"{section} (MeshConfig has no such field)")
+            return False
+        if value is None:
+            off.append(f"{section} (needs redis-server)")
+            return False
+        try:
+            load_config({**base, section: value})  # what `mesh serve` will read (connections typed, links checked)
+        except Exception as e:  # noqa: BLE001 - pydantic's error, or a config check's
+            off.append(f"{section} (refused: {str(e).splitlines()[0][:100]})")
+            return False
+        return True
+
+    for section, value in policy_sections(redis_url, tmp).items():
+        if accepted(section, value):
+            base[section] = value
+            on.append(section)
+    model = "route:bench" if "routes" in base else GATEWAY_MODEL
+    out = [("policies", base, model)]
+    for label, section, value in (("policies+pii", "guardrails", PII), ("policies+tracing", "tracing", TRACING)):
+        if accepted(section, value):
+            out.append((label, {**base, section: value}, model))
+            on.append(f"{section} ({label})")
+    return out, on, off
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+class Run:
+    """The processes of one run, and how to load them."""
+
+    def __init__(self, args: argparse.Namespace, tmp: str, env: dict[str, str], use_wrk: bool):
+        self.args, self.tmp, self.env, self.use_wrk = args, tmp, env, use_wrk
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, cmd: list[str], what: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+        log = open(Path(self.tmp) / f"{what.replace(' ', '_')}.log", "wb")
+        proc = subprocess.Popen(cmd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def log_of(self, what: str) -> str:
+        try:
+            return (Path(self.tmp) / f"{what.replace(' ', '_')}.log").read_text(errors="replace")[-800:]
+        except OSError:
+            return ""
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for p in reversed(list(self.procs)):
+            self.stop(p)
+
+    def gateway(self, label: str, config: dict, workers: int) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        path = Path(self.tmp) / f"{label}-{workers}.yaml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        proc = self.start([sys.executable, "-m", "langchain_mesh", "serve", "--config", str(path), "--host",
+                           "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+                          f"{label}-{workers}", env={**self.env, "MESH_BENCH_KEY": BENCH_KEY})
+        wait_up(f"http://127.0.0.1:{port}/health", proc, f"mesh serve ({label}, {workers} workers)", timeout=60)
+        return proc, port
+
+    def load(self, url: str, model: str, pid: int, key: Optional[str]) -> dict[str, float]:
+        a = self.args
+        body = json.dumps({**REQUEST, "model": model})
+        warm(url, body.encode(), key=key)
+        cpu0 = tree_cpu_seconds(pid)
+        row = (run_wrk(url, body, a.connections, a.seconds, a.threads, key) if self.use_wrk
+               else run_python(url, body, a.connections, a.seconds, key))
+        cpu1 = tree_cpu_seconds(pid)
+        if cpu0 is not None and cpu1 is not None and row["rps"]:
+            row["cpu_us"] = (cpu1 - cpu0) / (row["rps"] * a.seconds) * 1e6
+        return row
+
+    def streams(self, url: str, model: str, key: Optional[str]) -> dict[int, dict[str, float]]:
+        body = json.dumps({**REQUEST, "model": model, "stream": True})
+        seconds = max(2.0, self.args.seconds / 2)
+        return {c: run_stream(url, body, c, seconds, key) for c in self.args.stream_connections}
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, not {text!r}")
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=int, default=10, help="load duration per target (default 10)")
+    ap.add_argument("--seconds", type=int, default=4, help="load duration per target (default 4)")
     ap.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: the machine has 2 cores)")
     ap.add_argument("--upstream", choices=sorted(UPSTREAMS), default="aiohttp",
                     help="aiohttp: a mock that parses each request (default); asgi: prebuilt bytes, no parsing")
+    ap.add_argument("--policies", action="store_true",
+                    help="add the gateway with every policy this checkout's config has (route, limits and "
+                         "budgets in Redis, ledger, API key; then +PII redaction, then +tracing)")
+    ap.add_argument("--workers", type=_ints, default=[1], help="gateway worker counts, e.g. 1,2,4 (default 1)")
+    ap.add_argument("--stream-connections", type=_ints, default=[16, 64],
+                    help="connections of the streaming runs (default 16,64)")
+    ap.add_argument("--no-stream", action="store_true", help="skip the streaming runs")
+    ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (default 20)")
+    ap.add_argument("--chunk-ms", type=float, default=2.0, help="the upstream's gap between chunks (default 2 ms)")
     ap.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk first (root, Debian/Ubuntu)")
     ap.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk is there")
-    ap.add_argument("--no-policies", action="store_true", help="skip the mesh serve + limits + ledger target")
     ap.add_argument("--litellm", metavar="PYTHON", help="a Python with litellm[proxy] installed: adds LiteLLM's "
-                                                         "proxy (1 worker) as a third target")
+                                                         "proxy (1 worker) as a target")
     args = ap.parse_args(argv)
 
     if args.install_wrk and not shutil.which("wrk"):
@@ -251,90 +530,140 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("wrk not found (apt-get install -y wrk, or run with --install-wrk): using the Python load generator",
               file=sys.stderr)
 
-    up_port, gw_port, ll_port, pol_port = free_port(), free_port(), free_port(), free_port()
-    procs: list[subprocess.Popen] = []
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    rows: list[tuple[str, int, dict[str, float]]] = []      # (target, workers, wrk numbers)
+    srows: list[tuple[str, int, dict[str, float]]] = []     # (target, connections, stream numbers)
+    failed: list[str] = []
+    on: list[str] = []
+    off: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "mesh.yaml"
-        plain = {"connections": {"up": {
-            "type": "openai_compatible", "base_url": f"http://127.0.0.1:{up_port}/v1", "max_retries": 0,
-            "models": [{"id": UPSTREAM_MODEL}]}}}
-        config.write_text(json.dumps(plain))  # JSON is YAML
-        policies = Path(tmp) / "mesh-policies.yaml"
-        policies.write_text(json.dumps({**plain, "limits": {"default": {"rpm": 10**9, "tpm": 10**12}},
-                                        "usage": {"path": str(Path(tmp) / "usage.db")}}))
+        run = Run(args, tmp, env, use_wrk)
         try:
-            procs.append(subprocess.Popen([sys.executable, "-c", UPSTREAMS[args.upstream], str(up_port)], env=env))
+            up_port = free_port()
+            up = run.start([sys.executable, "-c", UPSTREAMS[args.upstream], str(up_port), str(args.chunks),
+                            str(args.chunk_ms)], "upstream")
             direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-            wait_up(direct_url, procs[-1], "the upstream")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "langchain_mesh", "serve", "--config", str(config), "--host", "127.0.0.1",
-                 "--port", str(gw_port), "--workers", "1", "--log-level", "warning"],
-                env=env, stderr=subprocess.DEVNULL))
-            wait_up(f"http://127.0.0.1:{gw_port}/health", procs[-1], "mesh serve")
-            gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-            targets = [("direct", direct_url, UPSTREAM_MODEL, procs[0], None),
-                       ("mesh serve", gw_url, GATEWAY_MODEL, procs[1], None)]
-            if not args.no_policies:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "langchain_mesh", "serve", "--config", str(policies), "--host",
-                     "127.0.0.1", "--port", str(pol_port), "--workers", "1", "--log-level", "warning"],
-                    env=env, stderr=subprocess.DEVNULL))
-                wait_up(f"http://127.0.0.1:{pol_port}/health", procs[-1], "mesh serve (limits + ledger)")
-                targets.append((POLICIES, f"http://127.0.0.1:{pol_port}/v1/chat/completions", GATEWAY_MODEL,
-                                procs[-1], None))
+            wait_up(direct_url, up, "the upstream")
+            rows.append(("direct", 0, run.load(direct_url, UPSTREAM_MODEL, up.pid, None)))
+            if not args.no_stream:
+                srows += [("direct", c, r) for c, r in run.streams(direct_url, UPSTREAM_MODEL, None).items()]
+
+            gateways: list[tuple[str, dict, str, Optional[str]]] = [
+                ("mesh serve", plain_config(up_port), GATEWAY_MODEL, None)]
+            if args.policies:
+                redis_url = None
+                if shutil.which("redis-server"):
+                    rport = free_port()
+                    run.start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], "redis")
+                    redis_url = f"redis://127.0.0.1:{rport}/0"
+                    _wait_port(rport)
+                configs, on, off = policy_configs(up_port, redis_url, tmp)
+                gateways += [(label, cfg, model, BENCH_KEY) for label, cfg, model in configs]
+
+            for label, cfg, model, key in gateways:
+                for workers in args.workers if label in ("mesh serve", "policies") else [1]:
+                    name = label if workers == 1 else f"{label} x{workers}"
+                    try:
+                        proc, port = run.gateway(label, cfg, workers)
+                    except SystemExit as e:
+                        failed.append(f"{name}: {e}\n{run.log_of(f'{label}-{workers}')}")
+                        continue
+                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    try:
+                        rows.append((label, workers, run.load(url, model, proc.pid, key)))
+                        if workers == 1 and label in ("mesh serve", "policies") and not args.no_stream:
+                            srows += [(label, c, r) for c, r in run.streams(url, model, key).items()]
+                    except (OSError, RuntimeError, SystemExit) as e:
+                        failed.append(f"{name}: {e}\n{run.log_of(f'{label}-{workers}')}")
+                    run.stop(proc)
+
             if args.litellm:
-                procs.append(start_litellm(args.litellm, up_port, ll_port, tmp, env))
-                wait_up(f"http://127.0.0.1:{ll_port}/health/liveliness", procs[-1], "LiteLLM's proxy", timeout=120)
-                targets.append(("litellm proxy", f"http://127.0.0.1:{ll_port}/v1/chat/completions", UPSTREAM_MODEL,
-                                procs[-1], LITELLM_KEY))
-
-            rows = {}
-            for name, url, model, proc, key in targets:
-                body = json.dumps({**REQUEST, "model": model})
-                warm(url, body.encode(), key=key)
-                pid = proc.pid
-                cpu0 = cpu_seconds(pid)
-                rows[name] = (run_wrk(url, body, args.connections, args.seconds, args.threads, key) if use_wrk
-                              else run_python(url, body, args.connections, args.seconds, key))
-                cpu1 = cpu_seconds(pid)
-                if cpu0 is not None and cpu1 is not None and rows[name]["rps"]:
-                    rows[name]["cpu_us"] = (cpu1 - cpu0) / (rows[name]["rps"] * args.seconds) * 1e6
+                ll_port = free_port()
+                ll = start_litellm(args.litellm, up_port, ll_port, tmp, env)
+                run.procs.append(ll)
+                wait_up(f"http://127.0.0.1:{ll_port}/health/liveliness", ll, "LiteLLM's proxy", timeout=120)
+                ll_url = f"http://127.0.0.1:{ll_port}/v1/chat/completions"
+                rows.append(("litellm proxy", 1, run.load(ll_url, UPSTREAM_MODEL, ll.pid, LITELLM_KEY)))
+                if not args.no_stream:
+                    srows += [("litellm proxy", c, r)
+                              for c, r in run.streams(ll_url, UPSTREAM_MODEL, LITELLM_KEY).items()]
+                run.stop(ll)
+            rows.append(("direct (again)", 0, run.load(direct_url, UPSTREAM_MODEL, up.pid, None)))
         finally:
-            for p in reversed(procs):
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            run.stop_all()
 
-    d, g = rows["direct"], rows["mesh serve"]
+    report(args, use_wrk, rows, srows, on, off, failed)
+    return 1 if failed else 0
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port} after {timeout:.0f}s")
+
+
+def report(args: argparse.Namespace, use_wrk: bool, rows: list, srows: list, on: list[str], off: list[str],
+           failed: list[str]) -> None:
     gen = f"wrk -t{args.threads}" if use_wrk else "python (aiohttp)"
-    print(f"\n{gen}, {args.connections} connections, {args.seconds} s per target, POST /v1/chat/completions, "
-          f"upstream: {args.upstream}\n")
-    print(f"| {'target':<15} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU us/req':>17} |")
-    print(f"|{'-' * 17}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 19}|")
-    for name, r in rows.items():
+    directs = [r for name, _, r in rows if name.startswith("direct")]
+    d_rps = sum(r["rps"] for r in directs) / len(directs)
+    d_p50 = sum(r["p50"] for r in directs) / len(directs)
+    print(f"\nnon-streamed: {gen}, {args.connections} connections, {args.seconds} s per target, POST "
+          f"/v1/chat/completions, upstream: {args.upstream}; share and added p50 against the mean of the two "
+          f"direct runs ({d_rps:.0f} req/s, p50 {d_p50:.2f} ms)\n")
+    print(f"| {'target':<18} | {'workers':>7} | {'req/s':>7} | {'p50 ms':>6} | {'p99 ms':>6} | "
+          f"{'CPU us/req':>10} | {'share':>5} | {'added p50 ms':>12} |")
+    print(f"|{'-' * 20}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 8}|{'-' * 12}|{'-' * 7}|{'-' * 14}|")
+    for name, workers, r in rows:
         cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
-        print(f"| {name:<15} | {r['rps']:>9.0f} | {r['p50']:>7.2f} | {r['p99']:>7.2f} | {cpu:>17} |")
-    share = g["rps"] / d["rps"] if d["rps"] else float("nan")
-    added = g["p50"] - d["p50"]
-    print(f"\nthroughput through mesh serve: {share:.2f} of direct (goal >= 0.50); "
-          f"added median latency: {added:.2f} ms (goal <= 1 ms)")
-    if POLICIES in rows:
-        p = rows[POLICIES]
-        cpu = (f", gateway CPU {p['cpu_us']:.0f} vs {g['cpu_us']:.0f} us/request"
-               if "cpu_us" in p and "cpu_us" in g else "")
-        print(f"with limits + ledger: {p['rps'] / g['rps']:.2f} of the plain gateway's throughput (goal >= 0.85), "
-              f"added median {p['p50'] - g['p50']:.2f} ms{cpu}")
-    if "litellm proxy" in rows:
-        ll = rows["litellm proxy"]
-        print(f"LiteLLM's proxy: {ll['rps'] / d['rps']:.3f} of direct, added median {ll['p50'] - d['p50']:.2f} ms; "
-              f"mesh serve does {g['rps'] / ll['rps']:.1f}x its requests/s at {ll['p50'] / g['p50']:.1f}x lower median latency")
+        direct = name.startswith("direct")
+        share = "" if direct else f"{r['rps'] / d_rps:.2f}"
+        added = "" if direct else f"{r['p50'] - d_p50:+.2f}"
+        print(f"| {name:<18} | {workers or '-':>7} | {r['rps']:>7.0f} | {r['p50']:>6.2f} | {r['p99']:>6.2f} | "
+              f"{cpu:>10} | {share:>5} | {added:>12} |")
+    print("\n(CPU us/req: the upstream's own for direct; the gateway's, every worker, for the others)")
+    if srows:
+        print(f"\nstreamed: {args.chunks} chunks {args.chunk_ms:g} ms apart at the upstream, "
+              f"{max(2.0, args.seconds / 2):g} s per run; added = through the gateway minus direct, same "
+              "connections\n")
+        print(f"| {'target':<18} | {'conns':>5} | {'streams/s':>9} | {'TTFB p50':>8} | {'TTFB p99':>8} | "
+              f"{'gap p50':>7} | {'gap p99':>7} | {'added TTFB':>10} | {'added gap':>9} |")
+        print(f"|{'-' * 20}|{'-' * 7}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 12}|{'-' * 11}|")
+        base = {c: r for name, c, r in srows if name == "direct"}
+        for name, c, r in srows:
+            d = base.get(c)
+            at = f"{r['ttfb50'] - d['ttfb50']:+.2f}" if d and name != "direct" else ""
+            ag = f"{r['gap50'] - d['gap50']:+.2f}" if d and name != "direct" else ""
+            print(f"| {name:<18} | {c:>5} | {r['sps']:>9.0f} | {r['ttfb50']:>8.2f} | {r['ttfb99']:>8.2f} | "
+                  f"{r['gap50']:>7.2f} | {r['gap99']:>7.2f} | {at:>10} | {ag:>9} |")
+        print("\n(ms; TTFB from the request's write to the first event; a gap is the time between two reads "
+              "that carry events)")
+    if args.policies:
+        print(f"\npolicy sections on: {', '.join(on) or 'none'}")
+        if off:
+            print(f"policy sections off: {'; '.join(off)}")
+    g = next((r for name, w, r in rows if name == "mesh serve" and w == 1), None)
+    p = next((r for name, w, r in rows if name == "policies" and w == 1), None)
+    if g:
+        print(f"\nplain gateway: {g['rps'] / d_rps:.2f} of direct (goal >= 0.85), added median "
+              f"{g['p50'] - d_p50:.2f} ms (goal <= 0.5 ms)")
+    if p:
+        print(f"every policy on: {p['rps'] / d_rps:.2f} of direct (goal >= 0.75), added median "
+              f"{p['p50'] - d_p50:.2f} ms (goal <= 0.5 ms)")
+    ll = next((r for name, _, r in rows if name == "litellm proxy"), None)
+    if ll and g:
+        print(f"LiteLLM's proxy: {ll['rps'] / d_rps:.3f} of direct, added median {ll['p50'] - d_p50:.2f} ms; "
+              f"mesh serve does {g['rps'] / ll['rps']:.1f}x its requests/s")
     elif not args.litellm:
         print("(add LiteLLM's proxy to the same run: --litellm /path/to/a/venv/with/litellm[proxy]/bin/python)")
-    return 0
+    for f in failed:
+        print(f"\nFAILED: {f}")
 
 
 if __name__ == "__main__":
