@@ -325,8 +325,15 @@ class Mesh:
             from .policies.chain import Call, run_stream
 
             call = Call(self, llm, "stream", request, timeout, max_retries)
-            return _meta_on_footer(run_stream(self._chain(llm), call,
-                                              lambda: self._stream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
+
+            def inner() -> Iterator[StreamEvent]:
+                events = self._stream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
+                if llm.route is None:
+                    return events
+                from .policies.chain import note_target_on_footer
+
+                return note_target_on_footer(events, call)
+            return _meta_on_footer(run_stream(self._chain(llm), call, inner), call)
         return self._stream(llm, request, timeout, max_retries)
 
     def _stream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
@@ -351,8 +358,15 @@ class Mesh:
             from .policies.chain import Call, arun_stream
 
             call = Call(self, llm, "astream", request, timeout, max_retries)
-            return _ameta_on_footer(arun_stream(self._chain(llm), call,
-                                                lambda: self._astream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
+
+            def ainner() -> AsyncIterator[StreamEvent]:
+                events = self._astream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
+                if llm.route is None:
+                    return events
+                from .policies.chain import anote_target_on_footer
+
+                return anote_target_on_footer(events, call)
+            return _ameta_on_footer(arun_stream(self._chain(llm), call, ainner), call)
         return self._astream(llm, request, timeout, max_retries)
 
     def _astream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
@@ -455,10 +469,19 @@ class Mesh:
             return await acall_with_retries(attempt, n, t, own, self._retry_policy(llm.connection))
 
         if self._policies and self._chain(llm):
-            from .policies.chain import Call, arun
+            from .policies.chain import Call, arun, note_target
 
-            return await arun(self._chain(llm), Call(self, llm, "forward", (path, body, stream), timeout, max_retries),
-                              forward)
+            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
+            if llm.route is None:
+                return await arun(self._chain(llm), call, forward)
+
+            async def routed() -> tuple[Any, Optional[bytes]]:
+                from .policies.routes import route_meta
+
+                out = await forward()
+                note_target(route_meta(), call)  # the pass-through's answer is bytes: the route says who
+                return out
+            return await arun(self._chain(llm), call, routed)
         return await forward()
 
     def state_store(self) -> Any:
@@ -481,21 +504,27 @@ class Mesh:
 
     def _call(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
         if self._policies and self._chain(llm):
-            from .policies.chain import Call, attach_meta, run
+            from .policies.chain import Call, attach_meta, note_target, run
 
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
-            return attach_meta(run(self._chain(llm), call,
-                                   lambda: self._direct(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
+
+            def inner() -> Any:
+                out = self._direct(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
+                return out if llm.route is None else note_target(out, call)
+            return attach_meta(run(self._chain(llm), call, inner), call)
         return self._direct(llm, fn, request, timeout, max_retries)
 
     async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
                      max_retries: Optional[int]) -> Any:
         if self._policies and self._chain(llm):
-            from .policies.chain import Call, arun, attach_meta
+            from .policies.chain import Call, arun, attach_meta, note_target
 
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
-            return attach_meta(await arun(self._chain(llm), call,
-                                          lambda: self._adirect(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)), call)
+
+            async def inner() -> Any:
+                out = await self._adirect(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
+                return out if llm.route is None else note_target(out, call)
+            return attach_meta(await arun(self._chain(llm), call, inner), call)
         return await self._adirect(llm, fn, request, timeout, max_retries)
 
     def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int],

@@ -50,6 +50,10 @@ class BudgetsLayer(Layer):
         self.store = store_for(mesh)
         self.pricer = pricer_for(mesh)
         self.price_args = llm_price_args(llm)
+        # a route's calls spend what its targets cost (the ledger prices them the same way): the one
+        # that answered, once known; before the call, the dearest, since any of them may answer
+        route = getattr(llm, "route", None)
+        self.targets = {t.id: llm_price_args(t) for t in route.targets} if route is not None else {}
         self.llm_id = llm.id
         self.currency = mesh.config.usage.currency if mesh.config.usage is not None else "USD"
         conn = llm.id.split(":", 2)[1] if llm.id.count(":") >= 2 else ""
@@ -74,6 +78,8 @@ class BudgetsLayer(Layer):
 
     def _price(self, budgets: list[tuple[str, str, float]]) -> Any:
         price = self.pricer.price(*self.price_args)
+        if price is None and self.targets:
+            price = self._dearest_target()
         if price is None and self.cfg.unknown_price == "refuse":
             kind, name, _cap = budgets[0]
             raise BudgetExceeded(
@@ -91,6 +97,20 @@ class BudgetsLayer(Layer):
                     f"The budget of {kind} {name!r} is used up: {total:.6g} of {cap:g} {self.currency} spent this "
                     f"period (this call would add ~{estimate:.6g}). It resets in {int(retry_after) + 1} s.",
                     budget=f"{kind}:{name}", spent=total, cap=cap, currency=self.currency, retry_after=retry_after)
+
+    def _dearest_target(self) -> Any:
+        """The highest of a route's target prices (None when one is unknown: then no bound is known)."""
+        prices = [self.pricer.price(*args) for args in self.targets.values()]
+        if any(p is None for p in prices):
+            return None
+        return max(prices, key=lambda p: p.cost(10**6, 10**6))
+
+    def _spent(self, call: Any, price: Any, usage: Any) -> Optional[float]:
+        """What the call cost: a route's at the price of the target that answered."""
+        answered = self.targets.get(call.meta.llm_id) if self.targets else None
+        if answered is not None and self.pricer.price(*self.price_args) is None:
+            price = self.pricer.price(*answered)
+        return self._cost(price, usage)
 
     def _cost(self, price: Any, usage: Any) -> Optional[float]:
         if price is None or usage is None:
@@ -127,7 +147,7 @@ class BudgetsLayer(Layer):
             return nxt()
         price, n = self._before(call, budgets)
         result = nxt()
-        self._after(budgets, n, self._cost(price, getattr(result, "usage", None)))
+        self._after(budgets, n, self._spent(call, price, getattr(result, "usage", None)))
         return result
 
     def stream(self, call: Any, nxt: Any) -> Any:
@@ -135,9 +155,9 @@ class BudgetsLayer(Layer):
         if not budgets:
             return nxt()
         price, n = self._before(call, budgets)
-        return self._watch(nxt(), budgets, price, n)
+        return self._watch(call, nxt(), budgets, price, n)
 
-    def _watch(self, events: Any, budgets: Any, price: Any, n: int) -> Any:
+    def _watch(self, call: Any, events: Any, budgets: Any, price: Any, n: int) -> Any:
         usage = None
         try:
             for ev in events:
@@ -148,7 +168,7 @@ class BudgetsLayer(Layer):
             close = getattr(events, "close", None)
             if close is not None:
                 close()
-            self._after(budgets, n, self._cost(price, usage))
+            self._after(budgets, n, self._spent(call, price, usage))
 
     # ---- async --------------------------------------------------------------------------------------
 
@@ -182,9 +202,9 @@ class BudgetsLayer(Layer):
         price, n = await self._abefore(call, budgets)
         result = await nxt()
         if call.op == "forward":  # the spend is added when the server has read the usage (usage_of.py)
-            return on_forward_end(result, lambda u, ok: _later(self._aafter(budgets, n,
-                                                                            self._cost(price, usage_of_raw(u)))))
-        await self._aafter(budgets, n, self._cost(price, getattr(result, "usage", None)))
+            return on_forward_end(result, lambda u, ok: _later(self._aafter(
+                budgets, n, self._spent(call, price, usage_of_raw(u)))))
+        await self._aafter(budgets, n, self._spent(call, price, getattr(result, "usage", None)))
         return result
 
     def astream(self, call: Any, nxt: Any) -> Any:
@@ -205,7 +225,7 @@ class BudgetsLayer(Layer):
             if aclose is not None:
                 await aclose()
             if budgets:
-                await self._aafter(budgets, n, self._cost(price, usage))
+                await self._aafter(budgets, n, self._spent(call, price, usage))
 
 
 _pending: set[Any] = set()

@@ -23,7 +23,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional
 
-from ..schema import CallMeta, StreamEvent
+from ..schema import CallMeta, StreamEvent, StreamFooter
 from .scope import CallScope, current_scope
 
 __all__ = ["Call", "Layer", "LAYERS", "build_chain", "run", "arun", "run_stream", "arun_stream"]
@@ -126,6 +126,36 @@ def arun_stream(layers: tuple[Layer, ...], call: Call,
     def step(i: int) -> AsyncIterator[StreamEvent]:
         return inner() if i == len(layers) else layers[i].astream(call, lambda: step(i + 1))
     return step(0)
+
+
+def note_target(result: Any, call: Call) -> Any:
+    """``result`` of a route (an answer, a footer, or for the pass-through the route's meta itself):
+    the target that answered goes into ``call.meta`` at once, so the layers around the route (the
+    ledger, budgets) record and price that target, not the route."""
+    meta = result if isinstance(result, CallMeta) else getattr(result, "meta", None)
+    if meta is not None and meta.llm_id is not None and call.meta.llm_id is None:
+        call.meta.llm_id = meta.llm_id
+    return result
+
+
+def note_target_on_footer(events: Iterator[StreamEvent], call: Call) -> Iterator[StreamEvent]:
+    try:
+        for ev in events:
+            yield note_target(ev, call) if isinstance(ev, StreamFooter) else ev
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+async def anote_target_on_footer(events: AsyncIterator[StreamEvent], call: Call) -> AsyncIterator[StreamEvent]:
+    try:
+        async for ev in events:
+            yield note_target(ev, call) if isinstance(ev, StreamFooter) else ev
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def attach_meta(result: Any, call: Call) -> Any:

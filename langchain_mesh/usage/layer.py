@@ -92,7 +92,7 @@ class LedgerLayer(Layer):
         return result
 
     def stream(self, call: Any, nxt: Any) -> Any:
-        return self._watch(call, nxt)
+        return nxt() if self._skip(call) else self._watch(call, nxt)
 
     def _watch(self, call: Any, nxt: Any) -> Any:
         ts, t0 = time.time(), time.perf_counter()
@@ -114,7 +114,7 @@ class LedgerLayer(Layer):
             self._record(call, ts, t0, usage, status, err)
 
     def astream(self, call: Any, nxt: Any) -> Any:
-        return self._awatch(call, nxt)
+        return nxt() if self._skip(call) else self._awatch(call, nxt)
 
     async def _awatch(self, call: Any, nxt: Any) -> Any:
         ts, t0 = time.time(), time.perf_counter()
