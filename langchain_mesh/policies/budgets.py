@@ -195,6 +195,22 @@ class BudgetsLayer(Layer):
                 raise
             log.warning("could not add a call's spend to its budgets (%s)", type(e).__name__)
 
+    def _after_nowait(self, budgets: list[tuple[str, str, float]], n: int, cost: Optional[float]) -> None:
+        """:meth:`_aafter` sent without waiting (the answer is finishing; nothing reads this back)."""
+        if not cost:
+            return
+        try:
+            # one store for every budget: it takes all of them without waiting, or none (then await)
+            if all(self.store.incr_nowait(f"budget:{k}:{m}:{n}", cost, ttl=self.period * 2)
+                   for k, m, _c in budgets):
+                return
+        except Exception as e:  # noqa: BLE001 - as _aafter: an outage loses this call's spend
+            if not is_outage(e):
+                raise
+            log.warning("could not add a call's spend to its budgets (%s)", type(e).__name__)
+            return
+        _later(self._aafter(budgets, n, cost))
+
     async def acall(self, call: Any, nxt: Any) -> Any:
         budgets = self.budgets(call) if call.op not in _SKIP else []
         if not budgets:
@@ -202,8 +218,8 @@ class BudgetsLayer(Layer):
         price, n = await self._abefore(call, budgets)
         result = await nxt()
         if call.op == "forward":  # the spend is added when the server has read the usage (usage_of.py)
-            return on_forward_end(result, lambda u, ok: _later(self._aafter(
-                budgets, n, self._spent(call, price, usage_of_raw(u)))))
+            return on_forward_end(result, lambda u, ok: self._after_nowait(
+                budgets, n, self._spent(call, price, usage_of_raw(u))))
         await self._aafter(budgets, n, self._spent(call, price, getattr(result, "usage", None)))
         return result
 

@@ -14,8 +14,9 @@ The caller (key, user, team) comes from the :class:`~.scope.CallScope`: ``mesh s
 the API key (``server.api_keys[]``: name, user, team), library code with ``call_scope(...)``.
 
 The windows are kept by the maintained ``limits`` library, in the mesh's state store: Redis
-(``state.redis_url``: shared by every worker and process) or this process's memory. Requests use the
-configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
+(``state.redis_url``: shared by every worker and process) or this process's memory. In an event loop
+on Redis (``mesh serve``), every window of a call is tested and taken by one script in one round trip,
+on the data layout limits uses (see ``_ACQUIRE_ALL``). Requests use the configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
 would store one entry per token). Tokens are estimated before the call (~4 characters a token, see
 :func:`.usage_of.estimate_tokens`) and the estimate replaced by the provider's usage (input + output)
 after it: a call is refused when the window's tokens plus its estimate would pass the limit.
@@ -35,12 +36,46 @@ from typing import Any, Optional
 
 from ..errors import RateLimitExceeded
 from .chain import Layer
-from .state import aguarded, guarded, is_outage, log, redis_url
+from .state import aguarded, guarded, is_outage, log, redis_url, store_for
 from .usage_of import estimate_tokens, on_forward_end, tokens_of
 
 __all__ = ["LimitsLayer", "make_layer", "limiter_for"]
 
 _SKIP = frozenset({"count_tokens", "acount_tokens"})
+_PREFIX = "LIMITS"  # limits' RedisStorage.PREFIX: its strategies (429 headers, library calls) read our windows
+
+# Every window of one call tested, then taken, in one round trip and atomically (Redis runs a script
+# alone): a refusal counts nothing. The data are laid out as the limits library lays them out (a
+# moving window is a list of timestamps, newest first, trimmed to the limit; a fixed window a counter
+# that expires with its period), so its strategies read these windows and the sync path shares them.
+# Why a script of our own: limits takes one command per window, a gateway call has up to six windows
+# (key, user, team, LLM, connection; requests and tokens), and those round trips were most of the
+# policy path's cost (issue 24). ARGV: now, then kind ("m" moving, "c" counter), limit, expiry, amount
+# per key. Returns 0, or the 1-based index of the window that refused.
+_ACQUIRE_ALL = """
+local now = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local kind, limit, expiry, amount = ARGV[4*i-2], tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i]), tonumber(ARGV[4*i+1])
+  if kind == "m" then
+    if amount > limit then return i end
+    local entry = redis.call("lindex", KEYS[i], limit - amount)
+    if entry and tonumber(entry) >= now - expiry then return i end
+  else
+    if tonumber(redis.call("get", KEYS[i]) or "0") + amount > limit then return i end
+  end
+end
+for i = 1, #KEYS do
+  local kind, limit, expiry, amount = ARGV[4*i-2], tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i]), tonumber(ARGV[4*i+1])
+  if kind == "m" then
+    for _ = 1, amount do redis.call("lpush", KEYS[i], now) end
+    redis.call("ltrim", KEYS[i], 0, limit - 1)
+    redis.call("expire", KEYS[i], expiry)
+  elseif redis.call("incrby", KEYS[i], amount) == amount then
+    redis.call("expire", KEYS[i], expiry)
+  end
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -52,9 +87,11 @@ class _Check:
     name: str
     item: Any  # limits.RateLimitItem
     key: str = ""  # the storage key, computed once (item.key_for(*ids))
+    rkey: str = ""  # the same in Redis
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", self.item.key_for(*self.ids))
+        object.__setattr__(self, "rkey", f"{_PREFIX}:{self.key}")  # as limits' Redis storage names it
 
     @property
     def ids(self) -> tuple[str, str, str]:
@@ -93,12 +130,15 @@ class Limiter:
             self.arequests: Any = astrategy(astorage)
             self.atokens: Any = astrategies.FixedWindowRateLimiter(astorage)
             self.astorage: Any = astorage
+            # the gateway's path: every window in one scripted round trip (see _ACQUIRE_ALL) on the
+            # state store's pipelined connection; sliding windows keep limits' own two-key scripts
+            self.pipes: Any = store_for(mesh) if cfg.strategy != "sliding-window" else None
         else:
             # limits' MemoryStorage only where ours lacks the strategy (see windows.py for why)
             from .windows import LocalWindows
 
             self.storage = MemoryStorage() if cfg.strategy == "sliding-window" else LocalWindows()
-            self.arequests = self.atokens = self.astorage = None
+            self.arequests = self.atokens = self.astorage = self.pipes = None
         self.requests = strategy(self.storage)
         self.tokens = strategies.FixedWindowRateLimiter(self.storage)
         # moving and fixed windows are one storage call each (what the strategies' hit() does): made
@@ -187,6 +227,12 @@ class Limiter:
     async def aacquire(self, checks: list[_Check], cost: int, test_first: bool = False) -> None:
         if self.arequests is None:
             return self.acquire(checks, cost, test_first)
+        pipe = self.pipes.pipe() if self.pipes is not None else None
+        if pipe is not None:
+            refused = await pipe.script(_scripts()[0], [c.rkey for c in checks], self._script_args(checks, cost))
+            if refused:
+                await self._arefuse(checks[refused - 1], checks)
+            return None
         if test_first:
             for c in checks:
                 ok = await (self.arequests.test(c.item, *c.ids) if c.dim == "requests"
@@ -201,6 +247,16 @@ class Limiter:
                         await self._aadd(d, -cost if d.dim == "tokens" else -1)
                 await self._arefuse(c, checks)
             done.append(c)
+
+    def _script_args(self, checks: list[_Check], cost: int) -> list[Any]:
+        args: list[Any] = [repr(time.time())]
+        moving = self.kind == "moving-window"
+        for c in checks:
+            if c.dim == "requests":
+                args += ("m" if moving else "c", c.item.amount, self.expiry, 1)
+            else:
+                args += ("c", c.item.amount, self.expiry, cost)
+        return args
 
     async def _ahit(self, c: _Check, cost: int) -> bool:
         st = self.astorage
@@ -222,10 +278,25 @@ class Limiter:
     async def areconcile(self, checks: list[_Check], estimate: int, actual: Optional[int]) -> None:
         if self.arequests is None:
             return self.reconcile(checks, estimate, actual)
+        if self.reconcile_nowait(checks, estimate, actual):
+            return None
         delta = (actual if actual is not None else 0) - estimate
         for c in checks:
             if c.dim == "tokens":
                 await self._aadd(c, delta)
+
+    def reconcile_nowait(self, checks: list[_Check], estimate: int, actual: Optional[int]) -> bool:
+        """:meth:`areconcile` on the pipelined connection, sent without waiting for the replies (nothing
+        needs them); False where there is none (then await :meth:`areconcile`)."""
+        pipe = self.pipes.pipe() if self.pipes is not None else None
+        if pipe is None:
+            return False
+        delta = (actual if actual is not None else 0) - estimate
+        if delta:
+            for c in checks:
+                if c.dim == "tokens":  # limits' own incr-and-expire script
+                    pipe.script_later(_scripts()[1], [c.rkey], [self.expiry, delta])
+        return True
 
     async def _arefuse(self, c: _Check, checks: list[_Check]) -> None:
         stats = []
@@ -234,6 +305,21 @@ class Limiter:
                 lim = self.arequests if x.dim == "requests" else self.atokens
                 stats.append((x, await lim.get_window_stats(x.item, *x.ids)))
         raise _exceeded(c, stats)
+
+
+_SCRIPTS: list[Any] = []
+
+
+def _scripts() -> list[Any]:
+    """The acquire-all script, and limits' own incr-and-expire (read from the installed library)."""
+    if not _SCRIPTS:
+        from importlib.resources import files
+
+        from .redis_pipe import Script
+
+        incr = (files("limits") / "resources" / "redis" / "lua_scripts" / "incr_expire.lua").read_text()
+        _SCRIPTS[:] = [Script(_ACQUIRE_ALL), Script(incr)]
+    return _SCRIPTS
 
 
 def _duration(seconds: float) -> str:
@@ -436,7 +522,7 @@ class LimitsLayer(Layer):
     def _settle_later(self, checks: list[_Check], cost: int, actual: Optional[int]) -> None:
         if not self.limiter.remote:  # in memory: at once, nothing waits
             self._settle(checks, cost, actual)
-        else:
+        elif not self.limiter.reconcile_nowait(checks, cost, actual):
             self._later(self._asettle(checks, cost, actual))
 
     def _later(self, work: Any) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from ..errors import StateUnavailableError
@@ -50,6 +51,10 @@ class StateStore(Protocol):
     async def aset(self, key: str, value: str, ttl: Optional[float] = None) -> None: ...
 
     async def adelete(self, key: str) -> None: ...
+
+    def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
+        """:meth:`incr` from an event loop without waiting for it (an after-call record nobody reads back);
+        False when the store cannot (then await :meth:`aincr`)."""
 
 
 class MemoryStore:
@@ -91,6 +96,10 @@ class MemoryStore:
             self._data.pop(key, None)
 
     # in-process work never waits: the async forms are the sync ones
+    def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
+        self.incr(key, amount, ttl)
+        return True
+
     async def aincr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
         return self.incr(key, amount, ttl)
 
@@ -106,7 +115,8 @@ class MemoryStore:
 
 class RedisStore:
     """The shared store: one Redis for every worker and process on the config (``redis`` package;
-    sync client for library calls, ``redis.asyncio`` for the gateway's event loop). Errors reaching
+    sync client for library calls; in an event loop, one pipelined connection per loop, see
+    redis_pipe.py, or ``redis.asyncio`` where ``hiredis`` is missing). Errors reaching
     Redis are raised as they are; :func:`guarded` applies ``state.on_failure`` to them."""
 
     def __init__(self, url: str, timeout: float = 0.5, prefix: str = "mesh:"):
@@ -116,6 +126,7 @@ class RedisStore:
         self._sync = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._async: Any = None
         self._async_loop: Any = None
+        self._pipes: Any = weakref.WeakKeyDictionary()  # event loop -> RedisPipe (False: none possible)
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisStore(...)"
@@ -131,6 +142,20 @@ class RedisStore:
                                                        socket_connect_timeout=self.timeout)
             self._async_loop = loop
         return self._async
+
+    def pipe(self) -> Any:
+        """The running loop's pipelined connection (see redis_pipe.py), or None without ``hiredis``:
+        then the async calls go through ``redis.asyncio``."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        got = self._pipes.get(loop)
+        if got is None:
+            from .redis_pipe import RedisPipe, available
+
+            got = RedisPipe(self.url, self.timeout) if available() else False
+            self._pipes[loop] = got
+        return got or None
 
     def incr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
         pipe = self._sync.pipeline(transaction=True)
@@ -150,25 +175,46 @@ class RedisStore:
         self._sync.delete(self.prefix + key)
 
     async def aincr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
-        pipe = self._aclient().pipeline(transaction=True)
+        k = self.prefix + key
+        pipe = self.pipe()
+        if pipe is not None:  # no MULTI needed: SET NX only creates a missing counter, whoever runs between
+            cmds = [("SET", k, 0, "PX", max(1, int(ttl * 1000)), "NX")] if ttl else []
+            return float((await pipe.calls(*cmds, ("INCRBYFLOAT", k, repr(float(amount)))))[-1])
+        p = self._aclient().pipeline(transaction=True)
         if ttl:
-            pipe.set(self.prefix + key, 0, px=max(1, int(ttl * 1000)), nx=True)
-        pipe.incrbyfloat(self.prefix + key, amount)
-        return float((await pipe.execute())[-1])
+            p.set(k, 0, px=max(1, int(ttl * 1000)), nx=True)
+        p.incrbyfloat(k, amount)
+        return float((await p.execute())[-1])
+
+    def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
+        pipe = self.pipe()
+        if pipe is None:
+            return False
+        k = self.prefix + key
+        pipe.send_later(*([("SET", k, 0, "PX", max(1, int(ttl * 1000)), "NX")] if ttl else []),
+                        ("INCRBYFLOAT", k, repr(float(amount))))
+        return True
 
     async def aget(self, key: str) -> Optional[str]:
-        v = await self._aclient().get(self.prefix + key)
+        pipe = self.pipe()
+        v = await (pipe.call("GET", self.prefix + key) if pipe is not None else self._aclient().get(self.prefix + key))
         return None if v is None else v.decode()
 
     async def aset(self, key: str, value: str, ttl: Optional[float] = None) -> None:
-        await self._aclient().set(self.prefix + key, value, px=max(1, int(ttl * 1000)) if ttl else None)
+        pipe = self.pipe()
+        if pipe is None:
+            await self._aclient().set(self.prefix + key, value, px=max(1, int(ttl * 1000)) if ttl else None)
+        else:
+            await pipe.call("SET", self.prefix + key, value, *(("PX", max(1, int(ttl * 1000))) if ttl else ()))
 
     async def adelete(self, key: str) -> None:
-        await self._aclient().delete(self.prefix + key)
+        pipe = self.pipe()
+        await (pipe.call("DEL", self.prefix + key) if pipe is not None else self._aclient().delete(self.prefix + key))
 
     async def aping(self) -> bool:
         try:
-            return bool(await self._aclient().ping())
+            pipe = self.pipe()
+            return bool(await (pipe.call("PING") if pipe is not None else self._aclient().ping()))
         except Exception:  # noqa: BLE001
             return False
 

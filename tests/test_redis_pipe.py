@@ -1,0 +1,150 @@
+"""The gateway's pipelined Redis connection (policies/redis_pipe.py) against a real redis-server:
+replies matched to their commands when many coroutines share it, errors as redis-py raises them,
+AUTH and SELECT from the URL, a silent server and a killed one read as outages, and a new
+connection once Redis is back; and the acquire-all script's windows as the limits library reads them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+pytest.importorskip("hiredis")
+redis = pytest.importorskip("redis")
+
+from langchain_mesh.policies.redis_pipe import RedisPipe, Script  # noqa: E402
+from langchain_mesh.policies.state import RedisStore, is_outage  # noqa: E402
+from langchain_mesh.testing.redis_server import RedisServer, redis_server_binary  # noqa: E402
+
+pytestmark = pytest.mark.skipif(redis_server_binary() is None,
+                                reason="redis-server is not installed (apt-get install -y redis-server; CI has it)")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with RedisServer() as r:
+        yield r
+
+
+async def test_many_coroutines_share_one_connection_and_get_their_own_replies(server):
+    pipe = RedisPipe(server.url, timeout=2)
+
+    async def one(i: int) -> tuple[bytes, int]:
+        await pipe.call("SET", f"pipe:k{i}", f"v{i}")
+        got = await pipe.call("GET", f"pipe:k{i}")
+        n = (await pipe.calls(("INCRBY", "pipe:n", i), ("GET", f"pipe:k{i}")))
+        return got, n[1]
+
+    out = await asyncio.gather(*(one(i) for i in range(200)))
+    assert [g for g, _ in out] == [f"v{i}".encode() for i in range(200)]
+    assert all(v == f"v{i}".encode() for i, (_, v) in enumerate(out))
+    assert int(await pipe.call("GET", "pipe:n")) == sum(range(200))
+    assert pipe.conn is not None and len(pipe.conn.waiting) == 0
+
+
+async def test_reply_errors_are_redis_py_errors_and_the_connection_survives(server):
+    pipe = RedisPipe(server.url, timeout=2)
+    await pipe.call("SET", "pipe:text", "abc")
+    with pytest.raises(redis.exceptions.ResponseError, match="not an integer"):
+        await pipe.call("INCR", "pipe:text")
+    with pytest.raises(redis.exceptions.ResponseError):
+        await pipe.calls(("INCR", "pipe:text"), ("PING",))
+    assert await pipe.call("PING") == b"PONG"
+
+
+async def test_scripts_run_by_sha_and_are_sent_whole_when_redis_lacks_them(server):
+    pipe = RedisPipe(server.url, timeout=2)
+    await pipe.call("SCRIPT", "FLUSH")
+    s = Script("return tonumber(ARGV[1]) + 1")
+    assert await pipe.script(s, [], [41]) == 42  # NOSCRIPT, then EVAL
+    assert await pipe.call("SCRIPT", "EXISTS", s.sha) == [1]
+    assert await pipe.script(s, [], [1]) == 2
+
+
+async def test_auth_and_database_come_from_the_url():
+    with RedisServer() as r:
+        admin = redis.Redis(port=r.port)
+        admin.config_set("requirepass", "s3cret")
+        pipe = RedisPipe(f"redis://:s3cret@127.0.0.1:{r.port}/3", timeout=2)
+        await pipe.call("SET", "where", "db3")
+        authed = redis.Redis(port=r.port, password="s3cret", db=3)
+        assert authed.get("where") == b"db3"
+        wrong = RedisPipe(f"redis://:nope@127.0.0.1:{r.port}/0", timeout=2)
+        with pytest.raises(redis.exceptions.ResponseError):
+            await wrong.call("PING")
+
+
+async def test_a_silent_server_is_a_timeout_outage():
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    held = []
+    t = threading.Thread(target=lambda: held.append(lsock.accept()), daemon=True)
+    t.start()
+    try:
+        pipe = RedisPipe(f"redis://127.0.0.1:{lsock.getsockname()[1]}/0", timeout=0.2)
+        with pytest.raises(redis.exceptions.TimeoutError) as err:
+            await pipe.call("PING")
+        assert is_outage(err.value)
+    finally:
+        lsock.close()
+        for conn, _ in held:
+            conn.close()
+
+
+async def test_killed_redis_is_an_outage_and_a_restarted_one_is_used_again():
+    r = RedisServer().start()
+    pipe = RedisPipe(r.url, timeout=0.5)
+    assert await pipe.call("PING") == b"PONG"
+    r.kill()
+    with pytest.raises(Exception) as err:
+        await pipe.call("PING")
+    assert is_outage(err.value)
+    r.start()  # same port
+    try:
+        assert await pipe.call("PING") == b"PONG"
+    finally:
+        r.stop()
+
+
+async def test_store_counters_and_nowait_increments_on_the_pipe(server):
+    store = RedisStore(server.url, timeout=2)
+    assert store.pipe() is not None
+    assert await store.aincr("pipe:c", 2.5, ttl=30) == 2.5
+    assert store.incr_nowait("pipe:c", 1.5, ttl=30)
+    await store.aset("pipe:s", "x", ttl=30)
+    assert await store.aget("pipe:s") == "x"
+    assert store.get("pipe:c") == "4"  # the sync client reads what the pipe wrote (the nowait one landed first)
+    assert 0 < redis.Redis.from_url(server.url).pttl("mesh:pipe:c") <= 30000
+    await store.adelete("pipe:s")
+    assert await store.aget("pipe:s") is None
+
+
+async def test_acquire_all_counts_nothing_when_one_window_refuses(server):
+    from langchain_mesh import Mesh
+    from langchain_mesh.policies.limits import limiter_for
+
+    server.flush()
+    mesh = Mesh({"connections": {"fake": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
+                                          "models": [{"id": "m"}]}},
+                 "state": {"redis_url": server.url},
+                 "limits": {"period": 30, "keys": {"k": {"rpm": 5, "tpm": 100}}}})
+    lim = limiter_for(mesh)
+    layer_checks = [c for c in _checks(mesh, lim)]
+    await lim.aacquire(layer_checks, 60)
+    from langchain_mesh.errors import RateLimitExceeded
+
+    with pytest.raises(RateLimitExceeded, match="tokens"):
+        await lim.aacquire(layer_checks, 60)  # 120 tokens > 100: refused, and the request not counted
+    sync = lim.requests.get_window_stats(layer_checks[-1].item, *layer_checks[-1].ids)
+    assert sync.remaining == 4  # limits' own reader sees one request taken, not two
+    assert lim.tokens.get_window_stats(layer_checks[0].item, *layer_checks[0].ids).remaining == 40
+
+
+def _checks(mesh, lim):
+    from langchain_mesh.policies.limits import _Check
+
+    return lim.order([_Check("requests", "key", "k", lim.item("requests", 5)),
+                      _Check("tokens", "key", "k", lim.item("tokens", 100))])[0]
