@@ -118,6 +118,7 @@ async def test_store_counters_and_nowait_increments_on_the_pipe(server):
     assert await store.aget("pipe:s") == "x"
     assert store.get("pipe:c") == "4"  # the sync client reads what the pipe wrote (the nowait one landed first)
     assert 0 < redis.Redis.from_url(server.url).pttl("mesh:pipe:c") <= 30000
+    assert await store.amget(["pipe:s", "pipe:none", "pipe:c"]) == ["x", None, "4"]
     await store.adelete("pipe:s")
     assert await store.aget("pipe:s") is None
 

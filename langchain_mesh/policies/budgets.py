@@ -178,7 +178,7 @@ class BudgetsLayer(Layer):
         estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
 
         async def check() -> bool:
-            self._check(budgets, [await self.store.aget(f"budget:{k}:{m}:{n}") for k, m, _c in budgets],
+            self._check(budgets, await self.store.amget([f"budget:{k}:{m}:{n}" for k, m, _c in budgets]),
                         estimate, left)
             return True
         await aguarded(self.config, "budgets", check, False)

@@ -52,6 +52,9 @@ class StateStore(Protocol):
 
     async def adelete(self, key: str) -> None: ...
 
+    async def amget(self, keys: list[str]) -> list[Optional[str]]:
+        """Several values in one round trip."""
+
     def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
         """:meth:`incr` from an event loop without waiting for it (an after-call record nobody reads back);
         False when the store cannot (then await :meth:`aincr`)."""
@@ -96,6 +99,9 @@ class MemoryStore:
             self._data.pop(key, None)
 
     # in-process work never waits: the async forms are the sync ones
+    async def amget(self, keys: list[str]) -> list[Optional[str]]:
+        return [self.get(k) for k in keys]
+
     def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
         self.incr(key, amount, ttl)
         return True
@@ -194,6 +200,12 @@ class RedisStore:
         pipe.send_later(*([("SET", k, 0, "PX", max(1, int(ttl * 1000)), "NX")] if ttl else []),
                         ("INCRBYFLOAT", k, repr(float(amount))))
         return True
+
+    async def amget(self, keys: list[str]) -> list[Optional[str]]:
+        pipe = self.pipe()
+        full = [self.prefix + k for k in keys]
+        got = await (pipe.call("MGET", *full) if pipe is not None else self._aclient().mget(full))
+        return [None if v is None else v.decode() for v in got]
 
     async def aget(self, key: str) -> Optional[str]:
         pipe = self.pipe()
