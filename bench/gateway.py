@@ -180,6 +180,55 @@ WRK_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {auth}wrk.body = [[{body}]]
 """
+# The floor: a TCP relay in Python (uvloop), each client connection spliced to its own upstream
+# connection, bytes forwarded as they arrive: no HTTP parsing, no JSON, no policy. Whatever a Python
+# gateway does costs at least this on the machine; the rows above it are read against it.
+RELAY = r"""
+import asyncio, socket, sys
+port, up_port = int(sys.argv[1]), int(sys.argv[2])
+
+def nodelay(t):
+    s = t.get_extra_info("socket")
+    if s is not None:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+class Up(asyncio.Protocol):
+    def __init__(self, client):
+        self.client = client
+    def connection_made(self, t):
+        nodelay(t)
+    def data_received(self, data):
+        self.client.write(data)
+    def connection_lost(self, exc):
+        self.client.close()
+
+class Client(asyncio.Protocol):
+    def connection_made(self, t):
+        nodelay(t)
+        self.t, self.up, self.early = t, None, []
+        asyncio.ensure_future(self.connect())
+    async def connect(self):
+        up, _ = await asyncio.get_running_loop().create_connection(lambda: Up(self.t), "127.0.0.1", up_port)
+        self.up = up
+        up.write(b"".join(self.early))
+    def data_received(self, data):
+        if self.up is None:
+            self.early.append(data)
+        else:
+            self.up.write(data)
+    def connection_lost(self, exc):
+        if self.up is not None:
+            self.up.close()
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
+    await server.serve_forever()
+
+import uvloop
+uvloop.install()
+asyncio.run(main())
+"""
+
 LITELLM_KEY = "sk-bench-gateway-0123456789abcdef"  # its proxy refuses to start without a master key
 
 
@@ -420,6 +469,13 @@ def policy_configs(up_port: int, redis_url: Optional[str], tmp: str) -> tuple[li
         if accepted(section, value):
             out.append((label, {**base, section: value}, model))
             on.append(f"{section} ({label})")
+    # issue 19's pair: the plain gateway with only an API key, rate limits and the ledger, the limits in
+    # this process's memory (no state: the default) and then in Redis
+    if "limits" in base and "usage" in base:
+        lim = {k: base[k] for k in ("connections", "server", "limits", "usage")}
+        out.append(("limits+ledger", lim, GATEWAY_MODEL))
+        if "state" in base:
+            out.append(("limits+ledger redis", {**lim, "state": base["state"]}, GATEWAY_MODEL))
     return out, on, off
 
 
@@ -512,6 +568,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--stream-connections", type=_ints, default=[16, 64],
                     help="connections of the streaming runs (default 16,64)")
     ap.add_argument("--no-stream", action="store_true", help="skip the streaming runs")
+    ap.add_argument("--no-floor", action="store_true", help="skip the TCP relay row (the floor of any Python proxy)")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (default 20)")
     ap.add_argument("--chunk-ms", type=float, default=2.0, help="the upstream's gap between chunks (default 2 ms)")
     ap.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk first (root, Debian/Ubuntu)")
@@ -547,6 +604,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             rows.append(("direct", 0, run.load(direct_url, UPSTREAM_MODEL, up.pid, None)))
             if not args.no_stream:
                 srows += [("direct", c, r) for c, r in run.streams(direct_url, UPSTREAM_MODEL, None).items()]
+
+            if not args.no_floor:
+                r_port = free_port()
+                relay = run.start([sys.executable, "-c", RELAY, str(r_port), str(up_port)], "relay")
+                _wait_port(r_port)
+                rows.append(("tcp relay (floor)", 1, run.load(f"http://127.0.0.1:{r_port}/v1/chat/completions",
+                                                               UPSTREAM_MODEL, relay.pid, None)))
+                run.stop(relay)
 
             gateways: list[tuple[str, dict, str, Optional[str]]] = [
                 ("mesh serve", plain_config(up_port), GATEWAY_MODEL, None)]
@@ -649,6 +714,10 @@ def report(args: argparse.Namespace, use_wrk: bool, rows: list, srows: list, on:
         if off:
             print(f"policy sections off: {'; '.join(off)}")
     g = next((r for name, w, r in rows if name == "mesh serve" and w == 1), None)
+    f = next((r for name, w, r in rows if name == "tcp relay (floor)"), None)
+    if f:
+        print(f"\ntcp relay (floor): {f['rps'] / d_rps:.2f} of direct at {f.get('cpu_us', 0):.0f} us of CPU per request: "
+              "what a Python proxy keeps here with no HTTP, JSON or policy work at all")
     p = next((r for name, w, r in rows if name == "policies" and w == 1), None)
     if g:
         print(f"\nplain gateway: {g['rps'] / d_rps:.2f} of direct (goal >= 0.85), added median "
@@ -656,6 +725,11 @@ def report(args: argparse.Namespace, use_wrk: bool, rows: list, srows: list, on:
     if p:
         print(f"every policy on: {p['rps'] / d_rps:.2f} of direct (goal >= 0.75), added median "
               f"{p['p50'] - d_p50:.2f} ms (goal <= 0.5 ms)")
+    for label in ("limits+ledger", "limits+ledger redis"):
+        r = next((r for name, w, r in rows if name == label and w == 1), None)
+        if r and g:
+            print(f"{label}: {r['rps'] / g['rps']:.2f} of the plain gateway (issue 19's goal >= 0.85), "
+                  f"+{r.get('cpu_us', 0) - g.get('cpu_us', 0):.0f} us of CPU per request")
     ll = next((r for name, _, r in rows if name == "litellm proxy"), None)
     if ll and g:
         print(f"LiteLLM's proxy: {ll['rps'] / d_rps:.3f} of direct, added median {ll['p50'] - d_p50:.2f} ms; "
