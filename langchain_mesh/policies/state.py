@@ -34,6 +34,10 @@ T = TypeVar("T")
 
 
 class StateStore(Protocol):
+    #: whether other processes write it too (then a reader may keep what it read for a while:
+    #: the circuit breakers do, see policies/breaker.py)
+    shared: bool
+
     def incr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
         """Add ``amount`` to a counter (created at 0, expiring ``ttl`` s after creation); the new value."""
 
@@ -54,6 +58,8 @@ class StateStore(Protocol):
 
 class MemoryStore:
     """The in-process store: a dict of (value, expiry) under a lock."""
+
+    shared = False  # seen by this process only (the breakers read it on every call: it costs nothing)
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[object, float]] = {}
@@ -108,6 +114,8 @@ class RedisStore:
     """The shared store: one Redis for every worker and process on the config (``redis`` package;
     sync client for library calls, ``redis.asyncio`` for the gateway's event loop). Errors reaching
     Redis are raised as they are; :func:`guarded` applies ``state.on_failure`` to them."""
+
+    shared = True  # other processes write it too (a breaker re-reads it every SHARED_REFRESH s)
 
     def __init__(self, url: str, timeout: float = 0.5, prefix: str = "mesh:"):
         import redis
