@@ -64,6 +64,9 @@ class Layer:
 
     name = "layer"
     needs_content = False  # True: reads the request, so no byte pass-through for its LLMs
+    #: False: passes on the calls a route makes to its targets (their scope says ``extra["route"]``)
+    #: untouched, so the mesh leaves the layer out of them (``Mesh._layers``)
+    route_targets = True
 
     def call(self, call: Call, nxt: Callable[[], Any]) -> Any:
         return nxt()

@@ -190,6 +190,11 @@ class Route:
         self.wire: tuple[bytes, list[bytes]] = (b"", [])
         self.latency: list[float] = [0.0] * len(targets)  # EWMA seconds; 0 = untried, so tried first
 
+    @staticmethod
+    def last_meta() -> Optional[CallMeta]:
+        """:func:`route_meta`: the meta of the last route call in this context."""
+        return _LAST_META.get()
+
     # ---- order --------------------------------------------------------------------------------------
 
     def order(self, sticky_key: Optional[str] = None) -> list[int]:

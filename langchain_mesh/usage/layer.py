@@ -37,6 +37,7 @@ def _status(e: BaseException) -> str:
 
 class LedgerLayer(Layer):
     name = "ledger"
+    route_targets = False  # a route's call is recorded, once, not its calls to its targets
 
     def __init__(self, mesh: Any, llm: Any):
         self.ledger = ledger_for(mesh)
