@@ -452,6 +452,14 @@ class Mesh:
         if p is None:
             raise CapabilityError(f"{llm.id} offers no pass-through; send it a translated request instead")
         send = p.send
+        layers = self._layers(llm) if self._policies else ()
+        if not layers:  # the common cases without a closure: what forward() below does for them
+            if llm.route is not None:
+                return await llm.route.forward(path, body, stream, timeout, max_retries)
+            if not stream:
+                n, t, own = _limits(llm.connection, timeout, max_retries)
+                if not n and own and ATTEMPTS.get() is None:
+                    return await send(path, body, False), None
 
         async def attempt() -> tuple[Any, Optional[bytes]]:
             content = await send(path, body, stream)
@@ -471,7 +479,6 @@ class Mesh:
                 return await attempt()
             return await acall_with_retries(attempt, n, t, own, self._retry_policy(llm.connection))
 
-        layers = self._layers(llm) if self._policies else ()
         if layers:
             call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
             if llm.route is None:

@@ -84,6 +84,8 @@ class MemoryStore:
             return value
 
     def get(self, key: str) -> Optional[str]:
+        if key not in self._data:  # the common answer (a closed breaker), without the lock: one dict lookup
+            return None
         with self._lock:
             v = self._live(key, time.monotonic())
         return None if v is None else str(v)
