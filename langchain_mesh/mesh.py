@@ -451,15 +451,23 @@ class Mesh:
         p = self.passthrough(llm)
         if p is None:
             raise CapabilityError(f"{llm.id} offers no pass-through; send it a translated request instead")
-        send = p.send
         layers = self._layers(llm) if self._policies else ()
-        if not layers:  # the common cases without a closure: what forward() below does for them
-            if llm.route is not None:
-                return await llm.route.forward(path, body, stream, timeout, max_retries)
-            if not stream:
-                n, t, own = _limits(llm.connection, timeout, max_retries)
-                if not n and own and ATTEMPTS.get() is None:
-                    return await send(path, body, False), None
+        route = llm.route
+        if route is not None:  # the route picks a target and calls this for it
+            if not layers:
+                return await route.forward(path, body, stream, timeout, max_retries)
+            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
+
+            async def routed() -> tuple[Any, Optional[bytes]]:
+                out = await route.forward(path, body, stream, timeout, max_retries)
+                note_target(route.last_meta(), call)  # the pass-through's answer is bytes: the route says who
+                return out
+            return await arun(layers, call, routed)
+        send = p.send
+        if not layers and not stream:  # the common case, one attempt bounded by the connection: no closures
+            n, t, own = _limits(llm.connection, timeout, max_retries)
+            if not n and own and ATTEMPTS.get() is None:
+                return await send(path, body, False), None
 
         async def attempt() -> tuple[Any, Optional[bytes]]:
             content = await send(path, body, stream)
@@ -472,23 +480,13 @@ class Mesh:
                 raise
 
         async def forward() -> tuple[Any, Optional[bytes]]:
-            if llm.route is not None:  # the route picks a target and calls this for it
-                return await llm.route.forward(path, body, stream, timeout, max_retries)
             n, t, own = _limits(llm.connection, timeout, max_retries)
             if not n and own and ATTEMPTS.get() is None:
                 return await attempt()
             return await acall_with_retries(attempt, n, t, own, self._retry_policy(llm.connection))
 
         if layers:
-            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
-            if llm.route is None:
-                return await arun(layers, call, forward)
-
-            async def routed() -> tuple[Any, Optional[bytes]]:
-                out = await forward()
-                note_target(llm.route.last_meta(), call)  # the pass-through's answer is bytes: the route says who
-                return out
-            return await arun(layers, call, routed)
+            return await arun(layers, Call(self, llm, "forward", (path, body, stream), timeout, max_retries), forward)
         return await forward()
 
     def state_store(self) -> Any:
