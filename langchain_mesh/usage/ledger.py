@@ -56,6 +56,7 @@ class Ledger:
         self.written = 0
         self.failed: Optional[BaseException] = None
         self._day: tuple[int, str] = (-1, "")
+        self._prices: dict[str, Any] = {}  # target -> its Price (None: unknown), for the writer
 
     # ---- the request path: one append ------------------------------------------------------------
 
@@ -153,10 +154,13 @@ class Ledger:
             i, o, c, r = usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens
         if cost is _LATER:
             cost = None
-        if i is not None and cost is None and item[-1] is _LATER:
-            ctype, _, rest = target.partition(":")
-            model = rest.partition(":")[2] or rest
-            cost = self.pricer.cost(target, model, ctype, i or 0, o or 0, c)
+            if i is not None:
+                price = self._prices.get(target, _LATER)
+                if price is _LATER:  # once per target: the writer prices every row
+                    ctype, _, rest = target.partition(":")
+                    price = self._prices[target] = self.pricer.price(target, rest.partition(":")[2] or rest, ctype)
+                if price is not None:
+                    cost = price.cost(i or 0, o or 0, c)
         d = int(ts // 86400)
         if d != self._day[0]:
             self._day = (d, time.strftime("%Y-%m-%d", time.gmtime(ts)))
