@@ -118,7 +118,7 @@ class Breaker:
         waits), or CLOSED / OPEN from a fresh read of a shared one; None when the store must be asked
         (then call :meth:`aadmit`). Spares the event loop a coroutine per call on the common path."""
         if not self.shared:
-            return self.admit()
+            return CLOSED if self.store.get(self._open) is None else self.admit()
         if time.monotonic() < self._fresh:
             until = self._until
             if until is None:
