@@ -16,8 +16,20 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, Optiona
 from .config import DEFAULT_CONFIG, MeshConfig, load_config
 from .errors import CapabilityError, ProviderError, StreamInterruptedError, UnknownKnowledgeBankError, UnknownLLMError
 from .ids import format_llm_id, parse_llm_id
-from .policies.chain import LAYERS
+from .policies.chain import (
+    LAYERS,
+    Call,
+    anote_target_on_footer,
+    arun,
+    arun_stream,
+    attach_meta,
+    note_target,
+    note_target_on_footer,
+    run,
+    run_stream,
+)
 from .policies.retry import ATTEMPTS, acall_with_retries, astream_with_retries, call_with_retries, stream_with_retries
+from .policies.scope import current_scope
 from .schema import (
     CompletionRequest,
     CompletionResponse,
@@ -67,6 +79,7 @@ class Mesh:
         self._handles: dict[str, "LLM"] = {}
         self._passthrough: dict[str, Optional["Passthrough"]] = {}
         self._chains: dict[str, tuple[Any, ...]] = {}
+        self._routed_chains: dict[str, tuple[Any, ...]] = {}  # the same, for the calls a route makes (_layers)
         self._retry_policies: dict[str, Any] = {}  # connection name -> its RetryPolicy (configured `retry:`)
         # no policy section in the config: every call takes the direct path, and no policy module loads
         self._policies = any(getattr(self.config, section, None) for _o, section, _t in LAYERS)
@@ -321,19 +334,14 @@ class Mesh:
                max_retries: Optional[int] = None) -> Iterator[StreamEvent]:
         if request.settings.cache is not None:
             self._check_cache_setting(llm)
-        if self._policies and self._chain(llm):
-            from .policies.chain import Call, run_stream
-
+        layers = self._layers(llm) if self._policies else ()
+        if layers:
             call = Call(self, llm, "stream", request, timeout, max_retries)
 
             def inner() -> Iterator[StreamEvent]:
                 events = self._stream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
-                if llm.route is None:
-                    return events
-                from .policies.chain import note_target_on_footer
-
-                return note_target_on_footer(events, call)
-            return _meta_on_footer(run_stream(self._chain(llm), call, inner), call)
+                return events if llm.route is None else note_target_on_footer(events, call)
+            return _meta_on_footer(run_stream(layers, call, inner), call)
         return self._stream(llm, request, timeout, max_retries)
 
     def _stream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
@@ -354,19 +362,14 @@ class Mesh:
                 max_retries: Optional[int] = None) -> AsyncIterator[StreamEvent]:
         if request.settings.cache is not None:
             self._check_cache_setting(llm)
-        if self._policies and self._chain(llm):
-            from .policies.chain import Call, arun_stream
-
+        layers = self._layers(llm) if self._policies else ()
+        if layers:
             call = Call(self, llm, "astream", request, timeout, max_retries)
 
             def ainner() -> AsyncIterator[StreamEvent]:
                 events = self._astream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
-                if llm.route is None:
-                    return events
-                from .policies.chain import anote_target_on_footer
-
-                return anote_target_on_footer(events, call)
-            return _ameta_on_footer(arun_stream(self._chain(llm), call, ainner), call)
+                return events if llm.route is None else anote_target_on_footer(events, call)
+            return _ameta_on_footer(arun_stream(layers, call, ainner), call)
         return self._astream(llm, request, timeout, max_retries)
 
     def _astream(self, llm: "LLM", request: CompletionRequest, timeout: Optional[float],
@@ -448,7 +451,23 @@ class Mesh:
         p = self.passthrough(llm)
         if p is None:
             raise CapabilityError(f"{llm.id} offers no pass-through; send it a translated request instead")
+        layers = self._layers(llm) if self._policies else ()
+        route = llm.route
+        if route is not None:  # the route picks a target and calls this for it
+            if not layers:
+                return await route.forward(path, body, stream, timeout, max_retries)
+            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
+
+            async def routed() -> tuple[Any, Optional[bytes]]:
+                out = await route.forward(path, body, stream, timeout, max_retries)
+                note_target(route.last_meta(), call)  # the pass-through's answer is bytes: the route says who
+                return out
+            return await arun(layers, call, routed)
         send = p.send
+        if not layers and not stream:  # the common case, one attempt bounded by the connection: no closures
+            n, t, own = _limits(llm.connection, timeout, max_retries)
+            if not n and own and ATTEMPTS.get() is None:
+                return await send(path, body, False), None
 
         async def attempt() -> tuple[Any, Optional[bytes]]:
             content = await send(path, body, stream)
@@ -461,27 +480,13 @@ class Mesh:
                 raise
 
         async def forward() -> tuple[Any, Optional[bytes]]:
-            if llm.route is not None:  # the route picks a target and calls this for it
-                return await llm.route.forward(path, body, stream, timeout, max_retries)
             n, t, own = _limits(llm.connection, timeout, max_retries)
             if not n and own and ATTEMPTS.get() is None:
                 return await attempt()
             return await acall_with_retries(attempt, n, t, own, self._retry_policy(llm.connection))
 
-        if self._policies and self._chain(llm):
-            from .policies.chain import Call, arun, note_target
-
-            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
-            if llm.route is None:
-                return await arun(self._chain(llm), call, forward)
-
-            async def routed() -> tuple[Any, Optional[bytes]]:
-                from .policies.routes import route_meta
-
-                out = await forward()
-                note_target(route_meta(), call)  # the pass-through's answer is bytes: the route says who
-                return out
-            return await arun(self._chain(llm), call, routed)
+        if layers:
+            return await arun(layers, Call(self, llm, "forward", (path, body, stream), timeout, max_retries), forward)
         return await forward()
 
     def state_store(self) -> Any:
@@ -502,29 +507,42 @@ class Mesh:
                     chain = self._chains[llm.id] = build_chain(self, llm)
         return chain
 
-    def _call(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
-        if self._policies and self._chain(llm):
-            from .policies.chain import Call, attach_meta, note_target, run
+    def _layers(self, llm: "LLM") -> tuple[Any, ...]:
+        """The layers this call of ``llm`` passes: its chain, less the layers that leave alone the calls
+        a route makes to its targets (``route_targets = False``: the ledger, which records the route's
+        call) when a route makes this one (its scope says ``extra["route"]``). Not building a call for
+        a layer that would only pass it on is most of what a route's ledger used to cost per call."""
+        chain = self._chains.get(llm.id)
+        if chain is None:
+            chain = self._chain(llm)
+        if chain and current_scope().extra.get("route") is not None:
+            routed = self._routed_chains.get(llm.id)
+            if routed is None:
+                routed = self._routed_chains[llm.id] = tuple(x for x in chain if x.route_targets)
+            return routed
+        return chain
 
+    def _call(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
+        layers = self._layers(llm) if self._policies else ()
+        if layers:
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
 
             def inner() -> Any:
                 out = self._direct(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
                 return out if llm.route is None else note_target(out, call)
-            return attach_meta(run(self._chain(llm), call, inner), call)
+            return attach_meta(run(layers, call, inner), call)
         return self._direct(llm, fn, request, timeout, max_retries)
 
     async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
                      max_retries: Optional[int]) -> Any:
-        if self._policies and self._chain(llm):
-            from .policies.chain import Call, arun, attach_meta, note_target
-
+        layers = self._layers(llm) if self._policies else ()
+        if layers:
             call = Call(self, llm, fn.__name__, request, timeout, max_retries)
 
             async def inner() -> Any:
                 out = await self._adirect(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
                 return out if llm.route is None else note_target(out, call)
-            return attach_meta(await arun(self._chain(llm), call, inner), call)
+            return attach_meta(await arun(layers, call, inner), call)
         return await self._adirect(llm, fn, request, timeout, max_retries)
 
     def _direct(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int],
@@ -570,6 +588,7 @@ class Mesh:
             for layer in {id(x): x for chain in self._chains.values() for x in chain}.values():
                 layer.close()  # flush what a layer buffers (the ledger) before the connections go
             self._chains.clear()
+            self._routed_chains.clear()
             for shared in ("_ledger", "_state_store"):  # what the layers shared (usage ledger, Redis client)
                 close = getattr(getattr(self, shared, None), "close", None)
                 if close is not None:
@@ -678,7 +697,6 @@ async def _aensure_footer(events: AsyncIterator[StreamEvent], llm_id: str) -> As
 
 
 def _meta_on_footer(events: Iterator[StreamEvent], call: Any) -> Iterator[StreamEvent]:
-    from .policies.chain import attach_meta
 
     try:
         for ev in events:
@@ -690,7 +708,6 @@ def _meta_on_footer(events: Iterator[StreamEvent], call: Any) -> Iterator[Stream
 
 
 async def _ameta_on_footer(events: AsyncIterator[StreamEvent], call: Any) -> AsyncIterator[StreamEvent]:
-    from .policies.chain import attach_meta
 
     try:
         async for ev in events:

@@ -103,6 +103,26 @@ def test_a_layer_that_reads_content_turns_off_pass_through(mesh_with_layers):
     assert mesh.passthrough(chat) is None
 
 
+def test_a_layer_may_leave_a_routes_target_calls_alone():
+    """``route_targets = False`` (the ledger): the layer sees the route's call, not the calls the route
+    makes to its targets; the other layers see both."""
+    mesh = Mesh.from_config({**CONFIG, "routes": {"r": {"targets": ["scripted:fake:chat"]}}})
+    route, chat = mesh.get_llm("route:r"), mesh.get_llm("scripted:fake:chat")
+    log: list = []
+    every, once = Recorder("every", log), Recorder("once", log)
+    once.route_targets = False
+    mesh._policies = True
+    for llm in (route, chat):
+        mesh._chains[llm.id] = (every, once)
+    with call_scope(key="k"):
+        assert mesh.complete(route, _req("hi")).text == "hi"
+    assert [x[0] for x in log] == ["every", "once", "every"]  # route: both layers; its target: `every` only
+    log.clear()
+    mesh.complete(chat, _req("hi"))  # the same LLM called directly: both
+    assert [x[0] for x in log] == ["every", "once"]
+    mesh.close()
+
+
 def test_call_scope_refuses_unknown_fields():
     with pytest.raises(TypeError, match="unknown field"):
         with call_scope(teem="x"):

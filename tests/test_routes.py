@@ -375,3 +375,68 @@ def test_async_route_skips_an_open_target():
 
     resp = asyncio.run(go())
     assert resp.meta.attempts[0].error == "skipped: circuit breaker open" and resp.meta.llm_id == B
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    from langchain_mesh.testing.redis_server import RedisServer, redis_server_binary
+
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server; CI has it)")
+    with RedisServer() as r:
+        yield r
+
+
+def _redis_gets(url: str) -> int:
+    import redis
+
+    return redis.Redis.from_url(url).info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+
+
+def test_breakers_on_redis_are_shared_and_read_at_most_every_refresh(redis_server, monkeypatch):
+    """Two meshes on one Redis (two gateway workers): a breaker one of them opens is seen by the other
+    once its last read is older than the refresh interval; until then a closed breaker costs no read."""
+    from langchain_mesh.policies import breaker
+
+    redis_server.flush()
+    monkeypatch.setattr(breaker, "SHARED_REFRESH", 0.5)
+    cfg = {"connections": {n: {"type": "scripted"} for n in "ab"}, "state": {"redis_url": redis_server.url},
+           "routes": {"r": {"targets": [A, B], "breaker": {"failures": 1, "window": 60, "cooldown": 60}}}}
+    one, two = Mesh(cfg), Mesh(cfg)
+    assert two.get_llm("route:r").route.breakers[0].refresh == 0.5
+    gets = _redis_gets(redis_server.url)
+    for _ in range(10):
+        assert two.complete(two.get_llm("route:r"), req()).meta.llm_id == A
+    assert _redis_gets(redis_server.url) - gets <= 2  # one read per target and refresh interval, not per call
+
+    one.connection("a").script(error=ServerError("x", status=500))
+    assert one.complete(one.get_llm("route:r"), req()).meta.llm_id == B  # a failed: its breaker opens
+    resp = one.complete(one.get_llm("route:r"), req())  # the process that opened it knows at once
+    assert resp.meta.attempts[0].error == "skipped: circuit breaker open"
+    assert two.get_llm("route:r").route.breakers[0].state() == OPEN  # in the shared store
+
+    time.sleep(0.6)  # past the other worker's refresh interval
+    resp = two.complete(two.get_llm("route:r"), req())
+    assert resp.meta.attempts[0].error == "skipped: circuit breaker open" and resp.meta.llm_id == B
+    one.close()
+    two.close()
+
+
+def test_a_probe_in_one_process_closes_the_breaker_for_the_others(redis_server):
+    """Shared breakers on Redis: one probe across processes, and its success closes the breaker everywhere."""
+    from langchain_mesh.policies.state import RedisStore
+
+    redis_server.flush()
+    now = [1000.0]
+    one, two = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    b1 = Breaker(one, "t", failures=1, window=10, cooldown=30, clock=lambda: now[0])
+    b2 = Breaker(two, "t", failures=1, window=10, cooldown=30, clock=lambda: now[0], refresh=0)
+    assert b1.admit() == CLOSED and b2.admit() == CLOSED
+    b1.failure(CLOSED)
+    assert b1.admit() == OPEN and b2.admit() == OPEN
+    now[0] += 31
+    assert b2.admit() == PROBE and b1.admit() == OPEN  # one probe for both
+    b2.success(PROBE)
+    assert b1.admit() == CLOSED and b2.admit() == CLOSED
+    one.close()
+    two.close()

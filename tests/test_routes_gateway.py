@@ -30,6 +30,7 @@ def gw():
                  "routes": {"chat": {"targets": [A, B]},
                             "mixed": {"targets": ["scripted:fake:chat", A]},
                             "split": {"strategy": "weighted", "targets": [A, B]},
+                            "guarded": {"targets": [A, B], "breaker": {"failures": 1, "window": 60, "cooldown": 60}},
                             "emb": {"targets": ["openai_compatible:a:e", "openai_compatible:b:e"]}}})
     records: list = []
     with RunningServer(mesh, on_usage=records.append) as srv:
@@ -64,6 +65,21 @@ def test_pass_through_route_falls_back_and_says_so(gw):
     assert gw.b.last_request.json["model"] == "m"  # the target's own model name went upstream
     rec = gw.records[-1]
     assert (rec.llm_id, rec.target, rec.attempts) == ("route:chat", B, 2)
+
+
+def test_pass_through_route_skips_a_target_its_breaker_took_out(gw):
+    gw.a.faults = FaultPlan(schedule=["503"])
+    try:
+        first = post(gw, "route:guarded")  # a fails once: its breaker (failures: 1) opens
+    finally:
+        gw.a.faults = None
+    assert first.status_code == 200 and first.headers["x-mesh-llm"] == B
+    seen = len(gw.a.requests)
+    r = post(gw, "route:guarded")
+    assert r.status_code == 200 and r.headers["x-mesh-llm"] == B and r.headers["x-mesh-attempts"] == "2"
+    assert len(gw.a.requests) == seen  # skipped, not sent
+    route = gw.app.mesh.get_llm("route:guarded").route
+    assert route.breakers[0].state() == "open" and route.inflight == [0, 0]
 
 
 def test_pass_through_route_stream(gw):

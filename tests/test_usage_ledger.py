@@ -225,3 +225,18 @@ def test_a_routes_target_calls_are_not_recorded_twice(tmp_path):
         mesh.complete(mesh.get_llm(CHAT), _req())
     mesh.close()
     assert len(_rows(db)) == 1
+
+
+def test_many_rows_in_one_flush_are_all_written_in_order(tmp_path):
+    """The writer packs rows into multi-row INSERTs (50 a statement) and ``usage.batch`` a transaction:
+    a flush of a count that is neither is written whole, each row as recorded."""
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(db), "flush_interval": 60, "batch": 70}})
+    chat = mesh.get_llm(CHAT)
+    for i in range(123):
+        with call_scope(key=f"k{i}"):
+            mesh.complete(chat, _req("word " * (i % 7 + 1)))
+    mesh.close()
+    rows = _rows(db)
+    assert [r["api_key"] for r in rows] == [f"k{i}" for i in range(123)]
+    assert all(r["status"] == "ok" and r["input_tokens"] > 0 for r in rows)

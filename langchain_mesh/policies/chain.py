@@ -41,7 +41,7 @@ LAYERS: list[tuple[int, str, str]] = [
 ]
 
 
-@dataclass
+@dataclass(slots=True)  # one per call: no per-instance __dict__
 class Call:
     """One call as the layers see it. ``op`` is the connection method's name (``complete``,
     ``acomplete``, ``stream``, ``astream``, ``embed``, ``aembed``, ``generate_images``,
@@ -64,6 +64,9 @@ class Layer:
 
     name = "layer"
     needs_content = False  # True: reads the request, so no byte pass-through for its LLMs
+    #: False: passes on the calls a route makes to its targets (their scope says ``extra["route"]``)
+    #: untouched, so the mesh leaves the layer out of them (``Mesh._layers``)
+    route_targets = True
 
     def call(self, call: Call, nxt: Callable[[], Any]) -> Any:
         return nxt()
@@ -104,12 +107,18 @@ def _configured(config: Any, section: str) -> bool:
 # closes over the call), and the step costs one frame per layer.
 
 def run(layers: tuple[Layer, ...], call: Call, inner: Callable[[], Any]) -> Any:
+    if len(layers) == 1:  # the common case (one policy configured): no step closures to make
+        return layers[0].call(call, inner)
+
     def step(i: int) -> Any:
         return inner() if i == len(layers) else layers[i].call(call, lambda: step(i + 1))
     return step(0)
 
 
 async def arun(layers: tuple[Layer, ...], call: Call, inner: Callable[[], Awaitable[Any]]) -> Any:
+    if len(layers) == 1:
+        return await layers[0].acall(call, inner)
+
     def step(i: int) -> Awaitable[Any]:
         return inner() if i == len(layers) else layers[i].acall(call, lambda: step(i + 1))
     return await step(0)

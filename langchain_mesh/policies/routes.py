@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
+from random import random as _random
 from contextvars import ContextVar
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence
 
@@ -44,7 +45,7 @@ from ..errors import (
     StreamInterruptedError,
 )
 from ..schema import AttemptInfo, CallMeta, StreamFooter
-from .breaker import OPEN, PROBE, Breaker
+from .breaker import CLOSED, OPEN, PROBE, Breaker
 from .retry import RetryBudget, RetryPolicy
 from .scope import current_scope, reset_scope, set_scope
 
@@ -185,10 +186,20 @@ class Route:
         self._fixed: Optional[list[int]] = (list(range(len(targets))) if cfg.fallbacks else [0]) \
             if cfg.strategy == "fallback" or len(targets) == 1 else None
         self._timed = cfg.strategy == "lowest_latency"
+        # each pick's whole order (the pick, then the others in config order), made once: order() only
+        # picks (callers never mutate these lists)
+        n = len(targets)
+        self._orders: list[list[int]] = [[f] + [i for i in range(n) if i != f] if cfg.fallbacks else [f]
+                                         for f in range(n)]
         self.inflight = [0] * len(targets)
         #: (the placeholder model's bytes, each target's model bytes): set with the route's pass-through
         self.wire: tuple[bytes, list[bytes]] = (b"", [])
         self.latency: list[float] = [0.0] * len(targets)  # EWMA seconds; 0 = untried, so tried first
+
+    @staticmethod
+    def last_meta() -> Optional[CallMeta]:
+        """:func:`route_meta`: the meta of the last route call in this context."""
+        return _LAST_META.get()
 
     # ---- order --------------------------------------------------------------------------------------
 
@@ -201,20 +212,13 @@ class Route:
         if strategy == "fallback" or n == 1:
             first = 0
         elif strategy == "weighted":
-            if sticky_key is not None and self.cfg.sticky:
-                point = sticky_point(sticky_key, self.name)
-            else:
-                import random
-
-                point = random.random()
+            point = sticky_point(sticky_key, self.name) if sticky_key is not None and self.cfg.sticky else _random()
             first = pick_weighted(self.cumulative, point)
         elif strategy == "least_busy":
             first = min(range(n), key=self.inflight.__getitem__)
         else:  # lowest_latency
             first = min(range(n), key=self.latency.__getitem__)
-        if not self.cfg.fallbacks:
-            return [first]
-        return [first] + [i for i in range(n) if i != first]
+        return self._orders[first]
 
     def _observe(self, i: int, seconds: float) -> None:
         old = self.latency[i]
@@ -248,7 +252,8 @@ class Route:
     async def _aadmit(self, i: int, tried: _Attempts) -> Optional[str]:
         if self.breakers is None:
             return "closed"
-        state = await self.breakers[i].aadmit()
+        b = self.breakers[i]
+        state = b.known() or await b.aadmit()
         if state == OPEN:
             tried.add(self.ids[i], None, note="skipped: circuit breaker open")
             return None
@@ -566,6 +571,7 @@ class Route:
         """``body`` (the gateway's request with the route's placeholder model) to a target's
         pass-through: (the answer's bytes, None) or (a stream's open body, its first piece)."""
         sentinel, wire_models = self.wire
+        breakers = self.breakers
         retries = self.target_retries if max_retries is None else max_retries
         deadline = self._deadline(timeout)
         tried = _Attempts()
@@ -574,14 +580,21 @@ class Route:
             round_ = 0
             while True:
                 for i in self.order(scope.sticky_key):
-                    state = await self._aadmit(i, tried)
-                    if state is None:
-                        continue
+                    # the breaker's state without a coroutine when it is known (Breaker.known): this
+                    # is every gateway request's path
+                    if breakers is None:
+                        state: Optional[str] = CLOSED
+                    else:
+                        state = breakers[i].known() or await breakers[i].aadmit()
+                        if state == OPEN:
+                            tried.add(self.ids[i], None, note="skipped: circuit breaker open")
+                            continue
                     ok, t = self._budget(i, deadline)
                     if not ok:
                         break
                     started = time.perf_counter()
                     out = body.replace(sentinel, wire_models[i], 1)
+                    self.inflight[i] += 1
                     try:
                         content, first = await self.mesh.aforward(self.targets[i], path, out, stream, timeout=t,
                                                                   max_retries=retries)
@@ -589,12 +602,15 @@ class Route:
                         if not await self._afailed(i, state, e, started, tried):
                             raise self._give_up(tried, deadline, None) from None
                         continue
+                    finally:
+                        self.inflight[i] -= 1
+                    if state == PROBE:
+                        await breakers[i].asuccess(state)  # type: ignore[index]
+                    self._succeeded(i, CLOSED, started, tried)
                     if self.content_filter and not stream and b'"finish_reason":"content_filter"' in content:
-                        await self._asucceeded(i, state, started, tried)
                         tried.items[-1].error = "content_filter"
                         tried.filtered = (i, content)
                         continue
-                    await self._asucceeded(i, state, started, tried)
                     self._meta(self.ids[i], tried)
                     return content, first
                 if tried.filtered is not None:

@@ -35,6 +35,10 @@ T = TypeVar("T")
 
 
 class StateStore(Protocol):
+    #: whether other processes write it too (then a reader may keep what it read for a while:
+    #: the circuit breakers do, see policies/breaker.py)
+    shared: bool
+
     def incr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
         """Add ``amount`` to a counter (created at 0, expiring ``ttl`` s after creation); the new value."""
 
@@ -63,6 +67,8 @@ class StateStore(Protocol):
 class MemoryStore:
     """The in-process store: a dict of (value, expiry) under a lock."""
 
+    shared = False  # seen by this process only (the breakers read it on every call: it costs nothing)
+
     def __init__(self) -> None:
         self._data: dict[str, tuple[object, float]] = {}
         self._lock = threading.Lock()
@@ -86,6 +92,8 @@ class MemoryStore:
             return value
 
     def get(self, key: str) -> Optional[str]:
+        if key not in self._data:  # the common answer (a closed breaker), without the lock: one dict lookup
+            return None
         with self._lock:
             v = self._live(key, time.monotonic())
         return None if v is None else str(v)
@@ -124,6 +132,8 @@ class RedisStore:
     sync client for library calls; in an event loop, one pipelined connection per loop, see
     redis_pipe.py, or ``redis.asyncio`` where ``hiredis`` is missing). Errors reaching
     Redis are raised as they are; :func:`guarded` applies ``state.on_failure`` to them."""
+
+    shared = True  # other processes write it too (a breaker re-reads it every SHARED_REFRESH s)
 
     def __init__(self, url: str, timeout: float = 0.5, prefix: str = "mesh:"):
         import redis

@@ -552,11 +552,7 @@ def _route_meta(llm: Any, meta: Any) -> Any:
     the route's last one in this request's context; None for a plain LLM."""
     if meta is not None and meta.attempts:
         return meta
-    if llm.route is None:
-        return None
-    from ..policies.routes import route_meta
-
-    return route_meta()
+    return None if llm.route is None else llm.route.last_meta()
 
 
 def _failed_route_meta() -> Any:

@@ -24,6 +24,8 @@ from .ledger import ledger_for
 __all__ = ["LedgerLayer", "make_layer"]
 
 _SKIP = frozenset({"count_tokens", "acount_tokens"})
+#: the operation a row names: the async forms as the sync ones
+_OP = {"acomplete": "complete", "aembed": "embed", "astream": "stream", "agenerate_images": "generate_images"}
 _REFUSED = (RateLimitExceeded, BudgetExceeded, StateUnavailableError)
 
 
@@ -37,6 +39,7 @@ def _status(e: BaseException) -> str:
 
 class LedgerLayer(Layer):
     name = "ledger"
+    route_targets = False  # a route's call is recorded, once, not its calls to its targets
 
     def __init__(self, mesh: Any, llm: Any):
         self.ledger = ledger_for(mesh)
@@ -53,9 +56,9 @@ class LedgerLayer(Layer):
             extra = (self._price(call, usage),)
         else:
             extra = ()  # the pass-through's: priced by the writer, off the request path
-        self.ledger.record(ts, s.key, s.user, s.team, self.llm_id, target, call.op.lstrip("a")
-                           if call.op in ("acomplete", "aembed", "astream", "agenerate_images") else call.op,
-                           usage, time.perf_counter() - t0, status, type(error).__name__ if error else None, *extra)
+        op = call.op
+        self.ledger.record(ts, s.key, s.user, s.team, self.llm_id, target, _OP.get(op, op), usage,
+                           time.perf_counter() - t0, status, type(error).__name__ if error else None, *extra)
 
     def _price(self, call: Any, usage: Any) -> Optional[float]:
         """Put the call's cost on its answer (``CallMeta.cost``; None: unknown price), once."""
@@ -86,8 +89,7 @@ class LedgerLayer(Layer):
             self._record(call, ts, t0, None, _status(e), e)
             raise
         if call.op == "forward":  # recorded when the server has read the usage (policies/usage_of.py)
-            return on_forward_end(result, lambda u, ok: self._record(
-                call, ts, t0, u, "ok" if ok else ("cancelled" if ok is None else "error")))
+            return on_forward_end(result, _AtEnd(self, call, ts, t0))
         self._record(call, ts, t0, getattr(result, "usage", None), "ok")
         return result
 
@@ -137,6 +139,19 @@ class LedgerLayer(Layer):
 
     def close(self) -> None:
         self.ledger.close()
+
+
+class _AtEnd:
+    """A pass-through call's row, recorded when the server calls ``end(usage, ok)``: one small object
+    per call rather than a closure and its cells."""
+
+    __slots__ = ("layer", "call", "ts", "t0")
+
+    def __init__(self, layer: LedgerLayer, call: Any, ts: float, t0: float):
+        self.layer, self.call, self.ts, self.t0 = layer, call, ts, t0
+
+    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
+        self.layer._record(self.call, self.ts, self.t0, usage, "ok" if ok else ("cancelled" if ok is None else "error"))
 
 
 def make_layer(mesh: Any, llm: Any) -> LedgerLayer:

@@ -34,7 +34,8 @@ _TYPES = ("REAL", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEG
 _SQLITE_SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} ("
                   + ", ".join(f"{c} {t}" for c, t in zip(COLUMNS, _TYPES)) + ")")
 _LATER = object()  # a row's cost, to be worked out by the writer
-_INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+#: rows per INSERT statement: 50 x 17 parameters stays under SQLite's oldest limit (999 per statement)
+_PER_STATEMENT = 50
 
 
 class Ledger:
@@ -55,6 +56,7 @@ class Ledger:
         self.written = 0
         self.failed: Optional[BaseException] = None
         self._day: tuple[int, str] = (-1, "")
+        self._prices: dict[str, Any] = {}  # target -> its Price (None: unknown), for the writer
 
     # ---- the request path: one append ------------------------------------------------------------
 
@@ -152,10 +154,13 @@ class Ledger:
             i, o, c, r = usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens
         if cost is _LATER:
             cost = None
-        if i is not None and cost is None and item[-1] is _LATER:
-            ctype, _, rest = target.partition(":")
-            model = rest.partition(":")[2] or rest
-            cost = self.pricer.cost(target, model, ctype, i or 0, o or 0, c)
+            if i is not None:
+                price = self._prices.get(target, _LATER)
+                if price is _LATER:  # once per target: the writer prices every row
+                    ctype, _, rest = target.partition(":")
+                    price = self._prices[target] = self.pricer.price(target, rest.partition(":")[2] or rest, ctype)
+                if price is not None:
+                    cost = price.cost(i or 0, o or 0, c)
         d = int(ts // 86400)
         if d != self._day[0]:
             self._day = (d, time.strftime("%Y-%m-%d", time.gmtime(ts)))
@@ -176,11 +181,28 @@ class _SQLite:
         self.db.commit()
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
-        with self.db:
-            self.db.executemany(_INSERT, rows)
+        # multi-row INSERTs rather than executemany: the sqlite3 module lets go of the GIL around each
+        # statement it steps, and the event loop holds it most of the time, so a statement per row
+        # made the writer wait for the GIL once per row (and forced the loop to hand it over as often)
+        db, n = self.db, len(rows)
+        with db:
+            full = n - n % _PER_STATEMENT
+            for i in range(0, full, _PER_STATEMENT):
+                db.execute(_values(_PER_STATEMENT), [v for row in rows[i:i + _PER_STATEMENT] for v in row])
+            if full < n:
+                db.execute(_values(n - full), [v for row in rows[full:] for v in row])
 
     def close(self) -> None:
         self.db.close()
+
+
+def _values(n: int, _made: dict[int, str] = {}) -> str:  # noqa: B006 - the cache, by design
+    """The INSERT of ``n`` rows (made once per ``n``; sqlite3 caches the statements it compiles)."""
+    sql = _made.get(n)
+    if sql is None:
+        one = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+        sql = _made[n] = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES " + ", ".join([one] * n)
+    return sql
 
 
 class _SQLAlchemy:
