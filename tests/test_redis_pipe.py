@@ -149,3 +149,11 @@ def _checks(mesh, lim):
 
     return lim.order([_Check("requests", "key", "k", lim.item("requests", 5)),
                       _Check("tokens", "key", "k", lim.item("tokens", 100))])[0]
+
+
+async def test_a_command_nobody_waits_for_goes_out_on_its_own_when_no_other_write_comes(server):
+    store = RedisStore(server.url, timeout=2)
+    await store.aset("pipe:first", "connect")  # the connection exists: the next command is queued lazily
+    assert store.incr_nowait("pipe:lazy", 3.0, ttl=30)
+    await asyncio.sleep(0.05)  # no other command: its own timer writes it
+    assert store.get("pipe:lazy") == "3"

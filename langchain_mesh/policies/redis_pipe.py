@@ -40,6 +40,11 @@ def available() -> bool:
     return True
 
 
+# How long a command nobody waits for (a token correction, a budget's spend) may wait for a write
+# another coroutine makes anyway: under load there is one every fraction of a millisecond.
+LAZY = 0.001
+
+
 def _pack(args: tuple[Any, ...]) -> bytes:
     """A command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(args)]
@@ -63,6 +68,8 @@ class _Conn(asyncio.Protocol):
         self.timer: Any = None
         self.closed = False
         self.out: list[bytes] = []  # written once per loop step: see send()
+        self.flush: Any = None  # the pending flush: at this step's end, or after LAZY s (self.lazy)
+        self.lazy = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -102,22 +109,26 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def send(self, data: bytes, n: int, loop: asyncio.AbstractEventLoop) -> list[asyncio.Future]:
+    def send(self, data: bytes, n: int, loop: asyncio.AbstractEventLoop, lazy: bool = False) -> list[asyncio.Future]:
         """Queue commands; every coroutine's commands of this loop step go out in one write at its end
-        (a socket write is a system call, the dearest part of a command on a busy gateway)."""
+        (a socket write is a system call, the dearest part of a command on a busy gateway). ``lazy``
+        commands (nobody waits for them) wait up to :data:`LAZY` s for another write to ride on."""
         now = time.monotonic()
         futs = [loop.create_future() for _ in range(n)]
         self.waiting.extend((f, now) for f in futs)
-        if not self.out:
-            loop.call_soon(self._flush)
         self.out.append(data)
+        if self.flush is None or (self.lazy and not lazy):
+            if self.flush is not None:  # a lazy timer: this step's write takes its commands along
+                self.flush.cancel()
+            self.flush = loop.call_later(LAZY, self._flush) if lazy else loop.call_soon(self._flush)
+            self.lazy = lazy
         if self.timer is None:
             self.timer = loop.call_later(self.timeout, self._check)
         return futs
 
     def _flush(self) -> None:
-        out, self.out = self.out, []
-        if not self.closed:
+        out, self.out, self.flush = self.out, [], None
+        if out and not self.closed:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     def _check(self) -> None:
@@ -225,7 +236,8 @@ class RedisPipe:
             task = asyncio.get_running_loop().create_task(self.calls(*commands))
             task.add_done_callback(_drop)
             return
-        for f in conn.send(b"".join(_pack(c) for c in commands), len(commands), asyncio.get_running_loop()):
+        for f in conn.send(b"".join(_pack(c) for c in commands), len(commands), asyncio.get_running_loop(),
+                           lazy=True):
             f.add_done_callback(_drop)
 
     async def script(self, source: "Script", keys: list[str], args: list[Any]) -> Any:
@@ -249,7 +261,7 @@ class RedisPipe:
             self.send_later(("EVAL", source.text, len(keys), *keys, *args))
             return
         conn.send(_pack(("EVALSHA", source.sha, len(keys), *keys, *args)), 1,
-                  asyncio.get_running_loop())[0].add_done_callback(done)
+                  asyncio.get_running_loop(), lazy=True)[0].add_done_callback(done)
 
 
 class Script:
