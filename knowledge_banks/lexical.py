@@ -344,6 +344,7 @@ class BM25Index:
         import json
 
         np = self._np
+        slot_type = np.int32 if len(self._keys) < 2**31 else np.int64
         if self._postings is None:
             rows, ptr, slots, tfs = self._frozen
             vocab = list(rows)
@@ -354,14 +355,16 @@ class BM25Index:
             ptr = np.zeros(len(vocab) + 1, np.int64)
             np.cumsum(counts, out=ptr[1:])
             total = int(ptr[-1])
-            slots = np.fromiter(itertools.chain.from_iterable(lists), np.int64, total)
-            tfs = np.fromiter(itertools.chain.from_iterable(d.values() for d in lists), np.float32, total)
+            # straight into the stored dtypes, values through map(dict.values) (C iteration, no generator):
+            # ~2x faster than a generator into int64/float32 (the counts are small ints)
+            slots = np.fromiter(itertools.chain.from_iterable(lists), slot_type, total)
+            tfs = np.fromiter(itertools.chain.from_iterable(map(dict.values, lists)), np.int32, total)
         header = {"format": BM25_FORMAT, "format_version": BM25_FORMAT_VERSION, **self.config(),
                   "int_keys": self.int_keys, "slots": len(self._keys)}
         live = np.fromiter((s for s in self._slot.values()), np.int64, len(self._slot))
         arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8),
                   "vocab": np.frombuffer("\n".join(vocab).encode("utf-8"), np.uint8),
-                  "ptr": ptr, "slots": slots.astype(np.int32 if len(self._keys) < 2**31 else np.int64),
+                  "ptr": ptr, "slots": slots.astype(slot_type, copy=False),
                   "tfs": tfs.astype(np.float32), "lengths": self._len[:len(self._keys)], "live": live}
         if not self.int_keys:
             arrays["keys"] = np.frombuffer(json.dumps([self._keys[s] for s in live.tolist()]).encode(), np.uint8)

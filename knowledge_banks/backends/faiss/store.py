@@ -625,21 +625,28 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         self.bm25_params = dict(bm25_params if bm25_params is not None else m.get("bm25", {}))
         self._dim = m.get("dimensions")
         self._next_key = int(m["next_key"])
-        # each file is read once: the checksum is taken over the bytes that are then parsed
-        index_bytes = persistence.data_bytes(path, m, "index", verify)
+        # each file is read once: the checksum is taken over the bytes that are then parsed. The index
+        # and BM25 files are read and checked in a thread while this one parses the docstore.
+        background = persistence.BackgroundRead(path, m, ("index", "bm25"), verify)
+        try:
+            docstore = persistence.data_bytes(path, m, "docstore", verify)
+            rows = persistence.docstore_records(docstore, str(path / m["files"]["docstore"])) if docstore else []
+        except BaseException:
+            background.join()  # this error is the one reported
+            raise
+        data = background.result()
+        index_bytes = data["index"]
         if index_bytes is not None:
             if not self._dim:
                 raise persistence.StoreFormatError(f"{path}: manifest has an index file but no dimensions")
             self._vi = VectorIndex.read(str(path / m["files"]["index"]), self._dim, self.distance, self.index_type,
                                         self.index_params, data=index_bytes)
-        docstore = persistence.data_bytes(path, m, "docstore", verify)
-        if docstore is not None:
-            records, by_key = self._records, self._by_key
-            for rec in persistence.parse_docstore(docstore, str(path / m["files"]["docstore"])):
-                records[rec["id"]] = by_key[rec["key"]] = (rec["key"], rec["id"], rec["text"], rec["metadata"])
+        if rows:
+            self._records = dict(zip([r[1] for r in rows], rows))
+            self._by_key = dict(zip([r[0] for r in rows], rows))
             self._nested = None  # found on the first search (a pass over every metadata dict)
         # the BM25 index saved with this version: checked now, parsed on the first keyword/hybrid search
-        self._bm25_bytes = persistence.data_bytes(path, m, "bm25", verify)
+        self._bm25_bytes = data["bm25"]
         stored_keys = set(self._vi.live_keys().tolist()) if self._vi is not None else set()
         if stored_keys != set(self._by_key) or len(self._records) != int(m["count"]):
             raise persistence.StoreFormatError(
@@ -667,13 +674,15 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
                        for key, doc_id, text, md in self._records.values())
             vi = self._vi
             bm25 = self._bm25
-            extra = {}
+            extra: dict[str, tuple[str, Any]] = {}
             if bm25 is not None:  # persisted with the version, so loading it never re-tokenises the corpus
-                extra["bm25"] = ("npz", bm25.to_bytes())
+                extra["bm25"] = ("npz", bm25.to_bytes)  # encoded in a writer thread
             elif self._bm25_bytes is not None:  # loaded, unchanged and not parsed yet: written back as is
                 extra["bm25"] = ("npz", self._bm25_bytes)
-            persistence.write_store(target, self._manifest(), vi.serialize() if vi is not None else None, records,
-                                    extra)
+            # FAISS writes its own file (no serialised copy in memory); the writer thread hashes it back.
+            # The store's lock is held until write_store returns, so the index cannot change meanwhile.
+            index = ("file", vi.write) if vi is not None else None
+            persistence.write_store(target, self._manifest(), index, records, extra)
             if self.path is None:
                 self.path = target
             if target.resolve() == self.path.resolve():
