@@ -19,6 +19,9 @@ Rows:
   distribution, with ``--search-threads`` faiss threads (default 1): faiss scans a large flat index for
   ONE query with all its OpenMP threads, and on a busy 2-core machine that stalled (measured at 50k
   documents: 24 ms p50 with 2 threads against 3 ms with 1). ``--search-threads 0`` keeps faiss's default.
+- save / load (flat rows): ``save`` of the whole store to a new folder (what every commit of a bank
+  version does: the index, the docstore and the manifest, each file synced) and ``load`` of it back
+  (every file's SHA-256 checked).
 - hybrid p50: ``hybrid_search`` (weighted fusion of dense and BM25 top-100) with the HNSW index, after
   one warm-up search that builds the BM25 index (its build time is reported too).
 
@@ -73,7 +76,7 @@ def unit(rng, n: int, centroids=None):
 
 
 def run_one(n: int, index: str, params: dict, queries: int, batch: int, hybrid: bool, search_threads: int,
-            seed: int = 0) -> dict:
+            save: bool = False, seed: int = 0) -> dict:
     """One configuration, in this (child) process: build, measure, report a dict."""
     import numpy as np
     from langchain_core.embeddings import Embeddings
@@ -116,6 +119,20 @@ def run_one(n: int, index: str, params: dict, queries: int, batch: int, hybrid: 
     out = {"n": n, "index": index, "active": store._vi.active_kind, "params": params,
            "ingest_docs_s": n / t_ingest, "ingest_s": t_ingest, "mem_per_doc": mem / n,
            "p50_ms": float(np.percentile(lat, 50)) * 1e3, "p95_ms": float(np.percentile(lat, 95)) * 1e3}
+    if save:  # a commit writes the whole version: index, docstore, manifest (synced); then reopen it
+        import shutil
+        import tempfile
+
+        where = Path(tempfile.mkdtemp(prefix="kb-scale-"))
+        try:
+            t = time.perf_counter()
+            store.save(where / "v")
+            out["save_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            FaissVectorStore.load(where / "v", embedding=NoModel())
+            out["load_s"] = time.perf_counter() - t
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
     if index != "flat":  # recall@10 against exact search over the same vectors
         sims = None
         hits = 0
@@ -181,7 +198,7 @@ def main() -> int:
         for index in [x for x in args.indexes.split(",") if x]:
             params = json.loads(args.hnsw_500k) if index == "hnsw" and n >= 500_000 else {}
             r = child({"n": n, "index": index, "params": params, "queries": args.queries, "batch": args.batch,
-                       "hybrid": False, "search_threads": args.search_threads}, args.timeout)
+                       "hybrid": False, "search_threads": args.search_threads, "save": index == "flat"}, args.timeout)
             if "error" in r:
                 print(f"{n:>8d} {index:>6s}  failed: {r['error']}")
                 continue
@@ -193,6 +210,8 @@ def main() -> int:
             if "recall_at_10" in r:
                 notes.append(f"recall@10 {r['recall_at_10']:.3f}")
             notes.append(f"ingest {r['ingest_s']:.1f} s")
+            if "save_s" in r:
+                notes.append(f"save {r['save_s']:.2f} s, load {r['load_s']:.2f} s")
             print(f"{n:>8d} {index:>6s} {r['ingest_docs_s']:>14,.0f} {r['p50_ms']:>8.2f} ms {r['p95_ms']:>6.2f} ms "
                   f"{r['mem_per_doc']:>7,.0f} B  {'; '.join(notes)}", flush=True)
     if args.hybrid_sizes:

@@ -142,6 +142,56 @@ class BM25Index:
     def config(self) -> dict[str, Any]:
         return {"k1": self.k1, "b": self.b, "tokenizer": self.tokenizer.config()}
 
+    @classmethod
+    def bulk(cls, keys: Sequence[int], texts: Sequence[str], tokenizer: Optional[Tokenizer] = None,
+             k1: float = 1.2, b: float = 0.75) -> "BM25Index":
+        """An ``int_keys`` index over many documents at once, built straight into the arrays a loaded
+        index scores from (term -> row, CSR pointers, slots, term frequencies) instead of one dict per
+        term: the same scores as ``add`` one by one, and ``to_bytes`` then has the arrays already (no
+        walk over every posting). The first ``add``/``remove`` turns it into postings dicts, as for a
+        loaded index."""
+        import numpy as np
+
+        self = cls(tokenizer, k1, b, int_keys=True)
+        tok, vocab = self.tokenizer, {}
+        term_ids: list[int] = []
+        counts: list[int] = []
+        per_doc: list[int] = []
+        lengths: list[int] = []
+        slot_of = vocab.setdefault
+        for text in texts:
+            tokens = tok(text)
+            tf: dict[str, int] = {}
+            for t in tokens:
+                tf[t] = tf.get(t, 0) + 1
+            term_ids.extend([slot_of(t, len(vocab)) for t in tf])  # a new term gets the next row
+            counts.extend(tf.values())
+            per_doc.append(len(tf))
+            lengths.append(len(tokens))
+        key_arr = np.asarray(list(keys), dtype=np.int64)
+        if len(key_arr) != len(per_doc):
+            raise ValueError(f"{len(key_arr)} keys for {len(per_doc)} texts")
+        if len(key_arr) and int(key_arr.min()) < 0:
+            raise ValueError("int_keys BM25 needs non-negative keys")
+        tids = np.asarray(term_ids, dtype=np.int64)
+        order = np.argsort(tids, kind="stable")  # by term, documents in the order given within a term
+        ptr = np.zeros(len(vocab) + 1, np.int64)
+        np.cumsum(np.bincount(tids, minlength=len(vocab)), out=ptr[1:])
+        n_slots = int(key_arr.max()) + 1 if len(key_arr) else 0
+        key_list = key_arr.tolist()
+        self._keys = [None] * n_slots
+        for k in key_list:
+            self._keys[k] = k
+        self._slot = dict(zip(key_list, key_list))
+        self._terms = []  # rebuilt by _thaw on the first change
+        self._len = np.zeros(n_slots, np.float32)
+        self._len[key_arr] = lengths
+        self._total_len = float(sum(lengths))
+        self._postings = None
+        self._frozen = (vocab, ptr, np.repeat(key_arr, per_doc)[order],
+                        np.asarray(counts, dtype=np.float32)[order])
+        return self
+
     def __len__(self) -> int:
         return len(self._slot)
 

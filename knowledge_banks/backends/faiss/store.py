@@ -445,11 +445,14 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
 
     # ---- keyword and hybrid search ---------------------------------------------------------------------
 
-    def _new_bm25(self) -> Any:
+    def _new_bm25(self, records: Optional[list[tuple]] = None) -> Any:
+        """An empty BM25 index with this store's settings, or one over ``records`` (built in bulk)."""
         from ...lexical import BM25Index, Tokenizer
 
         params = dict(self.bm25_params)
         tokenizer = Tokenizer.from_config(params.pop("tokenizer", None))
+        if records is not None:
+            return BM25Index.bulk([r[0] for r in records], [r[2] for r in records], tokenizer, **params)
         return BM25Index(tokenizer, **params, int_keys=True)  # keyed by FAISS key: scores index by key
 
     def _loaded_bm25(self) -> Any:
@@ -470,10 +473,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
     def _keyword_index(self) -> Any:
         with self._lock:
             if self._loaded_bm25() is None:
-                bm25 = self._new_bm25()
-                for key, _, text, _ in self._records.values():
-                    bm25.add(key, text)
-                self._bm25 = bm25
+                self._bm25 = self._new_bm25(list(self._records.values()))
             return self._bm25
 
     def _keyword_arrays(self, query: str, k: int, pred: Optional[Callable], mask: Any) -> tuple[Any, Any, Any]:
