@@ -163,26 +163,32 @@ def data_bytes(path: PathLike, manifest: dict[str, Any], role: str, verify: bool
 
 
 class BackgroundRead(threading.Thread):
-    """``data_bytes`` for several roles in a thread: reading and SHA-256 release the GIL, so the big
-    files (the index, BM25) are read and checked while the caller parses the docstore.
-    ``result()`` returns ``{role: bytes or None}`` or raises what the read raised."""
+    """Files checked (and read) in a thread: reading and SHA-256 release the GIL, so the big files
+    (the index, BM25) are checked while the caller parses the docstore. ``roles``: those to read
+    (``data_bytes``); ``check``: those only checked, streamed through the hash without keeping the
+    bytes (``data_file``: the index, which FAISS then reads from the file itself). ``result()`` returns
+    ``{role: bytes or Path or None}`` or raises what the read raised."""
 
-    def __init__(self, path: PathLike, manifest: dict[str, Any], roles: Iterable[str], verify: bool = True):
+    def __init__(self, path: PathLike, manifest: dict[str, Any], roles: Iterable[str], verify: bool = True,
+                 check: Iterable[str] = ()):
         super().__init__(daemon=True)
         self.args = (path, manifest, tuple(roles), verify)
-        self.out: dict[str, Optional[bytes]] = {}
+        self.check = tuple(check)
+        self.out: dict[str, Any] = {}
         self.error: Optional[BaseException] = None
         self.start()
 
     def run(self) -> None:
         path, manifest, roles, verify = self.args
         try:
+            for role in self.check:
+                self.out[role] = data_file(path, manifest, role, verify)
             for role in roles:
                 self.out[role] = data_bytes(path, manifest, role, verify)
         except BaseException as e:  # noqa: BLE001 - re-raised by result() in the caller's thread
             self.error = e
 
-    def result(self) -> dict[str, Optional[bytes]]:
+    def result(self) -> dict[str, Any]:
         self.join()
         if self.error is not None:
             raise self.error
