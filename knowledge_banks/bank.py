@@ -303,13 +303,15 @@ class KnowledgeBankWriter:
         return _SchemaCheckedStore(self)
 
     def sync_documents(self, documents: list[Any], ids: list[str], *, cleanup: Optional[str] = None,
-                       batch_size: int = 64, on_batch: Any = None) -> SyncResult:
+                       batch_size: int = 64, on_batch: Any = None, on_progress: Any = None) -> SyncResult:
         """Make the staged version hold ``documents`` under ``ids``, embedding only what changed.
 
         A document whose id is already stored with the same text and metadata keeps its vector; a new
         or changed one is (re-)embedded. ``cleanup="full"`` also deletes every stored document not in
         ``ids`` (the bank then mirrors exactly this set); ``None`` deletes nothing. ``on_batch(n)`` is
-        called after each batch of documents is compared, for progress bars.
+        called after each batch of documents is compared, for progress bars; ``on_progress(embedded,
+        unchanged)`` after each batch too, with how many of its texts were embedded (after they were)
+        and how many were kept as they were (a rate of texts embedded per second comes from the first).
         """
         self._require_open()
         if cleanup not in (None, "full"):
@@ -328,6 +330,8 @@ class KnowledgeBankWriter:
             unchanged += len(docs) - len(todo)
             if on_batch is not None:
                 on_batch(len(docs))
+            if on_progress is not None:
+                on_progress(len(todo), len(docs) - len(todo))
         deleted = self._delete_others(store, set(ids)) if cleanup == "full" else 0
         self._synced = True
         return SyncResult(added=added, unchanged=unchanged, deleted=deleted)

@@ -99,9 +99,17 @@ def ingest(kb: Any, paths: Iterable[str], chunk_size: int = 1000, chunk_overlap:
     with kb.get_writer() as writer:
         if clear:
             writer.clear()
-        with tqdm(total=len(chunks), desc=f"Ingesting into {kb.id}", unit="chunk", disable=not progress) as bar:
+        # the bar counts texts EMBEDDED (one chunk's text each), so its rate is texts embedded per second:
+        # a chunk found unchanged is not embedded, so it leaves the bar's total instead of advancing it
+        with tqdm(total=len(chunks), desc=f"Embedding into {kb.id}", unit="text", disable=not progress) as bar:
+            def advance(embedded: int, unchanged: int) -> None:
+                if unchanged:
+                    bar.total -= unchanged
+                    bar.refresh()
+                bar.update(embedded)
+
             result = writer.sync_documents(chunks, [chunk_id(c) for c in chunks], cleanup="full" if mirror else None,
-                                           batch_size=batch_size, on_batch=bar.update)
+                                           batch_size=batch_size, on_progress=advance)
     return {"files": len(files), "chunks": len(chunks), "added": result.added, "unchanged": result.unchanged,
             "deleted": result.deleted}
 

@@ -142,6 +142,56 @@ class BM25Index:
     def config(self) -> dict[str, Any]:
         return {"k1": self.k1, "b": self.b, "tokenizer": self.tokenizer.config()}
 
+    @classmethod
+    def bulk(cls, keys: Sequence[int], texts: Sequence[str], tokenizer: Optional[Tokenizer] = None,
+             k1: float = 1.2, b: float = 0.75) -> "BM25Index":
+        """An ``int_keys`` index over many documents at once, built straight into the arrays a loaded
+        index scores from (term -> row, CSR pointers, slots, term frequencies) instead of one dict per
+        term: the same scores as ``add`` one by one, and ``to_bytes`` then has the arrays already (no
+        walk over every posting). The first ``add``/``remove`` turns it into postings dicts, as for a
+        loaded index."""
+        import numpy as np
+
+        self = cls(tokenizer, k1, b, int_keys=True)
+        tok, vocab = self.tokenizer, {}
+        term_ids: list[int] = []
+        counts: list[int] = []
+        per_doc: list[int] = []
+        lengths: list[int] = []
+        slot_of = vocab.setdefault
+        for text in texts:
+            tokens = tok(text)
+            tf: dict[str, int] = {}
+            for t in tokens:
+                tf[t] = tf.get(t, 0) + 1
+            term_ids.extend([slot_of(t, len(vocab)) for t in tf])  # a new term gets the next row
+            counts.extend(tf.values())
+            per_doc.append(len(tf))
+            lengths.append(len(tokens))
+        key_arr = np.asarray(list(keys), dtype=np.int64)
+        if len(key_arr) != len(per_doc):
+            raise ValueError(f"{len(key_arr)} keys for {len(per_doc)} texts")
+        if len(key_arr) and int(key_arr.min()) < 0:
+            raise ValueError("int_keys BM25 needs non-negative keys")
+        tids = np.asarray(term_ids, dtype=np.int64)
+        order = np.argsort(tids, kind="stable")  # by term, documents in the order given within a term
+        ptr = np.zeros(len(vocab) + 1, np.int64)
+        np.cumsum(np.bincount(tids, minlength=len(vocab)), out=ptr[1:])
+        n_slots = int(key_arr.max()) + 1 if len(key_arr) else 0
+        key_list = key_arr.tolist()
+        self._keys = [None] * n_slots
+        for k in key_list:
+            self._keys[k] = k
+        self._slot = dict(zip(key_list, key_list))
+        self._terms = []  # rebuilt by _thaw on the first change
+        self._len = np.zeros(n_slots, np.float32)
+        self._len[key_arr] = lengths
+        self._total_len = float(sum(lengths))
+        self._postings = None
+        self._frozen = (vocab, ptr, np.repeat(key_arr, per_doc)[order],
+                        np.asarray(counts, dtype=np.float32)[order])
+        return self
+
     def __len__(self) -> int:
         return len(self._slot)
 
@@ -344,6 +394,7 @@ class BM25Index:
         import json
 
         np = self._np
+        slot_type = np.int32 if len(self._keys) < 2**31 else np.int64
         if self._postings is None:
             rows, ptr, slots, tfs = self._frozen
             vocab = list(rows)
@@ -354,14 +405,16 @@ class BM25Index:
             ptr = np.zeros(len(vocab) + 1, np.int64)
             np.cumsum(counts, out=ptr[1:])
             total = int(ptr[-1])
-            slots = np.fromiter(itertools.chain.from_iterable(lists), np.int64, total)
-            tfs = np.fromiter(itertools.chain.from_iterable(d.values() for d in lists), np.float32, total)
+            # straight into the stored dtypes, values through map(dict.values) (C iteration, no generator):
+            # ~2x faster than a generator into int64/float32 (the counts are small ints)
+            slots = np.fromiter(itertools.chain.from_iterable(lists), slot_type, total)
+            tfs = np.fromiter(itertools.chain.from_iterable(map(dict.values, lists)), np.int32, total)
         header = {"format": BM25_FORMAT, "format_version": BM25_FORMAT_VERSION, **self.config(),
                   "int_keys": self.int_keys, "slots": len(self._keys)}
         live = np.fromiter((s for s in self._slot.values()), np.int64, len(self._slot))
         arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8),
                   "vocab": np.frombuffer("\n".join(vocab).encode("utf-8"), np.uint8),
-                  "ptr": ptr, "slots": slots.astype(np.int32 if len(self._keys) < 2**31 else np.int64),
+                  "ptr": ptr, "slots": slots.astype(slot_type, copy=False),
                   "tfs": tfs.astype(np.float32), "lengths": self._len[:len(self._keys)], "live": live}
         if not self.int_keys:
             arrays["keys"] = np.frombuffer(json.dumps([self._keys[s] for s in live.tolist()]).encode(), np.uint8)

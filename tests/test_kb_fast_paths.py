@@ -204,3 +204,24 @@ def test_bm25_bytes_round_trip_string_keys():
     assert copy.search("cell") == index.search("cell")
     with pytest.raises(ValueError, match="not a BM25 index"):
         BM25Index.from_bytes(b"not an npz")
+
+
+def test_bulk_bm25_equals_one_by_one(corpus):
+    """BM25Index.bulk (what a store builds its keyword index with) gives the same scores and the same
+    persisted bytes as adding the documents one by one, before and after later changes."""
+    texts, queries, _, _ = corpus
+    keys = list(range(3, 3 + 2 * len(texts), 2))  # sparse keys, as after deletes
+    one = BM25Index(int_keys=True)
+    for key, text in zip(keys, texts):
+        one.add(key, text)
+    bulk = BM25Index.bulk(keys, texts)
+    assert bulk.to_bytes() == one.to_bytes()
+    for q in queries:
+        assert np.array_equal(bulk.score_all(q), one.score_all(q))
+    for index in (one, bulk):
+        index.remove(keys[0])
+        index.add(10_000, "protein cell therapy")
+    assert bulk.to_bytes() == one.to_bytes()
+    assert np.array_equal(bulk.score_all("protein cell"), one.score_all("protein cell"))
+    with pytest.raises(ValueError, match="keys for"):
+        BM25Index.bulk([1, 2], ["one text"])

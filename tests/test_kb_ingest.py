@@ -139,3 +139,16 @@ def test_pdf_ingest(config, tmp_path, capsys):
     assert main(["kb", "search", "--kb", "docs", "zebras savanna", "--json", "--config", config]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["metadata"]["page"] == 1 and "Zebras" in hits[0]["text"]
+
+
+def test_ingest_progress_bar_shows_texts_embedded_per_second(config, capsys):
+    # the bar counts texts embedded: its rate reads "text/s" (or "s/text" when slower than one a second)
+    assert main(["kb", "ingest", "--kb", "docs", str(DOCS), "--config", config, "--chunk-size", "300"]) == 0
+    err = capsys.readouterr().err
+    assert "Embedding into docs" in err and ("text/s" in err or "s/text" in err)
+    n = int(err.rsplit("|", 1)[-1].split("/", 1)[0].split()[-1])  # "... | 37/37 [00:00<00:00, 812.3text/s]"
+    assert n > 0
+    # a second run embeds nothing: unchanged chunks leave the bar's total instead of counting as embedded
+    assert main(["kb", "ingest", "--kb", "docs", str(DOCS), "--config", config, "--chunk-size", "300"]) == 0
+    last = capsys.readouterr().err.strip().split("\r")[-1]
+    assert "Embedding into docs: 0text" in last

@@ -40,7 +40,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from . import persistence
-from ..._documents import make_document
+from ..._documents import document_maker, make_document
 from ...filters import FilterSpec, compile_filter
 from ...fusion import FUSION_METHODS
 from ...store_base import BankStoreMixin
@@ -64,9 +64,10 @@ _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _STR = frozenset({str})
 
 
-def _json_metadata(md: Any, i: int) -> dict[str, Any]:
+def _json_metadata(md: Any, i: int) -> tuple[dict[str, Any], bool]:
+    """(a JSON-safe copy of ``md``, whether its values are all scalars: a shallow copy is then a full one)."""
     if md is None:
-        return {}
+        return {}, True
     if not isinstance(md, dict):
         raise TypeError(f"metadata #{i} must be a dict, not {type(md).__name__}")
     # fast path (most metadata): string keys and plain scalars are already what the JSON round trip
@@ -75,9 +76,10 @@ def _json_metadata(md: Any, i: int) -> dict[str, Any]:
     types = set(map(type, md.values()))
     if _STR.issuperset(map(type, md)) and _JSON_SCALARS.issuperset(types) and (
             float not in types or all(math.isfinite(v) for v in md.values() if type(v) is float)):
-        return dict(md)
+        return dict(md), True
     try:  # a JSON round trip validates (the docstore is JSON) and decouples from the caller's objects
-        return json.loads(json.dumps(md, allow_nan=False))
+        out = json.loads(json.dumps(md, allow_nan=False))
+        return out, _SCALAR_TYPES.issuperset(map(type, out.values()))
     except (TypeError, ValueError) as e:
         raise TypeError(f"metadata #{i} is not JSON-serialisable ({e}); store strings, numbers, booleans, "
                         f"None, lists and dicts") from None
@@ -120,8 +122,10 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         self.embedding = embedding
         self.path: Optional[Path] = Path(path) if path is not None else None
         self._lock = threading.RLock()
-        self._records: dict[str, tuple[int, str, dict[str, Any]]] = {}  # id -> (key, text, metadata)
-        self._by_key: dict[int, str] = {}
+        # one record tuple (key, id, text, metadata) per document, reachable by id and by FAISS key: a
+        # search result reads it through the key alone (one lookup, fewer cache lines than key -> id -> record)
+        self._records: dict[str, tuple[int, str, str, dict[str, Any]]] = {}
+        self._by_key: dict[int, tuple[int, str, str, dict[str, Any]]] = {}
         self._vi: Optional[VectorIndex] = None
         self._dim: Optional[int] = None
         self._next_key = 0
@@ -129,6 +133,9 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         self._bm25_bytes: Optional[bytes] = None  # a loaded version's BM25 file, parsed on first use
         self._generation = 0  # bumped by every write: filter masks are cached per generation
         self._masks: dict[str, Any] = {}
+        # keys whose metadata holds lists or dicts (a result copies those deeply, the rest with dict.copy);
+        # kept in step with writes; None after a load until the first search computes it
+        self._nested: Optional[set[int]] = set()
         self._dirty = False
         if self.path is not None and persistence.is_store(self.path):
             self._open(self.path, distance, index, index_params, bm25_params, verify)
@@ -169,7 +176,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         return self._vi
 
     def _doc(self, doc_id: str) -> Document:
-        _, text, md = self._records[doc_id]
+        _, _, text, md = self._records[doc_id]
         return make_document(text, _copy_metadata(md), doc_id)
 
     def _changed(self) -> None:
@@ -204,7 +211,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         out_ids = [str(i) if i is not None else str(uuid.uuid4()) for i in (ids or [None] * n)]
         if n == 0:
             return []
-        mds = [_json_metadata(metadatas[i] if metadatas else None, i) for i in range(n)]
+        mds, flat = zip(*[_json_metadata(metadatas[i] if metadatas else None, i) for i in range(n)])
         x = _as_matrix(embeddings, n)
         if x.ndim != 2 or x.shape[0] != n:
             raise ValueError(f"expected {n} embeddings, got an array of shape {x.shape}")
@@ -217,11 +224,13 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
             vi.add(keys, x if len(keep) == n else x[keep], owned=True)  # x is our own array
             self._next_key += len(keep)
             bm25 = self._loaded_bm25()
+            nested = self._nested
             for key, i in zip(keys.tolist(), keep):
-                self._records[out_ids[i]] = (key, str(texts[i]), mds[i])
-                self._by_key[key] = out_ids[i]
+                self._records[out_ids[i]] = self._by_key[key] = (key, out_ids[i], str(texts[i]), mds[i])
                 if bm25 is not None:
                     bm25.add(key, str(texts[i]))
+                if nested is not None and not flat[i]:
+                    nested.add(key)
             self._changed()
         return out_ids
 
@@ -236,6 +245,8 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         for d, key in zip(present, keys):
             del self._records[d]
             del self._by_key[key]
+            if self._nested is not None:
+                self._nested.discard(key)
             if bm25 is not None:
                 bm25.remove(key)
         self._changed()
@@ -258,6 +269,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         with self._lock:
             self._records.clear()
             self._by_key.clear()
+            self._nested = set()
             if self._vi is not None:
                 self._vi = VectorIndex(self._vi.dim, self.distance, self.index_type, self.index_params)
             self._bm25, self._bm25_bytes = None, None
@@ -294,7 +306,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
                 import numpy as np
 
                 mask = np.zeros(max(self._next_key, 1), dtype=bool)
-                hits = [key for key, _, md in self._records.values() if pred(md)]
+                hits = [key for key, _, _, md in self._records.values() if pred(md)]
                 mask[np.asarray(hits, dtype=np.int64)] = True
                 if len(self._masks) >= 16:
                     self._masks.pop(next(iter(self._masks)))
@@ -307,15 +319,15 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         import numpy as np
 
         vi = self._vi
+        if vi is not None and (pred is None or mask is not None):
+            return vi.search_arrays(vector, k, mask)  # (empty arrays for k <= 0 or an empty index)
         if vi is None or vi.ntotal == 0 or k <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        if pred is None or mask is not None:
-            return vi.search_arrays(vector, k, mask)
         n = min(vi.ntotal, max(fetch_k, k))
         while True:
             scores, keys = vi.search_arrays(vector, n)
-            records, by_key = self._records, self._by_key
-            ok = np.fromiter((pred(records[by_key[key]][2]) for key in keys.tolist()), bool, len(keys))
+            by_key = self._by_key
+            ok = np.fromiter((pred(by_key[key][3]) for key in keys.tolist()), bool, len(keys))
             if int(ok.sum()) >= k or n >= vi.ntotal:
                 return scores[ok][:k], keys[ok][:k]
             n = min(vi.ntotal, n * 4)
@@ -326,20 +338,35 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         with self._lock:
             scores, keys = self._dense_arrays(vector, k, pred, mask, fetch_k)
             by_key = self._by_key
-            return [(by_key[key], s) for s, key in zip(scores.tolist(), keys.tolist())]
+            return [(by_key[key][1], s) for s, key in zip(scores.tolist(), keys.tolist())]
+
+    def _results(self, keys: list[int], scores: Optional[list[float]] = None) -> list[Any]:
+        """A fresh Document per FAISS key, paired with its score when ``scores`` are given; the caller
+        holds the lock.
+
+        The hot loop of every search: the Documents are copies (a caller may change their metadata
+        without touching the store), built without re-validation (``document_maker``); flat metadata
+        (the usual case) is copied with ``dict.copy``, nested metadata deeply."""
+        make = document_maker()
+        by_key = self._by_key
+        nested = self._nested
+        if nested is None:  # after a load: which documents have nested metadata, found once
+            flat = _SCALAR_TYPES.issuperset
+            nested = self._nested = {key for key, _, _, md in by_key.values() if not flat(map(type, md.values()))}
+        deep = copy.deepcopy
+        docs = [make(text, deep(md) if key in nested else md.copy(), doc_id)
+                for key, doc_id, text, md in map(by_key.__getitem__, keys)]
+        return docs if scores is None else list(zip(docs, scores))
+
+    def _similarity(self, embedding: Any, k: int, filter: FilterSpec, fetch_k: int, with_scores: bool) -> list[Any]:
+        pred, mask = self._filter(filter) if filter is not None else (None, None)
+        with self._lock:
+            scores, keys = self._dense_arrays(embedding, k, pred, mask, fetch_k)
+            return self._results(keys.tolist(), scores.tolist() if with_scores else None)
 
     def similarity_search_with_score_by_vector(self, embedding: list[float], k: int = 4, filter: FilterSpec = None,
                                                fetch_k: int = 20, **kwargs: Any) -> list[tuple[Document, float]]:
-        pred, mask = self._filter(filter)
-        with self._lock:
-            scores, keys = self._dense_arrays(embedding, k, pred, mask, fetch_k)
-            records, by_key = self._records, self._by_key
-            out = []
-            for s, key in zip(scores.tolist(), keys.tolist()):
-                doc_id = by_key[key]
-                _, text, md = records[doc_id]
-                out.append((make_document(text, _copy_metadata(md), doc_id), s))
-            return out
+        return self._similarity(embedding, k, filter, fetch_k, True)
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: FilterSpec = None, fetch_k: int = 20,
                                      **kwargs: Any) -> list[tuple[Document, float]]:
@@ -358,8 +385,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
                           **kwargs: Any) -> list[Document]:
         if not self._records:
             return []
-        hits = self.similarity_search_with_score_by_vector(self.embedding.embed_query(query), k, filter, fetch_k)
-        return [d for d, _ in hits]
+        return self._similarity(self.embedding.embed_query(query), k, filter, fetch_k, False)
 
     async def asimilarity_search(self, query: str, k: int = 4, filter: FilterSpec = None, fetch_k: int = 20,
                                  **kwargs: Any) -> list[Document]:
@@ -367,7 +393,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, filter: FilterSpec = None,
                                     fetch_k: int = 20, **kwargs: Any) -> list[Document]:
-        return [d for d, _ in self.similarity_search_with_score_by_vector(embedding, k, filter, fetch_k)]
+        return self._similarity(embedding, k, filter, fetch_k, False)
 
     async def asimilarity_search_by_vector(self, embedding: list[float], k: int = 4, filter: FilterSpec = None,
                                            fetch_k: int = 20, **kwargs: Any) -> list[Document]:
@@ -419,11 +445,14 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
 
     # ---- keyword and hybrid search ---------------------------------------------------------------------
 
-    def _new_bm25(self) -> Any:
+    def _new_bm25(self, records: Optional[list[tuple]] = None) -> Any:
+        """An empty BM25 index with this store's settings, or one over ``records`` (built in bulk)."""
         from ...lexical import BM25Index, Tokenizer
 
         params = dict(self.bm25_params)
         tokenizer = Tokenizer.from_config(params.pop("tokenizer", None))
+        if records is not None:
+            return BM25Index.bulk([r[0] for r in records], [r[2] for r in records], tokenizer, **params)
         return BM25Index(tokenizer, **params, int_keys=True)  # keyed by FAISS key: scores index by key
 
     def _loaded_bm25(self) -> Any:
@@ -444,10 +473,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
     def _keyword_index(self) -> Any:
         with self._lock:
             if self._loaded_bm25() is None:
-                bm25 = self._new_bm25()
-                for key, text, _ in self._records.values():
-                    bm25.add(key, text)
-                self._bm25 = bm25
+                self._bm25 = self._new_bm25(list(self._records.values()))
             return self._bm25
 
     def _keyword_arrays(self, query: str, k: int, pred: Optional[Callable], mask: Any) -> tuple[Any, Any, Any]:
@@ -462,8 +488,8 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
                 scores[~mask[:len(scores)]] = 0.0
             hits = np.flatnonzero(scores > 0)
             if pred is not None and mask is None:  # a callable filter: tested on the scoring documents
-                records, by_key = self._records, self._by_key
-                hits = hits[np.fromiter((pred(records[by_key[key]][2]) for key in hits.tolist()), bool, len(hits))]
+                by_key = self._by_key
+                hits = hits[np.fromiter((pred(by_key[key][3]) for key in hits.tolist()), bool, len(hits))]
             if len(hits) > k:  # top k; ties at the k-th score go to the earliest keys, deterministically
                 hit_scores = scores[hits]
                 kth = -np.partition(-hit_scores, k - 1)[k - 1]
@@ -474,7 +500,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
 
     def _keyword(self, query: str, k: int, pred: Optional[Callable], mask: Any = None) -> list[tuple[str, float]]:
         _, keys, scores = self._keyword_arrays(query, k, pred, mask)
-        return [(self._by_key[key], s) for key, s in zip(keys.tolist(), scores.tolist())]
+        return [(self._by_key[key][1], s) for key, s in zip(keys.tolist(), scores.tolist())]
 
     def keyword_search_with_score(self, query: str, k: int = 4, filter: FilterSpec = None,
                                   **kwargs: Any) -> list[tuple[Document, float]]:
@@ -519,13 +545,7 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         pred, mask = self._filter(filter)
         with self._lock:
             keys, fused = self._fuse(query, embedding, fetch_k, pred, mask, fusion, alpha, rank_constant)
-            by_key, records = self._by_key, self._records
-            out = []
-            for key, score in zip(keys[:k].tolist(), fused[:k].tolist()):
-                doc_id = by_key[key]
-                _, text, md = records[doc_id]
-                out.append((make_document(text, _copy_metadata(md), doc_id), score))
-            return out
+            return self._results(keys[:k].tolist(), fused[:k].tolist())
 
     def _fuse(self, query: str, embedding: Any, fetch_k: int, pred: Optional[Callable], mask: Any, fusion: str,
               alpha: float, rank_constant: float) -> tuple[Any, Any]:
@@ -605,21 +625,29 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         self.bm25_params = dict(bm25_params if bm25_params is not None else m.get("bm25", {}))
         self._dim = m.get("dimensions")
         self._next_key = int(m["next_key"])
-        # each file is read once: the checksum is taken over the bytes that are then parsed
-        index_bytes = persistence.data_bytes(path, m, "index", verify)
-        if index_bytes is not None:
+        # The index and BM25 files are checked (SHA-256) in a thread while this one parses the docstore
+        # (whose checksum is taken over the bytes that are then parsed). The index is only hashed there,
+        # streamed: FAISS then reads the checked file itself, as read_index(path) (handing it bytes cost
+        # two more copies: 5.5 s of a 500k-document load). Data files are never modified in place.
+        background = persistence.BackgroundRead(path, m, ("bm25",), verify, check=("index",))
+        try:
+            docstore = persistence.data_bytes(path, m, "docstore", verify)
+            rows = persistence.docstore_records(docstore, str(path / m["files"]["docstore"])) if docstore else []
+        except BaseException:
+            background.join()  # this error is the one reported
+            raise
+        data = background.result()
+        index_file = data["index"]
+        if index_file is not None:
             if not self._dim:
                 raise persistence.StoreFormatError(f"{path}: manifest has an index file but no dimensions")
-            self._vi = VectorIndex.read(str(path / m["files"]["index"]), self._dim, self.distance, self.index_type,
-                                        self.index_params, data=index_bytes)
-        docstore = persistence.data_bytes(path, m, "docstore", verify)
-        if docstore is not None:
-            records, by_key = self._records, self._by_key
-            for rec in persistence.parse_docstore(docstore, str(path / m["files"]["docstore"])):
-                records[rec["id"]] = (rec["key"], rec["text"], rec["metadata"])
-                by_key[rec["key"]] = rec["id"]
+            self._vi = VectorIndex.read(str(index_file), self._dim, self.distance, self.index_type, self.index_params)
+        if rows:
+            self._records = dict(zip([r[1] for r in rows], rows))
+            self._by_key = dict(zip([r[0] for r in rows], rows))
+            self._nested = None  # found on the first search (a pass over every metadata dict)
         # the BM25 index saved with this version: checked now, parsed on the first keyword/hybrid search
-        self._bm25_bytes = persistence.data_bytes(path, m, "bm25", verify)
+        self._bm25_bytes = data["bm25"]
         stored_keys = set(self._vi.live_keys().tolist()) if self._vi is not None else set()
         if stored_keys != set(self._by_key) or len(self._records) != int(m["count"]):
             raise persistence.StoreFormatError(
@@ -644,16 +672,18 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
             raise ValueError("save() needs a path (this store was created without one)")
         with self._lock:
             records = ({"key": key, "id": doc_id, "text": text, "metadata": md}
-                       for doc_id, (key, text, md) in self._records.items())
+                       for key, doc_id, text, md in self._records.values())
             vi = self._vi
             bm25 = self._bm25
-            extra = {}
+            extra: dict[str, tuple[str, Any]] = {}
             if bm25 is not None:  # persisted with the version, so loading it never re-tokenises the corpus
-                extra["bm25"] = ("npz", bm25.to_bytes())
+                extra["bm25"] = ("npz", bm25.to_bytes)  # encoded in a writer thread
             elif self._bm25_bytes is not None:  # loaded, unchanged and not parsed yet: written back as is
                 extra["bm25"] = ("npz", self._bm25_bytes)
-            persistence.write_store(target, self._manifest(), vi.serialize() if vi is not None else None, records,
-                                    extra)
+            # FAISS writes its own file (no serialised copy in memory); the writer thread hashes it back.
+            # The store's lock is held until write_store returns, so the index cannot change meanwhile.
+            index = ("file", vi.write) if vi is not None else None
+            persistence.write_store(target, self._manifest(), index, records, extra)
             if self.path is None:
                 self.path = target
             if target.resolve() == self.path.resolve():
