@@ -348,8 +348,8 @@ def test_lean_decoder_matches_transformers(llm):
     with torch.inference_mode(), cpu_threads(1):
         a = hf_m(input_ids=torch.tensor([list(ids)]), use_cache=True)
         b = lean.model(input_ids=torch.tensor([list(ids)]))
-        # BLAS sums a product in an order that depends on the matrices' shapes (one fused q/k/v matrix,
-        # the last prompt row alone), so values may differ in the last bits; the chosen tokens may not
+        # BLAS sums a product in an order that depends on the matrices' shapes (the last prompt row is
+        # projected alone here), so values may differ in the last bits; the chosen tokens may not
         assert torch.allclose(a.logits[:, -1:], b.logits, rtol=0, atol=1e-4)
         assert int(a.logits[0, -1].argmax()) == int(b.logits[0, -1].argmax())
         nxt = torch.tensor([[int(a.logits[0, -1].argmax())]])

@@ -4,9 +4,9 @@ Why hand-written: importing transformers' modeling stack costs 3-4 s per process
 torch.distributed, torch._dynamo, scipy...), its tokenizer loader another second, and its decode step
 spends a third of its time re-allocating the KV cache (``torch.cat`` per layer per token). The main job
 answers one question per process, so that fixed cost was most of its wall time. This module runs the
-same arithmetic as ``transformers.models.llama.modeling_llama`` (same op order, same SDPA call; logits agree to ~1e-6 relative, since BLAS sums in an order that depends
-on matrix shapes, and greedy decoding gave the same tokens on every prompt tried; ``tests/test_local_model.py``
-compares the two) on the weights
+same arithmetic as ``transformers.models.llama.modeling_llama`` (same op order, same SDPA call; logits agree to the last bits: equal on the prompts tried, except that
+the prompt's last position is projected alone, which BLAS may sum differently; greedy decoding gave the
+same tokens on every prompt tried; ``tests/test_local_model.py`` compares the two) on the weights
 :mod:`~langchain_mesh.local.loading` already saved as safetensors, with a preallocated KV cache, and
 tokenizes with the ``tokenizers`` library and the model's own Jinja chat template.
 
@@ -139,19 +139,14 @@ class LeanLlama:
         self.lm_head = w.get("lm_head.weight", self.embed)
         self.norm = w["model.norm.weight"]
         self.layers = []
-        kv = self.config.num_key_value_heads * self.config.head_dim
-        self.splits = (self.config.num_attention_heads * self.config.head_dim, kv, kv)
         for i in range(self.config.num_hidden_layers):
             p = f"model.layers.{i}."
-            # q/k/v and gate/up as one matrix each: one matrix-vector product reads them in one pass
-            # (a decode step took 24-31 ms for these instead of 55-75); each output element is the same
-            # dot product, though for a short prompt BLAS may block its sum differently (last-bit changes)
-            qkv = torch.cat([w.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"])
-            gate_up = torch.cat([w.pop(p + "mlp.gate_proj.weight"), w.pop(p + "mlp.up_proj.weight")])
-            self.layers.append((w.pop(p + "input_layernorm.weight"), qkv, w.pop(p + "self_attn.o_proj.weight"),
-                                w.pop(p + "post_attention_layernorm.weight"), gate_up,
-                                w.pop(p + "mlp.down_proj.weight")))
-        self.intermediate = int(self.layers[0][5].shape[1]) if self.layers else 0
+            # separate matrices, as transformers has them: fusing q/k/v and gate/up measured no faster
+            # here (memory-bound either way), cost a copy at load, and changed the sums' last bits
+            self.layers.append(tuple(w[p + n] for n in (
+                "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+                "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")))
         d = self.config.head_dim
         # transformers' default RoPE: the same expression, so cos/sin match bit for bit
         self.inv_freq = 1.0 / (self.config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float) / d))
@@ -188,9 +183,11 @@ class LeanLlama:
             return (x * cos) + (rotated * sin)
 
         x = F.embedding(input_ids, self.embed)
-        for i, (ln1, wqkv, wo, ln2, wgu, wd) in enumerate(self.layers):
+        for i, (ln1, wq, wk, wv, wo, ln2, wg, wu, wd) in enumerate(self.layers):
             h = rms(x, ln1)
-            q, k, v = (m.view(1, t, -1, c.head_dim).transpose(1, 2) for m in F.linear(h, wqkv).split(self.splits, -1))
+            q = F.linear(h, wq).view(1, t, -1, c.head_dim).transpose(1, 2)
+            k = F.linear(h, wk).view(1, t, -1, c.head_dim).transpose(1, 2)
+            v = F.linear(h, wv).view(1, t, -1, c.head_dim).transpose(1, 2)
             q, k = rope(q), rope(k)
             cache.keys[i][:, :, start:end] = k
             cache.values[i][:, :, start:end] = v
@@ -199,8 +196,7 @@ class LeanLlama:
                                                is_causal=t > 1, enable_gqa=True)
             x = x + F.linear(a.transpose(1, 2).reshape(1, t, -1), wo)
             h = rms(x, ln2)
-            gate, up = F.linear(h, wgu).split(self.intermediate, -1)
-            x = x + F.linear(F.silu(gate) * up, wd)
+            x = x + F.linear(F.silu(F.linear(h, wg)) * F.linear(h, wu), wd)
         cache.length = end
         # only the last position's logits: generate() reads no others, and the vocabulary projection of
         # every prompt position was a fifth of the prompt's arithmetic. (transformers projects them all;
