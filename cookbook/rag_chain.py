@@ -18,7 +18,6 @@ from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
-from langchain_core.vectorstores import InMemoryVectorStore
 
 from langchain_mesh import Mesh, MeshChatModel, MeshEmbeddings
 
@@ -50,6 +49,8 @@ def format_docs(docs: list[Document]) -> str:
 
 
 def build_chain(mesh: Mesh, k: int = 2) -> Any:
+    from langchain_core.vectorstores import InMemoryVectorStore  # here: the main job imports this module too
+
     embeddings = MeshEmbeddings(model=pick_llm(mesh, "TEXT_EMBEDDING_EXTRACTION"), mesh=mesh)
     store = InMemoryVectorStore.from_texts(TEXTS, embeddings)
     retriever = store.as_retriever(search_kwargs={"k": k})

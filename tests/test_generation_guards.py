@@ -111,3 +111,41 @@ def test_the_chat_templates_turn_markers_stop_generation():
     ids = _template_stop_ids(lm)
     names = {lm.tokenizer.convert_ids_to_tokens(i) for i in ids}
     assert {"<|im_start|>", "<|im_end|>"} <= names
+
+
+@pytest.mark.local_model
+def test_cpu_generation_runs_on_the_configured_threads_and_restores_torchs():
+    """Every step of a CPU generation (forward pass and logits work) runs on the connection's
+    ``threads``; torch's process-wide setting is back afterwards, also when the caller stops early."""
+    import torch
+
+    from langchain_mesh import Mesh
+    from langchain_mesh.local.generation import GenerationParams, cpu_threads, generate
+
+    lm = Mesh().connection("local")._chat_model("SmolLM2-135M-Instruct")
+    if str(lm.device) != "cpu":
+        pytest.skip("thread control applies on CPU")
+    seen = []
+
+    class Spy:  # a constraint that only watches: apply() runs inside each step
+        def apply(self, logits):
+            seen.append(torch.get_num_threads())
+
+        def advance(self, token_id):
+            pass
+
+        def is_stopped(self):
+            return False
+
+    before = torch.get_num_threads()
+    ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": "Count to ten."}], add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)["input_ids"]
+    list(generate(lm, list(ids), GenerationParams(max_new_tokens=4, threads=1), Spy()))
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    stream = generate(lm, list(ids), GenerationParams(max_new_tokens=40, threads=1))
+    next(stream)
+    stream.close()
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):  # None leaves torch alone
+        assert torch.get_num_threads() == before

@@ -318,3 +318,62 @@ def test_fifty_forced_tool_calls_with_random_schemas_all_validate(llm):
         call = resp.tool_calls[0]
         assert call.function.name == f"tool_{i}"
         jsonschema.validate(json.loads(call.function.arguments), schema)
+
+
+def test_lean_decoder_matches_transformers(llm):
+    """The lean decoder (converted weights on CPU, no transformers) computes what transformers computes:
+    same prompt tokens, the same logits to the last bits, the same greedy answer with the guards on. On
+    one thread:
+    with several, BLAS may split a sum differently for one row than for a whole prompt, and results of
+    either implementation move by an ulp between thread counts."""
+    import torch
+
+    from langchain_mesh.connections.huggingface_local.connection import _template_stop_ids
+    from langchain_mesh.local.generation import GenerationParams, cpu_threads, generate
+    from langchain_mesh.local.lean_llama import LeanLlama, LeanTokenizer
+    from langchain_mesh.local.loading import LoadedModel, _gguf_cache_for, _load_hf, packaged_model_path
+
+    llm.new_completion().with_message("Hi").execute()  # the converted copy exists from here on
+    folder = _gguf_cache_for(packaged_model_path("SmolLM2-135M-Instruct"))
+    hf_m, hf_t = _load_hf(folder, "cpu")
+    lean = LoadedModel(LeanLlama(folder, lambda: hf_m), LeanTokenizer(folder, lambda: hf_t), "cpu", folder, 8192,
+                       None, threading.Lock())
+    ref = LoadedModel(hf_m, hf_t, "cpu", folder, 8192, None, threading.Lock())
+    assert _template_stop_ids(lean) == _template_stop_ids(ref)
+    chat = [{"role": "system", "content": "Answer from the context: a mesh lists its models with list_llms()."},
+            {"role": "user", "content": "How do I list the models of a mesh?"}]
+    ids = hf_t.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    assert lean.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                              return_dict=True)["input_ids"] == list(ids)
+    with torch.inference_mode(), cpu_threads(1):
+        a = hf_m(input_ids=torch.tensor([list(ids)]), use_cache=True)
+        b = lean.model(input_ids=torch.tensor([list(ids)]))
+        # BLAS sums a product in an order that depends on the matrices' shapes (the last prompt row is
+        # projected alone here), so values may differ in the last bits; the chosen tokens may not
+        assert torch.allclose(a.logits[:, -1:], b.logits, rtol=0, atol=1e-4)
+        assert int(a.logits[0, -1].argmax()) == int(b.logits[0, -1].argmax())
+        nxt = torch.tensor([[int(a.logits[0, -1].argmax())]])
+        c, d = hf_m(input_ids=nxt, use_cache=True, cache=a.cache).logits, lean.model(input_ids=nxt, cache=b.cache).logits
+        assert torch.allclose(c, d, rtol=0, atol=1e-4) and int(c.argmax()) == int(d.argmax())
+    params = GenerationParams(max_new_tokens=40, repetition_penalty=1.1, loop_ngram=4,
+                              stop_token_ids=_template_stop_ids(ref), threads=1)
+    answers = [[ev for ev in generate(m, list(ids), params)][-1] for m in (ref, lean)]
+    assert answers[0].text == answers[1].text and answers[0].output_tokens == answers[1].output_tokens
+    assert lean.tokenizer.hf is hf_t and lean.model.hf is hf_m  # what adapters and fine-tuning are given
+
+
+def test_warm_answer_does_not_import_transformers(llm):
+    """Once the GGUF weights are converted, answering on CPU needs neither transformers nor MiniLM."""
+    import os
+    import subprocess
+    import sys
+
+    llm.new_completion().with_message("Hi").execute()  # converts the weights on first use
+    code = ("import sys; from langchain_mesh import Mesh; "
+            "r = Mesh().get_llm('huggingfacelocal:local:SmolLM2-135M-Instruct').new_completion()"
+            ".with_message('What is the capital of France?').execute(); "
+            "print(r.text); assert 'transformers' not in sys.modules, 'transformers was imported'; "
+            "assert 'sentence_transformers' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Paris" in done.stdout

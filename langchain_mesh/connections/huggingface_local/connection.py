@@ -8,6 +8,7 @@ folders or GGUF files::
     local:
       type: huggingfacelocal
       device: auto                      # cuda when present, else cpu
+      threads: 1                        # torch threads while generating on CPU (default: half the cores)
       models:
         - {id: my-chat, path: /models/Qwen2.5-0.5B-Instruct}
         - {id: my-emb, path: /models/bge-small, purposes: [TEXT_EMBEDDING_EXTRACTION]}
@@ -24,6 +25,7 @@ output) are produced under schema-constrained decoding (:mod:`langchain_mesh.loc
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from pathlib import Path
@@ -78,6 +80,10 @@ class HuggingFaceLocalConfig(ConnectionConfig):
     # override both through settings.extra, e.g. {"repetition_penalty": 1.0, "loop_ngram": 0} = off.
     repetition_penalty: float = Field(default=1.1, ge=1.0, le=3.0)  # 1.15 already garbles lists ("1, 2, 3...")
     loop_ngram: int = Field(default=4, ge=0)  # stop before a run of this many words occurs a third time
+    # torch threads while generating on CPU; default: half of torch's (at least one). One token is
+    # bound by memory bandwidth, which half the cores already saturate; more threads only wait on
+    # each other, badly so when the cores are shared (local/generation.py, cpu_threads, has figures)
+    threads: Optional[int] = Field(default=None, ge=1)
     # texts per forward pass; default: 32 on CPU, 256 on CUDA (local/embedding.py says why)
     embedding_batch_size: Optional[int] = Field(default=None, ge=1)
     # where fine-tuned saved models live; default $MESH_SAVED_MODELS_DIR/<connection>, else ./saved_models/<connection>
@@ -303,7 +309,11 @@ class HuggingFaceLocalConnection(Connection):
             repetition_penalty=extra.get("repetition_penalty", self.config.repetition_penalty) if free_text else 1.0,
             loop_ngram=extra.get("loop_ngram", self.config.loop_ngram) if free_text else 0,
             stop_token_ids=_template_stop_ids(lm),
+            threads=self._threads(),
         )
+
+    def _threads(self) -> int:
+        return self.config.threads if self.config.threads is not None else _default_threads()
 
     @staticmethod
     def _tools_and_mode(s: CompletionSettings) -> tuple[list[Any], str]:
@@ -437,6 +447,15 @@ def _local_extra(extra: Optional[dict[str, Any]]) -> dict[str, Any]:
             raise SettingsError(f"settings.extra[{key!r}] must be a number in [{low}, {high}], not {value!r}", [key])
         out[key] = kind(value)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _default_threads() -> int:
+    """Half of torch's threads (its default is the core count), read once: a generation running
+    meanwhile may have lowered the process-wide setting."""
+    import torch
+
+    return max(1, torch.get_num_threads() // 2)
 
 
 def _template_stop_ids(lm: Any) -> frozenset[int]:
