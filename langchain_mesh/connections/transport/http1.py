@@ -54,6 +54,8 @@ class ReadTimeout(HTTPError, TimeoutError):
     pass
 
 
+_DELIMITING = (b"content-length", b"transfer-encoding")  # headers that say where a body ends
+_DELIMITING_LENGTHS = (14, 17)
 _STREAM_HIGH_WATER = 1 << 20  # buffered bytes of a streamed answer before the socket stops being read
 
 
@@ -131,15 +133,16 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.response.raw_headers.append((name, value))  # type: ignore[union-attr]
+        resp = self.response
+        resp.raw_headers.append((name, value))  # type: ignore[union-attr]
+        if len(name) in _DELIMITING_LENGTHS and name.lower() in _DELIMITING:  # (the length skips the rest cheaply)
+            resp.length_known = True  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         resp = self.response
         p = self.parser
         resp.status = p.get_status_code()  # type: ignore[union-attr]
         resp.keep_alive = p.should_keep_alive()  # type: ignore[union-attr]
-        resp.length_known = any(k.lower() in (b"content-length", b"transfer-encoding")  # type: ignore[union-attr]
-                                for k, _ in resp.raw_headers)  # type: ignore[union-attr]
         resp._wake()  # type: ignore[union-attr]
 
     def on_body(self, body: bytes) -> None:
