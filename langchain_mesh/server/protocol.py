@@ -76,6 +76,19 @@ class _Cycle(RequestResponseCycle):
             self._held = None
             if message["type"] == "http.response.body" and not self.disconnected:
                 body = message.get("body", b"")
+                if (len(body) == self.expected_content_length and not message.get("more_body", False)
+                        and not self.flow.write_paused and self.scope["method"] != "HEAD"):
+                    # the whole answer, the usual case: what uvicorn's send does with a last body piece that
+                    # fills the content-length, in one write and without a second pass through its send
+                    # (~2 µs of a pass-through request); any other body goes through uvicorn's send below
+                    self.transport.write(held + body)
+                    self.expected_content_length = 0
+                    self.response_complete = True
+                    self.message_event.set()
+                    if not self.keep_alive:
+                        self.transport.close()
+                    self.on_response()
+                    return None
                 if body:  # one write for head and body; uvicorn's send then accounts for the body
                     transport = self.transport
                     self.transport = _Prefixed(transport, held)  # type: ignore[assignment]
