@@ -17,6 +17,7 @@ Which LLMs take this path is decided once per LLM id (:func:`forward_plan`), not
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Optional
 
 import orjson
@@ -151,6 +152,11 @@ def forward_plan(llm: Any) -> Optional[Forward]:
 def _patterns(upstream_model: Any, llm_id: str) -> tuple[tuple[bytes, ...], bytes]:
     if not isinstance(upstream_model, str):
         return (), b""
+    return _str_patterns(upstream_model, llm_id)
+
+
+@lru_cache(maxsize=256)  # an upstream answers with the same few model names: built once each (~1.5 µs)
+def _str_patterns(upstream_model: str, llm_id: str) -> tuple[tuple[bytes, ...], bytes]:
     v = orjson.dumps(upstream_model)
     # an unescaped `"model":"..."` only occurs as JSON structure: inside a string its quotes are escaped
     return (b'"model":' + v, b'"model": ' + v), b'"model":' + orjson.dumps(llm_id)

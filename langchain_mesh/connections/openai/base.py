@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 from typing import Any, AsyncIterator, ClassVar, Iterator, Optional
 
 from pydantic import Field
@@ -331,7 +332,8 @@ class OpenAIWireConnection(Connection):
     async def _send(self, model: str, path: str, body: bytes, stream: bool) -> Any:
         """POST ``body``: the answer's bytes, or (``stream``) the open :class:`~.http1.Response`; an
         error status, a timeout or a transport failure raised as the mesh's error."""
-        target = await self._target(model, path)
+        # a cached target without another coroutine (the per-request path); else built (and cached) now
+        target = self._targets.get((self.client_key(model), path, model)) or await self._target(model, path)
         try:
             resp = await self._http.running_loop().request(target, body, stream)
             if resp.status >= 400 or not stream:
@@ -378,9 +380,6 @@ class OpenAIWireConnection(Connection):
             return None
         cfg: OpenAIWireConfig = self.config  # type: ignore[assignment]
 
-        async def send(path: str, body: bytes, stream: bool) -> Any:
-            return await self.aforward(model, path, body, stream)
-
         async def prepare(path: str) -> None:
             await self._target(model, path)
 
@@ -389,7 +388,7 @@ class OpenAIWireConnection(Connection):
             unsupported=frozenset(d.unsupported), drop_unsupported=bool(getattr(cfg, "drop_unsupported_settings", False)),
             embedding_batch=min(d.embedding_batch, getattr(cfg, "embedding_batch_size", d.embedding_batch)),
             embedding_base64=d.provider in ("openai", "azure_openai") and d.embedding_dimensions,
-            send=send, prepare=prepare, parse_usage=parse_usage)
+            send=partial(self.aforward, model), prepare=prepare, parse_usage=parse_usage)  # (no wrapper coroutine)
 
     async def _astream_lean(self, model: str, body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
         resp = await self._send(model, "/chat/completions", _dumps(body), True)

@@ -39,6 +39,10 @@ class PerLoopClients:
         self._lock = threading.Lock()
         self._sync: Optional[Any] = None
         self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        # the last (loop, client) handed out, both by weak reference (a strong one would keep a finished
+        # loop alive): a server asks from one loop on every request, and the weak dict's lookup (a new
+        # weak reference each time) cost a pass-through request ~1.5 µs
+        self._last: Optional[tuple[Any, Any]] = None
 
     def sync(self) -> Any:
         client = self._sync
@@ -52,6 +56,11 @@ class PerLoopClients:
     def running_loop(self) -> Any:
         """The async client of the running event loop."""
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            client = last[1]()
+            if client is not None:
+                return client
         client = self._async.get(loop)
         if client is None:
             with self._lock:
@@ -60,6 +69,10 @@ class PerLoopClients:
                     for closed in [lp for lp in self._async if lp.is_closed()]:
                         del self._async[closed]  # nothing can run on it any more (asyncio.run ended)
                     client = self._async[loop] = self._make(True)
+        try:
+            self._last = (weakref.ref(loop), weakref.ref(client))
+        except TypeError:  # a client without weak references: looked up each time
+            pass
         return client
 
     def close(self) -> None:
@@ -67,6 +80,7 @@ class PerLoopClients:
             sync, self._sync = self._sync, None
             clients = list(self._async.items())
             self._async.clear()
+            self._last = None
         if sync is not None:
             self._close_sync(sync)
         for loop, client in clients:

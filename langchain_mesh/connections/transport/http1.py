@@ -54,6 +54,8 @@ class ReadTimeout(HTTPError, TimeoutError):
     pass
 
 
+_DELIMITING = (b"content-length", b"transfer-encoding")  # headers that say where a body ends
+_DELIMITING_LENGTHS = (14, 17)
 _STREAM_HIGH_WATER = 1 << 20  # buffered bytes of a streamed answer before the socket stops being read
 
 
@@ -97,6 +99,7 @@ class _Connection(asyncio.Protocol):
         self.response: Optional[Response] = None
         self.closed = False
         self.paused = False
+        self.read_timer: Any = None  # the read timeout's timer, armed lazily (see Response._wait)
 
     # asyncio.Protocol
 
@@ -120,6 +123,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closed = True
+        self._disarm()
         resp = self.response
         if resp is not None and not resp.done:
             if resp.status and not resp.length_known:  # a body delimited by the close: it has ended
@@ -131,15 +135,16 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.response.raw_headers.append((name, value))  # type: ignore[union-attr]
+        resp = self.response
+        resp.raw_headers.append((name, value))  # type: ignore[union-attr]
+        if len(name) in _DELIMITING_LENGTHS and name.lower() in _DELIMITING:  # (the length skips the rest cheaply)
+            resp.length_known = True  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         resp = self.response
         p = self.parser
         resp.status = p.get_status_code()  # type: ignore[union-attr]
         resp.keep_alive = p.should_keep_alive()  # type: ignore[union-attr]
-        resp.length_known = any(k.lower() in (b"content-length", b"transfer-encoding")  # type: ignore[union-attr]
-                                for k, _ in resp.raw_headers)  # type: ignore[union-attr]
         resp._wake()  # type: ignore[union-attr]
 
     def on_body(self, body: bytes) -> None:
@@ -154,8 +159,27 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.response._complete()  # type: ignore[union-attr]
 
+    def _read_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The read timer fired: the waiting answer (if any) fails once its own deadline has passed, else
+        the timer waits out the rest."""
+        self.read_timer = None
+        resp = self.response
+        if resp is None or resp._waiter is None or self.closed:
+            return  # nobody waits: the next wait arms it again
+        left = resp._deadline - loop.time()
+        if left > 0:
+            self.read_timer = loop.call_later(left, self._read_due, loop)
+        else:
+            _expire(resp._waiter)
+
+    def _disarm(self) -> None:
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
+
     def close(self) -> None:
         self.closed = True
+        self._disarm()
         if self.transport is not None:
             self.transport.abort()
 
@@ -166,7 +190,7 @@ class Response:
     the connection to the pool after a complete answer, and closes it otherwise."""
 
     __slots__ = ("status", "raw_headers", "keep_alive", "length_known", "chunks", "buffered", "done", "exc",
-                 "received", "streaming", "_conn", "_client", "_waiter", "_headers", "_released")
+                 "received", "streaming", "_conn", "_client", "_waiter", "_deadline", "_headers", "_released")
 
     def __init__(self, conn: _Connection, client: "HTTPClient"):
         self.status = 0
@@ -182,6 +206,7 @@ class Response:
         self._conn = conn
         self._client = client
         self._waiter: Optional[asyncio.Future[None]] = None
+        self._deadline = 0.0  # (loop time) when the current wait fails with ReadTimeout
         self._headers: Optional[dict[str, str]] = None
         self._released = False
 
@@ -215,13 +240,18 @@ class Response:
 
     async def _wait(self) -> None:
         """Until the connection has news, or the read timeout passes without any."""
-        loop = self._client.loop
+        client = self._client
+        loop = client.loop
         w = self._waiter = loop.create_future()
-        timer = loop.call_later(self._client.read_timeout, _expire, w)
+        self._deadline = loop.time() + client.read_timeout
+        # one timer per connection, armed when none is and checking this deadline when it fires (a timer
+        # armed and cancelled per wait cost a pass-through request ~2.5 µs on uvloop)
+        conn = self._conn
+        if conn.read_timer is None:
+            conn.read_timer = loop.call_later(client.read_timeout, conn._read_due, loop)
         try:
             await w
         finally:
-            timer.cancel()
             self._waiter = None
 
     async def _headers_ready(self) -> None:

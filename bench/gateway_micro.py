@@ -1,0 +1,148 @@
+"""The plain gateway's Python per pass-through request, without sockets: ``mesh serve``'s HTTP protocol
+(:class:`~langchain_mesh.server.protocol.GuardedHttpToolsProtocol`), :class:`MeshApp` and the http1
+client, driven in one uvloop loop with in-memory transports on both sides (the upstream's answer is
+canned bytes fed back to the client's connection on the next loop turn).
+
+bench/gateway.py measures the gateway under wrk, where syscalls and the machine's load blur differences
+of a few µs; this measures the Python alone: process CPU µs per request, ``R`` rounds of ``N``
+sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing;
+``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer).
+
+    PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
+"""
+import asyncio
+import gc
+import json
+import os
+import sys
+import time
+
+import uvloop
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from langchain_mesh import Mesh
+from langchain_mesh.server.app import MeshApp
+from langchain_mesh.server.protocol import GuardedHttpToolsProtocol
+from langchain_mesh.connections.transport import http1
+import uvicorn
+from uvicorn.server import ServerState
+
+ANSWER = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "canned",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content":
+                 "Requests pass through / one hop, then back again / the gateway stays light."},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 24, "completion_tokens": 18, "total_tokens": 42}}).encode()
+UP_RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
+           b"Date: Sat, 05 Dec 2026 08:00:00 GMT\r\nServer: Python/3.11 aiohttp/3.9\r\n\r\n" % len(ANSWER)) + ANSWER
+MODEL = "openai_compatible:up:canned"
+BODY = json.dumps({"model": MODEL, "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                  {"role": "user", "content": "Write a haiku about a gateway."}], "max_tokens": 64,
+                   "temperature": 0.2}).encode()
+REQ = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n"
+       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
+
+
+class UpTransport:
+    def __init__(self, loop, conn):
+        self.loop, self.conn = loop, conn
+    def writelines(self, parts):
+        self.loop.call_soon(self.conn.data_received, UP_RESP)
+    def write(self, data):
+        self.loop.call_soon(self.conn.data_received, UP_RESP)
+    def is_closing(self): return False
+    def abort(self): pass
+    def close(self): pass
+    def pause_reading(self): pass
+    def resume_reading(self): pass
+
+
+async def fake_connect(self, origin):  # an in-memory upstream connection
+    conn = http1._Connection(origin)
+    conn.connection_made(UpTransport(self.loop, conn))
+    self._open[origin] = self._open.get(origin, 0) + 1
+    return conn
+
+
+http1.HTTPClient._connect = fake_connect
+
+
+class SrvTransport:
+    def __init__(self):
+        self.out = []
+        self.waiter = None
+        self.closing = False
+    def write(self, data):
+        self.out.append(data)
+        if self.waiter is not None and (b'"chatcmpl' in data or b"error" in data):  # the answer's body
+            w, self.waiter = self.waiter, None
+            if not w.done():
+                w.set_result(b"".join(self.out))
+    def writelines(self, parts):
+        self.write(b"".join(parts))
+    def get_extra_info(self, name, default=None):
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5555)}.get(name, default)
+    def is_closing(self): return self.closing
+    def close(self): self.closing = True
+    def pause_reading(self): pass
+    def resume_reading(self): pass
+    def can_write_eof(self): return True
+    def set_write_buffer_limits(self, *a, **k): pass
+    def get_write_buffer_size(self): return 0
+
+
+async def main(n, rounds):
+    cfg = {"connections": {"up": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
+                                  "max_retries": 0, "models": [{"id": "canned"}]}}}
+    mesh = Mesh.from_config(cfg)
+    app = MeshApp(mesh)
+    await app._warm()
+    if os.environ.get("TRIVIAL"):
+        async def app(scope, receive, send, _b=UP_RESP[UP_RESP.index(b"\r\n\r\n")+4:]):
+            await receive()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_b))]})
+            await send({"type": "http.response.body", "body": _b})
+        app.limits = mesh.config.server.limits
+    config = uvicorn.Config(app, http=GuardedHttpToolsProtocol, loop="uvloop", lifespan="off", access_log=False, proxy_headers=False)
+    config.load()
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    proto = GuardedHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+    tr = SrvTransport()
+    proto.connection_made(tr)
+
+    async def one():
+        tr.out.clear()
+        w = tr.waiter = loop.create_future()
+        proto.data_received(REQ)
+        out = await w
+        return out
+
+    out = await one()
+    assert os.environ.get("TRIVIAL") or b"200 OK" in out and b'"model":"openai_compatible:up:canned"' in out, out
+    for _ in range(200):
+        await one()
+    gc.collect()
+    gc.freeze()
+    res = []
+    for r in range(rounds):
+        t0 = time.process_time()
+        for _ in range(n):
+            await one()
+        res.append((time.process_time() - t0) / n * 1e6)
+    if os.environ.get("PROFILE"):
+        import cProfile
+        import pstats
+
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(n):
+            await one()
+        pr.disable()
+        pstats.Stats(pr).sort_stats(os.environ.get("PROFILE")).print_stats(45)
+    res.sort()
+    print("us/req min %.1f med %.1f  all %s" % (res[0], res[len(res) // 2], " ".join("%.1f" % x for x in res)))
+    print(out.decode()[:400])
+
+
+uvloop.run(main(int(os.environ.get("N", 5000)), int(os.environ.get("R", 7))))
