@@ -115,8 +115,9 @@ def test_the_chat_templates_turn_markers_stop_generation():
 
 @pytest.mark.local_model
 def test_cpu_generation_runs_on_the_configured_threads_and_restores_torchs():
-    """Every step of a CPU generation (forward pass and logits work) runs on the connection's
-    ``threads``; torch's process-wide setting is back afterwards, also when the caller stops early."""
+    """A CPU generation reads the prompt on torch's own threads and runs every one-token step after it
+    (forward pass and logits work) on the connection's ``threads``; torch's process-wide setting is back
+    afterwards, also when the caller stops early."""
     import torch
 
     from langchain_mesh import Mesh
@@ -141,7 +142,7 @@ def test_cpu_generation_runs_on_the_configured_threads_and_restores_torchs():
     ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": "Count to ten."}], add_generation_prompt=True,
                                            tokenize=True, return_dict=True)["input_ids"]
     list(generate(lm, list(ids), GenerationParams(max_new_tokens=4, threads=1), Spy()))
-    assert seen and set(seen) == {1}
+    assert len(seen) == 4 and seen[0] == before and set(seen[1:]) == {1}
     assert torch.get_num_threads() == before
     stream = generate(lm, list(ids), GenerationParams(max_new_tokens=40, threads=1))
     next(stream)

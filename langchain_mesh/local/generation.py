@@ -49,7 +49,7 @@ class GenerationParams:
     repetition_penalty: float = 1.0  # > 1 discourages tokens already generated; 1 = off
     loop_ngram: int = 0  # stop before a run of this many words occurs a third time; 0 = off
     stop_token_ids: frozenset[int] = frozenset()  # besides EOS: e.g. the chat template's turn markers
-    threads: Optional[int] = None  # torch intra-op threads while generating on CPU; None: torch's own setting
+    threads: Optional[int] = None  # torch intra-op threads for the one-token steps on CPU; None: torch's own setting
 
 
 @dataclass
@@ -230,7 +230,9 @@ def generate(lm: LoadedModel, input_ids: list[int], params: GenerationParams,
     looped: Optional[int] = None
     threads = params.threads if str(lm.device) == "cpu" else None
     for _ in range(params.max_new_tokens):
-        with cpu_threads(threads):
+        # the prompt (many positions at once: compute-bound) on torch's own threads; the one-token steps
+        # after it (bound by memory bandwidth) on ``threads``
+        with cpu_threads(threads if past is not None else None):
             with torch.inference_mode():
                 out = model(input_ids=ids, use_cache=True, **{cache_kw: past})
             past = getattr(out, cache_kw)

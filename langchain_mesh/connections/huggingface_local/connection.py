@@ -80,9 +80,10 @@ class HuggingFaceLocalConfig(ConnectionConfig):
     # override both through settings.extra, e.g. {"repetition_penalty": 1.0, "loop_ngram": 0} = off.
     repetition_penalty: float = Field(default=1.1, ge=1.0, le=3.0)  # 1.15 already garbles lists ("1, 2, 3...")
     loop_ngram: int = Field(default=4, ge=0)  # stop before a run of this many words occurs a third time
-    # torch threads while generating on CPU; default: half of torch's (at least one). One token is
-    # bound by memory bandwidth, which half the cores already saturate; more threads only wait on
-    # each other, badly so when the cores are shared (local/generation.py, cpu_threads, has figures)
+    # torch threads for each generated token on CPU (the prompt is read on all of torch's); default:
+    # half of torch's (at least one). One token is bound by memory bandwidth, which half the cores
+    # already saturate; more threads only wait on each other, badly so when the cores are shared
+    # (local/generation.py, cpu_threads, has figures)
     threads: Optional[int] = Field(default=None, ge=1)
     # texts per forward pass; default: 32 on CPU, 256 on CUDA (local/embedding.py says why)
     embedding_batch_size: Optional[int] = Field(default=None, ge=1)
