@@ -309,9 +309,10 @@ class KnowledgeBankWriter:
         A document whose id is already stored with the same text and metadata keeps its vector; a new
         or changed one is (re-)embedded. ``cleanup="full"`` also deletes every stored document not in
         ``ids`` (the bank then mirrors exactly this set); ``None`` deletes nothing. ``on_batch(n)`` is
-        called after each batch of documents is compared, for progress bars; ``on_progress(embedded,
-        unchanged)`` after each batch too, with how many of its texts were embedded (after they were)
-        and how many were kept as they were (a rate of texts embedded per second comes from the first).
+        called after each batch of documents is compared, for progress bars. Every document is compared
+        before any is embedded, so ``on_progress(embedded, unchanged)`` is called first as ``(0, n)``
+        with how many are kept as they are (what is left is the embedding work: a progress bar's total,
+        or no bar at all when it is 0), then as ``(k, 0)`` after each batch of ``k`` texts is embedded.
         """
         self._require_open()
         if cleanup not in (None, "full"):
@@ -319,19 +320,21 @@ class KnowledgeBankWriter:
         if len(ids) != len(documents):
             raise ValueError(f"{len(ids)} ids for {len(documents)} documents")
         store = self.as_langchain_vectorstore()
-        added = unchanged = 0
+        todo: list[tuple[Any, str]] = []
         for start in range(0, len(documents), batch_size):
             docs, doc_ids = documents[start:start + batch_size], ids[start:start + batch_size]
             stored = {d.id: d for d in store.get_by_ids(doc_ids)}
-            todo = [(d, i) for d, i in zip(docs, doc_ids) if not _same_document(stored.get(i), d)]
-            if todo:
-                store.add_documents([d for d, _ in todo], ids=[i for _, i in todo])
-            added += len(todo)
-            unchanged += len(docs) - len(todo)
+            todo += [(d, i) for d, i in zip(docs, doc_ids) if not _same_document(stored.get(i), d)]
             if on_batch is not None:
                 on_batch(len(docs))
+        added, unchanged = len(todo), len(documents) - len(todo)
+        if on_progress is not None:
+            on_progress(0, unchanged)
+        for start in range(0, added, batch_size):
+            part = todo[start:start + batch_size]
+            store.add_documents([d for d, _ in part], ids=[i for _, i in part])
             if on_progress is not None:
-                on_progress(len(todo), len(docs) - len(todo))
+                on_progress(len(part), 0)
         deleted = self._delete_others(store, set(ids)) if cleanup == "full" else 0
         self._synced = True
         return SyncResult(added=added, unchanged=unchanged, deleted=deleted)

@@ -99,17 +99,23 @@ def ingest(kb: Any, paths: Iterable[str], chunk_size: int = 1000, chunk_overlap:
     with kb.get_writer() as writer:
         if clear:
             writer.clear()
-        # the bar counts texts EMBEDDED (one chunk's text each), so its rate is texts embedded per second:
-        # a chunk found unchanged is not embedded, so it leaves the bar's total instead of advancing it
-        with tqdm(total=len(chunks), desc=f"Embedding into {kb.id}", unit="text", disable=not progress) as bar:
-            def advance(embedded: int, unchanged: int) -> None:
-                if unchanged:
-                    bar.total -= unchanged
-                    bar.refresh()
-                bar.update(embedded)
+        # the bar counts texts EMBEDDED (one chunk's text each), so its rate is texts embedded per second;
+        # the writer compares every chunk first and says how many are unchanged, so the bar's total is the
+        # embedding work, and a run with nothing to embed draws no bar at all
+        bars: list[Any] = []
 
+        def advance(embedded: int, unchanged: int) -> None:
+            if not bars and len(chunks) > unchanged:
+                bars.append(tqdm(total=len(chunks) - unchanged, desc=f"Embedding into {kb.id}", unit="text",
+                                 disable=not progress))
+            if embedded:
+                bars[0].update(embedded)
+        try:
             result = writer.sync_documents(chunks, [chunk_id(c) for c in chunks], cleanup="full" if mirror else None,
                                            batch_size=batch_size, on_progress=advance)
+        finally:
+            for bar in bars:
+                bar.close()
     return {"files": len(files), "chunks": len(chunks), "added": result.added, "unchanged": result.unchanged,
             "deleted": result.deleted}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -141,14 +142,28 @@ def test_pdf_ingest(config, tmp_path, capsys):
     assert hits[0]["metadata"]["page"] == 1 and "Zebras" in hits[0]["text"]
 
 
-def test_ingest_progress_bar_shows_texts_embedded_per_second(config, capsys):
+def test_ingest_progress_bar_shows_texts_embedded_per_second(config, tmp_path, capsys):
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+
+    def ingest() -> tuple[str, str]:
+        assert main(["kb", "ingest", "--kb", "docs", str(docs), "--config", config, "--chunk-size", "300"]) == 0
+        out = capsys.readouterr()
+        return out.out, out.err
+
+    def bar_total(err: str) -> int:  # "... | 37/37 [00:00<00:00, 812.3text/s]"
+        return int(err.rsplit("|", 1)[-1].split("/", 1)[1].split()[0])
+
     # the bar counts texts embedded: its rate reads "text/s" (or "s/text" when slower than one a second)
-    assert main(["kb", "ingest", "--kb", "docs", str(DOCS), "--config", config, "--chunk-size", "300"]) == 0
-    err = capsys.readouterr().err
+    _, err = ingest()
     assert "Embedding into docs" in err and ("text/s" in err or "s/text" in err)
-    n = int(err.rsplit("|", 1)[-1].split("/", 1)[0].split()[-1])  # "... | 37/37 [00:00<00:00, 812.3text/s]"
-    assert n > 0
-    # a second run embeds nothing: unchanged chunks leave the bar's total instead of counting as embedded
-    assert main(["kb", "ingest", "--kb", "docs", str(DOCS), "--config", config, "--chunk-size", "300"]) == 0
-    last = capsys.readouterr().err.strip().split("\r")[-1]
-    assert "Embedding into docs: 0text" in last
+    everything = bar_total(err)
+    assert everything > 1
+    # a second run embeds nothing: every chunk is compared first, so no bar is drawn at all
+    out, err = ingest()
+    assert "Embedding into" not in err and "nothing embedded" in out
+    # one file changed: the bar's total is that file's chunks, not every chunk
+    changed = sorted(docs.glob("*.md"))[0]
+    changed.write_text(changed.read_text() + "\n\nOne more sentence, added for this test.\n")
+    out, err = ingest()
+    assert 0 < bar_total(err) < everything and f"{bar_total(err)} embedded" in out
