@@ -6,7 +6,8 @@ canned bytes fed back to the client's connection on the next loop turn).
 bench/gateway.py measures the gateway under wrk, where syscalls and the machine's load blur differences
 of a few µs; this measures the Python alone: process CPU µs per request, ``R`` rounds of ``N``
 sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing;
-``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer).
+``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
+``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger.
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
 """
@@ -40,7 +41,8 @@ BODY = json.dumps({"model": MODEL, "messages": [{"role": "system", "content": "Y
                   {"role": "user", "content": "Write a haiku about a gateway."}], "max_tokens": 64,
                    "temperature": 0.2}).encode()
 REQ = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n"
-       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
+       + (b"Authorization: Bearer sk-bench-key\r\n" if os.environ.get("LIMITS") else b"")
+       + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
 
 
 class UpTransport:
@@ -94,6 +96,13 @@ class SrvTransport:
 async def main(n, rounds):
     cfg = {"connections": {"up": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
                                   "max_retries": 0, "models": [{"id": "canned"}]}}}
+    if os.environ.get("LIMITS"):  # issue 19's pair: an API key, rate limits (in memory) and the ledger
+        import tempfile
+        os.environ.setdefault("MESH_BENCH_KEY", "sk-bench-key")
+        cfg["server"] = {"api_keys": [{"name": "bench", "key": "{{env:MESH_BENCH_KEY}}"}]}
+        cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}}
+        if os.environ.get("LIMITS") != "nolog":
+            cfg["usage"] = {"path": os.path.join(tempfile.mkdtemp(), "usage.db")}
     mesh = Mesh.from_config(cfg)
     app = MeshApp(mesh)
     await app._warm()

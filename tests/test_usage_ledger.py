@@ -214,6 +214,36 @@ def test_gateway_pass_through_is_limited_and_recorded(tmp_path, openai_server):
     assert rows[1]["output_tokens"] == chunks[-1]["usage"]["completion_tokens"]  # the stream's, from its end
 
 
+def test_under_mesh_serve_the_event_loop_writes_the_rows(tmp_path, openai_server):
+    """No writer thread competes with the serving loop for the GIL: the loop writes the queued rows on
+    its own timer (nothing flushed, nothing closed yet), and a flush from another thread is handed to it."""
+    pytest.importorskip("uvicorn")
+    import threading
+    import time
+
+    import httpx
+    from test_server_harness import RunningServer
+
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": {"vllm": {"type": "openai_compatible", "base_url": openai_server.base_url,
+                                          "api_key": "test-key", "max_retries": 0, "models": [{"id": "qwen"}]}},
+                 "usage": {"path": str(db), "flush_interval": 0.05}})
+    body = {"model": "openai_compatible:vllm:qwen", "messages": [{"role": "user", "content": "hello"}]}
+    with RunningServer(mesh) as srv:
+        for _ in range(3):
+            assert httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=10).status_code == 200
+        assert "mesh-usage-ledger" not in {t.name for t in threading.enumerate()}
+        deadline = time.monotonic() + 10
+        while len(_rows(db)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [r["status"] for r in _rows(db)] == ["ok"] * 3
+        mesh._ledger.config.flush_interval = 3600  # once the timer set before has run, only a flush writes
+        time.sleep(0.2)
+        assert httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=10).status_code == 200
+        mesh._ledger.flush()
+        assert len(_rows(db)) == 4
+
+
 def test_a_routes_target_calls_are_not_recorded_twice(tmp_path):
     """A route calls its target through the target's own chain under scope.extra["route"]: the
     route's own call is the one row (with the target that answered)."""

@@ -164,7 +164,19 @@ class MeshApp:
 
     async def _warm(self) -> None:
         """Build what the first pass-through request of each LLM would (the SDK client, its URL and
-        headers), so that no client's first request pays for importing the SDK."""
+        headers), so that no client's first request pays for importing the SDK; and the prices a
+        ledger or budgets will ask for."""
+        if self.mesh.config.usage is not None and self.mesh.config.usage.enabled:
+            from ..usage.ledger import ledger_for
+
+            ledger_for(self.mesh).run_on(asyncio.get_running_loop())  # see langchain_mesh.usage.ledger
+        if self.mesh.config.usage is not None or self.mesh.config.budgets is not None:
+            from ..usage.prices import warm_prices
+
+            try:
+                warm_prices(self.mesh, self._llms.values())
+            except Exception as e:  # noqa: BLE001 - the ledger prices (or says it cannot) when it writes
+                log.warning("prices could not be looked up at start-up: %s", e)
         for llm_id, plan in self._forward.items():
             embeds = Purpose.TEXT_EMBEDDING_EXTRACTION in self._llms[llm_id].info.purposes
             try:

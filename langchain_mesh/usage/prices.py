@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-__all__ = ["Price", "Pricer", "pricer_for", "PROVIDER_IDS"]
+__all__ = ["Price", "Pricer", "pricer_for", "warm_prices", "PROVIDER_IDS"]
 
 #: connection type -> the dataset's provider id (others match by model name alone)
 PROVIDER_IDS = {"openai": "openai", "azure_openai": "azure", "anthropic": "anthropic", "bedrock": "aws",
@@ -115,3 +115,13 @@ def pricer_for(mesh: Any) -> Pricer:
 def llm_price_args(llm: Any) -> tuple[str, str, Optional[str]]:
     """(LLM id, model, connection type) of a mesh LLM handle, as :meth:`Pricer.price` takes them."""
     return llm.id, llm.model, getattr(llm.connection, "type", None) or llm.id.split(":", 1)[0]
+
+
+def warm_prices(mesh: Any, llms: Any) -> None:
+    """Look up every LLM's price now (``mesh serve`` at start-up, when a ledger or budgets need them):
+    the first lookup imports the price dataset (~0.2 s of CPU), which would otherwise fall on the
+    ledger's writer or a budget check while the gateway is serving."""
+    pricer = pricer_for(mesh)
+    for llm in llms:
+        if not llm.id.startswith("route:"):  # a route is priced by its targets, which are listed too
+            pricer.price(*llm_price_args(llm))
