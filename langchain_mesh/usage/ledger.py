@@ -143,12 +143,14 @@ class Ledger:
         if self._closed:
             return
         rows = self._rows
-        if rows:
-            self._write(self._sink, [self._row(rows.popleft()) for _ in range(min(len(rows), _LOOP_CHUNK))])
-        if rows:
-            self._timer = self._loop.call_soon(self._tick)
-        else:
-            self._timer = self._loop.call_later(self.config.flush_interval, self._tick)
+        try:
+            if rows:
+                self._write(self._sink, [self._row(rows.popleft()) for _ in range(min(len(rows), _LOOP_CHUNK))])
+        finally:  # a row that cannot be made (the loop logs why) must not stop the rows after it
+            if rows:
+                self._timer = self._loop.call_soon(self._tick)
+            else:
+                self._timer = self._loop.call_later(self.config.flush_interval, self._tick)
 
     def _write_queued(self) -> None:
         if self._sink is not None:
