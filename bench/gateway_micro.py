@@ -7,7 +7,8 @@ bench/gateway.py measures the gateway under wrk, where syscalls and the machine'
 of a few µs; this measures the Python alone: process CPU µs per request, ``R`` rounds of ``N``
 sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing;
 ``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
-``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger.
+``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
+(``LIMITS=nolog``: the key and the limits without the ledger).
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
 """

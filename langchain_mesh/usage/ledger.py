@@ -145,7 +145,7 @@ class Ledger:
         rows = self._rows
         try:
             if rows:
-                self._write(self._sink, [self._row(rows.popleft()) for _ in range(min(len(rows), _LOOP_CHUNK))])
+                self._write(self._sink, self._take(_LOOP_CHUNK))
         finally:  # a row that cannot be made (the loop logs why) must not stop the rows after it
             if rows:
                 self._timer = self._loop.call_soon(self._tick)
@@ -211,12 +211,13 @@ class Ledger:
             sink.close()
 
     def _drain(self, sink: Any) -> None:
+        while self._rows:
+            self._write(sink, self._take(self.config.batch))
+
+    def _take(self, n: int) -> list[tuple[Any, ...]]:
+        """Up to ``n`` queued rows, made ready to write (only the writer takes rows: the count holds)."""
         rows = self._rows
-        while rows:
-            batch = []
-            while rows and len(batch) < self.config.batch:
-                batch.append(self._row(rows.popleft()))
-            self._write(sink, batch)
+        return [self._row(rows.popleft()) for _ in range(min(len(rows), n))]
 
     def _write(self, sink: Any, rows: list[tuple[Any, ...]]) -> None:
         try:
