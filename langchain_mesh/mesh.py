@@ -469,21 +469,12 @@ class Mesh:
             if not n and own and ATTEMPTS.get() is None:
                 return await send(path, body, False), None
 
-        async def attempt() -> tuple[Any, Optional[bytes]]:
-            content = await send(path, body, stream)
-            if not stream:
-                return content, None
-            try:
-                return content, await content.read()
-            except BaseException:
-                content.close()
-                raise
-
         async def forward() -> tuple[Any, Optional[bytes]]:
             n, t, own = _limits(llm.connection, timeout, max_retries)
-            if not n and own and ATTEMPTS.get() is None:
-                return await attempt()
-            return await acall_with_retries(attempt, n, t, own, self._retry_policy(llm.connection))
+            if not n and own and ATTEMPTS.get() is None:  # one attempt: awaited here, not in a coroutine more
+                return (await send(path, body, False), None) if not stream else await _attempt(send, path, body, True)
+            return await acall_with_retries(lambda: _attempt(send, path, body, stream), n, t, own,
+                                            self._retry_policy(llm.connection))
 
         if layers:
             return await arun(layers, Call(self, llm, "forward", (path, body, stream), timeout, max_retries), forward)
@@ -638,6 +629,19 @@ def _user_slots_of(config: MeshConfig) -> dict[str, dict[str, list[str]]]:
         if slots:
             out[name] = slots
     return out
+
+
+async def _attempt(send: Any, path: str, body: bytes, stream: bool) -> tuple[Any, Optional[bytes]]:
+    """One pass-through attempt: the answer's bytes, or a stream's body and first piece (read inside
+    the attempt, so that a stream failing before it is retried)."""
+    content = await send(path, body, stream)
+    if not stream:
+        return content, None
+    try:
+        return content, await content.read()
+    except BaseException:
+        content.close()
+        raise
 
 
 def _limits(conn: "Connection", timeout: Optional[float], max_retries: Optional[int]) -> tuple[int, float, bool]:

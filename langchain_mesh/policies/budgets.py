@@ -107,7 +107,7 @@ class BudgetsLayer(Layer):
 
     def _spent(self, call: Any, price: Any, usage: Any) -> Optional[float]:
         """What the call cost: a route's at the price of the target that answered."""
-        answered = self.targets.get(call.meta.llm_id) if self.targets else None
+        answered = self.targets.get(call.answered_by) if self.targets else None
         if answered is not None and self.pricer.price(*self.price_args) is None:
             price = self.pricer.price(*answered)
         return self._cost(price, usage)

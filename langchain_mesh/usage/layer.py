@@ -51,7 +51,7 @@ class LedgerLayer(Layer):
     def _record(self, call: Any, ts: float, t0: float, usage: Any, status: str,
                 error: Optional[BaseException] = None) -> None:
         s = call.scope
-        target = call.meta.llm_id or self.llm_id
+        target = call.answered_by or self.llm_id
         if usage is not None and type(usage) is not dict:
             extra = (self._price(call, usage),)
         else:
