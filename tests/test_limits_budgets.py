@@ -106,6 +106,19 @@ def test_a_refusal_by_one_limit_takes_nothing_from_the_others():
     mesh.close()
 
 
+def test_in_memory_windows_are_taken_all_or_nothing():
+    from langchain_mesh.policies.windows import LocalWindows
+
+    w = LocalWindows()
+    entries = (("tok", 100, 2), ("req", 5, 1), ("mov", 2, 0))  # tokens counter, requests counter, moving window
+    assert w.hit_all(entries, 30, 40) and w.hit_all(entries, 30, 40)
+    assert (w.get("tok"), w.get("req"), w.get_moving_window("mov", 2, 30)[1]) == (80, 2, 2)
+    assert not w.hit_all(entries, 30, 10)  # the moving window is full: nothing else is taken either
+    assert not w.hit_all(entries[:2], 30, 30)  # 80 + 30 tokens > 100
+    assert (w.get("tok"), w.get("req"), w.get_moving_window("mov", 2, 30)[1]) == (80, 2, 2)
+    assert w.hit_all(entries[:2], 30, 20) and (w.get("tok"), w.get("req")) == (100, 3)
+
+
 def test_tpm_estimates_before_and_reconciles_with_the_usage_after():
     mesh = Mesh({"connections": FAKE, "limits": {"period": 30, "keys": {"k": {"tpm": 60}}}})
     llm = mesh.get_llm(CHAT)

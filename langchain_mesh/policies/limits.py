@@ -102,6 +102,14 @@ class _Check:
         return f"{self.kind} {self.name!r}: {self.item.amount} {self.dim} per {self.item.multiples} s"
 
 
+class _Checks(list):  # type: ignore[type-arg]
+    """A call's windows in the order they are hit (:meth:`Limiter.order`), with ``entries``: each as
+    ``(storage key, limit, mode)`` for :meth:`.windows.LocalWindows.hit_all` (0 moving window, 1 counter
+    of requests, 2 counter of tokens), worked out once per plan rather than per call."""
+
+    __slots__ = ("entries",)
+
+
 class Limiter:
     """The mesh's windows: one ``limits`` storage (Redis or memory) and a limiter per dimension,
     sync and async (the async ones on ``redis.asyncio``; in memory the sync ones serve both, they never wait)."""
@@ -149,6 +157,8 @@ class Limiter:
         self._incr = getattr(self.storage, "add", None) or self.storage.incr
         self._item = limits.RateLimitItemPerSecond
         self._items: dict[tuple[str, int], Any] = {}
+        # in memory (LocalWindows): every window of a call in one storage call (see _Checks)
+        self._hit_all = getattr(self.storage, "hit_all", None)
 
     def item(self, dim: str, amount: int) -> Any:
         got = self._items.get((dim, amount))
@@ -166,7 +176,10 @@ class Limiter:
         others counted)."""
         counters = [c for c in checks if c.dim == "tokens" or self.kind == "fixed-window"]
         windows = [c for c in checks if c not in counters]
-        return counters + windows, len(windows) > 1
+        ordered = _Checks(counters + windows)
+        ordered.entries = tuple((c.key, c.item.amount, 2 if c.dim == "tokens" else 0 if c in windows else 1)
+                                for c in ordered)
+        return ordered, len(windows) > 1
 
     def _undo(self, done: list[_Check], cost: int) -> None:
         for d in done:
@@ -175,6 +188,9 @@ class Limiter:
     def acquire(self, checks: list[_Check], cost: int, test_first: bool = False) -> None:
         """Count the call against every window (``checks`` as :meth:`order` gives them), or raise
         RateLimitExceeded having counted nothing."""
+        entries = getattr(checks, "entries", None)
+        if entries is not None and self._hit_all is not None and self._hit_all(entries, self.expiry, cost):
+            return None  # in memory, every window taken at once; a refusal takes the path below, which names it
         if test_first:
             for c in checks:
                 if not self._test(c, cost):
@@ -210,9 +226,10 @@ class Limiter:
     def reconcile(self, checks: list[_Check], estimate: int, actual: Optional[int]) -> None:
         """Replace the estimate with what the provider counted (None: the call failed, nothing used)."""
         delta = (actual if actual is not None else 0) - estimate
-        for c in checks:
-            if c.dim == "tokens":
-                self._add(c, delta)
+        if delta:
+            for c in checks:
+                if c.dim == "tokens":
+                    self._incr(c.key, self.expiry, delta)
 
     def _refuse(self, c: _Check, checks: list[_Check]) -> None:
         stats = [(x, self._stats(x)) for x in checks if x.kind == c.kind and x.name == c.name]
@@ -459,7 +476,9 @@ class LimitsLayer(Layer):
         checks, cost = self._start(call)
         if not checks:
             return await nxt()
-        if not await self._aacquire_guarded(call, checks, cost):
+        if not self.limiter.remote:  # in memory: taken at once (no coroutine to await)
+            self.limiter.acquire(checks, cost, call.notes["limits.test_first"])
+        elif not await self._aacquire_guarded(call, checks, cost):
             return await nxt()
         try:
             result = await nxt()
@@ -468,7 +487,7 @@ class LimitsLayer(Layer):
             raise
         if call.op == "forward":
             if cost:  # the tokens are reconciled when the server has read the usage (usage_of.py)
-                return on_forward_end(result, lambda u, ok: self._settle_later(checks, cost, tokens_of(u)))
+                return on_forward_end(result, _SettleLater(self, checks, cost))
             return result
         await self._asettle(checks, cost, _tokens(getattr(result, "usage", None)))
         return result
@@ -560,6 +579,23 @@ class LimitsLayer(Layer):
 
 
 _tokens = tokens_of
+
+
+class _SettleLater:
+    """A pass-through call's reconciliation, called by the server as ``end(usage, ok)``: one small
+    object rather than a closure and its cells; in memory it goes straight to the windows."""
+
+    __slots__ = ("layer", "checks", "cost")
+
+    def __init__(self, layer: LimitsLayer, checks: list[_Check], cost: int):
+        self.layer, self.checks, self.cost = layer, checks, cost
+
+    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
+        limiter = self.layer.limiter
+        if not limiter.remote:  # nothing to fail: no outage handling needed
+            limiter.reconcile(self.checks, self.cost, tokens_of(usage))
+        else:
+            self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
 
 
 def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:

@@ -91,6 +91,47 @@ class LocalWindows(Storage, MovingWindowSupport):
                 w.popleft()
             return (w[0], len(w)) if w else (now, 0)
 
+    # ---- every window of one call at once -------------------------------------------------------------
+
+    def hit_all(self, entries: tuple[tuple[str, int, int], ...], expiry: int, cost: int) -> bool:
+        """Test every window of one call, then take them all, under one lock and one clock reading; or
+        take nothing and return False (the limits layer then names the window that refused).
+
+        ``entries``: ``(key, limit, mode)``, mode 0 a moving window (what :meth:`acquire_entry` does
+        with amount 1), 1 a counter of requests (:meth:`incr` by 1), 2 a counter of tokens (by
+        ``cost``): the same primitives the limits strategies call one by one, each with its own
+        lock and clock; one call of this is the in-memory limits layer's whole acquire (issue 19)."""
+        now = time.time()
+        edge = now - expiry
+        windows, counters = self._windows, self._counters
+        with self._lock:
+            for key, limit, mode in entries:
+                if mode == 0:
+                    w = windows.get(key)
+                    if w:
+                        while w and w[0] <= edge:
+                            w.popleft()
+                        if len(w) >= limit:
+                            return False
+                    elif limit < 1:
+                        return False
+                else:
+                    c = counters.get(key)
+                    if (c[0] if c is not None and c[1] > now else 0) + (cost if mode == 2 else 1) > limit:
+                        return False
+            for key, _limit, mode in entries:
+                if mode == 0:
+                    w = windows.get(key)
+                    if w is None:
+                        w = windows[key] = deque()
+                    w.append(now)
+                else:
+                    c = counters.get(key)
+                    if c is None or c[1] <= now:
+                        c = counters[key] = [0, now + expiry]
+                    c[0] += cost if mode == 2 else 1
+        return True
+
     # ---- housekeeping ---------------------------------------------------------------------------------
 
     def check(self) -> bool:
