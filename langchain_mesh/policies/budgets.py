@@ -172,10 +172,28 @@ class BudgetsLayer(Layer):
 
     # ---- async --------------------------------------------------------------------------------------
 
+    def spend_reads(self, call: Any, store: Any) -> Optional[tuple[list[tuple[str, str, float]], int, list[str]]]:
+        """For a layer around this one that reads ``store`` (Redis) anyway before the call (the route's
+        limits: one round trip for both): (this call's budgets, the period's number, their Redis keys),
+        or None when there is nothing to read or this layer keeps its spend elsewhere. What was read
+        is handed back in ``call.notes["budgets.spent"]``: (budgets, number, values)."""
+        if store is not self.store or call.op in _SKIP:
+            return None
+        budgets = self.budgets(call)
+        if not budgets:
+            return None
+        n = self._window()[0]
+        prefix = self.store.prefix
+        return budgets, n, [f"{prefix}budget:{k}:{m}:{n}" for k, m, _c in budgets]
+
     async def _abefore(self, call: Any, budgets: list[tuple[str, str, float]]) -> tuple[Any, int]:
         price = self._price(budgets)
         n, left = self._window()
         estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
+        read = call.notes.pop("budgets.spent", None)
+        if read is not None and read[1] == n and read[0] == budgets:  # read for us (spend_reads) this period
+            self._check(budgets, read[2], estimate, left)
+            return price, n
 
         async def check() -> bool:
             self._check(budgets, await self.store.amget([f"budget:{k}:{m}:{n}" for k, m, _c in budgets]),
