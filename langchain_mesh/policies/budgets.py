@@ -59,6 +59,9 @@ class BudgetsLayer(Layer):
         conn = llm.id.split(":", 2)[1] if llm.id.count(":") >= 2 else ""
         cap = self.cfg.connections.get(conn)
         self.fixed = [("connection", conn, cap)] if cap is not None else []
+        # a route's calls to this LLM are checked only against its connection's cap (budgets()): with
+        # none, the layer would pass each on untouched, so the mesh leaves it out of them (Mesh._layers)
+        self.route_targets = bool(self.fixed)
 
     def budgets(self, call: Any) -> list[tuple[str, str, float]]:
         s = call.scope
