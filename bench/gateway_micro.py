@@ -11,7 +11,8 @@ sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a c
 (``LIMITS=nolog``: the key and the limits without the ledger). ``POLICIES=1``: bench/gateway.py's
 "every policy" gateway (a weighted route over two targets, rate limits and budgets in Redis, the
 ledger, an API key) on a ``redis-server`` started here on a free port; the requests still go one
-after another, so each waits for its Redis round trips (the CPU per request is what is measured).
+after another, so each waits for its Redis round trips (the CPU per request is what is measured);
+``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
 """
@@ -41,6 +42,7 @@ ANSWER = json.dumps({
 UP_RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
            b"Date: Sat, 05 Dec 2026 08:00:00 GMT\r\nServer: Python/3.11 aiohttp/3.9\r\n\r\n" % len(ANSWER)) + ANSWER
 POLICIES = bool(os.environ.get("POLICIES"))
+CONC = int(os.environ.get("CONC", 1))  # requests in flight at once (one connection each), as wrk's 16
 MODEL = "route:bench" if POLICIES else "openai_compatible:up:canned"
 BODY = json.dumps({"model": MODEL, "messages": [{"role": "system", "content": "You are a helpful assistant."},
                   {"role": "user", "content": "Write a haiku about a gateway."}], "max_tokens": 64,
@@ -162,16 +164,22 @@ async def main(n, rounds):
     config.load()
     state = ServerState()
     loop = asyncio.get_running_loop()
-    proto = GuardedHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
-    tr = SrvTransport()
-    proto.connection_made(tr)
+    conns = []
+    for _ in range(CONC):
+        proto = GuardedHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+        tr = SrvTransport()
+        proto.connection_made(tr)
+        conns.append((proto, tr))
 
-    async def one():
-        tr.out.clear()
-        w = tr.waiter = loop.create_future()
-        proto.data_received(REQ)
-        out = await w
-        return out
+    async def one():  # a request on each connection at once; each round counts CONC requests
+        waiters = []
+        for proto, tr in conns:
+            tr.out.clear()
+            w = tr.waiter = loop.create_future()
+            waiters.append(w)
+            proto.data_received(REQ)
+        outs = [await w for w in waiters]
+        return outs[0]
 
     out = await one()
     assert os.environ.get("TRIVIAL") or b"200 OK" in out and b'"model":"%s"' % MODEL.encode() in out, out
@@ -184,7 +192,7 @@ async def main(n, rounds):
         t0 = time.process_time()
         for _ in range(n):
             await one()
-        res.append((time.process_time() - t0) / n * 1e6)
+        res.append((time.process_time() - t0) / (n * CONC) * 1e6)
     if os.environ.get("PROFILE"):
         import cProfile
         import pstats

@@ -62,17 +62,24 @@ class BudgetsLayer(Layer):
         # a route's calls to this LLM are checked only against its connection's cap (budgets()): with
         # none, the layer would pass each on untouched, so the mesh leaves it out of them (Mesh._layers)
         self.route_targets = bool(self.fixed)
+        self._by_scope: dict[tuple[Any, Any, Any], list[tuple[str, str, float]]] = {}  # budgets(), per caller
 
     def budgets(self, call: Any) -> list[tuple[str, str, float]]:
         s = call.scope
         if s.extra and s.extra.get("route"):
             return self.fixed
-        out = []
-        for kind, name, caps in (("key", s.key, self.cfg.keys), ("user", s.user, self.cfg.users),
-                                 ("team", s.team, self.cfg.teams)):
-            if name is not None and name in caps:
-                out.append((kind, name, caps[name]))
-        return out + self.fixed
+        k = (s.key, s.user, s.team)
+        got = self._by_scope.get(k)
+        if got is None:
+            got = []
+            for kind, name, caps in (("key", s.key, self.cfg.keys), ("user", s.user, self.cfg.users),
+                                     ("team", s.team, self.cfg.teams)):
+                if name is not None and name in caps:
+                    got.append((kind, name, caps[name]))
+            got += self.fixed
+            if len(self._by_scope) < 10000:  # bounded, as the limits' plans: callers are few
+                self._by_scope[k] = got
+        return got  # shared by the caller's calls: never mutated
 
     def _window(self) -> tuple[int, float]:
         now = time.time()
