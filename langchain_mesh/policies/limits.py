@@ -605,7 +605,9 @@ class LimitsLayer(Layer):
     def _route_over(self, checks: list[_Check], cost: int, taken: Optional[_Taken], actual: Optional[int]) -> None:
         """After a route's call: the token estimates replaced by ``actual``, sent without waiting."""
         self._settle_later(checks, cost, actual)
-        if taken is not None and not taken.failed:  # a failed attempt gave its tokens back itself
+        # only a target called, and not failed (a failed attempt gave its tokens back itself; one never
+        # called gets all its windows back in _acall_route)
+        if taken is not None and taken.llm_id is None and not taken.failed:
             self._settle_later(taken.checks, taken.cost, actual)
 
     async def _acall_taken(self, taken: _Taken, nxt: Any) -> Any:
