@@ -8,7 +8,11 @@ of a few µs; this measures the Python alone: process CPU µs per request, ``R``
 sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing;
 ``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
 ``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
-(``LIMITS=nolog``: the key and the limits without the ledger).
+(``LIMITS=nolog``: the key and the limits without the ledger). ``POLICIES=1``: bench/gateway.py's
+"every policy" gateway (a weighted route over two targets, rate limits and budgets in Redis, the
+ledger, an API key) on a ``redis-server`` started here on a free port; the requests still go one
+after another, so each waits for its Redis round trips (the CPU per request is what is measured);
+``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
 """
@@ -37,12 +41,14 @@ ANSWER = json.dumps({
     "usage": {"prompt_tokens": 24, "completion_tokens": 18, "total_tokens": 42}}).encode()
 UP_RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
            b"Date: Sat, 05 Dec 2026 08:00:00 GMT\r\nServer: Python/3.11 aiohttp/3.9\r\n\r\n" % len(ANSWER)) + ANSWER
-MODEL = "openai_compatible:up:canned"
+POLICIES = bool(os.environ.get("POLICIES"))
+CONC = int(os.environ.get("CONC", 1))  # requests in flight at once (one connection each), as wrk's 16
+MODEL = "route:bench" if POLICIES else "openai_compatible:up:canned"
 BODY = json.dumps({"model": MODEL, "messages": [{"role": "system", "content": "You are a helpful assistant."},
                   {"role": "user", "content": "Write a haiku about a gateway."}], "max_tokens": 64,
                    "temperature": 0.2}).encode()
 REQ = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n"
-       + (b"Authorization: Bearer sk-bench-key\r\n" if os.environ.get("LIMITS") else b"")
+       + (b"Authorization: Bearer sk-bench-key\r\n" if os.environ.get("LIMITS") or POLICIES else b"")
        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
 
 
@@ -94,6 +100,45 @@ class SrvTransport:
     def get_write_buffer_size(self): return 0
 
 
+def redis_server() -> str:
+    """A throwaway redis-server on a free port (stopped when this process exits): its URL."""
+    import atexit
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    atexit.register(proc.terminate)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            return f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
+def policies_config(up: dict) -> dict:
+    """bench/gateway.py's policy_sections (kept in step by hand: that module starts processes)."""
+    import tempfile
+
+    os.environ.setdefault("MESH_BENCH_KEY", "sk-bench-key")
+    targets = ("openai_compatible:up:canned", "openai_compatible:up2:canned")
+    return {
+        "connections": {"up": up, "up2": dict(up)},
+        "server": {"api_keys": [{"name": "bench", "key": "{{env:MESH_BENCH_KEY}}"}]},
+        "routes": {"bench": {"strategy": "weighted", "targets": [{"llm": t} for t in targets]}},
+        "state": {"redis_url": redis_server()},
+        "limits": {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}, "llms": {t: {"rpm": 10 ** 9} for t in targets}},
+        "prices": {t: {"input": 0.15, "output": 0.6} for t in targets},
+        "budgets": {"keys": {"bench": 10.0 ** 9}},
+        "usage": {"path": os.path.join(tempfile.mkdtemp(), "usage.db")},
+    }
+
+
 async def main(n, rounds):
     cfg = {"connections": {"up": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
                                   "max_retries": 0, "models": [{"id": "canned"}]}}}
@@ -104,6 +149,8 @@ async def main(n, rounds):
         cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}}
         if os.environ.get("LIMITS") != "nolog":
             cfg["usage"] = {"path": os.path.join(tempfile.mkdtemp(), "usage.db")}
+    if POLICIES:
+        cfg.update(policies_config(cfg["connections"]["up"]))
     mesh = Mesh.from_config(cfg)
     app = MeshApp(mesh)
     await app._warm()
@@ -117,19 +164,25 @@ async def main(n, rounds):
     config.load()
     state = ServerState()
     loop = asyncio.get_running_loop()
-    proto = GuardedHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
-    tr = SrvTransport()
-    proto.connection_made(tr)
+    conns = []
+    for _ in range(CONC):
+        proto = GuardedHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+        tr = SrvTransport()
+        proto.connection_made(tr)
+        conns.append((proto, tr))
 
-    async def one():
-        tr.out.clear()
-        w = tr.waiter = loop.create_future()
-        proto.data_received(REQ)
-        out = await w
-        return out
+    async def one():  # a request on each connection at once; each round counts CONC requests
+        waiters = []
+        for proto, tr in conns:
+            tr.out.clear()
+            w = tr.waiter = loop.create_future()
+            waiters.append(w)
+            proto.data_received(REQ)
+        outs = [await w for w in waiters]
+        return outs[0]
 
     out = await one()
-    assert os.environ.get("TRIVIAL") or b"200 OK" in out and b'"model":"openai_compatible:up:canned"' in out, out
+    assert os.environ.get("TRIVIAL") or b"200 OK" in out and b'"model":"%s"' % MODEL.encode() in out, out
     for _ in range(200):
         await one()
     gc.collect()
@@ -139,7 +192,7 @@ async def main(n, rounds):
         t0 = time.process_time()
         for _ in range(n):
             await one()
-        res.append((time.process_time() - t0) / n * 1e6)
+        res.append((time.process_time() - t0) / (n * CONC) * 1e6)
     if os.environ.get("PROFILE"):
         import cProfile
         import pstats

@@ -59,17 +59,27 @@ class BudgetsLayer(Layer):
         conn = llm.id.split(":", 2)[1] if llm.id.count(":") >= 2 else ""
         cap = self.cfg.connections.get(conn)
         self.fixed = [("connection", conn, cap)] if cap is not None else []
+        # a route's calls to this LLM are checked only against its connection's cap (budgets()): with
+        # none, the layer would pass each on untouched, so the mesh leaves it out of them (Mesh._layers)
+        self.route_targets = bool(self.fixed)
+        self._by_scope: dict[tuple[Any, Any, Any], list[tuple[str, str, float]]] = {}  # budgets(), per caller
 
     def budgets(self, call: Any) -> list[tuple[str, str, float]]:
         s = call.scope
         if s.extra and s.extra.get("route"):
             return self.fixed
-        out = []
-        for kind, name, caps in (("key", s.key, self.cfg.keys), ("user", s.user, self.cfg.users),
-                                 ("team", s.team, self.cfg.teams)):
-            if name is not None and name in caps:
-                out.append((kind, name, caps[name]))
-        return out + self.fixed
+        k = (s.key, s.user, s.team)
+        got = self._by_scope.get(k)
+        if got is None:
+            got = []
+            for kind, name, caps in (("key", s.key, self.cfg.keys), ("user", s.user, self.cfg.users),
+                                     ("team", s.team, self.cfg.teams)):
+                if name is not None and name in caps:
+                    got.append((kind, name, caps[name]))
+            got += self.fixed
+            if len(self._by_scope) < 10000:  # bounded, as the limits' plans: callers are few
+                self._by_scope[k] = got
+        return got  # shared by the caller's calls: never mutated
 
     def _window(self) -> tuple[int, float]:
         now = time.time()
@@ -172,10 +182,28 @@ class BudgetsLayer(Layer):
 
     # ---- async --------------------------------------------------------------------------------------
 
+    def spend_reads(self, call: Any, store: Any) -> Optional[tuple[list[tuple[str, str, float]], int, list[str]]]:
+        """For a layer around this one that reads ``store`` (Redis) anyway before the call (the route's
+        limits: one round trip for both): (this call's budgets, the period's number, their Redis keys),
+        or None when there is nothing to read or this layer keeps its spend elsewhere. What was read
+        is handed back in ``call.notes["budgets.spent"]``: (budgets, number, values)."""
+        if store is not self.store or call.op in _SKIP:
+            return None
+        budgets = self.budgets(call)
+        if not budgets:
+            return None
+        n = self._window()[0]
+        prefix = self.store.prefix
+        return budgets, n, [f"{prefix}budget:{k}:{m}:{n}" for k, m, _c in budgets]
+
     async def _abefore(self, call: Any, budgets: list[tuple[str, str, float]]) -> tuple[Any, int]:
         price = self._price(budgets)
         n, left = self._window()
         estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
+        read = call.notes.pop("budgets.spent", None)
+        if read is not None and read[1] == n and read[0] == budgets:  # read for us (spend_reads) this period
+            self._check(budgets, read[2], estimate, left)
+            return price, n
 
         async def check() -> bool:
             self._check(budgets, await self.store.amget([f"budget:{k}:{m}:{n}" for k, m, _c in budgets]),

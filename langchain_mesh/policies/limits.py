@@ -16,7 +16,8 @@ the API key (``server.api_keys[]``: name, user, team), library code with ``call_
 The windows are kept by the maintained ``limits`` library, in the mesh's state store: Redis
 (``state.redis_url``: shared by every worker and process) or this process's memory. In an event loop
 on Redis (``mesh serve``), every window of a call is tested and taken by one script in one round trip,
-on the data layout limits uses (see ``_ACQUIRE_ALL``). Requests use the configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
+on the data layout limits uses (see ``_ACQUIRE_ALL``); a route's call takes its first target's windows
+and reads the budgets' spend in that same trip (``LimitsLayer._acall_route``). Requests use the configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
 would store one entry per token). Tokens are estimated before the call (~4 characters a token, see
 :func:`.usage_of.estimate_tokens`) and the estimate replaced by the provider's usage (input + output)
 after it: a call is refused when the window's tokens plus its estimate would pass the limit.
@@ -31,10 +32,12 @@ from __future__ import annotations
 
 import math
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import RateLimitExceeded
+from .breaker import CLOSED
 from .chain import Layer
 from .state import aguarded, guarded, is_outage, log, redis_url, store_for
 from .usage_of import estimate_tokens, on_forward_end, tokens_of
@@ -50,32 +53,81 @@ _PREFIX = "LIMITS"  # limits' RedisStorage.PREFIX: its strategies (429 headers, 
 # that expires with its period), so its strategies read these windows and the sync path shares them.
 # Why a script of our own: limits takes one command per window, a gateway call has up to six windows
 # (key, user, team, LLM, connection; requests and tokens), and those round trips were most of the
-# policy path's cost (issue 24). ARGV: now, then kind ("m" moving, "c" counter), limit, expiry, amount
-# per key. Returns 0, or the 1-based index of the window that refused.
+# policy path's cost (issue 24).
+# A call to a route takes two groups of windows: the route's (KEYS[1..a]), then those of the target it
+# will call first (KEYS[a+1..a+b]), each all or nothing: a target that is full does not refuse the
+# route's call (the route falls back to its next target, as when the target's own layer refuses it).
+# The keys after those are only read (GET): the budgets' spend counters, read in the same trip.
+# ARGV: now, a, b, then per window kind ("m" moving, "c" counter), limit, expiry, amount.
+# Returns {the 1-based index of the route window that refused, or 0; 1 if the target's were taken;
+# the values read...}.
 _ACQUIRE_ALL = """
-local now = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local kind, limit, expiry, amount = ARGV[4*i-2], tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i]), tonumber(ARGV[4*i+1])
-  if kind == "m" then
-    if amount > limit then return i end
-    local entry = redis.call("lindex", KEYS[i], limit - amount)
-    if entry and tonumber(entry) >= now - expiry then return i end
-  else
-    if tonumber(redis.call("get", KEYS[i]) or "0") + amount > limit then return i end
+local now, a, b = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function refused(first, last)
+  for i = first, last do
+    local kind, limit, expiry, amount = ARGV[4*i], tonumber(ARGV[4*i+1]), tonumber(ARGV[4*i+2]), tonumber(ARGV[4*i+3])
+    if kind == "m" then
+      if amount > limit then return i end
+      local entry = redis.call("lindex", KEYS[i], limit - amount)
+      if entry and tonumber(entry) >= now - expiry then return i end
+    elseif tonumber(redis.call("get", KEYS[i]) or "0") + amount > limit then
+      return i
+    end
+  end
+  return 0
+end
+local function take(first, last)
+  for i = first, last do
+    local kind, limit, expiry, amount = ARGV[4*i], tonumber(ARGV[4*i+1]), tonumber(ARGV[4*i+2]), tonumber(ARGV[4*i+3])
+    if kind == "m" then
+      for _ = 1, amount do redis.call("lpush", KEYS[i], ARGV[1]) end
+      redis.call("ltrim", KEYS[i], 0, limit - 1)
+      redis.call("expire", KEYS[i], expiry)
+    elseif redis.call("incrby", KEYS[i], amount) == amount then
+      redis.call("expire", KEYS[i], expiry)
+    end
   end
 end
+local out = {refused(1, a), 0}
+if out[1] ~= 0 then return out end
+take(1, a)
+if b > 0 and refused(a + 1, a + b) == 0 then
+  take(a + 1, a + b)
+  out[2] = 1
+end
+for i = a + b + 1, #KEYS do out[#out + 1] = redis.call("get", KEYS[i]) or false end
+return out
+"""
+
+# Windows taken for a route's first target that the route then did not call (its breaker opened
+# meanwhile, its deadline passed): given back. A moving window's entry is removed by its timestamp
+# (the string the acquire script pushed), a counter decremented. ARGV: now, then kind, amount per key.
+_GIVE_BACK = """
 for i = 1, #KEYS do
-  local kind, limit, expiry, amount = ARGV[4*i-2], tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i]), tonumber(ARGV[4*i+1])
-  if kind == "m" then
-    for _ = 1, amount do redis.call("lpush", KEYS[i], now) end
-    redis.call("ltrim", KEYS[i], 0, limit - 1)
-    redis.call("expire", KEYS[i], expiry)
-  elseif redis.call("incrby", KEYS[i], amount) == amount then
-    redis.call("expire", KEYS[i], expiry)
+  if ARGV[2*i] == "m" then
+    redis.call("lrem", KEYS[i], tonumber(ARGV[2*i+1]), ARGV[1])
+  elseif redis.call("exists", KEYS[i]) == 1 then  -- an expired counter stays gone (no key without expiry)
+    redis.call("incrby", KEYS[i], -tonumber(ARGV[2*i+1]))
   end
 end
 return 0
 """
+
+
+class _Taken:
+    """A route's first target whose windows the route's limits layer took before the call (see
+    :meth:`LimitsLayer._acall_route`): the target's own layer, seeing it, counts nothing again."""
+
+    __slots__ = ("llm_id", "checks", "cost", "now", "failed")
+
+    def __init__(self, llm_id: str, checks: list["_Check"], cost: int, now: str):
+        self.llm_id: Optional[str] = llm_id  # None once the target's call started (consumed)
+        self.checks, self.cost, self.now = checks, cost, now
+        self.failed = False  # the target's call failed: its layer gave back the tokens
+
+
+#: the calling context's :class:`_Taken`, set around a route's call
+_TAKEN: ContextVar[Optional[_Taken]] = ContextVar("langchain_mesh_limits_taken", default=None)
 
 
 @dataclass(frozen=True)
@@ -246,9 +298,7 @@ class Limiter:
             return self.acquire(checks, cost, test_first)
         pipe = self.pipes.pipe() if self.pipes is not None else None
         if pipe is not None:
-            refused = await pipe.script(_scripts()[0], [c.rkey for c in checks], self._script_args(checks, cost))
-            if refused:
-                await self._arefuse(checks[refused - 1], checks)
+            await self.aacquire_with_target(pipe, checks, cost, [], 0, [])
             return None
         if test_first:
             for c in checks:
@@ -265,15 +315,37 @@ class Limiter:
                 await self._arefuse(c, checks)
             done.append(c)
 
-    def _script_args(self, checks: list[_Check], cost: int) -> list[Any]:
-        args: list[Any] = [repr(time.time())]
-        moving = self.kind == "moving-window"
+    async def aacquire_with_target(self, pipe: Any, checks: list[_Check], cost: int, target: list[_Check],
+                                   tcost: int, reads: list[str]) -> tuple[str, bool, list[Any]]:
+        """On the pipelined connection, one round trip: take ``checks`` (raising RateLimitExceeded having
+        taken nothing when one refuses), then ``target`` (a route's first target: all, or none when
+        one is full), and read the ``reads`` keys. (the timestamp the moving windows got, whether the
+        target's windows were taken, the values read)."""
+        now = repr(time.time())
+        args: list[Any] = [now, len(checks), len(target)]
+        self._window_args(args, checks, cost)
+        self._window_args(args, target, tcost)
+        got = await pipe.script(_scripts()[0], [c.rkey for c in checks] + [c.rkey for c in target] + reads, args)
+        if got[0]:
+            await self._arefuse(checks[got[0] - 1], checks)
+        return now, got[1] == 1, got[2:]
+
+    def _window_args(self, args: list[Any], checks: list[_Check], cost: int) -> None:
+        moving = "m" if self.kind == "moving-window" else "c"
         for c in checks:
             if c.dim == "requests":
-                args += ("m" if moving else "c", c.item.amount, self.expiry, 1)
+                args += (moving, c.item.amount, self.expiry, 1)
             else:
                 args += ("c", c.item.amount, self.expiry, cost)
-        return args
+
+    def give_back_nowait(self, pipe: Any, checks: list[_Check], cost: int, now: str) -> None:
+        """Windows :meth:`aacquire_with_target` took for a target the call never reached, given back
+        without waiting (see _GIVE_BACK)."""
+        args: list[Any] = [now]
+        moving = "m" if self.kind == "moving-window" else "c"
+        for c in checks:
+            args += (moving, 1) if c.dim == "requests" else ("c", cost)
+        pipe.script_later(_scripts()[2], [c.rkey for c in checks], args)
 
     async def _ahit(self, c: _Check, cost: int) -> bool:
         st = self.astorage
@@ -328,14 +400,14 @@ _SCRIPTS: list[Any] = []
 
 
 def _scripts() -> list[Any]:
-    """The acquire-all script, and limits' own incr-and-expire (read from the installed library)."""
+    """The acquire-all script, limits' own incr-and-expire (read from the installed library), the give-back."""
     if not _SCRIPTS:
         from importlib.resources import files
 
         from .redis_pipe import Script
 
         incr = (files("limits") / "resources" / "redis" / "lua_scripts" / "incr_expire.lua").read_text()
-        _SCRIPTS[:] = [Script(_ACQUIRE_ALL), Script(incr)]
+        _SCRIPTS[:] = [Script(_ACQUIRE_ALL), Script(incr), Script(_GIVE_BACK)]
     return _SCRIPTS
 
 
@@ -384,6 +456,11 @@ class LimitsLayer(Layer):
         self.fixed = self._checks("llm", llm.id, self.cfg.llms.get(llm.id)) + \
             self._checks("connection", conn, self.cfg.connections.get(conn))
         self._by_scope: dict[tuple[Any, Any, Any], list[_Check]] = {}
+        self.mesh, self.llm, self.llm_id = mesh, llm, llm.id
+        self.route = getattr(llm, "route", None)
+        # found on the first route call (the chains are built after this layer): the limits layer of
+        # each target, the budgets layer of this LLM's chain (see _acall_route)
+        self._partners: Optional[tuple[list[Optional["LimitsLayer"]], Any]] = None
 
     def _checks(self, kind: str, name: Optional[str], rate: Any) -> list[_Check]:
         if rate is None or name is None:
@@ -400,12 +477,8 @@ class LimitsLayer(Layer):
         counts tokens; worked out once per caller (key, user, team)."""
         s = call.scope
         if s.extra and s.extra.get("route"):
-            k: Any = "route target"
-            got = self._by_scope.get(k)
-            if got is None:
-                got = self._by_scope[k] = self._plan(self.fixed)
-            return got
-        k = (s.key, s.user, s.team)
+            return self.route_plan()
+        k: Any = (s.key, s.user, s.team)
         got = self._by_scope.get(k)
         if got is None:
             cfg = self.cfg
@@ -422,6 +495,13 @@ class LimitsLayer(Layer):
     def _plan(self, checks: list[_Check]) -> tuple[list[_Check], bool, bool]:
         ordered, test_first = self.limiter.order(checks)
         return ordered, test_first, any(c.dim == "tokens" for c in checks)
+
+    def route_plan(self) -> tuple[list[_Check], bool, bool]:
+        """:meth:`plan` of the calls a route makes to this LLM (only its own windows)."""
+        got = self._by_scope.get("route target")  # type: ignore[call-overload]
+        if got is None:
+            got = self._by_scope["route target"] = self._plan(self.fixed)  # type: ignore[index]
+        return got
 
     def checks(self, call: Any) -> list[_Check]:
         return self.plan(call)[0]
@@ -473,13 +553,21 @@ class LimitsLayer(Layer):
     async def acall(self, call: Any, nxt: Any) -> Any:
         if call.op in _SKIP:
             return await nxt()
+        taken = _TAKEN.get()
+        if taken is not None and taken.llm_id == self.llm_id:
+            return await self._acall_taken(taken, nxt)
         checks, cost = self._start(call)
         if not checks:
             return await nxt()
         if not self.limiter.remote:  # in memory: taken at once (no coroutine to await)
             self.limiter.acquire(checks, cost, call.notes["limits.test_first"])
-        elif not await self._aacquire_guarded(call, checks, cost):
-            return await nxt()
+        else:
+            if self.route is not None and self.limiter.pipes is not None:
+                pipe = self.limiter.pipes.pipe()
+                if pipe is not None:  # a route on Redis: its windows and its first target's in one trip
+                    return await self._acall_route(call, nxt, pipe, checks, cost)
+            if not await self._aacquire_guarded(call, checks, cost):
+                return await nxt()
         try:
             result = await nxt()
         except BaseException:
@@ -491,6 +579,92 @@ class LimitsLayer(Layer):
             return result
         await self._asettle(checks, cost, _tokens(getattr(result, "usage", None)))
         return result
+
+    # ---- a route's call on Redis: one round trip before it, none waited for after it ----------------
+
+    async def _acall_route(self, call: Any, nxt: Any, pipe: Any, checks: list[_Check], cost: int) -> Any:
+        """The route's windows, those of the target it will call first and the budgets' spend so far,
+        in one round trip (each layer asking for its own made three, one after another: issue 24).
+        The route is told to call that target first (Route.preset); the target's own layer, finding
+        its windows taken (_TAKEN), counts nothing again. Another target (a fallback) is counted by its
+        own layer, as before; a first target the route did not reach after all gets its windows back."""
+        route = self.route
+        order = route.order(call.scope.sticky_key)
+        target, tcost = self._first_target(call, order[0], cost)
+        budgets = self._budget_reads(call)
+
+        async def acquire() -> Any:
+            return await self.limiter.aacquire_with_target(pipe, checks, cost, target, tcost,
+                                                           budgets[2] if budgets is not None else [])
+        got = await aguarded(self.cfg_all, "rate limits", acquire, None)
+        if got is None:
+            return await nxt()  # store down, failing open (the target's layer and the budgets ask again)
+        now, target_taken, values = got
+        if budgets is not None:  # for BudgetsLayer._abefore, which checks them
+            call.notes["budgets.spent"] = (budgets[0], budgets[1], values)
+        taken = _Taken(route.ids[order[0]], target, tcost, now) if target_taken else None
+        marks = (route.preset(order), _TAKEN.set(taken))
+        try:
+            result = await nxt()
+        except BaseException:
+            self._route_over(checks, cost, taken, None)
+            raise
+        finally:
+            _TAKEN.reset(marks[1])
+            route.unset(marks[0])
+            if taken is not None and taken.llm_id is not None:  # the route never called it: not counted
+                self.limiter.give_back_nowait(pipe, taken.checks, taken.cost, taken.now)
+                taken.failed = True
+        if call.op == "forward":
+            if cost or tcost:  # the tokens are reconciled when the server has read the usage (usage_of.py)
+                return on_forward_end(result, lambda u, ok: self._route_over(checks, cost, taken, tokens_of(u)))
+            return result
+        self._route_over(checks, cost, taken, _tokens(getattr(result, "usage", None)))
+        return result
+
+    def _route_over(self, checks: list[_Check], cost: int, taken: Optional[_Taken], actual: Optional[int]) -> None:
+        """After a route's call: the token estimates replaced by ``actual``, sent without waiting."""
+        self._settle_later(checks, cost, actual)
+        # only a target called, and not failed (a failed attempt gave its tokens back itself; one never
+        # called gets all its windows back in _acall_route)
+        if taken is not None and taken.llm_id is None and not taken.failed:
+            self._settle_later(taken.checks, taken.cost, actual)
+
+    async def _acall_taken(self, taken: _Taken, nxt: Any) -> Any:
+        """This target's windows were taken with its route's (see _acall_route)."""
+        taken.llm_id = None  # consumed: another attempt at this target (a later pass) counts again
+        try:
+            return await nxt()
+        except BaseException:
+            taken.failed = True  # the attempt used no tokens: its estimate given back now, as _asettle does
+            self._settle_later(taken.checks, taken.cost, None)
+            raise
+
+    def _first_target(self, call: Any, i: int, cost: int) -> tuple[list[_Check], int]:
+        """The windows of target ``i`` to take before the route's call, and its token estimate: none
+        when it has no limits, or when its breaker is not known to be closed (the route may skip it)."""
+        layer = self._found()[0][i]
+        if layer is None:
+            return [], 0
+        breakers = self.route.breakers
+        if breakers is not None and breakers[i].known() != CLOSED:
+            return [], 0
+        target, _test_first, tokens = layer.route_plan()
+        return target, (cost or estimate_tokens(call)) if tokens else 0
+
+    def _budget_reads(self, call: Any) -> Optional[tuple[Any, int, list[str]]]:
+        budgets = self._found()[1]
+        return budgets.spend_reads(call, self.limiter.pipes) if budgets is not None else None
+
+    def _found(self) -> tuple[list[Optional["LimitsLayer"]], Any]:
+        got = self._partners
+        if got is None:
+            chain = self.mesh._chain(self.llm)  # noqa: SLF001 - the mesh's own chain cache
+            budgets = next((x for x in chain if x.name == "budgets" and hasattr(x, "spend_reads")), None)
+            targets = [next((x for x in self.mesh._chain(t) if isinstance(x, LimitsLayer)), None)  # noqa: SLF001
+                       for t in self.route.targets]
+            got = self._partners = (targets, budgets)
+        return got
 
     def stream(self, call: Any, nxt: Any) -> Any:
         checks, cost = self._start(call)

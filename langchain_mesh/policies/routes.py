@@ -62,6 +62,12 @@ _CONTEXT_WINDOW = ("context_length_exceeded", "context window", "context_window"
 _LAST_META: ContextVar[Optional[CallMeta]] = ContextVar("langchain_mesh_route_meta", default=None)
 
 
+#: the first pass's target order a layer around the route chose before the call (the limits layer:
+#: it takes the first target's rate-limit windows together with the route's, in one Redis round
+#: trip, so the route must call that target first): (the route, the order); see Route.preset
+_PICKED: ContextVar[Optional[tuple["Route", list[int]]]] = ContextVar("langchain_mesh_route_pick", default=None)
+
+
 def route_meta() -> Optional[CallMeta]:
     return _LAST_META.get()
 
@@ -219,6 +225,19 @@ class Route:
         else:  # lowest_latency
             first = min(range(n), key=self.latency.__getitem__)
         return self._orders[first]
+
+    def preset(self, order: list[int]) -> Any:
+        """Make ``order`` (an :meth:`order` result) this context's first pass over the targets; the token
+        for :meth:`unset`. For a layer that needs to know the first target before the call starts."""
+        return _PICKED.set((self, order))
+
+    @staticmethod
+    def unset(token: Any) -> None:
+        _PICKED.reset(token)
+
+    def _first_pass(self, sticky_key: Optional[str]) -> list[int]:
+        picked = _PICKED.get()
+        return picked[1] if picked is not None and picked[0] is self else self.order(sticky_key)
 
     def _observe(self, i: int, seconds: float) -> None:
         old = self.latency[i]
@@ -408,7 +427,7 @@ class Route:
         try:
             round_ = 0
             while True:
-                for i in self.order(scope.sticky_key):
+                for i in self._first_pass(scope.sticky_key) if round_ == 0 else self.order(scope.sticky_key):
                     state = await self._aadmit(i, tried)
                     if state is None:
                         continue
@@ -579,7 +598,7 @@ class Route:
         try:
             round_ = 0
             while True:
-                for i in self.order(scope.sticky_key):
+                for i in self._first_pass(scope.sticky_key) if round_ == 0 else self.order(scope.sticky_key):
                     # the breaker's state without a coroutine when it is known (Breaker.known): this
                     # is every gateway request's path
                     if breakers is None:

@@ -143,6 +143,7 @@ class RedisStore:
         self._async: Any = None
         self._async_loop: Any = None
         self._pipes: Any = weakref.WeakKeyDictionary()  # event loop -> RedisPipe (False: none possible)
+        self._last: tuple[Any, Any] = (None, None)  # pipe()'s last (loop, answer)
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisStore(...)"
@@ -162,15 +163,17 @@ class RedisStore:
     def pipe(self) -> Any:
         """The running loop's pipelined connection (see redis_pipe.py), or None without ``hiredis``:
         then the async calls go through ``redis.asyncio``."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
+        last = self._last  # the same loop as last time (a gateway has one): no weak-dict lookup
+        if last[0] is loop:
+            return last[1]
         got = self._pipes.get(loop)
         if got is None:
             from .redis_pipe import RedisPipe, available
 
             got = RedisPipe(self.url, self.timeout) if available() else False
             self._pipes[loop] = got
+        self._last = (loop, got or None)
         return got or None
 
     def incr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
@@ -248,6 +251,12 @@ class RedisStore:
 
     def close(self) -> None:
         self._sync.close()
+
+
+def _running_loop() -> Any:
+    import asyncio
+
+    return asyncio.get_running_loop()
 
 
 def store_for(mesh: Any) -> Any:
