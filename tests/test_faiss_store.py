@@ -440,6 +440,21 @@ def test_failure_mid_write_leaves_the_previous_version_loadable(emb, tmp_path, m
     assert FaissVectorStore.load(path, emb).get_by_ids(["new"])
 
 
+@pytest.mark.parametrize("encoder", ["orjson", "json"])
+def test_docstore_encoding_is_one_json_line_per_record(monkeypatch, encoder):
+    if encoder == "json":
+        monkeypatch.setattr(persistence, "_orjson", None)
+    recs = [{"key": i, "id": f"d{i}", "text": 'braces },{ "quoted"\nnewline', "metadata": {"n": [i]}}
+            for i in range(3)]
+    data = persistence._encode_docstore(iter(recs), 3)
+    lines = data.split(b"\n")
+    assert len(lines) == 5 and lines[-1] == b""  # header, three records, then the final newline
+    assert json.loads(lines[0]) == {"format": "langchain-mesh.docstore", "format_version": 1, "count": 3}
+    assert [json.loads(line) for line in lines[1:4]] == recs
+    assert list(persistence.parse_docstore(data)) == recs
+    assert persistence._encode_docstore(iter(()), 0).count(b"\n") == 1
+
+
 def test_copy_to_stages_a_new_version(emb, tmp_path):
     store = _store(emb)
     v1 = store.save(tmp_path / "v1")
