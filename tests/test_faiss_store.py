@@ -373,7 +373,8 @@ def test_write_blob_hashes_what_it_writes_and_starts_writeback_per_chunk(tmp_pat
     started = []
     monkeypatch.setattr(persistence, "_SYNC_FILE_RANGE", lambda fd, off, n, flags: started.append((off, n, flags)))
     chunks = [b"a" * 5000, bytearray(b"\x00\xff" * 3000), memoryview(b"tail")]
-    sha = persistence._write_blob(tmp_path / "blob", chunks)
+    sha, fd = persistence._write_blob(tmp_path / "blob", chunks)
+    os.close(fd)  # left open for the fdatasync before the commit
     data = (tmp_path / "blob").read_bytes()
     assert data == b"".join(bytes(c) for c in chunks)
     assert sha == hashlib.sha256(data).hexdigest()
@@ -392,7 +393,7 @@ def test_index_checksum_is_the_files_sha256_with_and_without_sync_file_range(emb
         assert len(FaissVectorStore.load(path, emb)) == 5
 
 
-def test_every_data_file_is_synced_after_its_writeback_and_before_the_commit(emb, tmp_path, monkeypatch):
+def test_every_data_file_is_synced_after_every_writeback_and_before_the_commit(emb, tmp_path, monkeypatch):
     events: list[tuple[str, str]] = []
     sync, replace, fsync_dir = persistence._fdatasync, persistence.os.replace, persistence._fsync_dir
 
@@ -415,6 +416,9 @@ def test_every_data_file_is_synced_after_its_writeback_and_before_the_commit(emb
         assert first_writeback < events.index(("sync", role)) < commit, (role, events)
         assert ("writeback", role) not in events[events.index(("sync", role)):], (role, events)
     assert events[commit - 1][0] == "sync" and events[commit + 1] == ("dirsync", "")  # the manifest's own
+    # every file is synced after the last write of all of them (one journal commit can carry them all)
+    last_writeback = max(i for i, e in enumerate(events) if e[0] == "writeback")
+    assert all(e[0] != "sync" for e in events[:last_writeback]), events
 
 
 def test_failure_mid_write_leaves_the_previous_version_loadable(emb, tmp_path, monkeypatch):
@@ -430,10 +434,13 @@ def test_failure_mid_write_leaves_the_previous_version_loadable(emb, tmp_path, m
             raise OSError("I/O error (simulated)")
 
     monkeypatch.setattr(persistence, "_SYNC_FILE_RANGE", fail_on_second)
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
     with pytest.raises(OSError, match="simulated"):
         store.save()
     monkeypatch.undo()
     assert sorted(os.listdir(path)) == before
+    if fds is not None:  # the data files left open for their fdatasync were closed
+        assert len(os.listdir("/proc/self/fd")) == fds
     old = FaissVectorStore.load(path, emb)
     assert len(old) == 5 and old.get_by_ids(["new"]) == []
     store.save()

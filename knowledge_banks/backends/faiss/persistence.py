@@ -19,9 +19,10 @@ A store directory holds::
 ``{"format": "langchain-mesh.docstore", "format_version": 1, "count": N}``; each next line is
 ``{"key": <int64 FAISS id>, "id": "<document id>", "text": "...", "metadata": {...}}``.
 
-Commit protocol (``write_store``): data files are written under fresh names and fsynced, then
-``manifest.json`` is replaced atomically (``os.replace``) and the directory fsynced; only then are files
-no longer named by the manifest removed. A crash at any point leaves either the old manifest with its
+Commit protocol (``write_store``): data files are written under fresh names (their writeback started as
+they are written, so the disk works while they are hashed), then all of them and the new manifest are
+fdatasynced, then ``manifest.json`` is replaced atomically (``os.replace``) and the directory fsynced;
+only then are files no longer named by the manifest removed. A crash at any point leaves either the old manifest with its
 intact files or the new one with its complete files. Readers refuse unknown formats and versions with
 :class:`UnsupportedFormatError`, and check the files' SHA-256 against the manifest.
 """
@@ -240,11 +241,13 @@ def parse_docstore(data: bytes, where: str = "docstore") -> Iterator[dict[str, A
 # ---- writing -----------------------------------------------------------------------------------------
 
 
-def _write_blob(fpath: Path, chunks: Iterable[Any]) -> str:
-    """Write byte chunks, fdatasync, and return their SHA-256 (hashed in memory, not read back).
+def _write_blob(fpath: Path, chunks: Iterable[Any]) -> tuple[str, int]:
+    """Write byte chunks and return their SHA-256 (hashed in memory, not read back) and the file's
+    still open descriptor: the caller fdatasyncs it before the commit (``_write_manifest``) and closes it.
 
     Each chunk is written first and its writeback started (``_start_writeback``) before it is hashed, so
-    the disk writes it while this thread hashes; the fdatasync at the end then mostly waits for nothing.
+    the disk writes it while this thread hashes; the fdatasync before the commit then mostly waits for
+    nothing.
     """
     h = hashlib.sha256()
     fd = os.open(fpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
@@ -256,10 +259,10 @@ def _write_blob(fpath: Path, chunks: Iterable[Any]) -> str:
             _start_writeback(fd, offset, len(view))
             offset += len(view)
             h.update(view)  # the bytes just written (they are in memory and do not change)
-        _fdatasync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    return h.hexdigest()
+        raise
+    return h.hexdigest(), fd
 
 
 def _write_all(fd: int, view: memoryview) -> None:
@@ -322,12 +325,25 @@ def _write_docstore(fpath: Path, records: Iterable[dict[str, Any]], count: int) 
     return writer
 
 
-def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+def _write_manifest(directory: Path, manifest: dict[str, Any], data_fds: Iterable[int] = ()) -> None:
+    """Commit ``manifest``: write it under a temporary name, fdatasync the data files (``data_fds``) and
+    it, rename it over ``manifest.json``, fsync the directory.
+
+    Why the data files are synced here, not each by its writer as it finishes: every sync comes after the
+    last write of every file, so the first fdatasync commits the filesystem journal once for all of them
+    (ext4: one commit carries every file's new blocks; each later fdatasync finds its metadata already
+    committed and only waits for its data, whose writeback was started as it was written). Synced by its
+    writer, each file could cost a journal commit of its own, which waits for whatever else the system
+    is writing. It is as safe: the rename, the commit point, still comes after every fdatasync returned.
+    """
     tmp = directory / f".{MANIFEST}.{secrets.token_hex(4)}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.flush()
+            _start_writeback(f.fileno())  # in the journal transaction the first fdatasync below commits
+            for fd in data_fds:
+                _fdatasync(fd)
             _fdatasync(f.fileno())
         os.replace(tmp, directory / MANIFEST)  # the commit point
     finally:
@@ -347,11 +363,13 @@ def _cleanup(directory: Path, keep: set[str]) -> None:
                 pass
 
 
-def _hash_and_sync(fpath: Path) -> str:
-    """SHA-256 of a file a library has just written, read back (from the page cache), then fdatasync.
-    Its writeback is started first, so the disk writes the file while it is hashed."""
+def _hash_file(fpath: Path) -> tuple[str, int]:
+    """SHA-256 of a file a library has just written, read back (from the page cache), and a descriptor
+    of it to fdatasync before the commit (the caller closes it). Its writeback is started first, so the
+    disk writes the file while it is hashed. (Hashing FAISS's output as it writes, through
+    ``faiss.PyCallbackIOWriter``, was measured: no faster, as the callback copies each chunk too.)"""
     h = hashlib.sha256()
-    fd = os.open(fpath, os.O_RDONLY)
+    fd = os.open(fpath, os.O_RDONLY)  # fdatasync syncs the file, whatever the descriptor's access mode
     try:
         _start_writeback(fd)
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
@@ -359,15 +377,16 @@ def _hash_and_sync(fpath: Path) -> str:
             view = memoryview(buf)
             while n := f.readinto(buf):
                 h.update(view[:n])
-        _fdatasync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    return h.hexdigest()
+        raise
+    return h.hexdigest(), fd
 
 
 class _BlobWriter(threading.Thread):
-    """Produce, hash, write and fdatasync one data file in a thread: hashlib, file I/O and the sync
-    release the GIL, so this overlaps with encoding the docstore in the caller's thread.
+    """Produce, write and hash one data file in a thread: hashlib and file I/O release the GIL, so this
+    overlaps with encoding the docstore in the caller's thread. ``fd``: the file, left open for the
+    fdatasync before the commit; ``close()`` closes it.
 
     ``data``: the bytes, a callable returning them, or ``("file", write)`` where ``write(path)`` writes
     the file itself (FAISS's ``write_index``: no in-memory copy of the index; hashed by reading it back).
@@ -377,6 +396,7 @@ class _BlobWriter(threading.Thread):
         super().__init__(daemon=True)
         self.fpath, self.data = fpath, data
         self.sha: Optional[str] = None
+        self.fd: Optional[int] = None
         self.error: Optional[BaseException] = None
 
     def run(self) -> None:
@@ -384,9 +404,9 @@ class _BlobWriter(threading.Thread):
             data = self.data
             if isinstance(data, tuple) and len(data) == 2 and data[0] == "file":
                 data[1](str(self.fpath))
-                self.sha = _hash_and_sync(self.fpath)
+                self.sha, self.fd = _hash_file(self.fpath)
             else:
-                self.sha = _write_blob(self.fpath, [data() if callable(data) else data])
+                self.sha, self.fd = _write_blob(self.fpath, [data() if callable(data) else data])
         except BaseException as e:  # noqa: BLE001 - re-raised by result() in the caller's thread
             self.error = e
 
@@ -397,6 +417,11 @@ class _BlobWriter(threading.Thread):
         assert self.sha is not None
         return self.sha
 
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
 
 def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[Any],
                 records: Iterable[dict[str, Any]], extra: Optional[dict[str, tuple[str, Any]]] = None
@@ -406,8 +431,8 @@ def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[
     ``index_bytes``: the serialised FAISS index (bytes or a uint8 array, or ``("file", write)`` with
     ``write(path)`` writing it) or None for an empty store; ``extra``: more data files,
     ``{role: (file extension, bytes or a callable returning them)}`` (the BM25 index). Every data file is
-    synced before the manifest that names them replaces the old one: one fdatasync per file, one fsync
-    of the directory after the manifest's rename.
+    synced before the manifest that names them replaces the old one: one fdatasync per file, all after
+    the last write (see ``_write_manifest``), one fsync of the directory after the manifest's rename.
     """
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
@@ -432,16 +457,23 @@ def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[
         for role, writer in writers.items():
             sha[role] = writer.result()
         manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": files, "sha256": sha}
-        _write_manifest(directory, manifest)
+        _write_manifest(directory, manifest, [w.fd for w in writers.values() if w.fd is not None])
     except BaseException:
         for writer in writers.values():
             writer.join()
+        _close(writers.values())
         for p in written:  # the old manifest and its files are untouched
             if p.exists():
                 p.unlink()
         raise
+    _close(writers.values())
     _cleanup(directory, set(files.values()))
     return manifest
+
+
+def _close(writers: Iterable[_BlobWriter]) -> None:
+    for writer in writers:
+        writer.close()
 
 
 def copy_store(src: PathLike, dst: PathLike) -> dict[str, Any]:
