@@ -364,6 +364,104 @@ def test_crash_during_save_leaves_previous_version(emb, tmp_path, monkeypatch, w
     assert len(FaissVectorStore.load(path, emb)) == 5 and sorted(os.listdir(path)) != before
 
 
+# ---- save: writeback started early, synced before the commit ------------------------------------------
+
+
+def test_write_blob_hashes_what_it_writes_and_starts_writeback_per_chunk(tmp_path, monkeypatch):
+    import hashlib
+
+    started = []
+    monkeypatch.setattr(persistence, "_SYNC_FILE_RANGE", lambda fd, off, n, flags: started.append((off, n, flags)))
+    chunks = [b"a" * 5000, bytearray(b"\x00\xff" * 3000), memoryview(b"tail")]
+    sha, fd = persistence._write_blob(tmp_path / "blob", chunks)
+    os.close(fd)  # left open for the fdatasync before the commit
+    data = (tmp_path / "blob").read_bytes()
+    assert data == b"".join(bytes(c) for c in chunks)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert started == [(0, 5000, 2), (5000, 6000, 2), (11000, 4, 2)]  # each chunk's range, WRITE only
+
+
+def test_index_checksum_is_the_files_sha256_with_and_without_sync_file_range(emb, tmp_path, monkeypatch):
+    import hashlib
+
+    for name, fn in (("linux", None), ("none", False)):  # None: resolved from libc; False: no such call
+        monkeypatch.setattr(persistence, "_SYNC_FILE_RANGE", fn)
+        path = _store(emb).save(tmp_path / name)
+        manifest = json.loads((path / "manifest.json").read_text())
+        for role, fname in manifest["files"].items():
+            assert manifest["sha256"][role] == hashlib.sha256((path / fname).read_bytes()).hexdigest(), role
+        assert len(FaissVectorStore.load(path, emb)) == 5
+
+
+def test_every_data_file_is_synced_after_every_writeback_and_before_the_commit(emb, tmp_path, monkeypatch):
+    events: list[tuple[str, str]] = []
+    sync, replace, fsync_dir = persistence._fdatasync, persistence.os.replace, persistence._fsync_dir
+
+    def name(fd):
+        return os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).split("-")[0]
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to name a file descriptor")
+    monkeypatch.setattr(persistence, "_SYNC_FILE_RANGE",
+                        lambda fd, *a: events.append(("writeback", name(fd))))
+    monkeypatch.setattr(persistence, "_fdatasync", lambda fd: (events.append(("sync", name(fd))), sync(fd)))
+    monkeypatch.setattr(persistence.os, "replace", lambda a, b: (events.append(("commit", "")), replace(a, b)))
+    monkeypatch.setattr(persistence, "_fsync_dir", lambda d: (events.append(("dirsync", "")), fsync_dir(d)))
+    store = _store(emb)
+    store.keyword_search("lemon")  # builds the BM25 index, saved with the version
+    store.save(tmp_path / "bank")
+    commit = events.index(("commit", ""))
+    for role in ("index", "docstore", "bm25"):
+        first_writeback = events.index(("writeback", role))
+        assert first_writeback < events.index(("sync", role)) < commit, (role, events)
+        assert ("writeback", role) not in events[events.index(("sync", role)):], (role, events)
+    assert events[commit - 1][0] == "sync" and events[commit + 1] == ("dirsync", "")  # the manifest's own
+    # every file is synced after the last write of all of them (one journal commit can carry them all)
+    last_writeback = max(i for i, e in enumerate(events) if e[0] == "writeback")
+    assert all(e[0] != "sync" for e in events[:last_writeback]), events
+
+
+def test_failure_mid_write_leaves_the_previous_version_loadable(emb, tmp_path, monkeypatch):
+    store = _store(emb)
+    path = store.save(tmp_path / "bank")
+    before = sorted(os.listdir(path))
+    store.add_texts(["an unsaved change"], ids=["new"])
+    calls = []
+
+    def fail_on_second(fd, *a):  # the first file's writeback started, then the disk fails
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError("I/O error (simulated)")
+
+    monkeypatch.setattr(persistence, "_SYNC_FILE_RANGE", fail_on_second)
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    with pytest.raises(OSError, match="simulated"):
+        store.save()
+    monkeypatch.undo()
+    assert sorted(os.listdir(path)) == before
+    if fds is not None:  # the data files left open for their fdatasync were closed
+        assert len(os.listdir("/proc/self/fd")) == fds
+    old = FaissVectorStore.load(path, emb)
+    assert len(old) == 5 and old.get_by_ids(["new"]) == []
+    store.save()
+    assert FaissVectorStore.load(path, emb).get_by_ids(["new"])
+
+
+@pytest.mark.parametrize("encoder", ["orjson", "json"])
+def test_docstore_encoding_is_one_json_line_per_record(monkeypatch, encoder):
+    if encoder == "json":
+        monkeypatch.setattr(persistence, "_orjson", None)
+    recs = [{"key": i, "id": f"d{i}", "text": 'braces },{ "quoted"\nnewline', "metadata": {"n": [i]}}
+            for i in range(3)]
+    data = persistence._encode_docstore(iter(recs), 3)
+    lines = data.split(b"\n")
+    assert len(lines) == 5 and lines[-1] == b""  # header, three records, then the final newline
+    assert json.loads(lines[0]) == {"format": "langchain-mesh.docstore", "format_version": 1, "count": 3}
+    assert [json.loads(line) for line in lines[1:4]] == recs
+    assert list(persistence.parse_docstore(data)) == recs
+    assert persistence._encode_docstore(iter(()), 0).count(b"\n") == 1
+
+
 def test_copy_to_stages_a_new_version(emb, tmp_path):
     store = _store(emb)
     v1 = store.save(tmp_path / "v1")

@@ -19,9 +19,10 @@ A store directory holds::
 ``{"format": "langchain-mesh.docstore", "format_version": 1, "count": N}``; each next line is
 ``{"key": <int64 FAISS id>, "id": "<document id>", "text": "...", "metadata": {...}}``.
 
-Commit protocol (``write_store``): data files are written under fresh names and fsynced, then
-``manifest.json`` is replaced atomically (``os.replace``) and the directory fsynced; only then are files
-no longer named by the manifest removed. A crash at any point leaves either the old manifest with its
+Commit protocol (``write_store``): data files are written under fresh names (their writeback started as
+they are written, so the disk works while they are hashed), then all of them and the new manifest are
+fdatasynced, then ``manifest.json`` is replaced atomically (``os.replace``) and the directory fsynced;
+only then are files no longer named by the manifest removed. A crash at any point leaves either the old manifest with its
 intact files or the new one with its complete files. Readers refuse unknown formats and versions with
 :class:`UnsupportedFormatError`, and check the files' SHA-256 against the manifest.
 """
@@ -29,10 +30,12 @@ intact files or the new one with its complete files. Readers refuse unknown form
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import secrets
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
@@ -238,17 +241,64 @@ def parse_docstore(data: bytes, where: str = "docstore") -> Iterator[dict[str, A
 # ---- writing -----------------------------------------------------------------------------------------
 
 
-def _write_blob(fpath: Path, chunks: Iterable[Any]) -> str:
-    """Write byte chunks, fsync, and return their SHA-256 (hashed in memory, not read back)."""
+def _write_blob(fpath: Path, chunks: Iterable[Any]) -> tuple[str, int]:
+    """Write byte chunks and return their SHA-256 (hashed in memory, not read back) and the file's
+    still open descriptor: the caller fdatasyncs it before the commit (``_write_manifest``) and closes it.
+
+    Each chunk is written first and its writeback started (``_start_writeback``) before it is hashed, so
+    the disk writes it while this thread hashes; the fdatasync before the commit then mostly waits for
+    nothing.
+    """
     h = hashlib.sha256()
-    with open(fpath, "wb") as f:
+    fd = os.open(fpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        offset = 0
         for chunk in chunks:
             view = memoryview(chunk).cast("B")
-            h.update(view)
-            f.write(view)
-        f.flush()
-        _fdatasync(f.fileno())
-    return h.hexdigest()
+            _write_all(fd, view)
+            _start_writeback(fd, offset, len(view))
+            offset += len(view)
+            h.update(view)  # the bytes just written (they are in memory and do not change)
+    except BaseException:
+        os.close(fd)
+        raise
+    return h.hexdigest(), fd
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+_SYNC_FILE_RANGE: Any = None  # resolved on the first save: the libc function, or False where there is none
+
+
+def _start_writeback(fd: int, offset: int = 0, nbytes: int = 0) -> None:
+    """Start writing a file's dirty pages to disk now, without waiting (Linux ``sync_file_range`` with
+    ``SYNC_FILE_RANGE_WRITE``; ``nbytes`` 0: to the end). Durability still comes from the fdatasync
+    every data file gets before the manifest is committed: this only moves the disk writes earlier, to
+    overlap with hashing and encoding (measured: an 11 MB fdatasync waits ~4.5 ms for the writes, ~0.2 ms
+    once they were started early). Elsewhere (or if the call fails) it does nothing and the final
+    fdatasync writes everything, as before. Nothing here is needed for crash safety."""
+    global _SYNC_FILE_RANGE
+    if _SYNC_FILE_RANGE is None:
+        _SYNC_FILE_RANGE = _load_sync_file_range()
+    if _SYNC_FILE_RANGE:
+        _SYNC_FILE_RANGE(fd, offset, nbytes, 2)  # 2 = SYNC_FILE_RANGE_WRITE; the result is only advisory
+
+
+def _load_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # pragma: no cover - a libc without it
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def _fdatasync(fd: int) -> None:
@@ -256,31 +306,44 @@ def _fdatasync(fd: int) -> None:
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
 
-def _docstore_chunks(records: Iterable[dict[str, Any]], count: int, per_chunk: int = 8192) -> Iterator[bytes]:
+def _encode_docstore(records: Iterable[dict[str, Any]], count: int) -> bytes:
+    """The docstore file's bytes: the header line, then one JSON line per record, each ending in a newline.
+
+    One ``join`` over ``map`` of the encoder (C iteration, no Python frame per record): 2.0 ms for 5,000
+    documents where a Python loop building 8192-line chunks took 2.6 ms. (One ``orjson.dumps`` of the
+    whole list, 1.4 ms, would need a different file format: a document's text may contain ``},{``.)
+    """
     header = json.dumps({"format": DOCSTORE_FORMAT, "format_version": FORMAT_VERSION, "count": count})
-    buf = [header.encode("utf-8")]
-    for rec in records:
-        buf.append(_dumps_line(rec))
-        if len(buf) >= per_chunk:
-            yield b"\n".join(buf) + b"\n"
-            buf = []
-    buf.append(b"")
-    yield b"\n".join(buf)
+    dumps = _orjson.dumps if _orjson is not None else _dumps_line
+    return b"\n".join(itertools.chain((header.encode("utf-8"),), map(dumps, records), (b"",)))
 
 
 def _write_docstore(fpath: Path, records: Iterable[dict[str, Any]], count: int) -> "_BlobWriter":
-    """Encode the docstore here (the GIL-bound part); hash, write and sync it in a started thread."""
-    writer = _BlobWriter(fpath, b"".join(_docstore_chunks(records, count)))
+    """Encode the docstore here (the GIL-bound part); write, hash and sync it in a started thread."""
+    writer = _BlobWriter(fpath, _encode_docstore(records, count))
     writer.start()
     return writer
 
 
-def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+def _write_manifest(directory: Path, manifest: dict[str, Any], data_fds: Iterable[int] = ()) -> None:
+    """Commit ``manifest``: write it under a temporary name, fdatasync the data files (``data_fds``) and
+    it, rename it over ``manifest.json``, fsync the directory.
+
+    Why the data files are synced here, not each by its writer as it finishes: every sync comes after the
+    last write of every file, so the first fdatasync commits the filesystem journal once for all of them
+    (ext4: one commit carries every file's new blocks; each later fdatasync finds its metadata already
+    committed and only waits for its data, whose writeback was started as it was written). Synced by its
+    writer, each file could cost a journal commit of its own, which waits for whatever else the system
+    is writing. It is as safe: the rename, the commit point, still comes after every fdatasync returned.
+    """
     tmp = directory / f".{MANIFEST}.{secrets.token_hex(4)}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.flush()
+            _start_writeback(f.fileno())  # in the journal transaction the first fdatasync below commits
+            for fd in data_fds:
+                _fdatasync(fd)
             _fdatasync(f.fileno())
         os.replace(tmp, directory / MANIFEST)  # the commit point
     finally:
@@ -300,25 +363,30 @@ def _cleanup(directory: Path, keep: set[str]) -> None:
                 pass
 
 
-def _hash_and_sync(fpath: Path) -> str:
-    """SHA-256 of a file a library has just written, read back (from the page cache), then fdatasync."""
+def _hash_file(fpath: Path) -> tuple[str, int]:
+    """SHA-256 of a file a library has just written, read back (from the page cache), and a descriptor
+    of it to fdatasync before the commit (the caller closes it). Its writeback is started first, so the
+    disk writes the file while it is hashed. (Hashing FAISS's output as it writes, through
+    ``faiss.PyCallbackIOWriter``, was measured: no faster, as the callback copies each chunk too.)"""
     h = hashlib.sha256()
-    fd = os.open(fpath, os.O_RDONLY)
+    fd = os.open(fpath, os.O_RDONLY)  # fdatasync syncs the file, whatever the descriptor's access mode
     try:
+        _start_writeback(fd)
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
             buf = bytearray(1 << 22)
             view = memoryview(buf)
             while n := f.readinto(buf):
                 h.update(view[:n])
-        _fdatasync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    return h.hexdigest()
+        raise
+    return h.hexdigest(), fd
 
 
 class _BlobWriter(threading.Thread):
-    """Produce, hash, write and fdatasync one data file in a thread: hashlib, file I/O and the sync
-    release the GIL, so this overlaps with encoding the docstore in the caller's thread.
+    """Produce, write and hash one data file in a thread: hashlib and file I/O release the GIL, so this
+    overlaps with encoding the docstore in the caller's thread. ``fd``: the file, left open for the
+    fdatasync before the commit; ``close()`` closes it.
 
     ``data``: the bytes, a callable returning them, or ``("file", write)`` where ``write(path)`` writes
     the file itself (FAISS's ``write_index``: no in-memory copy of the index; hashed by reading it back).
@@ -328,6 +396,7 @@ class _BlobWriter(threading.Thread):
         super().__init__(daemon=True)
         self.fpath, self.data = fpath, data
         self.sha: Optional[str] = None
+        self.fd: Optional[int] = None
         self.error: Optional[BaseException] = None
 
     def run(self) -> None:
@@ -335,9 +404,9 @@ class _BlobWriter(threading.Thread):
             data = self.data
             if isinstance(data, tuple) and len(data) == 2 and data[0] == "file":
                 data[1](str(self.fpath))
-                self.sha = _hash_and_sync(self.fpath)
+                self.sha, self.fd = _hash_file(self.fpath)
             else:
-                self.sha = _write_blob(self.fpath, [data() if callable(data) else data])
+                self.sha, self.fd = _write_blob(self.fpath, [data() if callable(data) else data])
         except BaseException as e:  # noqa: BLE001 - re-raised by result() in the caller's thread
             self.error = e
 
@@ -348,6 +417,11 @@ class _BlobWriter(threading.Thread):
         assert self.sha is not None
         return self.sha
 
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
 
 def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[Any],
                 records: Iterable[dict[str, Any]], extra: Optional[dict[str, tuple[str, Any]]] = None
@@ -357,8 +431,8 @@ def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[
     ``index_bytes``: the serialised FAISS index (bytes or a uint8 array, or ``("file", write)`` with
     ``write(path)`` writing it) or None for an empty store; ``extra``: more data files,
     ``{role: (file extension, bytes or a callable returning them)}`` (the BM25 index). Every data file is
-    synced before the manifest that names them replaces the old one: one fdatasync per file, one fsync
-    of the directory after the manifest's rename.
+    synced before the manifest that names them replaces the old one: one fdatasync per file, all after
+    the last write (see ``_write_manifest``), one fsync of the directory after the manifest's rename.
     """
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
@@ -383,16 +457,23 @@ def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[
         for role, writer in writers.items():
             sha[role] = writer.result()
         manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": files, "sha256": sha}
-        _write_manifest(directory, manifest)
+        _write_manifest(directory, manifest, [w.fd for w in writers.values() if w.fd is not None])
     except BaseException:
         for writer in writers.values():
             writer.join()
+        _close(writers.values())
         for p in written:  # the old manifest and its files are untouched
             if p.exists():
                 p.unlink()
         raise
+    _close(writers.values())
     _cleanup(directory, set(files.values()))
     return manifest
+
+
+def _close(writers: Iterable[_BlobWriter]) -> None:
+    for writer in writers:
+        writer.close()
 
 
 def copy_store(src: PathLike, dst: PathLike) -> dict[str, Any]:

@@ -680,7 +680,8 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
                 extra["bm25"] = ("npz", bm25.to_bytes)  # encoded in a writer thread
             elif self._bm25_bytes is not None:  # loaded, unchanged and not parsed yet: written back as is
                 extra["bm25"] = ("npz", self._bm25_bytes)
-            # FAISS writes its own file (no serialised copy in memory); the writer thread hashes it back.
+            # FAISS writes its own file (no serialised copy in memory); a writer thread hashes it back
+            # (its writeback started first) and write_store fdatasyncs it before the commit.
             # The store's lock is held until write_store returns, so the index cannot change meanwhile.
             index = ("file", vi.write) if vi is not None else None
             persistence.write_store(target, self._manifest(), index, records, extra)
