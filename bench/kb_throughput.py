@@ -270,6 +270,9 @@ def main() -> int:
             f"lower is better; {len(lat['ours'])} searches")
     row("  ours: hybrid search p50 / p95", f"{pct(lat['ours_hybrid'], 50) * 1e3:.2f} ms", "-", "-",
         f"p95 {pct(lat['ours_hybrid'], 95) * 1e3:.2f} ms; no hybrid search in theirs")
+    d50, h50 = pct(lat["ours"], 50), pct(lat["ours_hybrid"], 50)
+    row("  ours: hybrid / dense p50", f"{h50 / d50:.2f}x", "-", "-",
+        "lower is better; goal <= 2.0x (hybrid = dense + BM25 + fusion)")
     row("save", f"{s_ours * 1e3:.1f} ms", f"{s_theirs * 1e3:.1f} ms", f"{s_ours / s_theirs:.2f}x",
         "lower is better; ours: index + JSONL + manifest, atomic; theirs: index + pickle")
     row("load", f"{l_ours * 1e3:.1f} ms", f"{l_theirs * 1e3:.1f} ms", f"{l_ours / l_theirs:.2f}x",
