@@ -119,7 +119,7 @@ def _top_hits(scores: Any, hits: Any, k: int) -> Any:
     if len(hits) <= k:
         return hits
     hit_scores = scores[hits]
-    kth = -np.partition(-hit_scores, k - 1)[k - 1]
+    kth = np.partition(hit_scores, len(hits) - k)[len(hits) - k]  # the k-th best (no negated copy)
     above, tied = hits[hit_scores > kth], hits[hit_scores == kth]
     return np.concatenate([above, tied[:k - len(above)]])
 
@@ -141,7 +141,7 @@ def _top_positive(scores: Any, k: int) -> Any:
     sample = scores[::_SAMPLE_STRIDE]
     rank = 2 * k * len(sample) // max(n, 1) + 1  # the sample's rank-th best: ~2k of all scores reach it
     if k > 0 and rank < len(sample):
-        threshold = float(-np.partition(-sample, rank - 1)[rank - 1])
+        threshold = float(np.partition(sample, len(sample) - rank)[len(sample) - rank])
         if threshold > 0:
             hits = np.flatnonzero(scores >= threshold)
             if len(hits) >= k:  # the true top k all score >= threshold: they are among these hits
@@ -623,7 +623,8 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
             if len(l_only):  # the exact dense score of keyword-only candidates, not 0
                 assert vi is not None
                 dense[len(d_keys):] = vi.scores_for(embedding, l_only, prepared)
-            dense *= sign
+            if sign != 1.0:
+                dense *= sign
             fused = alpha * _minmax(dense) + (1 - alpha) * _minmax(lex_all[keys].astype(np.float64))
         order = np.argsort(-fused, kind="stable")
         return keys[order], fused[order]
