@@ -21,7 +21,8 @@ Measured (ratios are ours / theirs):
   ours builds its BM25 index lazily on the first keyword/hybrid search, timed separately;
 - search latency: ``similarity_search(query, k=10)`` per query, p50 / p95 over ``--queries`` queries
   (SciFact dev queries, topped up with corpus texts), after a warm-up, runs interleaved;
-  ours' hybrid search is listed for reference (langchain-community's FAISS has none);
+  ours' hybrid search is listed for reference (langchain-community's FAISS has none), with its p50 as a
+  multiple of ours' dense p50 ("hybrid / dense p50": the cost of BM25 + fusion, lower is better);
 - save + load: ours writes FAISS's index file + a JSON-lines docstore + manifest (no pickle); theirs
   writes ``index.faiss`` + a pickle read back with ``allow_dangerous_deserialization=True``;
 - ``--with-model``: end-to-end ingest of ``--model-docs`` documents embedding with the real model.
