@@ -225,3 +225,35 @@ def test_bulk_bm25_equals_one_by_one(corpus):
     assert np.array_equal(bulk.score_all("protein cell"), one.score_all("protein cell"))
     with pytest.raises(ValueError, match="keys for"):
         BM25Index.bulk([1, 2], ["one text"])
+
+
+def _reference_top_positive(scores: np.ndarray, k: int) -> list[int]:
+    """Best k keys with score > 0 by (score desc, key asc): the plain sort _top_positive replaces."""
+    hits = [i for i in range(len(scores)) if scores[i] > 0]
+    return sorted(sorted(hits, key=lambda i: (-scores[i], i))[:k])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_keyword_top_k_selection_equals_a_full_sort(seed):
+    """The sampled-threshold top k (knowledge_banks' BM25 side of keyword/hybrid search) selects exactly
+    what a full sort selects: ties at the k-th score go to the earliest keys; fewer positives than k;
+    many zeros; heavy ties (few distinct scores) and a threshold sample that misses the best scores."""
+    from knowledge_banks.backends.faiss.store import _top_positive
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([0, 1, 5, 40, 300, 5000]))
+    kind = seed % 4
+    if kind == 0:  # continuous scores, some zeros
+        scores = rng.random(n).astype(np.float32) * (rng.random(n) > 0.3)
+    elif kind == 1:  # heavy ties: a handful of distinct values
+        scores = rng.integers(0, 4, n).astype(np.float32)
+    elif kind == 2:  # few positives (sparse query terms)
+        scores = np.zeros(n, np.float32)
+        scores[rng.choice(n, min(n, 7), replace=False)] = rng.random(min(n, 7)).astype(np.float32) + 0.5
+    else:  # the best scores avoid the strided sample (positions not multiples of 16)
+        scores = np.full(n, 0.25, np.float32)
+        scores[np.arange(n) % 16 != 0] = 0.5
+        scores[np.arange(n) % 16 == 3] = 2.0
+    for k in (1, 3, 10, 100, n + 5):
+        got = sorted(_top_positive(scores, k).tolist())
+        assert got == _reference_top_positive(scores, k), (n, kind, k)

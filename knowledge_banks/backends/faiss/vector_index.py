@@ -269,19 +269,24 @@ class VectorIndex:
         scores, keys = self.search_arrays(vector, n, key_mask)
         return scores.tolist(), keys.tolist()
 
-    def search_arrays(self, vector: Any, n: int, key_mask: Any = None) -> tuple[Any, Any]:
+    def prepare_query(self, vector: Any) -> Any:
+        """The (1, dim) query array that ``search_arrays`` and ``scores_for`` use (``prepared=True``):
+        a search that calls both prepares its query once."""
+        q = self.prepare(vector)
+        return q if len(q) == 1 else q[:1]
+
+    def search_arrays(self, vector: Any, n: int, key_mask: Any = None, prepared: bool = False) -> tuple[Any, Any]:
         """``search`` as numpy arrays (float32 scores, int64 keys), best first.
 
         ``key_mask``: a boolean array indexed by key (``mask[key]``: may this key be returned?); the
         search itself skips the others (a FAISS ``IDSelector``), so a filter costs no widening.
+        ``prepared``: ``vector`` comes from ``prepare_query``.
         """
         np = self._np
         total = self._stored
         if n <= 0 or total == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        q = self.prepare(vector)
-        if len(q) != 1:
-            q = q[:1]
+        q = vector if prepared else self.prepare_query(vector)
         tombstones = self._tombstones
         fetch = min(total, n + len(tombstones))
         if key_mask is not None or _GPU_COUNT == 0 or _gpu_count(self._faiss) == 0 or self.active_kind == "hnsw":
@@ -339,12 +344,13 @@ class VectorIndex:
             return f.SearchParametersIVF(sel=sel, nprobe=inner.nprobe)
         return f.SearchParameters(sel=sel)
 
-    def scores_for(self, vector: Any, keys: Any) -> Any:
-        """Exact raw scores (float array) of the query against specific stored vectors."""
+    def scores_for(self, vector: Any, keys: Any, prepared: bool = False) -> Any:
+        """Exact raw scores (float array) of the query against specific stored vectors (``prepared``:
+        ``vector`` comes from ``prepare_query``)."""
         np = self._np
         if len(keys) == 0:
             return np.zeros(0, np.float32)
-        q = self.prepare(vector)[0]
+        q = vector[0] if prepared else self.prepare(vector)[0]
         x = self._flat_rows(keys)
         if x is None:
             x = self.reconstruct(keys)
@@ -356,10 +362,10 @@ class VectorIndex:
         """The stored vectors of ``keys`` read straight from a flat index's storage (a zero-copy view
         and a key -> position array, both cached until the next write): no reconstruct_batch call."""
         np = self._np
-        inner, id_map = self._inner_cached()
-        if not isinstance(inner, self._faiss.IndexFlat):
-            return None
         if self._flat_view is None:
+            inner, id_map = self._inner_cached()
+            if not isinstance(inner, self._faiss.IndexFlat):
+                return None
             n, d = int(inner.ntotal), int(inner.d)
             xb = self._faiss.rev_swig_ptr(inner.get_xb(), n * d).reshape(n, d)
             pos = np.full(int(id_map.max()) + 1 if len(id_map) else 0, -1, np.int64)
@@ -367,9 +373,14 @@ class VectorIndex:
             self._flat_view = (xb, pos)
         xb, pos = self._flat_view
         keys = np.asarray(keys, dtype=np.int64)
-        if len(keys) and (keys.max() >= len(pos) or (pos[keys] < 0).any()):
+        if not len(keys):
+            return xb[:0]
+        if keys.max() >= len(pos) or keys.min() < 0:
             raise KeyError("scores_for: a key that is not in the index")
-        return xb[pos[keys]]
+        rows = pos[keys]
+        if rows.min() < 0:
+            raise KeyError("scores_for: a key that is not in the index")
+        return xb.take(rows, axis=0)  # the same rows as xb[rows], ~1 µs faster for 100 of them
 
     # ---- disk ------------------------------------------------------------------------------------------
 
