@@ -37,13 +37,6 @@ def _req(text: str = "hello there, how are you today") -> CompletionRequest:
     return CompletionRequest(messages=[Message(role="user", content=text)])
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    if redis_server_binary() is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server; CI has it)")
-    with RedisServer() as r:
-        yield r
-
 
 # ---- in-process ------------------------------------------------------------------------------------
 

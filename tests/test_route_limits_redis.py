@@ -20,20 +20,13 @@ from langchain_mesh.policies.breaker import CLOSED, OPEN  # noqa: E402
 from langchain_mesh.policies.limits import limiter_for  # noqa: E402
 from langchain_mesh.testing.faults import FaultPlan  # noqa: E402
 from langchain_mesh.testing.openai import OpenAIServer  # noqa: E402
-from langchain_mesh.testing.redis_server import RedisServer, redis_server_binary  # noqa: E402
+from langchain_mesh.testing.redis_server import RedisServer  # noqa: E402
 
 A, B = "openai_compatible:a:m", "openai_compatible:b:m"
 KEY = "sk-route-0123456789"
 HEAD = {"authorization": f"Bearer {KEY}"}
 RPM, TPM = 1000, 10 ** 6
 
-
-@pytest.fixture(scope="module")
-def redis_server():
-    if redis_server_binary() is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server; CI has it)")
-    with RedisServer() as r:
-        yield r
 
 
 @pytest.fixture(scope="module")

@@ -377,15 +377,6 @@ def test_async_route_skips_an_open_target():
     assert resp.meta.attempts[0].error == "skipped: circuit breaker open" and resp.meta.llm_id == B
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    from langchain_mesh.testing.redis_server import RedisServer, redis_server_binary
-
-    if redis_server_binary() is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server; CI has it)")
-    with RedisServer() as r:
-        yield r
-
 
 def _redis_gets(url: str) -> int:
     import redis
