@@ -34,6 +34,11 @@ PERIODS = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86
 _SKIP = frozenset({"count_tokens", "acount_tokens"})
 
 
+def _spend_key(kind: str, name: str, n: int) -> str:
+    """The store key of one budget's spend in period number ``n`` (the store adds its prefix)."""
+    return f"budget:{kind}:{name}:{n}"
+
+
 def period_seconds(period: Any) -> float:
     return PERIODS[period] if isinstance(period, str) else float(period)
 
@@ -135,7 +140,7 @@ class BudgetsLayer(Layer):
         estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
 
         def check() -> bool:
-            self._check(budgets, [self.store.get(f"budget:{k}:{m}:{n}") for k, m, _c in budgets], estimate, left)
+            self._check(budgets, [self.store.get(_spend_key(k, m, n)) for k, m, _c in budgets], estimate, left)
             return True
         guarded(self.config, "budgets", check, False)
         return price, n
@@ -145,7 +150,7 @@ class BudgetsLayer(Layer):
             return
         try:
             for k, m, _c in budgets:
-                self.store.incr(f"budget:{k}:{m}:{n}", cost, ttl=self.period * 2)
+                self.store.incr(_spend_key(k, m, n), cost, ttl=self.period * 2)
         except Exception as e:  # noqa: BLE001 - the call is over; an outage loses this call's spend
             if not is_outage(e):
                 raise
@@ -194,7 +199,7 @@ class BudgetsLayer(Layer):
             return None
         n = self._window()[0]
         prefix = self.store.prefix
-        return budgets, n, [f"{prefix}budget:{k}:{m}:{n}" for k, m, _c in budgets]
+        return budgets, n, [prefix + _spend_key(k, m, n) for k, m, _c in budgets]
 
     async def _abefore(self, call: Any, budgets: list[tuple[str, str, float]]) -> tuple[Any, int]:
         price = self._price(budgets)
@@ -206,7 +211,7 @@ class BudgetsLayer(Layer):
             return price, n
 
         async def check() -> bool:
-            self._check(budgets, await self.store.amget([f"budget:{k}:{m}:{n}" for k, m, _c in budgets]),
+            self._check(budgets, await self.store.amget([_spend_key(k, m, n) for k, m, _c in budgets]),
                         estimate, left)
             return True
         await aguarded(self.config, "budgets", check, False)
@@ -217,7 +222,7 @@ class BudgetsLayer(Layer):
             return
         try:
             for k, m, _c in budgets:
-                await self.store.aincr(f"budget:{k}:{m}:{n}", cost, ttl=self.period * 2)
+                await self.store.aincr(_spend_key(k, m, n), cost, ttl=self.period * 2)
         except Exception as e:  # noqa: BLE001
             if not is_outage(e):
                 raise
@@ -229,7 +234,7 @@ class BudgetsLayer(Layer):
             return
         try:
             # one store for every budget: it takes all of them without waiting, or none (then await)
-            if all(self.store.incr_nowait(f"budget:{k}:{m}:{n}", cost, ttl=self.period * 2)
+            if all(self.store.incr_nowait(_spend_key(k, m, n), cost, ttl=self.period * 2)
                    for k, m, _c in budgets):
                 return
         except Exception as e:  # noqa: BLE001 - as _aafter: an outage loses this call's spend

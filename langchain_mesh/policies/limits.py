@@ -757,7 +757,7 @@ _tokens = tokens_of
 
 class _SettleLater:
     """A pass-through call's reconciliation, called by the server as ``end(usage, ok)``: one small
-    object rather than a closure and its cells; in memory it goes straight to the windows."""
+    object rather than a closure and its cells."""
 
     __slots__ = ("layer", "checks", "cost")
 
@@ -765,11 +765,7 @@ class _SettleLater:
         self.layer, self.checks, self.cost = layer, checks, cost
 
     def __call__(self, usage: Any, ok: Optional[bool]) -> None:
-        limiter = self.layer.limiter
-        if not limiter.remote:  # nothing to fail: no outage handling needed
-            limiter.reconcile(self.checks, self.cost, tokens_of(usage))
-        else:
-            self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
+        self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
 
 
 def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:

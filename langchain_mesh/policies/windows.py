@@ -47,11 +47,16 @@ class LocalWindows(Storage, MovingWindowSupport):
         limits layer calls it directly on its hot path."""
         now = time.time()
         with self._lock:
-            c = self._counters.get(key)
-            if c is None or c[1] <= now:
-                c = self._counters[key] = [0, now + expiry]
+            c = self._counter(key, now, expiry)
             c[0] += amount
             return int(c[0])
+
+    def _counter(self, key: str, now: float, expiry: int) -> list[float]:
+        """``key``'s live counter, a new one when it has none or it expired (the caller holds the lock)."""
+        c = self._counters.get(key)
+        if c is None or c[1] <= now:
+            c = self._counters[key] = [0, now + expiry]
+        return c
 
     def get(self, key: str) -> int:
         c = self._counters.get(key)
@@ -69,12 +74,7 @@ class LocalWindows(Storage, MovingWindowSupport):
             return False
         now = time.time()
         with self._lock:
-            w = self._windows.get(key)
-            if w is None:
-                w = self._windows[key] = deque()
-            edge = now - expiry
-            while w and w[0] <= edge:
-                w.popleft()
+            w = self._window(key, now - expiry)
             if len(w) + amount > limit:
                 return False
             w.extend([now] * amount) if amount > 1 else w.append(now)
@@ -83,13 +83,20 @@ class LocalWindows(Storage, MovingWindowSupport):
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         now = time.time()
         with self._lock:
-            w = self._windows.get(key)
-            if not w:
+            if not self._windows.get(key):  # read, not made
                 return now, 0
-            edge = now - expiry
-            while w and w[0] <= edge:
-                w.popleft()
+            w = self._window(key, now - expiry)
             return (w[0], len(w)) if w else (now, 0)
+
+    def _window(self, key: str, edge: float) -> deque[float]:
+        """``key``'s moving window without its entries from ``edge`` or before, made when it has none
+        (the caller holds the lock)."""
+        w = self._windows.get(key)
+        if w is None:
+            w = self._windows[key] = deque()
+        while w and w[0] <= edge:
+            w.popleft()
+        return w
 
     # ---- every window of one call at once -------------------------------------------------------------
 
@@ -103,33 +110,21 @@ class LocalWindows(Storage, MovingWindowSupport):
         lock and clock; one call of this is the in-memory limits layer's whole acquire (issue 19)."""
         now = time.time()
         edge = now - expiry
-        windows, counters = self._windows, self._counters
+        counters = self._counters
         with self._lock:
             for key, limit, mode in entries:
                 if mode == 0:
-                    w = windows.get(key)
-                    if w:
-                        while w and w[0] <= edge:
-                            w.popleft()
-                        if len(w) >= limit:
-                            return False
-                    elif limit < 1:
+                    if len(self._window(key, edge)) >= limit:
                         return False
-                else:
+                else:  # read, not made: a refused call must not start a new counter's period
                     c = counters.get(key)
                     if (c[0] if c is not None and c[1] > now else 0) + (cost if mode == 2 else 1) > limit:
                         return False
             for key, _limit, mode in entries:
                 if mode == 0:
-                    w = windows.get(key)
-                    if w is None:
-                        w = windows[key] = deque()
-                    w.append(now)
+                    self._windows[key].append(now)  # made by the test above
                 else:
-                    c = counters.get(key)
-                    if c is None or c[1] <= now:
-                        c = counters[key] = [0, now + expiry]
-                    c[0] += cost if mode == 2 else 1
+                    self._counter(key, now, expiry)[0] += cost if mode == 2 else 1
         return True
 
     # ---- housekeeping ---------------------------------------------------------------------------------
