@@ -375,10 +375,7 @@ class VectorIndex:
         keys = np.asarray(keys, dtype=np.int64)
         if not len(keys):
             return xb[:0]
-        if keys.max() >= len(pos) or keys.min() < 0:
-            raise KeyError("scores_for: a key that is not in the index")
-        rows = pos[keys]
-        if rows.min() < 0:
+        if keys.max() >= len(pos) or keys.min() < 0 or (rows := pos[keys]).min() < 0:
             raise KeyError("scores_for: a key that is not in the index")
         return xb.take(rows, axis=0)  # the same rows as xb[rows], ~1 µs faster for 100 of them
 
