@@ -8,7 +8,7 @@ of a few µs; this measures the Python alone: process CPU µs per request, ``R``
 sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing;
 ``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
 ``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
-(``LIMITS=nolog``: the key and the limits without the ledger). ``POLICIES=1``: bench/gateway.py's
+(``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=key``: the key alone). ``POLICIES=1``: bench/gateway.py's
 "every policy" gateway (a weighted route over two targets, rate limits and budgets in Redis, the
 ledger, an API key) on a ``redis-server`` started here on a free port; the requests still go one
 after another, so each waits for its Redis round trips (the CPU per request is what is measured);
@@ -146,8 +146,9 @@ async def main(n, rounds):
         import tempfile
         os.environ.setdefault("MESH_BENCH_KEY", "sk-bench-key")
         cfg["server"] = {"api_keys": [{"name": "bench", "key": "{{env:MESH_BENCH_KEY}}"}]}
-        cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}}
-        if os.environ.get("LIMITS") != "nolog":
+        if os.environ.get("LIMITS") != "key":
+            cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}}
+        if os.environ.get("LIMITS") not in ("nolog", "key"):
             cfg["usage"] = {"path": os.path.join(tempfile.mkdtemp(), "usage.db")}
     if POLICIES:
         cfg.update(policies_config(cfg["connections"]["up"]))

@@ -21,6 +21,7 @@ from .policies.chain import (
     Call,
     anote_target_on_footer,
     arun,
+    arun_forward,
     arun_stream,
     attach_meta,
     note_target,
@@ -80,6 +81,7 @@ class Mesh:
         self._passthrough: dict[str, Optional["Passthrough"]] = {}
         self._chains: dict[str, tuple[Any, ...]] = {}
         self._routed_chains: dict[str, tuple[Any, ...]] = {}  # the same, for the calls a route makes (_layers)
+        self._hooks: dict[tuple[Any, ...], bool] = {}  # whether a chain runs as forward hooks (_hooked)
         self._retry_policies: dict[str, Any] = {}  # connection name -> its RetryPolicy (configured `retry:`)
         # no policy section in the config: every call takes the direct path, and no policy module loads
         self._policies = any(getattr(self.config, section, None) for _o, section, _t in LAYERS)
@@ -468,6 +470,11 @@ class Mesh:
             n, t, own = _limits(llm.connection, timeout, max_retries)
             if not n and own and ATTEMPTS.get() is None:
                 return await send(path, body, False), None
+        if layers and self._hooked(layers):  # layers with forward hooks: run around the call, no coroutine each
+            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
+            n, t, own = _limits(llm.connection, timeout, max_retries)
+            if not n and own and ATTEMPTS.get() is None and not stream:
+                return await arun_forward(layers, call, send(path, body, False), True)
 
         async def forward() -> tuple[Any, Optional[bytes]]:
             n, t, own = _limits(llm.connection, timeout, max_retries)
@@ -477,8 +484,18 @@ class Mesh:
                                             self._retry_policy(llm.connection))
 
         if layers:
-            return await arun(layers, Call(self, llm, "forward", (path, body, stream), timeout, max_retries), forward)
+            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
+            if self._hooked(layers):
+                return await arun_forward(layers, call, forward(), False)
+            return await arun(layers, call, forward)
         return await forward()
+
+    def _hooked(self, layers: tuple[Any, ...]) -> bool:
+        """Whether every layer of ``layers`` has forward hooks (Layer.forward_hooks): once per chain."""
+        got = self._hooks.get(layers)
+        if got is None:
+            got = self._hooks[layers] = all(x.forward_hooks for x in layers)
+        return got
 
     def state_store(self) -> Any:
         """Where policies keep shared state: Redis with ``state.redis_url``, else this process's memory."""

@@ -143,3 +143,66 @@ def test_memory_store_counts_and_expires(monkeypatch):
     now[0] += 5
     assert s.incr("a") == 1
     assert asyncio.run(s.aget("zz")) is None
+
+
+class _Hooks(Layer):
+    """Forward hooks that log what runs: ``refuse`` raises in enter, ``bad_done`` raises in done."""
+
+    forward_hooks = True
+
+    def __init__(self, name, log, refuse=False, bad_done=False):
+        self.name, self.log, self.refuse, self.bad_done = name, log, refuse, bad_done
+
+    def forward_enter(self, call):
+        self.log.append(("enter", self.name))
+        if self.refuse:
+            raise PermissionError(self.name)
+        return self.name
+
+    def forward_fail(self, call, state, error):
+        self.log.append(("fail", state, type(error).__name__))
+
+    def forward_done(self, call, state, result):
+        self.log.append(("done", state))
+        if self.bad_done:
+            raise KeyError(state)
+        return result + (state,)
+
+
+@pytest.mark.parametrize("case", ["ok", "refused", "upstream fails", "done fails"])
+def test_forward_hooks_run_as_the_nested_acalls_would(case):
+    """arun_forward (the hooks run around the upstream call) and arun over ahooked layers (a coroutine
+    per layer) do the same things in the same order, and end the same way."""
+    from langchain_mesh.policies.chain import Call, ahooked, arun, arun_forward
+
+    def layers(log):
+        return (_Hooks("outer", log), _Hooks("middle", log, refuse=case == "refused", bad_done=case == "done fails"),
+                _Hooks("inner", log))
+
+    async def upstream():
+        if case == "upstream fails":
+            raise TimeoutError("upstream")
+        return ("answer",)
+
+    async def both():
+        out = []
+        for fused in (True, False):
+            log: list = []
+            chain = layers(log)
+            for layer in chain:
+                layer.acall = lambda call, nxt, layer=layer: ahooked(layer, call, nxt)
+            call = Call(None, None, "forward", None)
+            try:
+                result = await (arun_forward(chain, call, upstream(), False) if fused else arun(chain, call, upstream))
+            except Exception as e:  # noqa: BLE001
+                result = type(e).__name__
+            out.append((result, log))
+        return out
+
+    fused, nested = asyncio.run(both())
+    assert fused == nested
+    expected = {"ok": ("answer", "inner", "middle", "outer"), "refused": "PermissionError",
+                "upstream fails": "TimeoutError", "done fails": "KeyError"}[case]
+    assert fused[0] == expected
+    if case == "done fails":  # the layer outside the one that raised sees the failure; the one inside is done
+        assert fused[1][-2:] == [("done", "middle"), ("fail", "outer", "KeyError")]

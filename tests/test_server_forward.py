@@ -117,6 +117,42 @@ def test_validation_is_the_translated_paths(srv):
     assert srv.upstream.requests == []
 
 
+def test_a_shape_validated_before_is_not_validated_again_and_nothing_else_passes(srv, monkeypatch):
+    from langchain_mesh.server import app as app_module
+    from langchain_mesh.server.validated import KnownShapes
+
+    monkeypatch.setattr(srv.app, "_shapes", KnownShapes())  # nothing remembered yet
+    parsed = []
+    real = app_module._parse
+    monkeypatch.setattr(app_module, "_parse", lambda model, body: parsed.append(body) or real(model, body))
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "hello"}, {"role": "user", "content": "again", "name": "ann"}]
+    sent = {"model": COMPAT, "messages": history, "temperature": 0.5, "max_tokens": 9, "user": "u-1"}
+    bad = [{**sent, "temperature": 5}, {**sent, "max_tokens": "9"}, {**sent, "stream_options": {"include_usage": True}},
+           {**sent, "messages": [{"role": "user", "content": "hi", "foo": 1}]},
+           {**sent, "messages": [{"role": "user", "content": "hi", "name": 3}]},
+           {**sent, "messages": [{"role": ["user"], "content": "hi"}]},
+           {**sent, "messages": [{"role": "tool", "content": "hi"}]}, {**sent, "messages": []}]
+
+    def refusals():
+        out = [post(srv, body) for body in bad]
+        assert all(r.status_code == 400 for r in out), [r.text for r in out]
+        return [r.json()["error"] for r in out]
+    before = refusals()
+    for user in ("u-1", "u-2", "u-3"):
+        srv.upstream.script(text="ok")
+        r = post(srv, {**sent, "user": user})
+        assert r.status_code == 200, r.text
+        assert srv.upstream.last_request.json == {**sent, "user": user, "model": "qwen"}
+    parsed.clear()
+    srv.upstream.script(text="ok")
+    assert post(srv, {**sent, "user": "u-4"}).status_code == 200
+    assert parsed == []  # a new user's request had the shape of the first: not validated again
+    n = len(srv.upstream.requests)
+    assert refusals() == before  # the same 400s, the same fields named, once the valid shape is known
+    assert len(srv.upstream.requests) == n
+
+
 @pytest.mark.parametrize("include_usage", [False, True])
 def test_streams_pass_through_with_usage_recorded(srv, include_usage):
     srv.upstream.script(text="one two three four")

@@ -122,3 +122,60 @@ def test_the_pass_through_checks_are_the_translated_paths(fuzz_server):
         assert outcome(check_request, req) == outcome(completion_request, req), body
 
     run()
+
+
+def test_known_shapes_accept_only_what_the_whole_validation_accepts():
+    """The pass-through's memory of validated request shapes (server/validated.py) never takes a body
+    that the request model and check_request would refuse, and names the same fields: bodies made of
+    small pools of good and bad messages and field values meet shapes remembered from earlier ones
+    again and again; each the memory calls known valid is validated in full, and must pass."""
+    from pydantic import ValidationError
+
+    from langchain_mesh.server.errors import APIError
+    from langchain_mesh.server.forward import ForwardChatRequest
+    from langchain_mesh.server.translate import check_request
+    from langchain_mesh.server.validated import KnownShapes
+
+    def full(body):
+        try:
+            return check_request(ForwardChatRequest.model_validate_json(json.dumps(body)))
+        except (ValidationError, APIError):
+            return None
+
+    messages = st.lists(st.sampled_from([
+        {"role": "user", "content": "hi"}, {"role": "system", "content": "s", "name": "n"},
+        {"role": "assistant", "content": "a"}, {"role": "developer", "content": "d"},
+        {"role": "user", "content": "x", "name": 3}, {"role": "tool", "content": "t"},
+        {"role": "tool", "content": "t", "tool_call_id": "c1"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {"role": "user", "content": "hi", "foo": 1}, {"role": ["user"], "content": "x"}, {"role": "assistant", "content": None},
+        {"role": "user"}, {"role": "assistant", "content": "a", "refusal": "r"}, "hi"]), max_size=3)
+    pools = {
+        "temperature": [0, 0.5, 2, 2.5, -1, "0.5", True, None], "max_tokens": [1, 64, 0, -5, 1.5, "64", None],
+        "max_completion_tokens": [32, 0], "stop": ["\n", ["a", "b"], [1], "", None, 5],
+        "stream": [True, False, None, 1], "stream_options": [{"include_usage": True}, {"include_usage": "yes"}, {"x": 1}, None, []],
+        "n": [1, 2, None], "top_p": [0.9, 1.5, None], "top_k": [20, -1], "seed": [3, -1, 1.0, None],
+        "user": ["u1", "u2", 3, None], "response_format": [{"type": "json_object"}, {"type": "text"}, {"type": "bogus"}],
+        "reasoning_effort": ["low", "extreme"], "logit_bias": [{"5": 1.0}, {"5": "x"}], "min_p": [0.1, "x"],
+        "tools": [[], [{"type": "function", "function": {"name": "f"}}]], "tool_choice": ["auto", "sometimes"]}
+    fields = st.dictionaries(st.sampled_from(sorted(pools)), st.integers(0, 9), max_size=4).map(
+        lambda d: {k: pools[k][i % len(pools[k])] for k, i in d.items()})
+    names = [["temperature"], ["maxTokens"], ["stop"], ["seed"], ["extra"], ["topP"], ["responseFormat"], ["topK"]]
+    shapes = KnownShapes()
+    hits = []
+
+    @settings(max_examples=400, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(messages, fields)
+    def run(msgs, extra):
+        body = {"model": "scripted:fake:chat", "messages": msgs, **extra}
+        param_of, key = shapes.check(body)
+        whole = full(body)
+        if param_of is not None:
+            hits.append(body)
+            assert whole is not None, body
+            assert [param_of(n) for n in names] == [whole(n) for n in names], body
+        elif whole is not None and key is not None:
+            shapes.remember(key, whole)
+
+    run()
+    assert len(hits) >= 15  # the bodies did meet remembered shapes

@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 from ..errors import RateLimitExceeded
 from .breaker import CLOSED
-from .chain import Layer
+from .chain import Layer, ahooked
 from .state import aguarded, guarded, is_outage, log, redis_url, store_for
 from .usage_of import estimate_tokens, on_forward_end, tokens_of
 
@@ -461,6 +461,9 @@ class LimitsLayer(Layer):
         # found on the first route call (the chains are built after this layer): the limits layer of
         # each target, the budgets layer of this LLM's chain (see _acall_route)
         self._partners: Optional[tuple[list[Optional["LimitsLayer"]], Any]] = None
+        # in memory a pass-through call is counted and settled with nothing awaited (Layer.forward_hooks);
+        # on Redis acall awaits the store (and a route's call takes its targets' windows in the same trip)
+        self.forward_hooks = not self.limiter.remote
 
     def _checks(self, kind: str, name: Optional[str], rate: Any) -> list[_Check]:
         if rate is None or name is None:
@@ -550,9 +553,28 @@ class LimitsLayer(Layer):
         self._settle(checks, cost, _tokens(getattr(result, "usage", None)))
         return result
 
+    # ---- a pass-through call in memory (Layer.forward_hooks) ------------------------------------------
+
+    def forward_enter(self, call: Any) -> Optional["_SettleLater"]:
+        checks, cost = self._start(call)
+        if not checks:
+            return None
+        self.limiter.acquire(checks, cost, call.notes["limits.test_first"])
+        return _SettleLater(self, checks, cost)
+
+    def forward_fail(self, call: Any, state: Optional["_SettleLater"], error: BaseException) -> None:
+        if state is not None:
+            self._settle(state.checks, state.cost, None)
+
+    def forward_done(self, call: Any, state: Optional["_SettleLater"], result: Any) -> Any:
+        # the tokens are reconciled when the server has read the usage (usage_of.py)
+        return on_forward_end(result, state) if state is not None and state.cost else result
+
     async def acall(self, call: Any, nxt: Any) -> Any:
         if call.op in _SKIP:
             return await nxt()
+        if call.op == "forward" and self.forward_hooks:
+            return await ahooked(self, call, nxt)
         taken = _TAKEN.get()
         if taken is not None and taken.llm_id == self.llm_id:
             return await self._acall_taken(taken, nxt)

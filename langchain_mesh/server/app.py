@@ -41,6 +41,7 @@ from .limits import ClientGone as _ClientGone
 from .limits import read_body
 from .models import ChatCompletionRequest, CompletionsRequest, EmbeddingsRequest, ImagesRequest
 from .openapi import openapi_document
+from .validated import KnownShapes
 from .translate import (
     ChunkStream,
     check_request,
@@ -138,6 +139,7 @@ class MeshApp:
         self._forms: dict[str, Callable[..., Awaitable[None]]] = {
             "/v1/images/edits": self._image_edits, "/v1/images/variations": self._image_variations}
         self._watches: Optional[_Watches] = None  # the running loop's (see _until_disconnect)
+        self._shapes = KnownShapes()  # the pass-through's chat requests validated so far (validated.py)
 
     # ---- ASGI ---------------------------------------------------------------------------------------
 
@@ -386,13 +388,20 @@ class MeshApp:
     async def _chat_forward(self, plan: Any, data: dict[str, Any], principal: Principal, body: bytes, send: Send,
                             served: _Served) -> None:
         """Chat on the pass-through path: validated as on the translated path, then forwarded."""
-        req = _parse(ForwardChatRequest, body)
-        llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
+        param_of, shape = self._shapes.check(data)  # a shape validated before: the same checks would pass
+        if param_of is None:
+            req = _parse(ForwardChatRequest, body)
+            llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
+            param_of = check_request(req)  # every value check of the translated path
+            if shape is not None:
+                self._shapes.remember(shape, param_of)
+        else:
+            llm = self._llm(data["model"], principal, Purpose.GENERIC_COMPLETION)
         served.llm_id = llm.id
-        param_of = check_request(req)  # every value check of the translated path
-        stream = bool(req.stream)
-        if llm.route is not None and req.user:
-            _sticky_from_user(req.user)
+        stream = bool(data.get("stream"))
+        user = data.get("user")
+        if llm.route is not None and user:
+            _sticky_from_user(user)
         try:
             out, strip_usage = plan.chat_body(data, param_of, stream, b'"annotations"' in body)
             content, first = await plan.send("/chat/completions", out, stream)

@@ -17,7 +17,7 @@ import time
 from typing import Any, Optional
 
 from ..errors import BudgetExceeded, RateLimitExceeded, StateUnavailableError
-from ..policies.chain import Layer
+from ..policies.chain import Layer, ahooked
 from ..policies.usage_of import on_forward_end
 from .ledger import ledger_for
 
@@ -80,6 +80,8 @@ class LedgerLayer(Layer):
         return result
 
     async def acall(self, call: Any, nxt: Any) -> Any:
+        if call.op == "forward":
+            return await ahooked(self, call, nxt)
         if self._skip(call):
             return await nxt()
         ts, t0 = time.time(), time.perf_counter()
@@ -88,10 +90,22 @@ class LedgerLayer(Layer):
         except BaseException as e:
             self._record(call, ts, t0, None, _status(e), e)
             raise
-        if call.op == "forward":  # recorded when the server has read the usage (policies/usage_of.py)
-            return on_forward_end(result, _AtEnd(self, call, ts, t0))
         self._record(call, ts, t0, getattr(result, "usage", None), "ok")
         return result
+
+    # ---- a pass-through call (Layer.forward_hooks): recorded when the server has read the usage -----
+
+    forward_hooks = True
+
+    def forward_enter(self, call: Any) -> Optional["_AtEnd"]:
+        return None if self._skip(call) else _AtEnd(self, call, time.time(), time.perf_counter())
+
+    def forward_fail(self, call: Any, state: Optional["_AtEnd"], error: BaseException) -> None:
+        if state is not None:
+            self._record(call, state.ts, state.t0, None, _status(error), error)
+
+    def forward_done(self, call: Any, state: Optional["_AtEnd"], result: Any) -> Any:
+        return on_forward_end(result, state) if state is not None else result  # (policies/usage_of.py)
 
     def stream(self, call: Any, nxt: Any) -> Any:
         return nxt() if self._skip(call) else self._watch(call, nxt)
