@@ -4,7 +4,8 @@ When an LLM's connection offers a pass-through in the OpenAI wire format (``open
 ``openai_compatible``, and any openai-family connection whose dialect needs at most a rename of the
 token-limit key; the connection decides, the server imports no provider module), building mesh objects and the provider's JSON again would only cost
 time (DESIGN.md, "Performance notes"). The request is still validated exactly as on the translated
-path (same 400s, same fields named); then its parsed dict gets a few edits (``model``, the token-limit
+path (same 400s, same fields named; a chat request shaped like one validated before skips the
+work, see :mod:`.validated`); then its parsed dict gets a few edits (``model``, the token-limit
 key, ``stream_options.include_usage`` so that usage can be recorded) and is sent through the
 connection's :class:`~langchain_mesh.connections.base.Passthrough` (for the openai family, its pooled
 HTTP/1.1 client) by :meth:`Mesh.aforward`, under the mesh's retry policy. A 200 answer goes back as the
