@@ -470,11 +470,6 @@ class Mesh:
             n, t, own = _limits(llm.connection, timeout, max_retries)
             if not n and own and ATTEMPTS.get() is None:
                 return await send(path, body, False), None
-        if layers and self._hooked(layers):  # layers with forward hooks: run around the call, no coroutine each
-            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
-            n, t, own = _limits(llm.connection, timeout, max_retries)
-            if not n and own and ATTEMPTS.get() is None and not stream:
-                return await arun_forward(layers, call, send(path, body, False), True)
 
         async def forward() -> tuple[Any, Optional[bytes]]:
             n, t, own = _limits(llm.connection, timeout, max_retries)
@@ -483,12 +478,17 @@ class Mesh:
             return await acall_with_retries(lambda: _attempt(send, path, body, stream), n, t, own,
                                             self._retry_policy(llm.connection))
 
-        if layers:
-            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
-            if self._hooked(layers):
-                return await arun_forward(layers, call, forward(), False)
+        if not layers:
+            return await forward()
+        call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
+        if not self._hooked(layers):
             return await arun(layers, call, forward)
-        return await forward()
+        # layers with forward hooks: run around the upstream call, no coroutine each (and for one whole
+        # attempt, none for forward either)
+        n, t, own = _limits(llm.connection, timeout, max_retries)
+        if not n and own and ATTEMPTS.get() is None and not stream:
+            return await arun_forward(layers, call, send(path, body, False), True)
+        return await arun_forward(layers, call, forward(), False)
 
     def _hooked(self, layers: tuple[Any, ...]) -> bool:
         """Whether every layer of ``layers`` has forward hooks (Layer.forward_hooks): once per chain."""

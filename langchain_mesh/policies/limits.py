@@ -559,7 +559,7 @@ class LimitsLayer(Layer):
         checks, cost = self._start(call)
         if not checks:
             return None
-        self.limiter.acquire(checks, cost, call.notes["limits.test_first"])
+        self._acquire(call, checks, cost)
         return _SettleLater(self, checks, cost)
 
     def forward_fail(self, call: Any, state: Optional["_SettleLater"], error: BaseException) -> None:
