@@ -227,22 +227,23 @@ def test_bulk_bm25_equals_one_by_one(corpus):
         BM25Index.bulk([1, 2], ["one text"])
 
 
-def _reference_top_positive(scores: np.ndarray, k: int) -> list[int]:
-    """Best k keys with score > 0 by (score desc, key asc): the plain sort _top_positive replaces."""
-    hits = [i for i in range(len(scores)) if scores[i] > 0]
-    return sorted(sorted(hits, key=lambda i: (-scores[i], i))[:k])
+def _reference_best(scores: np.ndarray, k: int, floor: float) -> list[int]:
+    """Best k rows with score > floor by (score desc, row asc): the plain sort best_rows replaces."""
+    hits = [i for i in range(len(scores)) if scores[i] > floor]
+    return sorted(hits, key=lambda i: (-scores[i], i))[:k]
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_keyword_top_k_selection_equals_a_full_sort(seed):
-    """The sampled-threshold top k (knowledge_banks' BM25 side of keyword/hybrid search) selects exactly
-    what a full sort selects: ties at the k-th score go to the earliest keys; fewer positives than k;
-    many zeros; heavy ties (few distinct scores) and a threshold sample that misses the best scores."""
-    from knowledge_banks.backends.faiss.store import _top_positive
+def test_top_k_selection_equals_a_full_sort(seed):
+    """The sampled-threshold top k (the BM25 side of keyword/hybrid search, and the dense side of a flat
+    index) returns exactly what a full sort returns, in order: ties go to the earliest rows; fewer
+    candidates than k; many zeros; heavy ties (few distinct scores); a threshold sample that misses the
+    best scores; negative scores (inner products) with no floor and masked rows at -inf."""
+    from knowledge_banks.backends.faiss.topk import best_rows
 
     rng = np.random.default_rng(seed)
     n = int(rng.choice([0, 1, 5, 40, 300, 5000]))
-    kind = seed % 4
+    kind = seed % 5
     if kind == 0:  # continuous scores, some zeros
         scores = rng.random(n).astype(np.float32) * (rng.random(n) > 0.3)
     elif kind == 1:  # heavy ties: a handful of distinct values
@@ -250,10 +251,50 @@ def test_keyword_top_k_selection_equals_a_full_sort(seed):
     elif kind == 2:  # few positives (sparse query terms)
         scores = np.zeros(n, np.float32)
         scores[rng.choice(n, min(n, 7), replace=False)] = rng.random(min(n, 7)).astype(np.float32) + 0.5
-    else:  # the best scores avoid the strided sample (positions not multiples of 16)
+    elif kind == 3:  # the best scores avoid the strided sample (positions not multiples of 16)
         scores = np.full(n, 0.25, np.float32)
         scores[np.arange(n) % 16 != 0] = 0.5
         scores[np.arange(n) % 16 == 3] = 2.0
-    for k in (1, 3, 10, 100, n + 5):
-        got = sorted(_top_positive(scores, k).tolist())
-        assert got == _reference_top_positive(scores, k), (n, kind, k)
+    else:  # cosine-like scores in [-1, 1], most rows masked out (-inf), as a filtered dense search has
+        scores = (rng.random(n) * 2 - 1).astype(np.float32)
+        scores[rng.random(n) > 0.2] = -np.inf
+    for floor in (0.0, -np.inf):
+        for k in (0, 1, 3, 10, 100, n + 5):
+            got = best_rows(scores, k, floor=floor).tolist()
+            assert got == _reference_best(scores, k, floor), (n, kind, k, floor)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "ip"])
+def test_flat_scores_path_answers_as_faiss_searches(distance):
+    """A flat index answers one query from every score at once (one BLAS product, then topk.best_rows)
+    rather than FAISS's own search: the same ranking and scores, with a key mask, after deletes and
+    re-adds; duplicate vectors (ties everywhere) in storage order."""
+    from knowledge_banks.backends.faiss.vector_index import VectorIndex
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((700, 24)).astype(np.float32)
+    x[350:] = x[:350]  # every vector twice: ties everywhere
+    vi = VectorIndex(24, distance, "flat")
+    vi.add(np.arange(700) * 3 + 5, x)  # keys not equal to storage rows
+    vi.remove(np.array([5, 8, 11 + 3 * 350]))
+    vi.add(np.array([5000, 5001]), x[:2])  # re-added vectors: later rows, ties with their copies
+    mask = rng.random(6000) > 0.5
+    for qv in rng.standard_normal((20, 24)).astype(np.float32):
+        q = vi.prepare_query(qv.tolist())
+        every = vi.flat_scores(q)
+        assert every is not None and len(every) == vi.ntotal
+        for n, key_mask in ((1, None), (10, None), (150, None), (10, mask), (900, mask)):
+            ours_s, ours_k = vi.search_arrays(q, n, key_mask, prepared=True)
+            faiss_s, faiss_k = vi._search_cpu(q, min(n, vi.ntotal), key_mask)
+            # the same ranking up to float rounding: two summation orders may split a tie differently,
+            # so keys are compared where their scores are apart, and every score is the key's own
+            np.testing.assert_allclose(ours_s, faiss_s[:n], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(vi.scores_for(q, ours_k, prepared=True), ours_s, rtol=0, atol=1e-5)
+            clear = ours_s[-1] + 1e-5
+            assert set(ours_k[ours_s > clear].tolist()) == set(faiss_k[:n][faiss_s[:n] > clear].tolist())
+            assert key_mask is None or mask[ours_k].all()
+            tied = np.flatnonzero(np.diff(ours_s) == 0)  # exactly equal scores: the earlier vector first
+            assert all(vi._flat_storage()[1][ours_k[i]] < vi._flat_storage()[1][ours_k[i + 1]] for i in tied)
+        picked = np.array([5000, 17, 5 + 3 * 699])
+        np.testing.assert_allclose(vi.scores_at(every, picked), vi.scores_for(q, picked, prepared=True), atol=1e-6)
+    assert VectorIndex(24, "l2", "flat").flat_scores(np.zeros((1, 24), np.float32)) is None  # l2: FAISS searches

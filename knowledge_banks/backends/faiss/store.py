@@ -44,6 +44,7 @@ from ..._documents import document_maker, make_document
 from ...filters import FilterSpec, compile_filter
 from ...fusion import FUSION_METHODS
 from ...store_base import BankStoreMixin
+from .topk import best_rows, top_unordered
 from .vector_index import DISTANCES, INDEX_TYPES, VectorIndex
 
 __all__ = ["FaissVectorStore"]
@@ -109,44 +110,6 @@ def _minmax(x: Any) -> Any:
     if hi - lo <= 1e-12:
         return x * 0.0 + 1.0
     return (x - lo) / (hi - lo)
-
-
-def _top_hits(scores: Any, hits: Any, k: int) -> Any:
-    """The best ``k`` of ``hits`` (keys into ``scores``, ascending) by score; ties at the k-th score go to
-    the earliest keys, deterministically. Unordered."""
-    import numpy as np
-
-    if len(hits) <= k:
-        return hits
-    hit_scores = scores[hits]
-    kth = np.partition(hit_scores, len(hits) - k)[len(hits) - k]  # the k-th best (no negated copy)
-    above, tied = hits[hit_scores > kth], hits[hit_scores == kth]
-    return np.concatenate([above, tied[:k - len(above)]])
-
-
-_SAMPLE_STRIDE = 16  # _top_positive's sample: every 16th score
-
-
-def _top_positive(scores: Any, k: int) -> Any:
-    """``_top_hits`` over every key with a score > 0 (ascending keys in, unordered out).
-
-    Why: when most documents share a query term, a partition over every score costs ~30 µs for 5,000
-    documents (a third of a hybrid search's BM25 side). A strided sample gives a threshold that about
-    ``2k`` scores reach; those few are then partitioned exactly. It is exact whatever the sample: the
-    k-th best score is >= the threshold exactly when at least ``k`` scores reach it, which is checked,
-    and otherwise every positive score is partitioned as before."""
-    import numpy as np
-
-    n = len(scores)
-    sample = scores[::_SAMPLE_STRIDE]
-    rank = 2 * k * len(sample) // max(n, 1) + 1  # the sample's rank-th best: ~2k of all scores reach it
-    if k > 0 and rank < len(sample):
-        threshold = float(np.partition(sample, len(sample) - rank)[len(sample) - rank])
-        if threshold > 0:
-            hits = np.flatnonzero(scores >= threshold)
-            if len(hits) >= k:  # the true top k all score >= threshold: they are among these hits
-                return _top_hits(scores, hits, k)
-    return _top_hits(scores, np.flatnonzero(scores > 0), k)
 
 
 class FaissVectorStore(BankStoreMixin, VectorStore):
@@ -529,10 +492,10 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
                 hits = np.flatnonzero(scores > 0)
                 by_key = self._by_key
                 hits = hits[np.fromiter((pred(by_key[key][3]) for key in hits.tolist()), bool, len(hits))]
-                hits = _top_hits(scores, hits, k)
+                hits = top_unordered(scores, hits, k)
+                hits = hits[np.lexsort((hits, -scores[hits]))]  # best first; ties by key (insertion order)
             else:
-                hits = _top_positive(scores, k)
-            hits = hits[np.lexsort((hits, -scores[hits]))]  # best first; ties by key (insertion order)
+                hits = best_rows(scores, k, floor=0.0)
             return scores, hits, scores[hits]
 
     def _keyword(self, query: str, k: int, pred: Optional[Callable], mask: Any = None) -> list[tuple[str, float]]:
@@ -598,7 +561,12 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         if prepared:  # once for the dense search and the keyword-only candidates' exact dense scores
             assert vi is not None
             embedding = vi.prepare_query(embedding)
-        d_scores, d_keys = self._dense_arrays(embedding, fetch_k, pred, mask, fetch_k, prepared)
+        every = vi.flat_scores(embedding) if prepared and (pred is None or mask is not None) else None
+        if every is not None:  # every dense score at once: the keyword-only candidates' are lookups
+            assert vi is not None
+            d_scores, d_keys = vi.best(every, fetch_k, mask)
+        else:
+            d_scores, d_keys = self._dense_arrays(embedding, fetch_k, pred, mask, fetch_k, prepared)
         lex_all, l_keys, _ = self._keyword_arrays(query, fetch_k, pred, mask)
         in_dense = np.zeros(max(self._next_key, 1), dtype=bool)
         in_dense[d_keys] = True
@@ -622,7 +590,8 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
             dense[:len(d_keys)] = d_scores
             if len(l_only):  # the exact dense score of keyword-only candidates, not 0
                 assert vi is not None
-                dense[len(d_keys):] = vi.scores_for(embedding, l_only, prepared)
+                dense[len(d_keys):] = (vi.scores_at(every, l_only) if every is not None
+                                       else vi.scores_for(embedding, l_only, prepared))
             if sign != 1.0:
                 dense *= sign
             fused = alpha * _minmax(dense) + (1 - alpha) * _minmax(lex_all[keys].astype(np.float64))
