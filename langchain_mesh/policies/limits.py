@@ -159,7 +159,7 @@ class _Checks(list):  # type: ignore[type-arg]
     ``(storage key, limit, mode)`` for :meth:`.windows.LocalWindows.hit_all` (0 moving window, 1 counter
     of requests, 2 counter of tokens), worked out once per plan rather than per call."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "token_keys")
 
 
 class Limiter:
@@ -211,6 +211,7 @@ class Limiter:
         self._items: dict[tuple[str, int], Any] = {}
         # in memory (LocalWindows): every window of a call in one storage call (see _Checks)
         self._hit_all = getattr(self.storage, "hit_all", None)
+        self._add_all = getattr(self.storage, "add_all", None)
 
     def item(self, dim: str, amount: int) -> Any:
         got = self._items.get((dim, amount))
@@ -231,6 +232,7 @@ class Limiter:
         ordered = _Checks(counters + windows)
         ordered.entries = tuple((c.key, c.item.amount, 2 if c.dim == "tokens" else 0 if c in windows else 1)
                                 for c in ordered)
+        ordered.token_keys = tuple(c.key for c in ordered if c.dim == "tokens")
         return ordered, len(windows) > 1
 
     def _undo(self, done: list[_Check], cost: int) -> None:
@@ -556,10 +558,15 @@ class LimitsLayer(Layer):
     # ---- a pass-through call in memory (Layer.forward_hooks) ------------------------------------------
 
     def forward_enter(self, call: Any) -> Optional["_SettleLater"]:
-        checks, cost = self._start(call)
+        checks, test_first, tokens = self.plan(call)
         if not checks:
             return None
-        self._acquire(call, checks, cost)
+        cost = estimate_tokens(call) if tokens else 0
+        limiter = self.limiter
+        hit_all = limiter._hit_all  # in memory every window at once; a refusal (or Redis) takes _acquire
+        if hit_all is None or not hit_all(checks.entries, limiter.expiry, cost):
+            call.notes["limits.test_first"] = test_first
+            self._acquire(call, checks, cost)
         return _SettleLater(self, checks, cost)
 
     def forward_fail(self, call: Any, state: Optional["_SettleLater"], error: BaseException) -> None:
@@ -787,7 +794,13 @@ class _SettleLater:
         self.layer, self.checks, self.cost = layer, checks, cost
 
     def __call__(self, usage: Any, ok: Optional[bool]) -> None:
-        self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
+        limiter = self.layer.limiter
+        add_all = limiter._add_all
+        if add_all is None:  # Redis: reconciled on the loop (or sent without waiting)
+            return self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
+        delta = (tokens_of(usage) or 0) - self.cost  # in memory: what Limiter.reconcile does, in one call
+        if delta:
+            add_all(self.checks.token_keys, limiter.expiry, delta)
 
 
 def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:

@@ -51,6 +51,14 @@ class LocalWindows(Storage, MovingWindowSupport):
             c[0] += amount
             return int(c[0])
 
+    def add_all(self, keys: tuple[str, ...], expiry: int, amount: int) -> None:
+        """:meth:`add` of ``amount`` to every counter of ``keys``, under one lock and one clock reading
+        (a pass-through call's token reconciliation, limits.py's ``_SettleLater``)."""
+        now = time.time()
+        with self._lock:
+            for key in keys:
+                self._counter(key, now, expiry)[0] += amount
+
     def _counter(self, key: str, now: float, expiry: int) -> list[float]:
         """``key``'s live counter, a new one when it has none or it expired (the caller holds the lock)."""
         c = self._counters.get(key)
