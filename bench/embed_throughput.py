@@ -8,8 +8,9 @@ Same model folder, same texts (SciFact's ``title + " " + text``, as bench/retrie
 process, one warm-up pass each, best of ``--repeat`` timed passes, runs interleaved. Rows:
 
 - ours: ``langchain_mesh/local/embedding.py``'s ``SentenceEncoder`` with its defaults (length-sorted
-  batches, batch 32 on CPU / 256 on CUDA, background tokenising, fp16/bf16 on CUDA if its cosine to fp32
-  is >= 0.999 on the first batch) - what ``huggingfacelocal`` embeddings and ``mesh kb ingest`` run;
+  batches, batch 32 on CPU / 256 on CUDA, background tokenising, fp16/bf16 on CUDA and bf16 on a CPU with
+  native bf16 if its cosine to fp32 is >= 0.999 on the first batch) - what ``huggingfacelocal``
+  embeddings and ``mesh kb ingest`` run;
 - sentence-transformers, its defaults (batch 32, fp32);
 - sentence-transformers with our batch size and precision (the fairer comparison on a GPU);
 then the ratio of ours to the faster sentence-transformers row and the cosine between our vectors and

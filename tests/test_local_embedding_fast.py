@@ -40,16 +40,16 @@ def test_length_order_is_longest_first_and_stable():
 
 def test_sorted_batches_come_back_in_order_and_match_single_texts(encoder_parts):
     enc = encoder_parts
-    batched = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, batch_size=3)
+    batched = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, batch_size=3, precision="fp32")
     vectors, tokens = batched.encode(TEXTS)
     assert vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
-    single = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, batch_size=1)
+    single = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, batch_size=1, precision="fp32")
     for i, text in enumerate(TEXTS):
         alone, _ = single.encode([text])
         assert float(vectors[i] @ alone[0]) > 0.9999, f"text {i} is not in its place"
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert tokens == sum(len(enc.tokenizer(t)["input_ids"]) for t in TEXTS)
-    assert batched.precision == "fp32"  # no half precision on CPU
+    assert batched.precision == "fp32"  # as asked
     progress = []
     batched.encode(TEXTS, on_batch=progress.append)
     assert sum(progress) == len(TEXTS)
@@ -71,3 +71,33 @@ def test_tokenizer_errors_reach_the_caller(encoder_parts):
 def test_bad_precision_is_refused(encoder_parts):
     with pytest.raises(ValueError, match="precision"):
         SentenceEncoder(encoder_parts.model, encoder_parts.tokenizer, "cpu", precision="fp8")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_cpu_keeps_bf16_only_where_the_cpu_has_it_and_it_is_exact(encoder_parts, monkeypatch,
+                                                                                    native):
+    """precision="auto" on a CPU: bf16 is tried only where the CPU computes bf16 itself (faster there,
+    emulated and slower elsewhere), and kept only if its vectors match fp32's (cosine >= min_cosine);
+    an explicit precision is used as given."""
+    import langchain_mesh.local.embedding as embedding
+
+    enc = encoder_parts
+    monkeypatch.setattr(embedding, "cpu_has_native_bf16", lambda: native)
+    auto = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, batch_size=4)
+    vectors, _ = auto.encode(TEXTS)
+    fp32, _ = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, batch_size=4,
+                              precision="fp32").encode(TEXTS)
+    if native:
+        assert auto.precision == "bf16" and auto.precision_check["bf16"] >= 0.999
+        assert set(auto._models) == {"fp32", "bf16"}
+    else:
+        assert auto.precision == "fp32" and auto.precision_check is None and set(auto._models) == {"fp32"}
+    assert float(np.min(np.sum(vectors * fp32, axis=1))) >= 0.999
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)  # pooled and normalised in fp32
+    strict = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, batch_size=4, min_cosine=1.01)
+    strict.encode(TEXTS[:2])
+    assert strict.precision == "fp32"  # no half precision can be that exact: fp32 is kept
+    assert (strict.precision_check or {}).get("bf16", 0.0) < 1.01 and set(strict._models) == {"fp32"}
+    explicit = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, precision="bf16")
+    explicit.encode(TEXTS[:2])
+    assert explicit.precision == "bf16" and explicit.precision_check is None

@@ -14,9 +14,12 @@ What makes it fast (``bench/embed_throughput.py`` measures it against sentence-t
   the model runs the current one (the Rust tokenizers release the GIL), and on CUDA the batch is
   copied with ``non_blocking`` from pinned memory; pooled vectors stay on the device until the end,
   so there is one device-to-host copy, not one sync per batch;
-- fp16 or bf16 on CUDA when exact enough: ``precision="auto"`` embeds the first batch in fp32 and in
-  fp16 (then bf16) and keeps the half precision only if every vector's cosine with the fp32 one is
-  >= ``min_cosine`` (0.999); the check's outcome is in ``enc.precision`` and ``enc.precision_check``.
+- half precision when exact enough: ``precision="auto"`` embeds the first batch in fp32 and in a half
+  precision and keeps it only if every vector's cosine with the fp32 one is >= ``min_cosine`` (0.999);
+  the check's outcome is in ``enc.precision`` and ``enc.precision_check``. On CUDA it tries fp16, then
+  bf16. On a CPU it tries bf16 only where the CPU multiplies bf16 itself (AVX512-BF16 or AMX: oneDNN's
+  bf16 matmuls then beat fp32, MiniLM 1.9x on an AVX512-BF16 EPYC); elsewhere bf16 is emulated and
+  slower, so ``auto`` stays fp32. An explicit ``precision`` is used as given, on any device.
 
 Only torch, transformers' tokenizer/model objects and numpy are needed here (no pydantic, no
 LangChain): the GPU benchmark loads this file on its own.
@@ -28,7 +31,7 @@ import queue
 import threading
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-__all__ = ["SentenceEncoder", "default_batch_size", "length_order"]
+__all__ = ["SentenceEncoder", "cpu_has_native_bf16", "default_batch_size", "length_order"]
 
 CPU_BATCH = 32
 CUDA_BATCH = 256
@@ -36,6 +39,21 @@ CUDA_BATCH = 256
 
 def default_batch_size(device: str) -> int:
     return CUDA_BATCH if str(device).startswith("cuda") else CPU_BATCH
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 itself (AVX512-BF16 or AMX tiles), as torch reports it."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):  # torch's own dispatch checks
+        fn = getattr(cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # noqa: BLE001 - a probe torch lacks or cannot answer: not native
+            continue
+    return False
 
 
 def length_order(texts: Sequence[str]) -> list[int]:
@@ -55,8 +73,9 @@ class SentenceEncoder:
         self.max_length = int(max_length)
         self.batch_size = int(batch_size or default_batch_size(self.device))
         self.cuda = self.device.startswith("cuda")
-        # half precision only on CUDA: on CPU fp16/bf16 matmuls are slower than fp32
-        self.precision = precision if self.cuda else "fp32"
+        # the half precisions "auto" may keep (module doc): none on a CPU without native bf16
+        self._halves = ("fp16", "bf16") if self.cuda else ("bf16",) if cpu_has_native_bf16() else ()
+        self.precision = "fp32" if precision == "auto" and not self._halves else precision
         self.min_cosine = float(min_cosine)
         self.normalize = normalize
         self.precision_check: Optional[dict[str, float]] = None  # {"fp16": min cosine, ...} once checked
@@ -82,7 +101,7 @@ class SentenceEncoder:
         ref = self._forward(self._models["fp32"], batch).float()
         check: dict[str, float] = {}
         chosen = "fp32"
-        for candidate in ("fp16", "bf16"):
+        for candidate in self._halves:
             vecs = self._forward(self._model_for(candidate), batch).float()
             cos = float(((vecs * ref).sum(1) / (vecs.norm(dim=1) * ref.norm(dim=1)).clamp(min=1e-12)).min())
             check[candidate] = cos
@@ -143,11 +162,12 @@ class SentenceEncoder:
         import torch
 
         with torch.inference_mode():
-            hidden = model(**batch).last_hidden_state
+            # pooled in fp32 whatever the model's precision: a bf16 sum over hundreds of tokens loses digits
+            hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # mean over real tokens
             if self.normalize:
-                pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             return pooled
 
     # ---- the entry point ---------------------------------------------------------------------------
@@ -169,7 +189,7 @@ class SentenceEncoder:
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 if self.precision == "auto":
                     self._choose_precision(batch)
-                pooled.append(self._forward(self._models[self.precision], batch).float())
+                pooled.append(self._forward(self._model_for(self.precision), batch).float())
                 counts.append(batch["attention_mask"].sum())
                 if on_batch is not None:
                     on_batch(min(self.batch_size, len(texts) - start))
