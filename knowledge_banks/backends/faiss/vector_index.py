@@ -321,9 +321,10 @@ class VectorIndex:
         """Every stored vector's raw score against ``q`` (a ``prepare_query`` array), by storage row, or
         None where FAISS must search (HNSW, trained IVF, L2, a GPU, tombstones).
 
-        Why: for one query FAISS's flat search runs its own single-query loop with a heap (~130 µs for
-        5,000 x 384 here, more for a larger ``k``); a BLAS matrix-vector product over the same zero-copy
-        storage scores every vector in ~60 µs, and ``topk.best_rows`` picks the best few. Exact: the
+        Why: for one query FAISS's flat search runs its own single-query loop on one thread with a heap
+        (~90-130 µs for 5,000 x 384 here, more for a larger ``k``); a BLAS matrix-vector product over the
+        same zero-copy storage scores every vector in ~60 µs on numpy's BLAS threads (~115 µs on one),
+        and ``topk.best_rows`` picks the best few. Exact: the
         same inner products, and the score of any other key is then a lookup (hybrid search). Only
         up to ``_BLAS_MAX_FLOATS`` stored floats: beyond them the scan is bound by memory, not
         arithmetic, and FAISS's loop, which keeps no score array, was as fast or faster (50k x 384:
