@@ -30,10 +30,7 @@ Measured (ratios are ours / theirs):
 Threads: FAISS parallelises with OpenMP (all CPUs by default). On a small or shared machine waking the
 OpenMP team can dominate a single-query search (faiss's ``IndexIDMap2``, which ours wraps its flat index
 in, translates result ids in an OpenMP loop; a bare ``IndexFlatIP`` with one query does not), so
-``--threads 1`` is worth a second run to separate that from the stores' own work. Ours' flat cosine
-search is a BLAS matrix-vector product over FAISS's storage (``VectorIndex.flat_scores``), which uses
-OpenBLAS's threads (all CPUs by default); ``--threads N`` limits those too (threadpoolctl), so both
-stores then get the same N.
+``--threads 1`` is worth a second run to separate that from the stores' own work.
 
 langchain-community is a bench-only dependency: ``pip install langchain-community``.
 """
@@ -170,9 +167,6 @@ def main() -> int:
 
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(args.threads, user_api="blas")  # ours' flat search: numpy's BLAS
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"{n} documents x {dim} dims ({source}); {len(qtexts)} queries, k={args.k}; "
           f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads, {os.cpu_count()} CPUs{load}")

@@ -266,9 +266,9 @@ def test_top_k_selection_equals_a_full_sort(seed):
 
 @pytest.mark.parametrize("distance", ["cosine", "ip"])
 def test_flat_scores_path_answers_as_faiss_searches(distance):
-    """A flat index answers one query from every score at once (one BLAS product, then topk.best_rows)
-    rather than FAISS's own search: the same ranking and scores, with a key mask, after deletes and
-    re-adds; duplicate vectors (ties everywhere) in storage order."""
+    """Hybrid search's dense side on a flat index: every score at once (flat_scores), then
+    topk.best_rows, answers as FAISS's own search does: the same ranking and scores, with a key mask,
+    after deletes and re-adds; duplicate vectors (ties everywhere) in storage order."""
     from knowledge_banks.backends.faiss.vector_index import VectorIndex
 
     rng = np.random.default_rng(3)
@@ -284,7 +284,7 @@ def test_flat_scores_path_answers_as_faiss_searches(distance):
         every = vi.flat_scores(q)
         assert every is not None and len(every) == vi.ntotal
         for n, key_mask in ((1, None), (10, None), (150, None), (10, mask), (900, mask)):
-            ours_s, ours_k = vi.search_arrays(q, n, key_mask, prepared=True)
+            ours_s, ours_k = vi.best(every, n, key_mask)
             faiss_s, faiss_k = vi._search_cpu(q, min(n, vi.ntotal), key_mask)
             # the same ranking up to float rounding: two summation orders may split a tie differently,
             # so keys are compared where their scores are apart, and every score is the key's own

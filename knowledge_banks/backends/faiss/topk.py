@@ -1,11 +1,11 @@
-"""The best ``k`` of a score array, best first: what dense (flat) and BM25 searches end with.
+"""The best ``k`` of a score array, best first: how hybrid search picks its dense (flat) and BM25 candidates.
 
     rows = best_rows(scores, 10)               # scores: float array; every row may be returned
     rows = best_rows(bm25_scores, 100, floor=0.0)  # only rows scoring > 0
 
 Ties go to the earlier row (as FAISS and Lucene break them). Why hand-written: a partition over
 every score costs ~30 µs for 5,000 documents (numpy's introselect, indirect for ``argpartition``),
-as much as a BLAS product that scored them all. A strided sample gives a threshold that about ``2k + 64``
+a third of a hybrid search's BM25 side. A strided sample gives a threshold that about ``2k + 64``
 scores reach; those few are then partitioned exactly. It is exact whatever the sample: the k-th best
 score is >= the threshold exactly when at least ``k`` scores reach it, which is checked, and otherwise
 every candidate is partitioned.

@@ -1,9 +1,8 @@
 """Int64-keyed vectors in a FAISS index (flat, HNSW or IVF), with deletes on every index type.
 
-- ``flat``: ``IndexIDMap2(IndexFlat{IP,L2})``: exact; deletes are real (``remove_ids``). On a CPU, a
-  cosine or ip query over up to 16 MB of vectors is one BLAS product over FAISS's own storage
-  (``flat_scores``) and a top-k pick (``topk.py``), faster there than FAISS's single-query loop;
-  larger indexes and L2 search through FAISS.
+- ``flat``: ``IndexIDMap2(IndexFlat{IP,L2})``: exact; deletes are real (``remove_ids``). A hybrid
+  search scores every vector at once from FAISS's own storage (``flat_scores``, up to 16 MB of
+  vectors) and picks its candidates with ``topk.py``.
 - ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``: HNSW cannot remove vectors, so deleted keys become
   tombstones skipped at search time (over-fetching to compensate) and the graph is rebuilt from the
   live vectors once tombstones exceed a quarter of it, and before every write.
@@ -45,8 +44,8 @@ def import_faiss() -> Any:
 
 
 _GPU_COUNT: Optional[int] = None
-#: flat_scores' bound: 16 MB of float32 vectors (~10k of 384 dimensions), about what stays in a CPU's caches
-_BLAS_MAX_FLOATS = 1 << 22
+#: flat_scores' bound: 16 MB of float32 vectors (~10k of 384 dimensions); its score array is 1/dim of that
+_FLAT_SCORES_MAX_FLOATS = 1 << 22
 
 
 def _gpu_count(faiss: Any) -> int:
@@ -295,8 +294,6 @@ class VectorIndex:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         q = vector if prepared else self.prepare_query(vector)
         tombstones = self._tombstones
-        if not tombstones and (every := self.flat_scores(q)) is not None:
-            return self.best(every, n, key_mask)
         fetch = min(total, n + len(tombstones))
         if key_mask is not None or _GPU_COUNT == 0 or _gpu_count(self._faiss) == 0 or self.active_kind == "hnsw":
             dists, ids = self._search_cpu(q, fetch, key_mask)  # padding (-1) already dropped
@@ -319,21 +316,28 @@ class VectorIndex:
 
     def flat_scores(self, q: Any) -> Any:
         """Every stored vector's raw score against ``q`` (a ``prepare_query`` array), by storage row, or
-        None where FAISS must search (HNSW, trained IVF, L2, a GPU, tombstones).
+        None where there is no flat storage to read (HNSW, trained IVF, L2, a GPU, tombstones) or more
+        than ``_FLAT_SCORES_MAX_FLOATS`` of it.
 
-        Why: for one query FAISS's flat search runs its own single-query loop on one thread with a heap
-        (~90-130 µs for 5,000 x 384 here, more for a larger ``k``); a BLAS matrix-vector product over the
-        same zero-copy storage scores every vector in ~60 µs on numpy's BLAS threads (~115 µs on one),
-        and ``topk.best_rows`` picks the best few. Exact: the
-        same inner products, and the score of any other key is then a lookup (hybrid search). Only
-        up to ``_BLAS_MAX_FLOATS`` stored floats: beyond them the scan is bound by memory, not
-        arithmetic, and FAISS's loop, which keeps no score array, was as fast or faster (50k x 384:
-        3.0 ms both; 500k: 31 ms against 33-38 ms)."""
-        if (self.distance == "l2" or self._tombstones or self._stored * self.dim > _BLAS_MAX_FLOATS
+        Why: a hybrid search needs the best ``fetch_k`` (100) dense candidates and the exact score of
+        each keyword-only candidate. FAISS's search keeps a 100-deep heap as it scans, then each other
+        score is a gather and a product of its own; scoring every vector with FAISS's SIMD kernel in one
+        pass (``fvec_inner_products_ny``, one thread, the same arithmetic as its flat scan) and picking
+        the best with ``topk.best_rows`` makes the others lookups. A plain search keeps FAISS's scan
+        (k is small there: its heap is cheap). One thread on purpose: numpy's BLAS product was 2x
+        faster on an idle machine but its spinning worker threads made a loaded one's p95 4.2 ms
+        against 0.25 ms (bench/kb_throughput.py beside two busy processes). Beyond the bound the
+        score array is as large as the scan is slow."""
+        if (self.distance == "l2" or self._tombstones or self._stored * self.dim > _FLAT_SCORES_MAX_FLOATS
                 or _gpu_count(self._faiss)):
             return None
         storage = self._flat_storage()
-        return None if storage is None else storage[0] @ q[0]
+        if storage is None:
+            return None
+        xb, f = storage[0], self._faiss
+        out = self._np.empty(len(xb), self._np.float32)
+        f.fvec_inner_products_ny(f.swig_ptr(out), f.swig_ptr(q), f.swig_ptr(xb), self.dim, len(xb))
+        return out
 
     def best(self, every: Any, n: int, key_mask: Any = None) -> tuple[Any, Any]:
         """``search_arrays``'s answer from ``flat_scores``: the best ``n`` (scores, keys) allowed by
