@@ -387,6 +387,8 @@ class Mesh:
 
     def _check_images(self, llm: "LLM", request: EmbeddingRequest) -> None:
         """Images go only to a model that embeds them: anywhere else they would be dropped or misread."""
+        if not isinstance(request, EmbeddingRequest):
+            raise TypeError(f"embed() takes an EmbeddingRequest(texts=[...]), not {type(request).__name__}")
         if request.images and not (llm.capabilities.image_embedding and llm.connection.embeds_images):
             able = [i.id for i in self.list_llms("TEXT_EMBEDDING_EXTRACTION") if i.capabilities.image_embedding]
             raise CapabilityError(f"{llm.id} does not embed images (only texts). Image embedding models: "

@@ -101,3 +101,21 @@ def test_auto_precision_on_cpu_keeps_bf16_only_where_the_cpu_has_it_and_it_is_ex
     explicit = SentenceEncoder(enc.model, enc.tokenizer, "cpu", enc.context_window, precision="bf16")
     explicit.encode(TEXTS[:2])
     assert explicit.precision == "bf16" and explicit.precision_check is None
+
+
+def test_the_connection_passes_its_embedding_precision_and_refuses_unknown_ones(encoder_parts):
+    from langchain_mesh import Mesh
+    from langchain_mesh.errors import ConfigError
+    from langchain_mesh.schema import EmbeddingRequest
+
+    with Mesh({"connections": {"local": {"type": "huggingfacelocal", "device": "cpu",
+                                         "embedding_precision": "fp32"}}}) as mesh:
+        llm = mesh.get_llm("huggingfacelocal:local:all-MiniLM-L6-v2")
+        with pytest.raises(TypeError, match="EmbeddingRequest"):
+            mesh.embed(llm, ["a text", "another"])
+        mesh.embed(llm, EmbeddingRequest(texts=["a text", "another"]))
+        conn = mesh.connection("local")
+        (encoder,) = conn._sentence_encoders.values()
+        assert encoder.precision == "fp32" and encoder.precision_check is None
+    with pytest.raises(ConfigError, match="embedding_precision"):
+        Mesh({"connections": {"local": {"type": "huggingfacelocal", "embedding_precision": "fp8"}}})

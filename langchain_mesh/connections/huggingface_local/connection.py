@@ -29,7 +29,7 @@ import functools
 import json
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Literal, Optional
 
 from pydantic import Field
 
@@ -87,6 +87,9 @@ class HuggingFaceLocalConfig(ConnectionConfig):
     threads: Optional[int] = Field(default=None, ge=1)
     # texts per forward pass; default: 32 on CPU, 256 on CUDA (local/embedding.py says why)
     embedding_batch_size: Optional[int] = Field(default=None, ge=1)
+    # auto: fp16/bf16 on CUDA, bf16 on a CPU with native bf16, each only when the first batch's vectors
+    # match fp32's (cosine >= 0.999; local/embedding.py); fp32 for bit-exact fp32 vectors
+    embedding_precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     # where fine-tuned saved models live; default $MESH_SAVED_MODELS_DIR/<connection>, else ./saved_models/<connection>
     saved_models_dir: Optional[str] = None
 
@@ -429,7 +432,8 @@ class HuggingFaceLocalConnection(Connection):
         key = (model, id(enc.model))
         if key not in cache:
             cache[key] = SentenceEncoder(enc.model, enc.tokenizer, device=enc.device, max_length=enc.context_window,
-                                         batch_size=self.config.embedding_batch_size)
+                                         batch_size=self.config.embedding_batch_size,
+                                         precision=self.config.embedding_precision)
         return cache[key]
 
 
