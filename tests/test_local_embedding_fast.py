@@ -103,19 +103,22 @@ def test_auto_precision_on_cpu_keeps_bf16_only_where_the_cpu_has_it_and_it_is_ex
     assert explicit.precision == "bf16" and explicit.precision_check is None
 
 
-def test_the_connection_passes_its_embedding_precision_and_refuses_unknown_ones(encoder_parts):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_connection_passes_its_embedding_precision_and_refuses_unknown_ones(encoder_parts, precision):
+    """Explicit precisions: unlike auto, neither runs the fp32 check (precision_check stays None); on a
+    CPU without native bf16 auto would give fp32, with it bf16, so one of the two tells them apart."""
     from langchain_mesh import Mesh
     from langchain_mesh.errors import ConfigError
     from langchain_mesh.schema import EmbeddingRequest
 
     with Mesh({"connections": {"local": {"type": "huggingfacelocal", "device": "cpu",
-                                         "embedding_precision": "fp32"}}}) as mesh:
+                                         "embedding_precision": precision}}}) as mesh:
         llm = mesh.get_llm("huggingfacelocal:local:all-MiniLM-L6-v2")
         with pytest.raises(TypeError, match="EmbeddingRequest"):
             mesh.embed(llm, ["a text", "another"])
         mesh.embed(llm, EmbeddingRequest(texts=["a text", "another"]))
         conn = mesh.connection("local")
         (encoder,) = conn._sentence_encoders.values()
-        assert encoder.precision == "fp32" and encoder.precision_check is None
+        assert encoder.precision == precision and encoder.precision_check is None
     with pytest.raises(ConfigError, match="embedding_precision"):
         Mesh({"connections": {"local": {"type": "huggingfacelocal", "embedding_precision": "fp8"}}})

@@ -281,6 +281,10 @@ class Limiter:
         """Replace the estimate with what the provider counted (None: the call failed, nothing used)."""
         delta = (actual if actual is not None else 0) - estimate
         if delta:
+            keys = getattr(checks, "token_keys", None)
+            if keys is not None and self._add_all is not None:  # in memory: every token window, one lock
+                self._add_all(keys, self.expiry, delta)
+                return
             for c in checks:
                 if c.dim == "tokens":
                     self._incr(c.key, self.expiry, delta)
@@ -558,15 +562,10 @@ class LimitsLayer(Layer):
     # ---- a pass-through call in memory (Layer.forward_hooks) ------------------------------------------
 
     def forward_enter(self, call: Any) -> Optional["_SettleLater"]:
-        checks, test_first, tokens = self.plan(call)
+        checks, cost = self._start(call)
         if not checks:
             return None
-        cost = estimate_tokens(call) if tokens else 0
-        limiter = self.limiter
-        hit_all = limiter._hit_all  # in memory every window at once; a refusal (or Redis) takes _acquire
-        if hit_all is None or not hit_all(checks.entries, limiter.expiry, cost):
-            call.notes["limits.test_first"] = test_first
-            self._acquire(call, checks, cost)
+        self._acquire(call, checks, cost)
         return _SettleLater(self, checks, cost)
 
     def forward_fail(self, call: Any, state: Optional["_SettleLater"], error: BaseException) -> None:
@@ -794,13 +793,7 @@ class _SettleLater:
         self.layer, self.checks, self.cost = layer, checks, cost
 
     def __call__(self, usage: Any, ok: Optional[bool]) -> None:
-        limiter = self.layer.limiter
-        add_all = limiter._add_all
-        if add_all is None:  # Redis: reconciled on the loop (or sent without waiting)
-            return self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
-        delta = (tokens_of(usage) or 0) - self.cost  # in memory: what Limiter.reconcile does, in one call
-        if delta:
-            add_all(self.checks.token_keys, limiter.expiry, delta)
+        self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
 
 
 def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:
