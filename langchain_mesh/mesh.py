@@ -313,12 +313,14 @@ class Mesh:
 
     def complete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                  max_retries: Optional[int] = None) -> CompletionResponse:
+        _typed(request, CompletionRequest, "complete")
         if request.settings.cache is not None:
             self._check_cache_setting(llm)
         return self._call(llm, self._conn(llm).complete, request, timeout, max_retries)
 
     async def acomplete(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                         max_retries: Optional[int] = None) -> CompletionResponse:
+        _typed(request, CompletionRequest, "acomplete")
         if request.settings.cache is not None:
             self._check_cache_setting(llm)
         return await self._acall(llm, self._conn(llm).acomplete, request, timeout, max_retries)
@@ -334,6 +336,7 @@ class Mesh:
 
     def stream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                max_retries: Optional[int] = None) -> Iterator[StreamEvent]:
+        _typed(request, CompletionRequest, "stream")
         if request.settings.cache is not None:
             self._check_cache_setting(llm)
         layers = self._layers(llm) if self._policies else ()
@@ -362,6 +365,7 @@ class Mesh:
 
     def astream(self, llm: "LLM", request: CompletionRequest, *, timeout: Optional[float] = None,
                 max_retries: Optional[int] = None) -> AsyncIterator[StreamEvent]:
+        _typed(request, CompletionRequest, "astream")
         if request.settings.cache is not None:
             self._check_cache_setting(llm)
         layers = self._layers(llm) if self._policies else ()
@@ -387,8 +391,7 @@ class Mesh:
 
     def _check_images(self, llm: "LLM", request: EmbeddingRequest) -> None:
         """Images go only to a model that embeds them: anywhere else they would be dropped or misread."""
-        if not isinstance(request, EmbeddingRequest):
-            raise TypeError(f"embed() takes an EmbeddingRequest(texts=[...]), not {type(request).__name__}")
+        _typed(request, EmbeddingRequest, "embed")
         if request.images and not (llm.capabilities.image_embedding and llm.connection.embeds_images):
             able = [i.id for i in self.list_llms("TEXT_EMBEDDING_EXTRACTION") if i.capabilities.image_embedding]
             raise CapabilityError(f"{llm.id} does not embed images (only texts). Image embedding models: "
@@ -409,9 +412,11 @@ class Mesh:
     def count_tokens(self, llm: "LLM", request: CompletionRequest) -> int:
         """Input tokens of ``request`` on ``llm``: the provider's or the model's own count where
         there is one, else the documented estimate (``Connection.count_tokens``)."""
+        _typed(request, CompletionRequest, "count_tokens")
         return self._call(llm, self._conn(llm).count_tokens, request, None, None)
 
     async def acount_tokens(self, llm: "LLM", request: CompletionRequest) -> int:
+        _typed(request, CompletionRequest, "acount_tokens")
         return await self._acall(llm, self._conn(llm).acount_tokens, request, None, None)
 
     def tokenizer(self, llm: "LLM") -> Any:
@@ -420,12 +425,14 @@ class Mesh:
 
     def generate_images(self, llm: "LLM", request: ImageGenerationRequest, *, timeout: Optional[float] = None,
                         max_retries: Optional[int] = None) -> ImageGenerationResponse:
+        _typed(request, ImageGenerationRequest, "generate_images")
         conn = self._conn(llm)
         return self._call(llm, conn.generate_images, _image_leniency(conn, request), timeout, max_retries)
 
     async def agenerate_images(self, llm: "LLM", request: ImageGenerationRequest, *,
                                timeout: Optional[float] = None,
                                max_retries: Optional[int] = None) -> ImageGenerationResponse:
+        _typed(request, ImageGenerationRequest, "agenerate_images")
         conn = self._conn(llm)
         return await self._acall(llm, conn.agenerate_images, _image_leniency(conn, request), timeout, max_retries)
 
@@ -746,6 +753,16 @@ def _image_leniency(conn: Any, request: ImageGenerationRequest) -> ImageGenerati
     if not request.lenient and getattr(conn.config, "image_settings", "strict") == "lenient":
         return request.model_copy(update={"lenient": True})
     return request
+
+
+def _typed(request: Any, kind: type, op: str) -> None:
+    """A request of the wrong type (a list of texts, a dict) named plainly, not as the AttributeError the
+    first attribute read would raise."""
+    if not isinstance(request, kind):
+        example = "texts=[...]" if kind is EmbeddingRequest else "prompts=[...]" if kind is ImageGenerationRequest \
+            else "messages=[...]"
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"{op}() takes {article} {kind.__name__}({example}), not {type(request).__name__}")
 
 
 def _one_vector_each(request: EmbeddingRequest, resp: EmbeddingResponse, llm: "LLM") -> EmbeddingResponse:

@@ -330,6 +330,12 @@ def test_corrupt_files_are_detected(emb, tmp_path):
     docstore.write_text(docstore.read_text().replace("lemon", "lime"))
     with pytest.raises(StoreFormatError, match="SHA-256"):
         FaissVectorStore.load(path, emb)
+    # a docstore that no longer parses: the checksum (checked while it is parsed) is still what is reported
+    docstore.write_bytes(docstore.read_bytes()[:-40] + b"{not json\n")
+    with pytest.raises(StoreFormatError, match="SHA-256"):
+        FaissVectorStore.load(path, emb)
+    with pytest.raises(StoreFormatError, match="not valid JSON"):  # unchecked, the parser says what is wrong
+        FaissVectorStore.load(path, emb, verify=False)
     manifest = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").write_text(json.dumps({**manifest, "files": {**manifest["files"], "index": "../x"}}))
     with pytest.raises(StoreFormatError, match="bad file name"):

@@ -206,6 +206,28 @@ def test_bm25_bytes_round_trip_string_keys():
         BM25Index.from_bytes(b"not an npz")
 
 
+def test_bm25_file_narrow_types_and_older_files():
+    """Counts and slots are stored in the narrowest unsigned type that holds them (a term repeated 300
+    times needs uint16), scores are unchanged after a round trip, and a file written with the older wide
+    types (int64 offsets, int32 slots, float32 counts) loads to the same scores."""
+    import io
+
+    index = BM25Index(int_keys=True)
+    index.add_many([(0, "cell " * 300 + "gene"), (1, "gene therapy"), (2, "blood cell count")])
+    data = index.to_bytes()
+    with np.load(io.BytesIO(data)) as z:
+        arrays = {name: z[name] for name in z.files}
+    assert (arrays["tfs"].dtype, arrays["slots"].dtype, arrays["ptr"].dtype) == (np.uint16, np.uint8, np.uint8)
+    wide = {**arrays, "ptr": arrays["ptr"].astype(np.int64), "slots": arrays["slots"].astype(np.int32),
+            "tfs": arrays["tfs"].astype(np.float32)}
+    buf = io.BytesIO()
+    np.savez(buf, **wide)
+    for copy in (BM25Index.from_bytes(data), BM25Index.from_bytes(buf.getvalue())):
+        for q in ("cell", "gene", "blood cells", "therapy gene"):
+            assert np.array_equal(copy.score_all(q), index.score_all(q))
+        assert copy.to_bytes() == data  # re-saved unchanged, in the narrow types
+
+
 def test_bulk_bm25_equals_one_by_one(corpus):
     """BM25Index.bulk (what a store builds its keyword index with) gives the same scores and the same
     persisted bytes as adding the documents one by one, before and after later changes."""

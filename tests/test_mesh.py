@@ -453,3 +453,19 @@ def test_default_mesh_follows_mesh_config(tmp_path, monkeypatch):
     m = Mesh.default()
     assert Mesh.default() is m
     assert [i.id for i in m.list_llms()] == ["scripted:fake:chat", "scripted:fake:embed"]
+
+
+def test_a_request_of_the_wrong_type_is_named(mesh):
+    """Every dispatch entry point says which request type it takes, instead of the AttributeError that
+    reading the first attribute of a list or a dict would raise."""
+    import asyncio
+
+    chat, img = mesh.get_llm("scripted:fake:chat"), mesh.get_llm("scripted:fake:img")
+    for call in (lambda: mesh.complete(chat, ["hi"]), lambda: mesh.stream(chat, {"messages": []}),
+                 lambda: mesh.count_tokens(chat, "hi"), lambda: asyncio.run(mesh.acomplete(chat, ["hi"])),
+                 lambda: mesh.astream(chat, ["hi"]), lambda: asyncio.run(mesh.acount_tokens(chat, ["hi"]))):
+        with pytest.raises(TypeError, match=r"takes a CompletionRequest\(messages=\[\.\.\.\]\), not (list|dict|str)"):
+            call()
+    for call in (lambda: mesh.generate_images(img, "a cat"), lambda: asyncio.run(mesh.agenerate_images(img, {}))):
+        with pytest.raises(TypeError, match=r"generate_images\(\) takes an ImageGenerationRequest\(prompts=\[\.\.\.\]\), not (str|dict)"):
+            call()
