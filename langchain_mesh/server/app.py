@@ -388,11 +388,12 @@ class MeshApp:
     async def _chat_forward(self, plan: Any, data: dict[str, Any], principal: Principal, body: bytes, send: Send,
                             served: _Served) -> None:
         """Chat on the pass-through path: validated as on the translated path, then forwarded."""
-        param_of, shape = self._shapes.check(data)  # a shape validated before: the same checks would pass
-        if param_of is None:
+        # fields validated before: their settings pass again; with plain messages, the whole request
+        param_of, shape, plain = self._shapes.check(data)
+        if param_of is None or not plain:
             req = _parse(ForwardChatRequest, body)
             llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)
-            param_of = check_request(req)  # every value check of the translated path
+            param_of = check_request(req, param_of)  # every value check of the translated path
             if shape is not None:
                 self._shapes.remember(shape, param_of)
         else:

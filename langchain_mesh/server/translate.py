@@ -153,42 +153,25 @@ def completion_request(req: ChatCompletionRequest) -> tuple[CompletionRequest, C
     return CompletionRequest.model_construct(messages=messages, settings=settings), param_of
 
 
-def check_request(req: ChatCompletionRequest) -> Callable[[Sequence[str]], Optional[str]]:
+def check_request(req: ChatCompletionRequest, known: Optional[Callable[[Sequence[str]], Optional[str]]] = None
+                  ) -> Callable[[Sequence[str]], Optional[str]]:
     """The checks of :func:`completion_request` without building the mesh request (the pass-through
     path forwards the client's JSON): the same 400s, the same fields named. A message whose content is
     a string and that is neither a tool result nor an assistant turn has nothing left to check after
-    the request model, so it is not converted."""
+    the request model, so it is not converted.
+
+    ``known``: the ``param_of`` of an earlier request with the same fields but the messages
+    (:class:`.validated.KnownShapes`): the settings, which depend on those fields alone, passed then,
+    so only the messages are checked; it is returned."""
     _check_stream_options(req)
     for i, m in enumerate(req.messages):
         if m.role in ("tool", "assistant") or type(m.content) is not str:
             _checked_message(m, i)
+    if known is not None:
+        return known
     settings, given = _settings(req)
-    key = _scalar_key(settings)
-    if key is None or key not in _VALID_SETTINGS:
-        _validated(settings, given)
-        if key is not None:
-            if len(_VALID_SETTINGS) >= 4096:
-                _VALID_SETTINGS.clear()
-            _VALID_SETTINGS.add(key)
+    _validated(settings, given)
     return _param_of(given)
-
-
-# Settings made only of scalars (temperature, max tokens...) already found valid: clients send the same
-# few combinations again and again, and validating them (a pydantic model and its coherence checks)
-# cost a pass-through request ~5% of its CPU. Only validity is remembered (the pass-through path
-# forwards the client's JSON, not the validated object); each value's type is part of the key (True == 1).
-_VALID_SETTINGS: set[tuple[Any, ...]] = set()
-_SCALARS = (int, float, str, bool)
-
-
-def _scalar_key(settings: dict[str, Any]) -> Optional[tuple[Any, ...]]:
-    key = []
-    for k, v in settings.items():
-        t = type(v)
-        if t not in _SCALARS:
-            return None
-        key.append((k, t, v))
-    return tuple(key)
 
 
 def _check_stream_options(req: ChatCompletionRequest) -> None:

@@ -2,20 +2,22 @@
 
 Validating a pass-through chat request (the request model, then :func:`.translate.check_request`'s
 setting checks) was ~18 of the ~57 µs of Python that ``mesh serve`` spends on it
-(``bench/gateway_micro.py``), though clients send the same few shapes again and again. A request
-parsed to ``data`` is *known valid* when
+(``bench/gateway_micro.py``), though clients send the same few shapes again and again. What is
+remembered is the *fields* of a request that passed the whole validation (every key but ``model`` and
+``messages``, with its value's type and the value, :meth:`KnownShapes.remember`): its settings, which
+depend on those fields alone, would pass again, and its ``param_of`` (which request field set each
+setting) is the same. A request with known fields is then
 
-* its messages are plain: each a dict holding a ``role`` of system, developer, user or assistant, a
-  string ``content`` and at most a string ``name``; the request model takes such a message with no
-  further check, and ``check_request`` has nothing to check in it;
-* its other fields (every key but ``model`` and ``messages``, with its value's type and the value)
-  are those of a request that passed the whole validation earlier (:meth:`KnownShapes.remember`).
+* *known valid* when its messages are plain as well: each a dict holding a ``role`` of system,
+  developer, user or assistant, a string ``content`` and at most a string ``name``. The request model
+  takes such a message with no further check and ``check_request`` has nothing to check in it, so
+  neither runs;
+* otherwise (tool calls, tool results, content parts) parsed by the request model and its messages
+  checked as always; only the settings are not validated again (``check_request(req, known)``).
 
-Its ``param_of`` (which request field set each setting) is then that request's: it depends only on
-those fields. Anything else (tool calls, content parts, a new combination of settings) is validated in
-full, with the same 400s as before, and remembered when it passes. Only validity is remembered, never a
-request: the body forwarded is still the one the client sent. The ``model`` is checked on every request
-(``MeshApp._llm``), as before.
+A request with new fields is validated in full, with the same 400s as before, and remembered when it
+passes. Only validity is remembered, never a request: the body forwarded is still the one the client
+sent. The ``model`` is checked on every request (``MeshApp._llm``), as before.
 
 Fields whose validity is their type alone (an end-user id, a cache key) are remembered by type, so a
 new user does not cost a full validation.
@@ -82,15 +84,16 @@ class KnownShapes:
     def __init__(self) -> None:
         self._seen: dict[tuple[Any, ...], Callable[..., Optional[str]]] = {}
 
-    def check(self, data: dict[str, Any]) -> tuple[Optional[Callable[..., Optional[str]]], Optional[tuple[Any, ...]]]:
-        """``(param_of, key)``: ``param_of`` when ``data`` is known valid, else None and the key to
-        :meth:`remember` it by once validated (None: not a shape that can be remembered)."""
-        if not _plain(data.get("messages")):
-            return None, None
+    def check(self, data: dict[str, Any]) -> tuple[Optional[Callable[..., Optional[str]]], Optional[tuple[Any, ...]],
+                                                   bool]:
+        """``(param_of, key, plain)``: ``param_of`` when ``data``'s fields are those of a request that
+        passed the whole validation (else None), the key to :meth:`remember` them by once validated
+        (None: fields that cannot be remembered), and whether its messages are plain: with
+        ``param_of``, a plain request is known valid."""
         key = _fields(data)
         if key is None:
-            return None, None
-        return self._seen.get(key), key
+            return None, None, False
+        return self._seen.get(key), key, _plain(data.get("messages"))
 
     def remember(self, key: tuple[Any, ...], param_of: Callable[..., Optional[str]]) -> None:
         """``key`` (from :meth:`check`) belongs to a request that passed the whole validation."""
