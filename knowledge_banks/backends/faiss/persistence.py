@@ -159,17 +159,10 @@ def data_bytes(path: PathLike, manifest: dict[str, Any], role: str, verify: bool
             data = f.read()
     except FileNotFoundError:
         raise StoreFormatError(f"{path}: {role} file {name} named by the manifest is missing") from None
-    if verify:
-        check_bytes(path, manifest, role, data)
-    return data
-
-
-def check_bytes(path: PathLike, manifest: dict[str, Any], role: str, data: bytes) -> None:
-    """Raise ``StoreFormatError`` unless ``data`` (the ``role`` file's bytes) has the manifest's SHA-256."""
     expected = (manifest.get("sha256") or {}).get(role)
-    if expected and hashlib.sha256(data).hexdigest() != expected:
-        raise StoreFormatError(f"{Path(path) / manifest['files'][role]}: SHA-256 does not match the manifest "
-                               f"(corrupt or modified)")
+    if verify and expected and hashlib.sha256(data).hexdigest() != expected:
+        raise StoreFormatError(f"{fpath}: SHA-256 does not match the manifest (corrupt or modified)")
+    return data
 
 
 class BackgroundRead(threading.Thread):
@@ -177,15 +170,13 @@ class BackgroundRead(threading.Thread):
     (the index, BM25) are checked while the caller parses the docstore. ``roles``: those to read
     (``data_bytes``); ``check``: those only checked, streamed through the hash without keeping the
     bytes (``data_file``: the index, which FAISS then reads from the file itself). ``result()`` returns
-    ``{role: bytes or Path or None}`` or raises what the read raised. ``held``: bytes the caller has
-    read already (unchecked) and parses meanwhile, checked here too (with ``verify``)."""
+    ``{role: bytes or Path or None}`` or raises what the read raised."""
 
     def __init__(self, path: PathLike, manifest: dict[str, Any], roles: Iterable[str], verify: bool = True,
-                 check: Iterable[str] = (), held: Optional[dict[str, bytes]] = None):
+                 check: Iterable[str] = ()):
         super().__init__(daemon=True)
         self.args = (path, manifest, tuple(roles), verify)
         self.check = tuple(check)
-        self.held = dict(held or {}) if verify else {}
         self.out: dict[str, Any] = {}
         self.error: Optional[BaseException] = None
         self.start()
@@ -193,8 +184,6 @@ class BackgroundRead(threading.Thread):
     def run(self) -> None:
         path, manifest, roles, verify = self.args
         try:
-            for role, data in self.held.items():
-                check_bytes(path, manifest, role, data)
             for role in self.check:
                 self.out[role] = data_file(path, manifest, role, verify)
             for role in roles:
