@@ -21,13 +21,17 @@ each target with the same chat request at ``--connections`` for ``--seconds``: r
 latency, the CPU time the serving processes spent per request (the upstream's for "direct", the
 gateway's, all its workers, for the others: the number that holds on a busy machine), the share of
 the direct throughput and the median latency added. "direct" is measured first and last; the ratios
-use the mean of the two (the machine's load drifts).
+use the mean of the two (the machine's load drifts). For the same reason, with ``--policies`` the plain
+gateway is measured again after the limits + ledger gateways, and those are read against the mean of
+its two runs (issue 19's ratio); ``--pairs N`` adds N rounds of the two, loaded back to back, and
+prints the median ratio and each round's (a 4 s run moves by ±20% on a shared 2-core machine).
 
 Streamed: a small asyncio client in its own process keeps N connections streaming back to back (at
 each of ``--stream-connections``) and measures the time to the first event (TTFB) and the gaps between
 events as they arrive, direct and through each gateway: the gateway's added TTFB and inter-chunk delay.
 
     python bench/gateway.py --seconds 4 --policies --workers 1,2,4
+    python bench/gateway.py --seconds 4 --policies --no-stream --pairs 8     # issue 19's ratio, as a median
     python bench/gateway.py --install-wrk     # apt-get install -y wrk (Debian/Ubuntu, as root), then run
     python bench/gateway.py --litellm /path/to/venv/bin/python
 
@@ -43,6 +47,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -538,6 +543,24 @@ class Run:
             row["cpu_us"] = (cpu1 - cpu0) / (row["rps"] * a.seconds) * 1e6
         return row
 
+    def pairs(self, plain: dict, lim: dict) -> list[tuple[dict[str, float], dict[str, float]]]:
+        """``--pairs`` rounds: both gateways up at once (the idle one costs nothing), loaded one after the
+        other, plain first in even rounds and last in odd ones (a drift within a round then cancels)."""
+        gates = [self.gateway("pair-plain", plain, 1), self.gateway("pair-limits", lim, 1)]
+        out = []
+        try:
+            for i in range(self.args.pairs):
+                got = {}
+                for j in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    proc, port = gates[j]
+                    got[j] = self.load(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL, proc.pid,
+                                       BENCH_KEY if j else None)
+                out.append((got[0], got[1]))
+        finally:
+            for proc, _ in gates:
+                self.stop(proc)
+        return out
+
     def streams(self, url: str, model: str, key: Optional[str]) -> dict[int, dict[str, float]]:
         body = json.dumps({**REQUEST, "model": model, "stream": True})
         seconds = max(2.0, self.args.seconds / 2)
@@ -569,6 +592,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="connections of the streaming runs (default 16,64)")
     ap.add_argument("--no-stream", action="store_true", help="skip the streaming runs")
     ap.add_argument("--no-floor", action="store_true", help="skip the TCP relay row (the floor of any Python proxy)")
+    ap.add_argument("--pairs", type=int, default=0, metavar="N",
+                    help="with --policies: N more rounds of the plain and the limits + ledger gateways, loaded "
+                         "one after the other (the order alternating), for issue 19's ratio as a median")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (default 20)")
     ap.add_argument("--chunk-ms", type=float, default=2.0, help="the upstream's gap between chunks (default 2 ms)")
     ap.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk first (root, Debian/Ubuntu)")
@@ -589,6 +615,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     rows: list[tuple[str, int, dict[str, float]]] = []      # (target, workers, wrk numbers)
+    pairs: list[tuple[dict[str, float], dict[str, float]]] = []  # --pairs: (plain, limits + ledger) per round
     srows: list[tuple[str, int, dict[str, float]]] = []     # (target, connections, stream numbers)
     failed: list[str] = []
     on: list[str] = []
@@ -625,6 +652,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     _wait_port(rport)
                 configs, on, off = policy_configs(up_port, redis_url, tmp)
                 gateways += [(label, cfg, model, BENCH_KEY) for label, cfg, model in configs]
+                if any(label.startswith("limits+ledger") for label, _, _ in configs):
+                    # issue 19's pair is read against the mean of the plain gateway's runs before and
+                    # after it, as the shares are against the two direct runs: the machine drifts over a run
+                    gateways.append(("mesh serve (again)", plain_config(up_port), GATEWAY_MODEL, None))
 
             for label, cfg, model, key in gateways:
                 for workers in args.workers if label in ("mesh serve", "policies") else [1]:
@@ -643,6 +674,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                         failed.append(f"{name}: {e}\n{run.log_of(f'{label}-{workers}')}")
                     run.stop(proc)
 
+            if args.pairs and args.policies:
+                lim = next((cfg for label, cfg, _, _ in gateways if label == "limits+ledger"), None)
+                if lim is not None:
+                    pairs = run.pairs(plain_config(up_port), lim)
             if args.litellm:
                 ll_port = free_port()
                 ll = start_litellm(args.litellm, up_port, ll_port, tmp, env)
@@ -659,7 +694,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             run.stop_all()
 
     report(args, use_wrk, rows, srows, on, off, failed)
+    report_pairs(pairs)
     return 1 if failed else 0
+
+
+def report_pairs(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> None:
+    if not pairs:
+        return
+    ratios = sorted(b["rps"] / a["rps"] for a, b in pairs)
+    cpu = sorted(b.get("cpu_us", 0) - a.get("cpu_us", 0) for a, b in pairs)
+    print(f"\nlimits+ledger over {len(pairs)} more rounds (plain then limits + ledger, alternating order): "
+          f"{statistics.median(ratios):.2f} of the plain gateway, median (issue 19's goal >= 0.85); each round: "
+          f"{', '.join(f'{r:.2f}' for r in ratios)}; added CPU per request, median +{statistics.median(cpu):.0f} us "
+          f"(each: {', '.join(f'{c:+.0f}' for c in cpu)})")
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
@@ -725,11 +772,15 @@ def report(args: argparse.Namespace, use_wrk: bool, rows: list, srows: list, on:
     if p:
         print(f"every policy on: {p['rps'] / d_rps:.2f} of direct (goal >= 0.75), added median "
               f"{p['p50'] - d_p50:.2f} ms (goal <= 0.5 ms)")
+    plains = [r for name, w, r in rows if name.startswith("mesh serve") and w == 1]
     for label in ("limits+ledger", "limits+ledger redis"):
         r = next((r for name, w, r in rows if name == label and w == 1), None)
-        if r and g:
-            print(f"{label}: {r['rps'] / g['rps']:.2f} of the plain gateway (issue 19's goal >= 0.85), "
-                  f"+{r.get('cpu_us', 0) - g.get('cpu_us', 0):.0f} us of CPU per request")
+        if r and plains:
+            rps = sum(x["rps"] for x in plains) / len(plains)
+            cpu = sum(x.get("cpu_us", 0) for x in plains) / len(plains)
+            runs = " and ".join(f"{x['rps']:.0f}" for x in plains)
+            print(f"{label}: {r['rps'] / rps:.2f} of the plain gateway (issue 19's goal >= 0.85; plain: the mean "
+                  f"of {runs} req/s), +{r.get('cpu_us', 0) - cpu:.0f} us of CPU per request")
     ll = next((r for name, _, r in rows if name == "litellm proxy"), None)
     if ll and g:
         print(f"LiteLLM's proxy: {ll['rps'] / d_rps:.3f} of direct, added median {ll['p50'] - d_p50:.2f} ms; "
