@@ -53,7 +53,7 @@ class LocalWindows(Storage, MovingWindowSupport):
 
     def add_all(self, keys: tuple[str, ...], expiry: int, amount: int) -> None:
         """:meth:`add` of ``amount`` to every counter of ``keys``, under one lock and one clock reading
-        (a pass-through call's token reconciliation, limits.py's ``_SettleLater``)."""
+        (a call's token reconciliation: ``Limiter.reconcile`` in limits.py)."""
         now = time.time()
         with self._lock:
             for key in keys:

@@ -440,7 +440,7 @@ class VectorIndex:
         if not len(keys):
             return keys
         if keys.max() >= len(pos) or keys.min() < 0 or (rows := pos[keys]).min() < 0:
-            raise KeyError("scores_for: a key that is not in the index")
+            raise KeyError("scores_for / scores_at: a key that is not in the index")
         return rows
 
     # ---- disk ------------------------------------------------------------------------------------------
