@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
 pytest.importorskip("faiss")
 pytest.importorskip("langchain_tests")
@@ -328,11 +329,11 @@ def test_corrupt_files_are_detected(emb, tmp_path):
     path = _store(emb).save(tmp_path / "bank")
     docstore = next(path.glob("docstore-*.jsonl"))
     docstore.write_text(docstore.read_text().replace("lemon", "lime"))
-    with pytest.raises(StoreFormatError, match="SHA-256"):
+    with pytest.raises(StoreFormatError, match="BLAKE3 checksum does not match"):
         FaissVectorStore.load(path, emb)
     # a docstore that no longer parses: the checksum (checked while it is parsed) is still what is reported
     docstore.write_bytes(docstore.read_bytes()[:-40] + b"{not json\n")
-    with pytest.raises(StoreFormatError, match="SHA-256"):
+    with pytest.raises(StoreFormatError, match="BLAKE3 checksum does not match"):
         FaissVectorStore.load(path, emb)
     with pytest.raises(StoreFormatError, match="not valid JSON"):  # unchecked, the parser says what is wrong
         FaissVectorStore.load(path, emb, verify=False)
@@ -374,29 +375,78 @@ def test_crash_during_save_leaves_previous_version(emb, tmp_path, monkeypatch, w
 
 
 def test_write_blob_hashes_what_it_writes_and_starts_writeback_per_chunk(tmp_path, monkeypatch):
-    import hashlib
 
     started = []
     monkeypatch.setattr(persistence, "_SYNC_FILE_RANGE", lambda fd, off, n, flags: started.append((off, n, flags)))
     chunks = [b"a" * 5000, bytearray(b"\x00\xff" * 3000), memoryview(b"tail")]
-    sha, fd = persistence._write_blob(tmp_path / "blob", chunks)
+    digest, fd = persistence._write_blob(tmp_path / "blob", chunks)
     os.close(fd)  # left open for the fdatasync before the commit
     data = (tmp_path / "blob").read_bytes()
     assert data == b"".join(bytes(c) for c in chunks)
-    assert sha == hashlib.sha256(data).hexdigest()
+    assert digest == blake3(data).hexdigest()
     assert started == [(0, 5000, 2), (5000, 6000, 2), (11000, 4, 2)]  # each chunk's range, WRITE only
 
 
-def test_index_checksum_is_the_files_sha256_with_and_without_sync_file_range(emb, tmp_path, monkeypatch):
-    import hashlib
-
+def test_index_checksum_is_the_files_blake3_with_and_without_sync_file_range(emb, tmp_path, monkeypatch):
     for name, fn in (("linux", None), ("none", False)):  # None: resolved from libc; False: no such call
         monkeypatch.setattr(persistence, "_SYNC_FILE_RANGE", fn)
         path = _store(emb).save(tmp_path / name)
         manifest = json.loads((path / "manifest.json").read_text())
+        assert "sha256" not in manifest
         for role, fname in manifest["files"].items():
-            assert manifest["sha256"][role] == hashlib.sha256((path / fname).read_bytes()).hexdigest(), role
+            assert manifest["blake3"][role] == blake3((path / fname).read_bytes()).hexdigest(), role
         assert len(FaissVectorStore.load(path, emb)) == 5
+
+
+def _as_sha256_store(path: Path) -> dict:
+    """Rewrite a store's manifest as releases before BLAKE3 wrote it: SHA-256 checksums."""
+    import hashlib
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["blake3"]
+    manifest["sha256"] = {role: hashlib.sha256((path / f).read_bytes()).hexdigest() for role, f in manifest["files"].items()}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_stores_written_with_sha256_are_checked_with_it_and_saved_again_with_blake3(emb, tmp_path):
+    store = _store(emb)
+    store.keyword_search("lemon", k=1)  # the BM25 file is written too
+    path = store.save(tmp_path / "bank")
+    manifest = _as_sha256_store(path)
+    assert set(manifest["sha256"]) == {"index", "docstore", "bm25"}
+    old = FaissVectorStore.load(path, emb)
+    assert sorted(old.document_ids()) == sorted(store.document_ids())
+    assert [d.id for d in old.hybrid_search("lemon", k=2)] == [d.id for d in store.hybrid_search("lemon", k=2)]
+    old.save()  # saved again: BLAKE3 from now on
+    assert set(json.loads((path / "manifest.json").read_text())["blake3"]) == {"index", "docstore", "bm25"}
+    path2 = store.save(tmp_path / "bank2")
+    _as_sha256_store(path2)
+    for role in ("index", "bm25", "docstore"):  # each file's SHA-256 is checked
+        fname = json.loads((path2 / "manifest.json").read_text())["files"][role]
+        good = (path2 / fname).read_bytes()
+        (path2 / fname).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+        with pytest.raises(StoreFormatError, match=f"{fname}: SHA-256 checksum does not match"):
+            FaissVectorStore.load(path2, emb)
+        (path2 / fname).write_bytes(good)
+    assert len(FaissVectorStore.load(path2, emb)) == len(store)
+
+
+def test_without_blake3_stores_are_written_with_sha256_and_blake3_ones_say_what_to_install(emb, tmp_path,
+                                                                                         monkeypatch):
+    import hashlib
+
+    path = _store(emb).save(tmp_path / "new")
+    monkeypatch.setattr(persistence, "_blake3", None)
+    old = _store(emb).save(tmp_path / "old")
+    manifest = json.loads((old / "manifest.json").read_text())
+    assert "blake3" not in manifest
+    for role, fname in manifest["files"].items():
+        assert manifest["sha256"][role] == hashlib.sha256((old / fname).read_bytes()).hexdigest(), role
+    assert len(FaissVectorStore.load(old, emb)) == 5
+    with pytest.raises(StoreFormatError, match="pip install blake3"):
+        FaissVectorStore.load(path, emb)
+    assert len(FaissVectorStore.load(path, emb, verify=False)) == 5
 
 
 def test_every_data_file_is_synced_after_every_writeback_and_before_the_commit(emb, tmp_path, monkeypatch):
@@ -466,6 +516,44 @@ def test_docstore_encoding_is_one_json_line_per_record(monkeypatch, encoder):
     assert [json.loads(line) for line in lines[1:4]] == recs
     assert list(persistence.parse_docstore(data)) == recs
     assert persistence._encode_docstore(iter(()), 0).count(b"\n") == 1
+
+
+def test_the_docstore_is_written_in_chunks_with_the_same_bytes(emb, tmp_path, monkeypatch):
+    store = _store(emb)
+    whole = store.save(tmp_path / "whole")
+    monkeypatch.setattr(persistence, "_DOCSTORE_CHUNK", 2)  # 5 documents: chunks of 2, 2 and 1 lines
+    recs = [{"key": i, "id": f"d{i}", "text": "t", "metadata": {}} for i in range(5)]
+    chunks = list(persistence._docstore_chunks(iter(recs), 5))
+    assert [c.count(b"\n") for c in chunks] == [1, 2, 2, 1]  # the header line, then the records
+    chunked = store.copy_to(tmp_path / "chunked")  # unsaved changes are none, but a new path: written
+    read = lambda p: next(p.glob("docstore-*.jsonl")).read_bytes()  # noqa: E731
+    assert read(chunked) == read(whole)
+    assert sorted(FaissVectorStore.load(chunked, emb).document_ids()) == sorted(store.document_ids())
+
+
+def test_a_failure_in_the_middle_of_the_docstore_leaves_the_previous_version(emb, tmp_path, monkeypatch):
+    store = _store(emb)
+    path = store.save(tmp_path / "bank")
+    before = sorted(os.listdir(path))
+    store.add_texts(["an unsaved change"], ids=["new"])
+    monkeypatch.setattr(persistence, "_DOCSTORE_CHUNK", 2)
+    encode = persistence._line_encoder()
+    seen = []
+
+    def failing(rec):
+        seen.append(rec["id"])
+        if len(seen) == 4:  # the header and the first chunk written, the second fails
+            raise OSError("disk full (simulated)")
+        return encode(rec)
+
+    monkeypatch.setattr(persistence, "_line_encoder", lambda: failing)
+    with pytest.raises(OSError, match="simulated"):
+        store.save()
+    monkeypatch.undo()
+    assert sorted(os.listdir(path)) == before  # the half-written docstore and the new index are gone
+    assert FaissVectorStore.load(path, emb).get_by_ids(["new"]) == []
+    store.save()
+    assert FaissVectorStore.load(path, emb).get_by_ids(["new"])
 
 
 def test_copy_to_stages_a_new_version(emb, tmp_path):

@@ -150,7 +150,7 @@ def test_bm25_is_persisted_with_the_version_and_reloaded(corpus, tmp_path, monke
     kw_before = {q: [d.id for d in store.keyword_search(q, k=10)] for q in queries[:8]}
     path = store.save(tmp_path / "bank")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["files"]["bm25"].endswith(".npz") and "bm25" in manifest["sha256"]
+    assert manifest["files"]["bm25"].endswith(".npz") and "bm25" in manifest["blake3"]
 
     # the loaded store scores from the saved index: tokenising a document would be a rebuild
     def no_rebuild(self, key, tokens):
@@ -187,7 +187,7 @@ def test_corrupt_bm25_file_is_refused_by_checksum(corpus, tmp_path):
     (path / name).write_bytes(bytes(data))
     from knowledge_banks.backends.faiss.persistence import StoreFormatError
 
-    with pytest.raises(StoreFormatError, match="SHA-256"):
+    with pytest.raises(StoreFormatError, match="BLAKE3 checksum does not match"):
         FaissVectorStore.load(path, embedding=corpus[2])
 
 

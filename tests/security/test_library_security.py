@@ -3,7 +3,6 @@ that cannot escape their folder, one redaction place, and a warning for an expos
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -11,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from blake3 import blake3
 
 from langchain_mesh import Mesh
 from langchain_mesh.errors import ConfigError, KnowledgeBankError, SettingsError
@@ -121,7 +121,7 @@ def test_a_junk_faiss_index_is_a_typed_error(tmp_path):
     index = version / manifest["files"]["index"]
     index.write_bytes(b"\x00junk" * 100)
     # the checksum updated too, as a careless copy or a bad tool would leave it: faiss reads the junk
-    manifest["sha256"]["index"] = hashlib.sha256(index.read_bytes()).hexdigest()
+    manifest["blake3"]["index"] = blake3(index.read_bytes()).hexdigest()
     (version / "manifest.json").write_text(json.dumps(manifest))
     fresh = _bank_mesh(tmp_path).get_knowledge_bank("docs")
     with pytest.raises(KnowledgeBankError, match="not a readable FAISS index"):

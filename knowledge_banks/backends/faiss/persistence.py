@@ -13,7 +13,7 @@ A store directory holds::
      "dimensions": 384, "distance": "cosine", "index": "hnsw", "index_params": {...},
      "count": 5183, "next_key": 5183, "bm25": {"k1": 1.2, "b": 0.75, "tokenizer": {...}},
      "files": {"index": "index-<token>.faiss", "docstore": "docstore-<token>.jsonl", "bm25": "bm25-<token>.npz"},
-     "sha256": {"index": "...", "docstore": "..."}, "written_by": "langchain-mesh 0.1.0"}
+     "blake3": {"index": "...", "docstore": "..."}, "written_by": "langchain-mesh 0.1.0"}
 
 ``docstore-<token>.jsonl``: line 1 is a header
 ``{"format": "langchain-mesh.docstore", "format_version": 1, "count": N}``; each next line is
@@ -24,11 +24,20 @@ they are written, so the disk works while they are hashed), then all of them and
 fdatasynced, then ``manifest.json`` is replaced atomically (``os.replace``) and the directory fsynced;
 only then are files no longer named by the manifest removed. A crash at any point leaves either the old manifest with its
 intact files or the new one with its complete files. Readers refuse unknown formats and versions with
-:class:`UnsupportedFormatError`, and check the files' SHA-256 against the manifest.
+:class:`UnsupportedFormatError`, and check the files' checksums against the manifest.
+
+Checksums: BLAKE3 (the ``blake3`` package, in the faiss extra), a cryptographic hash like the SHA-256
+of stores written before it, ~4x faster here (16 MiB: 2.4 ms against 10 ms with SHA-NI), which is
+most of what verifying costs on load and a tenth of a save. Stores that name ``sha256`` are checked
+with SHA-256, as written; without ``blake3`` installed new stores are written with SHA-256 too. A
+non-cryptographic hash (xxh3, faster still) was not taken: a manifest kept or signed elsewhere must
+pin its files against deliberate changes, not only against corruption. An older release reads a
+BLAKE3 store unchecked (it only knows ``sha256``); the format version stays 1.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -38,7 +47,7 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from langchain_mesh.errors import KnowledgeBankError
 
@@ -71,8 +80,50 @@ def is_store(path: PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+try:  # BLAKE3 checksums (see the module docstring); SHA-256 without it
+    from blake3 import blake3 as _blake3
+except ImportError:  # pragma: no cover - depends on the environment
+    _blake3 = None
+
+#: the manifest key of each checksum algorithm this version reads, and its name in errors
+_ALGORITHMS = {"blake3": "BLAKE3", "sha256": "SHA-256"}
+
+
+def _written_with() -> str:
+    """The manifest key of the checksums new stores are written with."""
+    return "blake3" if _blake3 is not None else "sha256"
+
+
+def _new_hash(algorithm: Optional[str] = None) -> Any:
+    """A hasher for ``algorithm`` (a manifest key); None: the one new stores are written with."""
+    algorithm = algorithm or _written_with()
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    if _blake3 is None:
+        raise StoreFormatError("this store's files are checked with BLAKE3: pip install blake3 "
+                               "(or pip install 'langchain-mesh[faiss]'), or open it with verify=False")
+    return _blake3()
+
+
+def _expected(manifest: dict[str, Any], role: str) -> tuple[Optional[str], Optional[str]]:
+    """(manifest key of the algorithm, the checksum ``role``'s file must have), or (None, None)."""
+    for algorithm in _ALGORITHMS:
+        sums = manifest.get(algorithm)
+        if isinstance(sums, dict) and sums.get(role):
+            return algorithm, sums[role]
+    return None, None
+
+
+def _mismatch(fpath: Path, algorithm: str) -> StoreFormatError:
+    return StoreFormatError(f"{fpath}: {_ALGORITHMS[algorithm]} checksum does not match the manifest "
+                            f"(corrupt or modified)")
+
+
+def _file_digest(path: Path, algorithm: str) -> str:
+    h = _new_hash(algorithm)
+    if hasattr(h, "update_mmap"):  # BLAKE3: one call without the GIL (a loader thread's check)
+        h.update_mmap(str(path))
+        return h.hexdigest()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -142,14 +193,14 @@ def data_file(path: PathLike, manifest: dict[str, Any], role: str, verify: bool 
     fpath = Path(path) / name
     if not fpath.is_file():
         raise StoreFormatError(f"{path}: {role} file {name} named by the manifest is missing")
-    expected = (manifest.get("sha256") or {}).get(role)
-    if verify and expected and _sha256(fpath) != expected:
-        raise StoreFormatError(f"{fpath}: SHA-256 does not match the manifest (corrupt or modified)")
+    algorithm, expected = _expected(manifest, role)
+    if verify and algorithm and _file_digest(fpath, algorithm) != expected:
+        raise _mismatch(fpath, algorithm)
     return fpath
 
 
 def data_bytes(path: PathLike, manifest: dict[str, Any], role: str, verify: bool = True) -> Optional[bytes]:
-    """The bytes of a data file, read once and checked against the manifest's SHA-256 in memory."""
+    """The bytes of a data file, read once and checked against the manifest's checksum in memory."""
     name = manifest["files"].get(role)
     if not name:
         return None
@@ -159,24 +210,28 @@ def data_bytes(path: PathLike, manifest: dict[str, Any], role: str, verify: bool
             data = f.read()
     except FileNotFoundError:
         raise StoreFormatError(f"{path}: {role} file {name} named by the manifest is missing") from None
-    expected = (manifest.get("sha256") or {}).get(role)
-    if verify and expected and hashlib.sha256(data).hexdigest() != expected:
-        raise StoreFormatError(f"{fpath}: SHA-256 does not match the manifest (corrupt or modified)")
+    algorithm, expected = _expected(manifest, role)
+    if verify and algorithm:
+        h = _new_hash(algorithm)
+        h.update(data)
+        if h.hexdigest() != expected:
+            raise _mismatch(fpath, algorithm)
     return data
 
 
 class BackgroundRead(threading.Thread):
-    """Files checked (and read) in a thread: reading and SHA-256 release the GIL, so the big files
+    """Files checked (and read) in a thread: reading and hashing release the GIL, so the big files
     (the index, BM25) are checked while the caller parses the docstore. ``roles``: those to read
-    (``data_bytes``); ``check``: those only checked, streamed through the hash without keeping the
-    bytes (``data_file``: the index, which FAISS then reads from the file itself). ``result()`` returns
-    ``{role: bytes or Path or None}`` or raises what the read raised."""
+    (``data_bytes``); ``check``: ``{role: open}`` for those only checked, streamed through the hash
+    without keeping the bytes (``data_file``), then opened by ``open(path)`` here too (the index: FAISS
+    reads the checked file itself, without the GIL). ``result()`` returns ``{role: bytes, what open
+    returned, or None}`` or raises what the read raised."""
 
     def __init__(self, path: PathLike, manifest: dict[str, Any], roles: Iterable[str], verify: bool = True,
-                 check: Iterable[str] = ()):
+                 check: Optional[dict[str, Callable[[Path], Any]]] = None):
         super().__init__(daemon=True)
         self.args = (path, manifest, tuple(roles), verify)
-        self.check = tuple(check)
+        self.check = dict(check or {})
         self.out: dict[str, Any] = {}
         self.error: Optional[BaseException] = None
         self.start()
@@ -184,8 +239,9 @@ class BackgroundRead(threading.Thread):
     def run(self) -> None:
         path, manifest, roles, verify = self.args
         try:
-            for role in self.check:
-                self.out[role] = data_file(path, manifest, role, verify)
+            for role, open_ in self.check.items():
+                fpath = data_file(path, manifest, role, verify)
+                self.out[role] = open_(fpath) if fpath is not None else None
             for role in roles:
                 self.out[role] = data_bytes(path, manifest, role, verify)
         except BaseException as e:  # noqa: BLE001 - re-raised by result() in the caller's thread
@@ -242,14 +298,14 @@ def parse_docstore(data: bytes, where: str = "docstore") -> Iterator[dict[str, A
 
 
 def _write_blob(fpath: Path, chunks: Iterable[Any]) -> tuple[str, int]:
-    """Write byte chunks and return their SHA-256 (hashed in memory, not read back) and the file's
+    """Write byte chunks and return their checksum (hashed in memory, not read back) and the file's
     still open descriptor: the caller fdatasyncs it before the commit (``_write_manifest``) and closes it.
 
     Each chunk is written first and its writeback started (``_start_writeback``) before it is hashed, so
     the disk writes it while this thread hashes; the fdatasync before the commit then mostly waits for
     nothing.
     """
-    h = hashlib.sha256()
+    h = _new_hash()
     fd = os.open(fpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
     try:
         offset = 0
@@ -306,23 +362,48 @@ def _fdatasync(fd: int) -> None:
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
 
-def _encode_docstore(records: Iterable[dict[str, Any]], count: int) -> bytes:
-    """The docstore file's bytes: the header line, then one JSON line per record, each ending in a newline.
+#: records per chunk of the docstore file (SciFact: ~800 KB of JSON lines): see _docstore_chunks. Each
+#: chunk is written and its writeback started: 128 records a chunk spent 1.8 ms of SciFact's save in
+#: sync_file_range, 512 0.8 ms
+_DOCSTORE_CHUNK = 512
 
-    One ``join`` over ``map`` of the encoder (C iteration, no Python frame per record): 2.0 ms for 5,000
-    documents where a Python loop building 8192-line chunks took 2.6 ms. (One ``orjson.dumps`` of the
-    whole list, 1.4 ms, would need a different file format: a document's text may contain ``},{``.)
+
+def _line_encoder() -> Any:
+    """One record -> its JSON line, newline included."""
+    if _orjson is not None:
+        return functools.partial(_orjson.dumps, option=_orjson.OPT_APPEND_NEWLINE)
+    return lambda rec: _dumps_line(rec) + b"\n"
+
+
+def _docstore_chunks(records: Iterable[dict[str, Any]], count: int) -> Iterator[bytes]:
+    """The docstore file's bytes in chunks of :data:`_DOCSTORE_CHUNK` lines: the header line, then one
+    JSON line per record, each ending in a newline.
+
+    Why chunks: encoding the whole file at once allocated its size twice over in fresh memory (each
+    line, then their join). In a process whose heap had been given back to the system (a long-running
+    one, or after other large work), the page faults alone cost more than the encoding: SciFact's 8 MB
+    took 10-22 ms in bench/kb_throughput.py, against 4-5 ms once the memory was warm. Chunks reuse the
+    same few hundred KB: 3.5-5 ms and a few faults. Each chunk is ``join`` over ``map`` of the
+    encoder (C iteration, no Python frame per record). One ``orjson.dumps`` of the whole list would need
+    another file format: a document's text may contain ``},{``.
     """
     header = json.dumps({"format": DOCSTORE_FORMAT, "format_version": FORMAT_VERSION, "count": count})
-    dumps = _orjson.dumps if _orjson is not None else _dumps_line
-    return b"\n".join(itertools.chain((header.encode("utf-8"),), map(dumps, records), (b"",)))
+    yield header.encode("utf-8") + b"\n"
+    line = _line_encoder()
+    it = iter(records)
+    while chunk := b"".join(map(line, itertools.islice(it, _DOCSTORE_CHUNK))):
+        yield chunk
 
 
-def _write_docstore(fpath: Path, records: Iterable[dict[str, Any]], count: int) -> "_BlobWriter":
-    """Encode the docstore here (the GIL-bound part); write, hash and sync it in a started thread."""
-    writer = _BlobWriter(fpath, _encode_docstore(records, count))
-    writer.start()
-    return writer
+def _encode_docstore(records: Iterable[dict[str, Any]], count: int) -> bytes:
+    """The whole docstore file's bytes (tests, small stores)."""
+    return b"".join(_docstore_chunks(records, count))
+
+
+def _write_docstore(fpath: Path, records: Iterable[dict[str, Any]], count: int, fds: list[int]) -> str:
+    """Encode, write and hash the docstore chunk by chunk (each written, its writeback started and
+    hashed before the next is encoded); returns its checksum (see ``_write_file``)."""
+    return _write_file(fpath, _docstore_chunks(records, count), fds)
 
 
 def _write_manifest(directory: Path, manifest: dict[str, Any], data_fds: Iterable[int] = ()) -> None:
@@ -364,63 +445,44 @@ def _cleanup(directory: Path, keep: set[str]) -> None:
 
 
 def _hash_file(fpath: Path) -> tuple[str, int]:
-    """SHA-256 of a file a library has just written, read back (from the page cache), and a descriptor
+    """The checksum of a file a library has just written, read back (from the page cache), and a descriptor
     of it to fdatasync before the commit (the caller closes it). Its writeback is started first, so the
     disk writes the file while it is hashed. (Hashing FAISS's output as it writes, through
     ``faiss.PyCallbackIOWriter``, was measured: no faster, as the callback copies each chunk too.)"""
-    h = hashlib.sha256()
+    h = _new_hash()
     fd = os.open(fpath, os.O_RDONLY)  # fdatasync syncs the file, whatever the descriptor's access mode
     try:
         _start_writeback(fd)
-        with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-            buf = bytearray(1 << 22)
-            view = memoryview(buf)
-            while n := f.readinto(buf):
-                h.update(view[:n])
+        if hasattr(h, "update_mmap"):  # BLAKE3 reads the mapped file in one call, without the GIL and
+            h.update_mmap(str(fpath))  # without a fresh buffer to fault in: 1.2 ms for 7.7 MB, not 1.9
+        else:
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                buf = bytearray(1 << 22)
+                view = memoryview(buf)
+                while n := f.readinto(buf):
+                    h.update(view[:n])
     except BaseException:
         os.close(fd)
         raise
     return h.hexdigest(), fd
 
 
-class _BlobWriter(threading.Thread):
-    """Produce, write and hash one data file in a thread: hashlib and file I/O release the GIL, so this
-    overlaps with encoding the docstore in the caller's thread. ``fd``: the file, left open for the
-    fdatasync before the commit; ``close()`` closes it.
+def _write_file(fpath: Path, data: Any, fds: list[int]) -> str:
+    """Write one data file and return its checksum; its descriptor is appended to ``fds``, left open for
+    the fdatasync before the commit (the caller closes it).
 
-    ``data``: the bytes, a callable returning them, or ``("file", write)`` where ``write(path)`` writes
-    the file itself (FAISS's ``write_index``: no in-memory copy of the index; hashed by reading it back).
+    ``data``: the bytes, a callable returning them, an iterator of chunks (the docstore), or
+    ``("file", write)`` where ``write(path)`` writes the file itself (FAISS's ``write_index``: no
+    in-memory copy of the index; hashed by reading it back).
     """
-
-    def __init__(self, fpath: Path, data: Any):
-        super().__init__(daemon=True)
-        self.fpath, self.data = fpath, data
-        self.sha: Optional[str] = None
-        self.fd: Optional[int] = None
-        self.error: Optional[BaseException] = None
-
-    def run(self) -> None:
-        try:
-            data = self.data
-            if isinstance(data, tuple) and len(data) == 2 and data[0] == "file":
-                data[1](str(self.fpath))
-                self.sha, self.fd = _hash_file(self.fpath)
-            else:
-                self.sha, self.fd = _write_blob(self.fpath, [data() if callable(data) else data])
-        except BaseException as e:  # noqa: BLE001 - re-raised by result() in the caller's thread
-            self.error = e
-
-    def result(self) -> str:
-        self.join()
-        if self.error is not None:
-            raise self.error
-        assert self.sha is not None
-        return self.sha
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    if isinstance(data, tuple) and len(data) == 2 and data[0] == "file":
+        data[1](str(fpath))
+        digest, fd = _hash_file(fpath)
+    else:
+        data = data() if callable(data) else data
+        digest, fd = _write_blob(fpath, data if isinstance(data, Iterator) else [data])
+    fds.append(fd)
+    return digest
 
 
 def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[Any],
@@ -433,47 +495,50 @@ def write_store(path: PathLike, manifest: dict[str, Any], index_bytes: Optional[
     ``{role: (file extension, bytes or a callable returning them)}`` (the BM25 index). Every data file is
     synced before the manifest that names them replaces the old one: one fdatasync per file, all after
     the last write (see ``_write_manifest``), one fsync of the directory after the manifest's rename.
+
+    The files are written one after the other in this thread, the index first: the disk writes each
+    while the next is encoded (``_start_writeback``). Why no writer threads: the BM25 file and the
+    docstore are encoded by Python and numpy, which hold the GIL, and the index's writer needs the GIL
+    between FAISS's calls, so each waited on the others for up to a switch interval (5 ms) at a time.
+    With the index in a thread, a 5k-document save took 11 or 21 ms (bimodal, 13 ms for theirs) and
+    SciFact's 22-23 ms; in one thread, 12.3-12.7 and 22.8-23.4 ms.
     """
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(6)
     files: dict[str, str] = {}
-    sha: dict[str, str] = {}
+    sums: dict[str, str] = {}
     written: list[Path] = []
     blobs: dict[str, tuple[str, Any]] = {}
     if index_bytes is not None:
         blobs["index"] = ("faiss", index_bytes)
     blobs.update(extra or {})
-    writers: dict[str, _BlobWriter] = {}
+    fds: list[int] = []
     try:
         for role, (ext, data) in blobs.items():
             files[role] = f"{role}-{token}.{ext}"
             written.append(directory / files[role])
-            writers[role] = _BlobWriter(written[-1], data)
-            writers[role].start()
+            sums[role] = _write_file(written[-1], data, fds)
         files["docstore"] = f"docstore-{token}.jsonl"
         written.append(directory / files["docstore"])
-        writers["docstore"] = _write_docstore(written[-1], records, int(manifest["count"]))
-        for role, writer in writers.items():
-            sha[role] = writer.result()
-        manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": files, "sha256": sha}
-        _write_manifest(directory, manifest, [w.fd for w in writers.values() if w.fd is not None])
+        sums["docstore"] = _write_docstore(written[-1], records, int(manifest["count"]), fds)
+        manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": files,
+                    _written_with(): sums}
+        _write_manifest(directory, manifest, fds)
     except BaseException:
-        for writer in writers.values():
-            writer.join()
-        _close(writers.values())
+        _close(fds)
         for p in written:  # the old manifest and its files are untouched
             if p.exists():
                 p.unlink()
         raise
-    _close(writers.values())
+    _close(fds)
     _cleanup(directory, set(files.values()))
     return manifest
 
 
-def _close(writers: Iterable[_BlobWriter]) -> None:
-    for writer in writers:
-        writer.close()
+def _close(fds: Iterable[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def copy_store(src: PathLike, dst: PathLike) -> dict[str, Any]:

@@ -637,13 +637,20 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
         self.bm25_params = dict(bm25_params if bm25_params is not None else m.get("bm25", {}))
         self._dim = m.get("dimensions")
         self._next_key = int(m["next_key"])
-        # The index and BM25 files are checked (SHA-256) in a thread while this one parses the docstore
-        # (whose checksum is taken over the bytes that are then parsed). The index is only hashed there,
-        # streamed: FAISS then reads the checked file itself, as read_index(path) (handing it bytes cost
-        # two more copies: 5.5 s of a 500k-document load). Data files are never modified in place.
-        # (Hashing the docstore in that thread too, while this one parses it, was measured slower on
-        # SciFact, 26.5 -> 29.8 ms: the parse holds the GIL, and the thread waits for it between steps.)
-        background = persistence.BackgroundRead(path, m, ("bm25",), verify, check=("index",))
+        # The index and BM25 files are checked (their checksums) in a thread while this one parses the
+        # docstore (whose checksum is taken over the bytes that are then parsed). The index is only
+        # hashed there, streamed, then opened there too: FAISS reads the checked file itself, as
+        # read_index(path), without the GIL, while the parse holds it (SciFact: 2.5-4 ms off a 24 ms
+        # load; handing FAISS bytes cost two more copies: 5.5 s of a 500k-document load). Data files are
+        # never modified in place. (Hashing the docstore in that thread too, while this one parses it,
+        # was measured slower on SciFact, 26.5 -> 29.8 ms: the parse holds the GIL, and the thread
+        # waits for it between steps.)
+        def open_index(fpath: Path) -> VectorIndex:
+            if not self._dim:
+                raise persistence.StoreFormatError(f"{path}: manifest has an index file but no dimensions")
+            return VectorIndex.read(str(fpath), self._dim, self.distance, self.index_type, self.index_params)
+
+        background = persistence.BackgroundRead(path, m, ("bm25",), verify, check={"index": open_index})
         try:
             docstore = persistence.data_bytes(path, m, "docstore", verify)
             rows = persistence.docstore_records(docstore, str(path / m["files"]["docstore"])) if docstore else []
@@ -651,11 +658,8 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
             background.join()  # this error is the one reported
             raise
         data = background.result()
-        index_file = data["index"]
-        if index_file is not None:
-            if not self._dim:
-                raise persistence.StoreFormatError(f"{path}: manifest has an index file but no dimensions")
-            self._vi = VectorIndex.read(str(index_file), self._dim, self.distance, self.index_type, self.index_params)
+        if data["index"] is not None:
+            self._vi = data["index"]
         if rows:
             self._records = dict(zip([r[1] for r in rows], rows))
             self._by_key = dict(zip([r[0] for r in rows], rows))
@@ -691,11 +695,11 @@ class FaissVectorStore(BankStoreMixin, VectorStore):
             bm25 = self._bm25
             extra: dict[str, tuple[str, Any]] = {}
             if bm25 is not None:  # persisted with the version, so loading it never re-tokenises the corpus
-                extra["bm25"] = ("npz", bm25.to_bytes)  # encoded in a writer thread
+                extra["bm25"] = ("npz", bm25.to_bytes)  # encoded by write_store, after the index
             elif self._bm25_bytes is not None:  # loaded, unchanged and not parsed yet: written back as is
                 extra["bm25"] = ("npz", self._bm25_bytes)
-            # FAISS writes its own file (no serialised copy in memory); a writer thread hashes it back
-            # (its writeback started first) and write_store fdatasyncs it before the commit.
+            # FAISS writes its own file (no serialised copy in memory); write_store hashes it back
+            # (its writeback started first) and fdatasyncs it before the commit.
             # The store's lock is held until write_store returns, so the index cannot change meanwhile.
             index = ("file", vi.write) if vi is not None else None
             persistence.write_store(target, self._manifest(), index, records, extra)
