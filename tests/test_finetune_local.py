@@ -101,7 +101,10 @@ def test_versions_share_one_base_copy_and_switch_by_activation(mesh, taught):
         torch.manual_seed(0)
         import copy
 
-        peft = get_peft_model(copy.deepcopy(base.model), LoraConfig(r=4, target_modules=["o_proj"],
+        # the transformers model: once the main job has converted the base model, base.model is the
+        # lean decoder (local/lean_llama.py), which serves answers but is no torch module to adapt
+        torch_model = getattr(base.model, "hf", base.model)
+        peft = get_peft_model(copy.deepcopy(torch_model), LoraConfig(r=4, target_modules=["o_proj"],
                                                                      init_lora_weights=False))
         peft.save_pretrained(str(draft.working_directory))
     assert draft.version == "v2" and sm.active_version == "v1"
@@ -172,8 +175,9 @@ def _margin(lm, prompt: str, chosen: str, rejected: str) -> float:
         full = tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
                                        tokenize=True, return_dict=True)["input_ids"]
         ids = torch.tensor([list(full)])
+        model = getattr(lm.model, "hf", lm.model)  # every position's logits (the lean decoder gives the last)
         with torch.inference_mode():
-            logits = lm.model(input_ids=ids).logits[0, :-1].float()
+            logits = model(input_ids=ids).logits[0, :-1].float()
         lps = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
         return float(lps[len(p_ids) - 1:].sum())
 
