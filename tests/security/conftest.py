@@ -59,7 +59,10 @@ class Gateway:
         return self.log_path.read_text()
 
     def usage_records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+        """The usage lines the gateway has written whole (a test polling the log while the gateway
+        writes may read the last line half-written: it is left for the next poll)."""
+        whole = self.log().rpartition("\n")[0]
+        return [json.loads(line) for line in whole.splitlines() if line.startswith("{")]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
