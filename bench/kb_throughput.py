@@ -22,7 +22,8 @@ Measured (ratios are ours / theirs):
   ours builds its BM25 index lazily on the first keyword/hybrid search, timed separately;
 - search latency: ``similarity_search(query, k=10)`` per query, p50 / p95 over ``--queries`` queries
   (SciFact dev queries, topped up with corpus texts), after a warm-up; each query goes to ours, theirs
-  and ours' hybrid back to back (reversed in the second round), so load drift falls on all three;
+  and ours' hybrid back to back, ``--rounds`` times (reversed every other round), so load drift falls on
+  all three;
   ours' hybrid search is listed for reference (langchain-community's FAISS has none), with its p50 as a
   multiple of ours' dense p50 ("hybrid / dense p50": the cost of BM25 + fusion, lower is better);
 - save + load: ours writes FAISS's index file + a JSON-lines docstore + manifest (no pickle); theirs
@@ -141,6 +142,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--docs", type=int, default=0, help="use the first N documents (0 = all; synthetic: 5000)")
     ap.add_argument("--queries", type=int, default=200, help="queries for the latency percentiles")
+    ap.add_argument("--rounds", type=int, default=5, help="times each query is searched by each store, the "
+                    "order reversed every other round (with 2, p95 moved by +-2%% from run to run)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=5, help="ingest and save/load runs per store, interleaved "
                     "(best is kept)")
@@ -203,7 +206,7 @@ def main() -> int:
                          & {d.metadata["row"] for d in theirs.similarity_search(q, k=args.k)}) / args.k
                      for q in qtexts[:50]])
 
-    # ---- search latency (warm-up, then two interleaved rounds each) -----------------------------------
+    # ---- search latency (warm-up, then --rounds interleaved rounds) ------------------------------------
     searches = {
         "ours": lambda q: ours.similarity_search(q, k=args.k),
         "theirs": lambda q: theirs.similarity_search(q, k=args.k),
@@ -212,10 +215,10 @@ def main() -> int:
     lat: dict[str, list[float]] = {name: [] for name in searches}
     for fn in searches.values():
         latencies(fn, qtexts[:20])
-    # Each query is searched by all three back to back (in the opposite order the second round), so a
+    # Each query is searched by all three back to back (in the opposite order every other round), so a
     # slower spell of a shared machine falls on all of them rather than on whichever ran through it.
     order = list(searches)
-    for round_ in range(2):
+    for round_ in range(args.rounds):
         for q in qtexts:
             for name in (order if round_ % 2 == 0 else order[::-1]):
                 lat[name] += latencies(searches[name], [q])
