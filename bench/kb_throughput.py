@@ -120,6 +120,21 @@ def best_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best, out
 
 
+def alternating_best(ours: Callable[[], Any], theirs: Callable[[], Any], rounds: int,
+                     before: Callable[[bool], Any] = lambda mine: None) -> tuple[tuple[float, Any], tuple[float, Any]]:
+    """(best time, last result) of ``ours`` and of ``theirs`` over ``rounds`` rounds of one run each,
+    ours first in even rounds and theirs first in odd ones: the first run of a kind runs cold (page
+    cache, allocator), and back-to-back runs of one store gave that cost to whichever went first.
+    ``before(mine)`` runs untimed before each run."""
+    best = {True: (float("inf"), None), False: (float("inf"), None)}
+    for round_ in range(rounds):
+        for mine in ((True, False) if round_ % 2 == 0 else (False, True)):
+            before(mine)
+            t, out = best_time(ours if mine else theirs, 1)
+            best[mine] = (min(best[mine][0], t), out)
+    return best[True], best[False]
+
+
 def latencies(search: Callable[[str], Any], queries: list[str]) -> list[float]:
     out = []
     for q in queries:
@@ -188,15 +203,7 @@ def main() -> int:
                                     distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT, normalize_L2=True)
 
     # ---- ingest (alternating, best of N) --------------------------------------------------------------
-    t_ours, t_theirs = float("inf"), float("inf")
-    for round_ in range(args.repeat):
-        for mine in ((True, False) if round_ % 2 == 0 else (False, True)):
-            if mine:
-                t, ours = best_time(ours_ingest, 1)
-                t_ours = min(t_ours, t)
-            else:
-                t, theirs = best_time(theirs_ingest, 1)
-                t_theirs = min(t_theirs, t)
+    (t_ours, ours), (t_theirs, theirs) = alternating_best(ours_ingest, theirs_ingest, args.repeat)
     t0 = time.perf_counter()
     ours.keyword_search("warm up", k=1)  # ours' BM25 index is built on first use
     t_bm25 = time.perf_counter() - t0
@@ -240,24 +247,13 @@ def main() -> int:
                 warnings.simplefilter("ignore", UserWarning)
                 return FAISS.load_local(str(tmp / "theirs"), emb, allow_dangerous_deserialization=True)
 
-        # Rounds of ours then theirs (theirs first every other round), best of each: the first write
-        # into a fresh directory runs cold (page cache, allocator), and back-to-back runs of one store
-        # gave that cost to whichever went first.
-        s_ours = s_theirs = l_ours = l_theirs = float("inf")
-        for round_ in range(args.repeat):
-            for mine in ((True, False) if round_ % 2 == 0 else (False, True)):
-                # the last round's copy is removed first, untimed: deleting files is not saving (and
-                # deleting ours, synced to disk, costs ~6 ms more than deleting theirs, still in memory)
-                shutil.rmtree(tmp / ("ours" if mine else "theirs"), ignore_errors=True)
-                t, _ = best_time(ours_save if mine else theirs_save, 1)
-                s_ours, s_theirs = (min(s_ours, t), s_theirs) if mine else (s_ours, min(s_theirs, t))
-        for round_ in range(args.repeat):
-            for mine in ((True, False) if round_ % 2 == 0 else (False, True)):
-                t, loaded = best_time(ours_load if mine else theirs_load, 1)
-                if mine:
-                    l_ours, ours2 = min(l_ours, t), loaded
-                else:
-                    l_theirs, theirs2 = min(l_theirs, t), loaded
+        # The last round's copy is removed first, untimed: deleting files is not saving (and deleting
+        # ours, synced to disk, costs ~6 ms more than deleting theirs, still in the page cache).
+        def remove_last(mine: bool) -> None:
+            shutil.rmtree(tmp / ("ours" if mine else "theirs"), ignore_errors=True)
+
+        (s_ours, _), (s_theirs, _) = alternating_best(ours_save, theirs_save, args.repeat, remove_last)
+        (l_ours, ours2), (l_theirs, theirs2) = alternating_best(ours_load, theirs_load, args.repeat)
         size_ours, size_theirs = dir_size(tmp / "ours"), dir_size(tmp / "theirs")
         assert len(ours2) == n and theirs2.index.ntotal == n
     finally:
