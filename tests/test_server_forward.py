@@ -297,3 +297,31 @@ def test_an_llm_that_cannot_be_prepared_at_startup_is_named_and_the_rest_serve(s
     assert bad.status_code == 503 and bad.json()["error"]["code"] == "model_unavailable"
     assert "OPENAI_API_KEY" not in bad.text and "server log" in bad.json()["error"]["message"]
     assert "environment variable OPENAI_API_KEY is not set" in caplog.text
+
+
+def test_serving_raises_the_young_collection_threshold_after_freezing_start_up(tmp_path):
+    """A request in flight holds coroutines, frames and futures; at Python's 700 a young collection ran
+    every few dozen requests just to walk them (issue 19). The lifespan freezes what start-up built, then
+    sets the thresholds the server runs with."""
+    import asyncio
+    import gc
+
+    from langchain_mesh.server.app import GC_THRESHOLDS, MeshApp
+
+    app = MeshApp(Mesh({"connections": {"fake": {"type": "scripted", "models": [{"id": "chat"}]}}}))
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    seen = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        seen.append((message["type"], gc.get_threshold(), gc.get_freeze_count() > 0))
+
+    before = gc.get_threshold()
+    try:
+        asyncio.run(app({"type": "lifespan"}, receive, send))
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+    assert GC_THRESHOLDS[0] > 700 and seen[0] == ("lifespan.startup.complete", GC_THRESHOLDS, True)

@@ -65,6 +65,13 @@ usage_log = logging.getLogger("langchain_mesh.server.usage")
 _JSON = (b"content-type", b"application/json")
 _CLIENT_GONE = 499  # the status usage records give a request whose client hung up (nginx's convention)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The collector's thresholds while serving (Python's are 700, 10, 10). A young collection starts when
+# 700 more container objects were made than freed; 16 requests in flight hold that many (coroutines,
+# frames, futures, dicts), so with a policy layer or two every few dozen requests one walked them all
+# and promoted them, to die in an older generation: ~23k instructions a request with limits on
+# (callgrind, bench/gateway_micro.py LIMITS=nolog), none of it finding garbage (the request path makes
+# no cycles; DEBUG_SAVEALL collects nothing). 10,000 keeps the collector for real cycles.
+GC_THRESHOLDS = (10_000, 10, 10)
 _USAGE_PATHS = frozenset(("/usage", "/usage/api", "/usage/login", "/usage/chart.umd.min.js"))  # usage_page.PATHS
 
 
@@ -158,6 +165,7 @@ class MeshApp:
                 # the process: frozen, the collector's full runs under load no longer walk it
                 gc.collect()
                 gc.freeze()
+                gc.set_threshold(*GC_THRESHOLDS)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 self.mesh.close()
