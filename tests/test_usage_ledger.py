@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,86 @@ def test_many_rows_in_one_flush_are_all_written_in_order(tmp_path):
     rows = _rows(db)
     assert [r["api_key"] for r in rows] == [f"k{i}" for i in range(123)]
     assert all(r["status"] == "ok" and r["input_tokens"] > 0 for r in rows)
+
+
+# ---- mesh serve: a writer process writes the rows ---------------------------------------------------------
+
+
+def test_rows_handed_to_the_writer_process_survive_the_gateway_dying(tmp_path):
+    """Under mesh serve the loop hands rows to a writer process (usage/writer.py); a gateway that dies
+    after handing them over (no close, no flush) loses none of them: the writer sees the pipe close,
+    writes them, priced, and exits."""
+    db = tmp_path / "usage.db"
+    script = textwrap.dedent(f"""
+        import asyncio, os
+        from langchain_mesh import Mesh
+        from langchain_mesh.policies.scope import call_scope
+        from langchain_mesh.schema import CompletionRequest, Message
+        from langchain_mesh.usage.ledger import ledger_for
+        mesh = Mesh({{"connections": {FAKE!r}, "usage": {{"path": {str(db)!r}, "flush_interval": 60}},
+                     "prices": {{"{CHAT}": {{"input": 2.0, "output": 4.0}}}}}})
+        llm = mesh.get_llm("{CHAT}")
+        req = CompletionRequest(messages=[Message(role="user", content="hi there")])
+
+        async def main():
+            led = ledger_for(mesh)
+            assert led.run_on(asyncio.get_running_loop())
+            print("writer", led._proc.proc.pid, flush=True)
+            with call_scope(key="k"):
+                for _ in range(30):  # the translated path: a Usage, priced on the call
+                    await mesh.acomplete(llm, req)
+            for i in range(20):  # the pass-through's wire usage, priced by the writer
+                led.record(1.7e9 + i, "p", None, None, "{CHAT}", None, "forward",
+                           {{"prompt_tokens": 10, "completion_tokens": 5,
+                             "prompt_tokens_details": {{"cached_tokens": 2}}}}, 0.01, "ok", None)
+            led._tick()  # hands them over now
+            os._exit(3)   # a crash: the loop never runs again
+        asyncio.run(main())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 3 and "writer" in out.stdout, out.stderr[-2000:]
+    pid = int(out.stdout.split()[1])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rows = _rows(db)
+    assert len(rows) == 50
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    con.close()
+    called = [r for r in rows if r["api_key"] == "k"]
+    assert len(called) == 30 and all(r["op"] == "complete" and r["input_tokens"] > 0 for r in called)
+    assert called[0]["cost"] == pytest.approx((called[0]["input_tokens"] * 2 + called[0]["output_tokens"] * 4) / 1e6)
+    wire = [r for r in rows if r["api_key"] == "p"]
+    assert [(r["input_tokens"], r["output_tokens"], r["cached_tokens"]) for r in wire] == [(10, 5, 2)] * 20
+    assert wire[0]["cost"] == pytest.approx((10 * 2 + 5 * 4) / 1e6)  # priced by the writer, from the overrides
+
+
+def test_a_writer_process_that_dies_is_replaced_and_says_what_was_lost(tmp_path, caplog):
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(db), "flush_interval": 60}})
+    chat = mesh.get_llm(CHAT)
+
+    async def main():
+        from langchain_mesh.usage.ledger import ledger_for
+
+        led = ledger_for(mesh)
+        assert led.run_on(asyncio.get_running_loop())
+        await mesh.acomplete(chat, _req())
+        led.flush()
+        assert len(_rows(db)) == 1
+        first = led._proc.proc
+        first.kill()
+        first.wait()
+        with caplog.at_level("ERROR", logger="langchain_mesh.usage"):
+            await mesh.acomplete(chat, _req())
+            led._tick()  # the pipe is broken: a new writer starts
+            await mesh.acomplete(chat, _req())
+            led.flush()
+        assert led._proc.proc.pid != first.pid
+        mesh.close()
+
+    asyncio.run(main())
+    assert "writer process ended" in caplog.text and "1 queued rows lost; starting a new one" in caplog.text
+    assert len(_rows(db)) == 2  # the row sent into the dead pipe is lost (and said so), the later one is not

@@ -9,11 +9,12 @@ file, SQLite serialises them), or any SQLAlchemy URL. :meth:`Ledger.close` (``Me
 without closing loses at most the rows not yet written (those of the last ``flush_interval``); a
 committed transaction is never half-written, so the file stays readable.
 
-Under ``mesh serve`` a SQLite ledger is written by the event loop itself (:meth:`Ledger.run_on`), a
-few rows per loop turn, rather than by the thread: a second Python thread that wants the GIL while the
-loop is busy is woken at every turn of the loop (the loop lets the GIL go around each poll) and mostly
-fails to take it, a futex storm that cost the serving thread ~90 µs per request in bench/gateway_micro.py
-(LIMITS=1), against ~5 µs per row for SQLite's own work done in the loop.
+Under ``mesh serve`` the rows are written by a writer process instead (:mod:`.writer`), to which the
+event loop hands them every few tens of milliseconds: pricing a row and SQLite's work on it (~5 µs)
+then cost the serving process nothing. Not a thread: a second Python thread that wants the GIL while
+the loop is busy is woken at every turn of the loop (the loop lets the GIL go around each poll) and
+mostly fails to take it, a futex storm that cost the serving thread ~90 µs per request in
+bench/gateway_micro.py (LIMITS=1).
 
     ledger = ledger_for(mesh)         # one per mesh, started on its first row
     ledger.flush()                    # write now and wait (tests, reports in the same process)
@@ -40,20 +41,10 @@ _TYPES = ("REAL", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEG
           "INTEGER", "REAL", "TEXT", "TEXT", "REAL", "TEXT")
 _SQLITE_SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} ("
                   + ", ".join(f"{c} {t}" for c, t in zip(COLUMNS, _TYPES)) + ")")
-_LATER = object()  # a row's cost, to be worked out by the writer
+_LATER = ...  # a row's cost, to be worked out by the writer (Ellipsis: marshal carries it to the writer process)
 #: rows per INSERT statement: 50 x 17 parameters stays under SQLite's oldest limit (999 per statement)
 _PER_STATEMENT = 50
-#: rows written per loop turn when the event loop writes (run_on), at most: one transaction each. At
-#: 100 a row cost SQLite ~5-6 µs of CPU, at 500 ~3.5 µs (a commit rewrites the last, partly filled
-#: pages of the table and of its index: fewer commits, fewer rewrites); a turn of 500 holds the loop
-#: ~2 ms once per 500 requests. ``usage.batch`` lowers it.
-_LOOP_CHUNK = 500
-#: seconds between two such turns while rows are queued. Back to back (the next turn at once), the
-#: ~18 chunks a second's rows make at 9k requests/s held every loop turn for ~2 ms, and a request spans
-#: several turns: limits + ledger's p99 was 8.2-8.9 ms against plain's 2.3-2.8 (bench/gateway.py); 5 ms
-#: apart, 4.3-4.4 ms. The writer still takes 500 rows per ~7 ms, ~70k a second.
-_LOOP_GAP = 0.005
-_ON_LOOP = object()  # Ledger._thread when the event loop writes: record() starts no thread
+_ON_LOOP = object()  # Ledger._thread when a writer process writes: record() starts no thread
 
 
 class Ledger:
@@ -73,10 +64,9 @@ class Ledger:
         self._stop = False
         self.written = 0
         self.failed: Optional[BaseException] = None
-        self._day: tuple[int, str] = (-1, "")
-        self._prices: dict[str, Any] = {}  # target -> its Price (None: unknown), for the writer
-        self._loop: Any = None  # the event loop that writes (run_on), and its sink and timer
-        self._sink: Any = None
+        self._rows_of = Rows(pricer, config.currency)
+        self._loop: Any = None  # the event loop that hands rows to the writer process (run_on), and its timer
+        self._proc: Any = None
         self._timer: Any = None
 
     # ---- the request path: one append ------------------------------------------------------------
@@ -104,7 +94,7 @@ class Ledger:
     def flush(self, timeout: float = 30.0) -> None:
         """Write every queued row now; returns when they are committed."""
         if self._thread is _ON_LOOP:
-            self._on_loop(self._write_queued, timeout)
+            self._on_loop(lambda: self._flush_process(timeout), timeout)
             return
         if self._thread is None or not self._thread.is_alive():
             return
@@ -127,50 +117,62 @@ class Ledger:
             self._wake.set()
             thread.join(60)
 
-    # ---- mesh serve: the event loop writes ----------------------------------------------------------
+    # ---- mesh serve: a writer process writes ------------------------------------------------------
 
     def run_on(self, loop: Any) -> bool:
-        """Write from ``loop`` instead of a thread (see the module docstring); SQLite only, since a
-        network database would hold the loop for its round trips. False when the thread writes."""
-        if self.config.url is not None:
-            return False
+        """Hand the rows to a writer process from ``loop`` (see :mod:`.writer`) instead of writing them
+        from a thread of this process. False when it cannot start (the thread writes then)."""
+        from .writer import WriterProcess
+
         with self._lock:
             if self._thread is not None or self._closed:
                 return False
+            cfg = self.config
+            settings = {"path": cfg.path, "url": cfg.url.get("usage.url") if cfg.url is not None else None,
+                        "flush_interval": cfg.flush_interval, "batch": cfg.batch, "currency": cfg.currency,
+                        "prices": self.pricer.overrides_wire()}
             try:
-                self._sink = open_sink(self.config)
-            except Exception:  # noqa: BLE001 - the thread will open it again and say why, loudly
+                self._proc = WriterProcess(settings)
+            except Exception as e:  # noqa: BLE001 - the thread writes instead, and says so
+                log.warning("the usage ledger's writer process could not start (%s): writing from a thread", e)
                 return False
             self._loop, self._thread = loop, _ON_LOOP
-        self._timer = loop.call_later(self.config.flush_interval, self._tick)
+        self._timer = loop.call_later(cfg.flush_interval, self._tick)
         return True
 
     def _tick(self) -> None:
-        """Write up to :data:`_LOOP_CHUNK` rows; back :data:`_LOOP_GAP` later while rows are queued."""
+        """Hand the queued rows over; back :data:`.writer.SEND_GAP` later while rows come in."""
+        from .writer import SEND_GAP
+
         self._timer = None
         if self._closed:
             return
-        rows = self._rows
+        busy = bool(self._rows)
         try:
-            if rows:
-                self._write(self._sink, self._take(min(_LOOP_CHUNK, self.config.batch)))
-        finally:  # a row that cannot be made (the loop logs why) must not stop the rows after it
-            if rows:
-                self._timer = self._loop.call_later(_LOOP_GAP, self._tick)
-            else:
-                self._timer = self._loop.call_later(self.config.flush_interval, self._tick)
+            busy = self._send() or busy  # rows came in, or bytes wait for the pipe: look again soon
+        finally:  # a row that cannot be sent (the loop logs why) must not stop the rows after it
+            self._timer = self._loop.call_later(SEND_GAP if busy else self.config.flush_interval, self._tick)
 
-    def _write_queued(self) -> None:
-        if self._sink is not None:
-            self._drain(self._sink)
+    def _send(self) -> bool:
+        """The queued rows to the writer process; True while some bytes wait for the pipe."""
+        rows = self._rows
+        if rows:
+            items = [rows.popleft() for _ in range(len(rows))]
+            self._proc.send([it if type(it[7]) is dict or it[7] is None else _wire_usage(it) for it in items])
+            self.written += len(items)
+        return not self._proc.push()
+
+    def _flush_process(self, timeout: float = 30.0) -> None:
+        if self._proc is not None:
+            self._send()
+            self._proc.flush(timeout)
 
     def _close_on_loop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._write_queued()
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.close()
+        if self._proc is not None:
+            self._send()
+            self._proc.close(60)
 
     def _on_loop(self, fn: Any, timeout: float) -> None:
         """Run ``fn`` on the writing loop's thread and wait for it: at once when called there (or when
@@ -225,7 +227,8 @@ class Ledger:
     def _take(self, n: int) -> list[tuple[Any, ...]]:
         """Up to ``n`` queued rows, made ready to write (only the writer takes rows: the count holds)."""
         rows = self._rows
-        return [self._row(rows.popleft()) for _ in range(min(len(rows), n))]
+        make = self._rows_of.make
+        return [make(rows.popleft()) for _ in range(min(len(rows), n))]
 
     def _write(self, sink: Any, rows: list[tuple[Any, ...]]) -> None:
         try:
@@ -235,7 +238,16 @@ class Ledger:
             self.failed = e
             log.error("the usage ledger could not write %d rows: %s", len(rows), e)
 
-    def _row(self, item: tuple[Any, ...]) -> tuple[Any, ...]:
+
+class Rows:
+    """Queued items made into table rows: each target priced once, the day's name worked out once a day."""
+
+    def __init__(self, pricer: Any, currency: str):
+        self.pricer, self.currency = pricer, currency
+        self._day: tuple[int, str] = (-1, "")
+        self._prices: dict[str, Any] = {}  # target -> its Price (None: unknown)
+
+    def make(self, item: tuple[Any, ...]) -> tuple[Any, ...]:
         ts, key, user, team, llm_id, target, op, usage, latency, status, error, cost = item
         i = o = c = r = None
         if type(usage) is dict:  # the pass-through's wire usage (OpenAI's names), read without a model
@@ -243,6 +255,8 @@ class Ledger:
             pd, cd = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
             c = pd.get("cached_tokens") if type(pd) is dict else None
             r = cd.get("reasoning_tokens") if type(cd) is dict else None
+        elif type(usage) is tuple:  # a Usage as the writer process receives it (_wire_usage)
+            i, o, c, r = usage
         elif usage is not None:
             i, o, c, r = usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens
         if cost is _LATER:
@@ -259,7 +273,14 @@ class Ledger:
             self._day = (d, time.strftime("%Y-%m-%d", time.gmtime(ts)))
         day = self._day[1]
         return (ts, day, key, user, team, llm_id, target, op, i, o, c, r, round(latency * 1000, 3), status, error,
-                cost, self.config.currency)
+                cost, self.currency)
+
+
+def _wire_usage(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``item`` with its :class:`~langchain_mesh.schema.Usage` as the tuple :meth:`Rows.make` reads
+    (marshal, which carries rows to the writer process, takes only plain values)."""
+    u = item[7]
+    return (*item[:7], (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens), *item[8:])
 
 
 class _SQLite:

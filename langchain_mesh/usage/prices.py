@@ -56,6 +56,10 @@ class Pricer:
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    def overrides_wire(self) -> dict[str, tuple[float, float, Optional[float]]]:
+        """The overrides as plain values (for the ledger's writer process, which prices its rows)."""
+        return {k: (o.input, o.output, o.cached_input) for k, o in self._overrides.items()}
+
     def price(self, llm_id: str, model: str, connection_type: Optional[str]) -> Optional[Price]:
         got = self._cache.get(llm_id, _UNKNOWN)
         if got is _UNKNOWN:

@@ -1,0 +1,237 @@
+"""The ledger's writer process under ``mesh serve``: the rows are priced and written in another process.
+
+    usage: {path: ./mesh-usage.db, flush_interval: 1.0, batch: 500}   # as for the library; nothing to add
+
+Each gateway worker starts one (``python -m langchain_mesh.usage.writer``) and hands it the rows its
+event loop queued, every :data:`SEND_GAP` seconds while there are some: one ``marshal`` frame and one
+non-blocking ``write`` to a pipe (~0.5 µs a row). The process prices them and writes them to SQLite (or
+the SQLAlchemy URL) in transactions of up to ``usage.batch`` rows, at the latest ``flush_interval``
+after the first of them arrived. Why a process: the ~5 µs a row of pricing and SQLite's own work
+were the ledger's whole cost to the serving loop (bench/gateway.py, issue 19), and a thread in the same
+process costs more than it saves (see :mod:`.ledger`).
+
+What this means for a crash: rows already handed over are written even when the gateway dies (the
+writer sees the pipe close, writes what it has, and exits); at most the rows of the last
+:data:`SEND_GAP` are lost. A writer that dies is started again by the next send, and the log says how
+many rows were lost with it.
+
+Frames on the pipe: a 4-byte little-endian length, then ``marshal`` of ``(kind, value)``: ``("config",
+{...})`` first, then ``("rows", [item, ...])`` (items as :meth:`.ledger.Ledger.record` queued them,
+a :class:`~langchain_mesh.schema.Usage` as a tuple) and ``("flush", n)``, answered with ``n`` (4
+bytes) on the writer's stdout once every row before it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import select
+import struct
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any, Optional
+
+__all__ = ["WriterProcess", "SEND_GAP"]
+
+log = logging.getLogger("langchain_mesh.usage")
+
+#: seconds between two hand-overs of the queued rows while requests come in
+SEND_GAP = 0.05
+_HEAD = struct.Struct("<I")
+
+
+def _frame(kind: str, value: Any) -> bytes:
+    body = marshal.dumps((kind, value))
+    return _HEAD.pack(len(body)) + body
+
+
+class WriterProcess:
+    """The gateway's end: frames queued in :attr:`_out`, written without blocking by :meth:`push`."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+        self._out = bytearray()
+        self._acks = 0
+        self._start()
+
+    def _start(self) -> None:
+        # the URL travels in the pipe, not in argv or the environment (other users may list those)
+        self.proc = subprocess.Popen([sys.executable, "-m", "langchain_mesh.usage.writer"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        self._fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
+        os.set_blocking(self._fd, False)
+        self._out = bytearray(_frame("config", self.settings))
+
+    def send(self, items: list[tuple[Any, ...]]) -> None:
+        try:
+            self._out += _frame("rows", items)
+        except ValueError:  # a value marshal does not take (a str subclass...): as plain str
+            self._out += _frame("rows", [tuple(_plain(v) for v in it) for it in items])
+        self.push()
+
+    def push(self) -> bool:
+        """Write what the pipe takes now; True when nothing is left to write."""
+        out = self._out
+        try:
+            while out:
+                n = os.write(self._fd, out)
+                del out[:n]
+        except BlockingIOError:
+            return False
+        except OSError as e:  # the writer died (EPIPE): start another, saying what was lost
+            self._restart(e)
+        return not out
+
+    def _restart(self, error: BaseException) -> None:
+        lost = _rows_in(bytes(self._out))
+        code = self.proc.poll()
+        log.error("the usage ledger's writer process ended (%s, exit code %s): %d queued rows lost; "
+                  "starting a new one", type(error).__name__, code, lost)
+        self._close_pipes()
+        self._start()
+
+    def flush(self, timeout: float) -> None:
+        """Hand over everything queued and wait until the writer has committed it."""
+        self._acks += 1
+        self._out += _frame("flush", self._acks)
+        deadline = time.monotonic() + timeout
+        while not self.push():
+            if not select.select([], [self._fd], [], max(0.0, deadline - time.monotonic()))[1]:
+                return
+        reply = self.proc.stdout  # type: ignore[union-attr]
+        while time.monotonic() < deadline:
+            if not select.select([reply], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                return
+            got = reply.read(4)
+            if len(got) < 4:
+                return  # the writer ended
+            if _HEAD.unpack(got)[0] >= self._acks:
+                return
+
+    def close(self, timeout: float) -> None:
+        """Hand over what is queued, close the pipe and wait for the writer to write it and exit."""
+        deadline = time.monotonic() + timeout
+        while not self.push():
+            if not select.select([], [self._fd], [], max(0.0, deadline - time.monotonic()))[1]:
+                break
+        self._close_pipes()
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("the usage ledger's writer process did not finish in %.0f s", timeout)
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+
+
+def _plain(v: Any) -> Any:
+    if v is None or v is Ellipsis or type(v) in (str, int, float, bool, dict, tuple):
+        return v
+    return str(v) if isinstance(v, str) else float(v) if isinstance(v, float) else v
+
+
+def _rows_in(data: bytes) -> int:
+    """How many rows the frames in ``data`` (the unsent part may begin mid-frame: not counted) hold."""
+    n = 0
+    while len(data) >= 4:
+        size = _HEAD.unpack_from(data)[0]
+        try:
+            kind, value = marshal.loads(data[4:4 + size])
+        except (EOFError, ValueError, TypeError):
+            break
+        n += len(value) if kind == "rows" else 0
+        data = data[4 + size:]
+    return n
+
+
+# ---- the writer's end ----------------------------------------------------------------------------
+
+
+class _Frames:
+    """Frames read from a file descriptor, waiting at most until a deadline."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buf, self.eof = fd, bytearray(), False
+
+    def next(self, deadline: Optional[float]) -> Optional[tuple[str, Any]]:
+        """The next frame; None at EOF or when ``deadline`` (monotonic) passes first."""
+        while True:
+            if len(self.buf) >= 4:
+                size = _HEAD.unpack_from(self.buf)[0]
+                if len(self.buf) >= 4 + size:
+                    frame = marshal.loads(bytes(self.buf[4:4 + size]))
+                    del self.buf[:4 + size]
+                    return frame  # type: ignore[no-any-return]
+            if self.eof:
+                return None
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
+                    return None
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+
+
+def main() -> None:
+    from .ledger import Rows, open_sink
+    from .prices import Pricer
+
+    logging.basicConfig(level=logging.WARNING, format="mesh usage writer: %(message)s")
+    frames = _Frames(sys.stdin.fileno())
+    first = frames.next(None)
+    if first is None or first[0] != "config":
+        return
+    s = first[1]
+    overrides = {k: SimpleNamespace(input=i, output=o, cached_input=c) for k, (i, o, c) in s["prices"].items()}
+    rows = Rows(Pricer(overrides), s["currency"])
+    sink = open_sink(SimpleNamespace(path=s["path"], url=None if s["url"] is None else _Given(s["url"])))
+    pending: list[tuple[Any, ...]] = []
+    due: Optional[float] = None
+    try:
+        while True:
+            frame = frames.next(due)
+            if frame is not None and frame[0] == "rows":
+                pending += frame[1]
+                due = due or time.monotonic() + s["flush_interval"]
+                if len(pending) < s["batch"]:
+                    continue
+            _write(sink, rows, pending, s["batch"])
+            pending, due = [], None
+            if frame is not None and frame[0] == "flush":
+                sys.stdout.buffer.write(_HEAD.pack(frame[1]))
+                sys.stdout.buffer.flush()
+            elif frame is None and frames.eof:
+                return
+    finally:
+        sink.close()
+
+
+class _Given:
+    """A resolved secret, as the sinks ask for it (``.get(where)``)."""
+
+    def __init__(self, value: str):
+        self.value = value
+
+    def get(self, where: str) -> str:
+        return self.value
+
+
+def _write(sink: Any, rows: Any, items: list[tuple[Any, ...]], batch: int) -> None:
+    for i in range(0, len(items), batch):
+        try:
+            sink.write([rows.make(it) for it in items[i:i + batch]])
+        except Exception as e:  # noqa: BLE001 - a full disk must not stop the writer
+            log.error("could not write %d rows: %s", len(items[i:i + batch]), e)
+
+
+if __name__ == "__main__":
+    main()
