@@ -54,6 +54,7 @@ class WriterProcess:
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
         self._out = bytearray()
+        self._frames: list[list[int]] = []  # [bytes not yet written, rows] of each frame in _out
         self._acks = 0
         self._start()
 
@@ -63,22 +64,34 @@ class WriterProcess:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self._fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
         os.set_blocking(self._fd, False)
-        self._out = bytearray(_frame("config", self.settings))
+        self._out, self._frames = bytearray(), []
+        self._queue(_frame("config", self.settings), 0)
+
+    def _queue(self, frame: bytes, rows: int) -> None:
+        self._out += frame
+        self._frames.append([len(frame), rows])
 
     def send(self, items: list[tuple[Any, ...]]) -> None:
         try:
-            self._out += _frame("rows", items)
-        except ValueError:  # a value marshal does not take (a str subclass...): as plain str
-            self._out += _frame("rows", [tuple(_plain(v) for v in it) for it in items])
+            frame = _frame("rows", items)
+        except ValueError:  # a value marshal does not take (a str subclass...): as its base type
+            frame = _frame("rows", [tuple(_plain(v) for v in it) for it in items])
+        self._queue(frame, len(items))
         self.push()
 
     def push(self) -> bool:
         """Write what the pipe takes now; True when nothing is left to write."""
-        out = self._out
+        out, frames = self._out, self._frames
         try:
             while out:
                 n = os.write(self._fd, out)
                 del out[:n]
+                while n and frames:  # the frames now written whole
+                    done = min(n, frames[0][0])
+                    frames[0][0] -= done
+                    n -= done
+                    if not frames[0][0]:
+                        del frames[0]
         except BlockingIOError:
             return False
         except OSError as e:  # the writer died (EPIPE): start another, saying what was lost
@@ -86,7 +99,7 @@ class WriterProcess:
         return not out
 
     def _restart(self, error: BaseException) -> None:
-        lost = _rows_in(bytes(self._out))
+        lost = sum(rows for _left, rows in self._frames)
         code = self.proc.poll()
         log.error("the usage ledger's writer process ended (%s, exit code %s): %d queued rows lost; "
                   "starting a new one", type(error).__name__, code, lost)
@@ -96,16 +109,16 @@ class WriterProcess:
     def flush(self, timeout: float) -> None:
         """Hand over everything queued and wait until the writer has committed it."""
         self._acks += 1
-        self._out += _frame("flush", self._acks)
+        self._queue(_frame("flush", self._acks), 0)
         deadline = time.monotonic() + timeout
         while not self.push():
             if not select.select([], [self._fd], [], max(0.0, deadline - time.monotonic()))[1]:
                 return
-        reply = self.proc.stdout  # type: ignore[union-attr]
+        reply = self.proc.stdout.fileno()  # type: ignore[union-attr]
         while time.monotonic() < deadline:
             if not select.select([reply], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 return
-            got = reply.read(4)
+            got = os.read(reply, 4)  # each answer is one 4-byte write: whole in a pipe
             if len(got) < 4:
                 return  # the writer ended
             if _HEAD.unpack(got)[0] >= self._acks:
@@ -132,23 +145,11 @@ class WriterProcess:
 
 
 def _plain(v: Any) -> Any:
-    if v is None or v is Ellipsis or type(v) in (str, int, float, bool, dict, tuple):
-        return v
-    return str(v) if isinstance(v, str) else float(v) if isinstance(v, float) else v
-
-
-def _rows_in(data: bytes) -> int:
-    """How many rows the frames in ``data`` (the unsent part may begin mid-frame: not counted) hold."""
-    n = 0
-    while len(data) >= 4:
-        size = _HEAD.unpack_from(data)[0]
-        try:
-            kind, value = marshal.loads(data[4:4 + size])
-        except (EOFError, ValueError, TypeError):
-            break
-        n += len(value) if kind == "rows" else 0
-        data = data[4 + size:]
-    return n
+    """``v`` as marshal takes it: an instance of a subclass of str, bool, int or float as the base type."""
+    for t in (str, bool, int, float):
+        if isinstance(v, t):
+            return t(v)
+    return v
 
 
 # ---- the writer's end ----------------------------------------------------------------------------
