@@ -354,3 +354,22 @@ def test_a_writer_process_that_dies_is_replaced_and_says_what_was_lost(tmp_path,
     asyncio.run(main())
     assert "writer process ended" in caplog.text and "1 queued rows lost; starting a new one" in caplog.text
     assert len(_rows(db)) == 2  # the row sent into the dead pipe is lost (and said so), the later one is not
+
+
+def test_the_writer_process_writes_to_a_sqlalchemy_url_too(tmp_path):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    mesh = Mesh({"connections": FAKE, "usage": {"url": url, "path": str(tmp_path / "unused.db")}})
+
+    async def main():
+        from langchain_mesh.usage.ledger import ledger_for
+
+        led = ledger_for(mesh)
+        assert led.run_on(asyncio.get_running_loop())
+        with call_scope(key="sa-served"):
+            await mesh.acomplete(mesh.get_llm(CHAT), _req())
+        led.flush()
+        mesh.close()
+
+    asyncio.run(main())
+    assert totals(mesh.config.usage, by=("key",))[0]["key"] == "sa-served"
+    assert not (tmp_path / "unused.db").exists()

@@ -62,7 +62,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._closed = False
         self._stop = False
-        self.written = 0
+        self.written = 0  # rows written, or under mesh serve handed to the writer process
         self.failed: Optional[BaseException] = None
         self._rows_of = Rows(pricer, config.currency)
         self._loop: Any = None  # the event loop that hands rows to the writer process (run_on), and its timer
