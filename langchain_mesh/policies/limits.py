@@ -561,18 +561,20 @@ class LimitsLayer(Layer):
 
     # ---- a pass-through call in memory (Layer.forward_hooks) ------------------------------------------
 
-    def forward_enter(self, call: Any) -> Optional["_SettleLater"]:
-        checks, cost = self._start(call)
+    def forward_enter(self, call: Any) -> Optional["_Reconcile"]:
+        # forward hooks are on only in memory (see __init__): no outage to guard, nothing to await
+        checks, test_first, tokens = self.plan(call)
         if not checks:
             return None
-        self._acquire(call, checks, cost)
-        return _SettleLater(self, checks, cost)
+        cost = estimate_tokens(call) if tokens else 0
+        self.limiter.acquire(checks, cost, test_first)
+        return _Reconcile(self.limiter, checks, cost)
 
-    def forward_fail(self, call: Any, state: Optional["_SettleLater"], error: BaseException) -> None:
+    def forward_fail(self, call: Any, state: Optional["_Reconcile"], error: BaseException) -> None:
         if state is not None:
             self._settle(state.checks, state.cost, None)
 
-    def forward_done(self, call: Any, state: Optional["_SettleLater"], result: Any) -> Any:
+    def forward_done(self, call: Any, state: Optional["_Reconcile"], result: Any) -> Any:
         # the tokens are reconciled when the server has read the usage (usage_of.py)
         return on_forward_end(result, state) if state is not None and state.cost else result
 
@@ -794,6 +796,20 @@ class _SettleLater:
 
     def __call__(self, usage: Any, ok: Optional[bool]) -> None:
         self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
+
+
+class _Reconcile:
+    """:class:`_SettleLater` of a pass-through call in memory (the forward hooks): the limiter's
+    reconciliation called at once, without the layer's checks for a store that may be down or awaited."""
+
+    __slots__ = ("limiter", "checks", "cost")
+
+    def __init__(self, limiter: Limiter, checks: list[_Check], cost: int):
+        self.limiter, self.checks, self.cost = limiter, checks, cost
+
+    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
+        if self.cost:
+            self.limiter.reconcile(self.checks, self.cost, tokens_of(usage))
 
 
 def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:
