@@ -2,9 +2,9 @@
 
     usage: {path: ./mesh-usage.db, flush_interval: 1.0, batch: 500}   # as for the library; nothing to add
 
-Each gateway worker starts one (``python -m langchain_mesh.usage.writer``) and hands it the rows its
-event loop queued, every :data:`SEND_GAP` seconds while there are some: one ``marshal`` frame and one
-non-blocking ``write`` to a pipe (~0.5 µs a row). The process prices them and writes them to SQLite (or
+Each gateway worker starts one (``python -m langchain_mesh.usage.writer_main``, its program) and
+hands it the rows its event loop queued, every :data:`SEND_GAP` seconds while there are some: one
+``marshal`` frame and one non-blocking ``write`` to a pipe (~0.5 µs a row). The process prices them and writes them to SQLite (or
 the SQLAlchemy URL) in transactions of up to ``usage.batch`` rows, at the latest ``flush_interval``
 after the first of them arrived. Why a process: the ~5 µs a row of pricing and SQLite's own work
 were the ledger's whole cost to the serving loop (bench/gateway.py, issue 19), and a thread in the same
@@ -31,21 +31,20 @@ import struct
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
-__all__ = ["WriterProcess", "SEND_GAP"]
+__all__ = ["WriterProcess", "SEND_GAP", "HEAD"]
 
 log = logging.getLogger("langchain_mesh.usage")
 
 #: seconds between two hand-overs of the queued rows while requests come in
 SEND_GAP = 0.05
-_HEAD = struct.Struct("<I")
+HEAD = struct.Struct("<I")
 
 
 def _frame(kind: str, value: Any) -> bytes:
     body = marshal.dumps((kind, value))
-    return _HEAD.pack(len(body)) + body
+    return HEAD.pack(len(body)) + body
 
 
 class WriterProcess:
@@ -60,7 +59,7 @@ class WriterProcess:
 
     def _start(self) -> None:
         # the URL travels in the pipe, not in argv or the environment (other users may list those)
-        self.proc = subprocess.Popen([sys.executable, "-m", "langchain_mesh.usage.writer"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "langchain_mesh.usage.writer_main"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self._fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
         os.set_blocking(self._fd, False)
@@ -121,7 +120,7 @@ class WriterProcess:
             got = os.read(reply, 4)  # each answer is one 4-byte write: whole in a pipe
             if len(got) < 4:
                 return  # the writer ended
-            if _HEAD.unpack(got)[0] >= self._acks:
+            if HEAD.unpack(got)[0] >= self._acks:
                 return
 
     def close(self, timeout: float) -> None:
@@ -150,89 +149,3 @@ def _plain(v: Any) -> Any:
         if isinstance(v, t):
             return t(v)
     return v
-
-
-# ---- the writer's end ----------------------------------------------------------------------------
-
-
-class _Frames:
-    """Frames read from a file descriptor, waiting at most until a deadline."""
-
-    def __init__(self, fd: int):
-        self.fd, self.buf, self.eof = fd, bytearray(), False
-
-    def next(self, deadline: Optional[float]) -> Optional[tuple[str, Any]]:
-        """The next frame; None at EOF or when ``deadline`` (monotonic) passes first."""
-        while True:
-            if len(self.buf) >= 4:
-                size = _HEAD.unpack_from(self.buf)[0]
-                if len(self.buf) >= 4 + size:
-                    frame = marshal.loads(bytes(self.buf[4:4 + size]))
-                    del self.buf[:4 + size]
-                    return frame  # type: ignore[no-any-return]
-            if self.eof:
-                return None
-            if deadline is not None:
-                wait = deadline - time.monotonic()
-                if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
-                    return None
-            chunk = os.read(self.fd, 1 << 20)
-            if not chunk:
-                self.eof = True
-            self.buf += chunk
-
-
-def main() -> None:
-    from .ledger import Rows, open_sink
-    from .prices import Pricer
-
-    logging.basicConfig(level=logging.WARNING, format="mesh usage writer: %(message)s")
-    frames = _Frames(sys.stdin.fileno())
-    first = frames.next(None)
-    if first is None or first[0] != "config":
-        return
-    s = first[1]
-    overrides = {k: SimpleNamespace(input=i, output=o, cached_input=c) for k, (i, o, c) in s["prices"].items()}
-    rows = Rows(Pricer(overrides), s["currency"])
-    sink = open_sink(SimpleNamespace(path=s["path"], url=None if s["url"] is None else _Given(s["url"])))
-    pending: list[tuple[Any, ...]] = []
-    due: Optional[float] = None
-    try:
-        while True:
-            frame = frames.next(due)
-            if frame is not None and frame[0] == "rows":
-                pending += frame[1]
-                due = due or time.monotonic() + s["flush_interval"]
-                if len(pending) < s["batch"]:
-                    continue
-            _write(sink, rows, pending, s["batch"])
-            pending, due = [], None
-            if frame is not None and frame[0] == "flush":
-                sys.stdout.buffer.write(_HEAD.pack(frame[1]))
-                sys.stdout.buffer.flush()
-            elif frame is None and frames.eof:
-                return
-    finally:
-        sink.close()
-
-
-class _Given:
-    """A resolved secret, as the sinks ask for it (``.get(where)``)."""
-
-    def __init__(self, value: str):
-        self.value = value
-
-    def get(self, where: str) -> str:
-        return self.value
-
-
-def _write(sink: Any, rows: Any, items: list[tuple[Any, ...]], batch: int) -> None:
-    for i in range(0, len(items), batch):
-        try:
-            sink.write([rows.make(it) for it in items[i:i + batch]])
-        except Exception as e:  # noqa: BLE001 - a full disk must not stop the writer
-            log.error("could not write %d rows: %s", len(items[i:i + batch]), e)
-
-
-if __name__ == "__main__":
-    main()
