@@ -373,3 +373,23 @@ def test_the_writer_process_writes_to_a_sqlalchemy_url_too(tmp_path):
     asyncio.run(main())
     assert totals(mesh.config.usage, by=("key",))[0]["key"] == "sa-served"
     assert not (tmp_path / "unused.db").exists()
+
+
+def test_a_writer_process_that_cannot_open_its_database_says_so_once_and_the_gateway_goes_on(tmp_path, capfd):
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(tmp_path / "no-such-dir" / "usage.db")}})
+
+    async def main():
+        from langchain_mesh.usage.ledger import ledger_for
+
+        led = ledger_for(mesh)
+        assert led.run_on(asyncio.get_running_loop())
+        proc = led._proc.proc
+        for _ in range(3):
+            await mesh.acomplete(mesh.get_llm(CHAT), _req())
+            led.flush(timeout=10)
+        assert led._proc.proc is proc and proc.poll() is None  # not restarted: it reads on, writing nowhere
+        mesh.close()
+
+    asyncio.run(main())
+    err = capfd.readouterr().err
+    assert err.count("the usage ledger cannot open its database") == 1 and "unrecorded" in err

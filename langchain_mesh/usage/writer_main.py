@@ -57,7 +57,11 @@ def main() -> None:
     s = first[1]
     overrides = {k: SimpleNamespace(input=i, output=o, cached_input=c) for k, (i, o, c) in s["prices"].items()}
     rows = Rows(Pricer(overrides), s["currency"])
-    sink = open_sink(SimpleNamespace(path=s["path"], url=None if s["url"] is None else _Given(s["url"])))
+    try:
+        sink = open_sink(SimpleNamespace(path=s["path"], url=None if s["url"] is None else _Given(s["url"])))
+    except Exception as e:  # noqa: BLE001 - said once, loudly; the frames are still read (no broken pipe, no restarts)
+        log.error("the usage ledger cannot open its database: %s; calls go on unrecorded", e)
+        sink = _Nowhere()
     pending: list[tuple[Any, ...]] = []
     due: Optional[float] = None
     try:
@@ -77,6 +81,16 @@ def main() -> None:
                 return
     finally:
         sink.close()
+
+
+class _Nowhere:
+    """Where rows go when the database cannot be opened (said once by :func:`main`)."""
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _Given:
