@@ -128,11 +128,11 @@ class Ledger:
             if self._thread is not None or self._closed:
                 return False
             cfg = self.config
-            settings = {"path": cfg.path, "url": cfg.url.get("usage.url") if cfg.url is not None else None,
-                        "flush_interval": cfg.flush_interval, "batch": cfg.batch, "currency": cfg.currency,
-                        "prices": self.pricer.overrides_wire()}
-            try:
-                self._proc = WriterProcess(settings)
+            try:  # an URL that does not resolve falls to the thread, which says why (as before)
+                path, url = sink_args(cfg)
+                self._proc = WriterProcess({"path": path, "url": url, "flush_interval": cfg.flush_interval,
+                                            "batch": cfg.batch, "currency": cfg.currency,
+                                            "prices": self.pricer.overrides_wire()})
             except Exception as e:  # noqa: BLE001 - the thread writes instead, and says so
                 log.warning("the usage ledger's writer process could not start (%s): writing from a thread", e)
                 return False
@@ -173,6 +173,7 @@ class Ledger:
         if self._proc is not None:
             self._send()
             self._proc.close(60)
+            self._proc = None  # a flush after close has nothing to hand over (and starts no writer)
 
     def _on_loop(self, fn: Any, timeout: float) -> None:
         """Run ``fn`` on the writing loop's thread and wait for it: at once when called there (or when
@@ -199,7 +200,7 @@ class Ledger:
 
     def _run(self) -> None:
         try:
-            sink = open_sink(self.config)
+            sink = open_sink(*sink_args(self.config))
         except Exception as e:  # noqa: BLE001 - said once, loudly; calls go on unrecorded
             self.failed = e
             log.error("the usage ledger cannot open its database: %s", e)
@@ -343,10 +344,14 @@ def table(metadata: Any) -> Any:
                     sa.Index(f"{TABLE}_ts", "ts"))
 
 
-def open_sink(config: Any) -> Any:
-    if config.url is not None:
-        return _SQLAlchemy(config.url.get("usage.url"))
-    return _SQLite(config.path)
+def open_sink(path: str, url: Optional[str]) -> Any:
+    """Where rows are written: the SQLAlchemy ``url`` (resolved) when there is one, else the SQLite ``path``."""
+    return _SQLAlchemy(url) if url is not None else _SQLite(path)
+
+
+def sink_args(config: Any) -> tuple[str, Optional[str]]:
+    """:func:`open_sink`'s arguments from a ``UsageConfig``, its URL resolved."""
+    return config.path, config.url.get("usage.url") if config.url is not None else None
 
 
 def ledger_for(mesh: Any) -> Ledger:

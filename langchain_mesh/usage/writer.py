@@ -4,11 +4,11 @@
 
 Each gateway worker starts one (``python -m langchain_mesh.usage.writer_main``, its program) and
 hands it the rows its event loop queued, every :data:`SEND_GAP` seconds while there are some: one
-``marshal`` frame and one non-blocking ``write`` to a pipe (~0.5 µs a row). The process prices them and writes them to SQLite (or
-the SQLAlchemy URL) in transactions of up to ``usage.batch`` rows, at the latest ``flush_interval``
-after the first of them arrived. Why a process: the ~5 µs a row of pricing and SQLite's own work
-were the ledger's whole cost to the serving loop (bench/gateway.py, issue 19), and a thread in the same
-process costs more than it saves (see :mod:`.ledger`).
+``marshal`` frame and one non-blocking ``write`` to a pipe (~0.5 µs a row). The process prices them
+and writes them to SQLite (or the SQLAlchemy URL) in transactions of up to ``usage.batch`` rows, at
+the latest ``flush_interval`` after the first of them arrived. Why a process: the ~5 µs a row of
+pricing and SQLite's own work were the ledger's whole cost to the serving loop (bench/gateway.py,
+issue 19), and a thread in the same process costs more than it saves (see :mod:`.ledger`).
 
 What this means for a crash: rows already handed over are written even when the gateway dies (the
 writer sees the pipe close, writes what it has, and exits); at most the rows of the last
@@ -97,6 +97,13 @@ class WriterProcess:
             self._restart(e)
         return not out
 
+    def _push_all(self, deadline: float) -> bool:
+        """:meth:`push` until nothing is left, waiting for the pipe; False when ``deadline`` passes first."""
+        while not self.push():
+            if not select.select([], [self._fd], [], max(0.0, deadline - time.monotonic()))[1]:
+                return False
+        return True
+
     def _restart(self, error: BaseException) -> None:
         lost = sum(rows for _left, rows in self._frames)
         code = self.proc.poll()
@@ -110,9 +117,8 @@ class WriterProcess:
         self._acks += 1
         self._queue(_frame("flush", self._acks), 0)
         deadline = time.monotonic() + timeout
-        while not self.push():
-            if not select.select([], [self._fd], [], max(0.0, deadline - time.monotonic()))[1]:
-                return
+        if not self._push_all(deadline):
+            return
         reply = self.proc.stdout.fileno()  # type: ignore[union-attr]
         while time.monotonic() < deadline:
             if not select.select([reply], [], [], max(0.0, deadline - time.monotonic()))[0]:
@@ -126,9 +132,7 @@ class WriterProcess:
     def close(self, timeout: float) -> None:
         """Hand over what is queued, close the pipe and wait for the writer to write it and exit."""
         deadline = time.monotonic() + timeout
-        while not self.push():
-            if not select.select([], [self._fd], [], max(0.0, deadline - time.monotonic()))[1]:
-                break
+        self._push_all(deadline)
         self._close_pipes()
         try:
             self.proc.wait(max(0.0, deadline - time.monotonic()))

@@ -58,7 +58,7 @@ def main() -> None:
     overrides = {k: SimpleNamespace(input=i, output=o, cached_input=c) for k, (i, o, c) in s["prices"].items()}
     rows = Rows(Pricer(overrides), s["currency"])
     try:
-        sink = open_sink(SimpleNamespace(path=s["path"], url=None if s["url"] is None else _Given(s["url"])))
+        sink = open_sink(s["path"], s["url"])
     except Exception as e:  # noqa: BLE001 - said once, loudly; the frames are still read (no broken pipe, no restarts)
         log.error("the usage ledger cannot open its database: %s; calls go on unrecorded", e)
         sink = _Nowhere()
@@ -91,16 +91,6 @@ class _Nowhere:
 
     def close(self) -> None:
         pass
-
-
-class _Given:
-    """A resolved secret, as the sinks ask for it (``.get(where)``)."""
-
-    def __init__(self, value: str):
-        self.value = value
-
-    def get(self, where: str) -> str:
-        return self.value
 
 
 def _write(sink: Any, rows: Any, items: list[tuple[Any, ...]], batch: int) -> None:
