@@ -5,7 +5,7 @@ canned bytes fed back to the client's connection on the next loop turn).
 
 bench/gateway.py measures the gateway under wrk, where syscalls and the machine's load blur differences
 of a few µs; this measures the Python alone: process CPU µs per request, ``R`` rounds of ``N``
-sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing;
+sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing (``PROFN`` rows, 45);
 ``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
 ``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
 (``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=key``: the key alone). ``POLICIES=1``: bench/gateway.py's
@@ -27,7 +27,7 @@ import uvloop
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from langchain_mesh import Mesh
-from langchain_mesh.server.app import MeshApp
+from langchain_mesh.server.app import GC_THRESHOLDS, MeshApp
 from langchain_mesh.server.protocol import GuardedHttpToolsProtocol
 from langchain_mesh.connections.transport import http1
 import uvicorn
@@ -188,6 +188,7 @@ async def main(n, rounds):
         await one()
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)  # as mesh serve's start-up leaves it
     res = []
     for r in range(rounds):
         t0 = time.process_time()
@@ -203,7 +204,7 @@ async def main(n, rounds):
         for _ in range(n):
             await one()
         pr.disable()
-        pstats.Stats(pr).sort_stats(os.environ.get("PROFILE")).print_stats(45)
+        pstats.Stats(pr).sort_stats(os.environ.get("PROFILE")).print_stats(int(os.environ.get("PROFN", 45)))
     res.sort()
     print("us/req min %.1f med %.1f  all %s" % (res[0], res[len(res) // 2], " ".join("%.1f" % x for x in res)))
     print(out.decode()[:400])

@@ -207,6 +207,33 @@ def test_two_meshes_share_limits_and_budgets_through_redis(redis_server):
 
 
 @needs_redis
+def test_spend_this_process_has_not_sent_yet_counts_in_its_own_budget_checks(redis_server, monkeypatch):
+    from langchain_mesh.policies import redis_pipe
+
+    monkeypatch.setattr(redis_pipe, "SUM_GAP", 30.0)  # held back for the whole test, unless flushed
+    redis_server.flush()
+    mesh = Mesh({"connections": FAKE, "state": {"redis_url": redis_server.url},
+                 "budgets": {"period": "day", "keys": {"k": 1.0}}, "prices": {CHAT: {"input": 2000.0, "output": 0.0}}})
+    llm = mesh.get_llm(CHAT)
+    key = f"budget:key:k:{int(time.time() // 86400)}"
+
+    async def run() -> None:
+        store = mesh.state_store()
+        assert store.incr_nowait(key, 0.99, ttl=2 * 86400)  # a pass-through call's spend: summed, not sent yet
+        with call_scope(key="k"), pytest.raises(BudgetExceeded) as e:
+            await mesh.acomplete(llm, _req())  # ~7 tokens at 2000/M: 0.014 more than the 0.01 left
+        assert e.value.spent == pytest.approx(0.99)
+        assert store.get(key) is None  # Redis has not been told
+        from langchain_mesh.policies.state import aflush
+
+        await aflush(mesh)  # mesh serve's shutdown
+        assert float(store.get(key)) == pytest.approx(0.99)
+    asyncio.run(run())
+    assert mesh.connection("fake").requests == []
+    mesh.close()
+
+
+@needs_redis
 @pytest.mark.parametrize("on_failure", ["open", "closed"])
 def test_redis_killed_mid_run_fails_as_configured(on_failure):
     with RedisServer() as redis:

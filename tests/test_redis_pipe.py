@@ -116,7 +116,11 @@ async def test_store_counters_and_nowait_increments_on_the_pipe(server):
     assert store.incr_nowait("pipe:c", 1.5, ttl=30)
     await store.aset("pipe:s", "x", ttl=30)
     assert await store.aget("pipe:s") == "x"
-    assert store.get("pipe:c") == "4"  # the sync client reads what the pipe wrote (the nowait one landed first)
+    # held back for redis_pipe.SUM_GAP, and counted as this process's own meanwhile
+    assert store.get("pipe:c") == "2.5" and store.pending("pipe:c", ttl=30) == 1.5
+    await store.aflush()
+    assert store.pending("pipe:c", ttl=30) == 0
+    assert store.get("pipe:c") == "4"  # the sync client reads what the pipe wrote
     assert 0 < redis.Redis.from_url(server.url).pttl("mesh:pipe:c") <= 30000
     assert await store.amget(["pipe:s", "pipe:none", "pipe:c"]) == ["x", None, "4"]
     await store.adelete("pipe:s")
@@ -157,3 +161,86 @@ async def test_a_command_nobody_waits_for_goes_out_on_its_own_when_no_other_writ
     assert store.incr_nowait("pipe:lazy", 3.0, ttl=30)
     await asyncio.sleep(0.05)  # no other command: its own timer writes it
     assert store.get("pipe:lazy") == "3"
+
+
+async def test_additions_nobody_reads_at_once_are_summed_into_one_command_per_counter(server):
+    from langchain_mesh.policies import redis_pipe
+
+    store = RedisStore(server.url, timeout=2)
+    sync = redis.Redis.from_url(server.url)
+    await store.aset("pipe:warm", "1")
+    sync.config_resetstat()
+    for i in range(100):
+        assert store.incr_nowait("pipe:sum-a", 1.0, ttl=30)
+        assert store.incr_nowait("pipe:sum-b", 0.5, ttl=30)
+    assert store.pending("pipe:sum-a", ttl=30) == 100.0
+    assert store.pending("pipe:sum-a", ttl=60) == 0.0  # another expiry is another counter
+    await asyncio.sleep(redis_pipe.SUM_GAP * 4)  # the gap's timer sends them
+    assert store.get("pipe:sum-a") == "100" and store.get("pipe:sum-b") == "50"
+    assert store.pending("pipe:sum-a", ttl=30) == 0
+    stats = sync.info("commandstats")
+    assert stats["cmdstat_incrbyfloat"]["calls"] == 2  # one per counter, not 200
+    assert 0 < sync.pttl("mesh:pipe:sum-a") <= 30000
+
+
+async def test_summed_additions_lost_with_redis_are_an_outage_said_once(caplog):
+    from langchain_mesh.policies.state import aflush
+
+    r = RedisServer()
+    r.start()
+    store = RedisStore(r.url, timeout=0.5)
+    await store.aset("pipe:x", "1")
+    store.incr_nowait("pipe:gone", 1.0, ttl=30)
+    r.stop()
+
+    class _Mesh:
+        _state_store = store
+    await aflush(_Mesh())  # the PING fails: logged, not raised
+    assert "were not written" in caplog.text
+
+
+def test_mesh_serve_sends_what_it_holds_back_before_it_shuts_down(server, monkeypatch):
+    pytest.importorskip("uvicorn")
+    from langchain_mesh import Mesh
+    from langchain_mesh.policies import redis_pipe
+    from langchain_mesh.server.app import MeshApp
+
+    monkeypatch.setattr(redis_pipe, "SUM_GAP", 30.0)  # only the shutdown can send it in time
+    mesh = Mesh({"connections": {"fake": {"type": "scripted", "models": [{"id": "chat"}]}},
+                 "state": {"redis_url": server.url}})
+    app = MeshApp(mesh)
+    messages = [{"type": "lifespan.shutdown"}]
+
+    async def receive():
+        store = mesh.state_store()
+        await store.aset("pipe:up", "1")
+        assert store.incr_nowait("pipe:at-exit", 2.0, ttl=30)
+        return messages.pop(0)
+
+    async def send(message):
+        pass
+
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    assert redis.Redis.from_url(server.url).get("mesh:pipe:at-exit") == b"2"
+
+
+async def test_token_corrections_of_many_calls_reach_the_window_as_one_script_call(server):
+    from langchain_mesh import Mesh
+    from langchain_mesh.policies import redis_pipe
+    from langchain_mesh.policies.limits import limiter_for
+
+    server.flush()
+    mesh = Mesh({"connections": {"fake": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
+                                          "models": [{"id": "m"}]}},
+                 "state": {"redis_url": server.url},
+                 "limits": {"period": 30, "keys": {"k": {"rpm": 5, "tpm": 100}}}})
+    lim = limiter_for(mesh)
+    checks = _checks(mesh, lim)
+    await lim.aacquire(checks, 60)  # the estimate: 60 tokens
+    sync = redis.Redis.from_url(server.url)
+    sync.config_resetstat()
+    for actual in (70, 50, 65):  # three calls' corrections (+10, -10, +5) against the same estimate
+        assert lim.reconcile_nowait(checks, 60, actual)
+    await asyncio.sleep(redis_pipe.SUM_GAP * 4)
+    assert lim.tokens.get_window_stats(checks[0].item, *checks[0].ids).remaining == 100 - 65
+    assert sync.info("commandstats")["cmdstat_evalsha"]["calls"] == 1

@@ -207,15 +207,21 @@ class BudgetsLayer(Layer):
         estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
         read = call.notes.pop("budgets.spent", None)
         if read is not None and read[1] == n and read[0] == budgets:  # read for us (spend_reads) this period
-            self._check(budgets, read[2], estimate, left)
+            self._check(budgets, self._with_own(budgets, n, read[2]), estimate, left)
             return price, n
 
         async def check() -> bool:
-            self._check(budgets, await self.store.amget([_spend_key(k, m, n) for k, m, _c in budgets]),
-                        estimate, left)
+            spent = await self.store.amget([_spend_key(k, m, n) for k, m, _c in budgets])
+            self._check(budgets, self._with_own(budgets, n, spent), estimate, left)
             return True
         await aguarded(self.config, "budgets", check, False)
         return price, n
+
+    def _with_own(self, budgets: list[tuple[str, str, float]], n: int, spent: list[Any]) -> list[Any]:
+        """``spent`` as read from the store, plus what this process's calls added that the store has not
+        been sent yet (incr_nowait sums them for a few ms: redis_pipe.SUM_GAP)."""
+        pending, ttl = self.store.pending, self.period * 2
+        return [float(got or 0.0) + pending(_spend_key(k, m, n), ttl) for (k, m, _c), got in zip(budgets, spent)]
 
     async def _aafter(self, budgets: list[tuple[str, str, float]], n: int, cost: Optional[float]) -> None:
         if not cost:

@@ -389,8 +389,8 @@ class Limiter:
         delta = (actual if actual is not None else 0) - estimate
         if delta:
             for c in checks:
-                if c.dim == "tokens":  # limits' own incr-and-expire script
-                    pipe.script_later(_scripts()[1], [c.rkey], [self.expiry, delta])
+                if c.dim == "tokens":  # summed with the loop's other corrections (redis_pipe.SUM_GAP)
+                    pipe.add_later((_add_tokens, c.rkey, self.expiry), delta)
         return True
 
     async def _arefuse(self, c: _Check, checks: list[_Check]) -> None:
@@ -400,6 +400,11 @@ class Limiter:
                 lim = self.arequests if x.dim == "requests" else self.atokens
                 stats.append((x, await lim.get_window_stats(x.item, *x.ids)))
         raise _exceeded(c, stats)
+
+
+def _add_tokens(pipe: Any, rkey: str, expiry: int, total: int) -> None:
+    """Summed token corrections of one window sent (limits' own incr-and-expire script)."""
+    pipe.script_later(_scripts()[1], [rkey], [expiry, total])
 
 
 _SCRIPTS: list[Any] = []

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from ..errors import StateUnavailableError
 
-__all__ = ["StateStore", "MemoryStore", "RedisStore", "store_for", "health", "guarded", "aguarded", "ahealth"]
+__all__ = ["StateStore", "MemoryStore", "RedisStore", "store_for", "health", "guarded", "aguarded", "ahealth", "aflush"]
 
 log = logging.getLogger("langchain_mesh.policies.state")
 T = TypeVar("T")
@@ -62,6 +62,12 @@ class StateStore(Protocol):
     def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
         """:meth:`incr` from an event loop without waiting for it (an after-call record nobody reads back);
         False when the store cannot (then await :meth:`aincr`)."""
+
+    def pending(self, key: str, ttl: Optional[float] = None) -> float:
+        """What :meth:`incr_nowait` added to ``key`` in this process that the store has not counted yet."""
+
+    async def aflush(self) -> None:
+        """Send what :meth:`incr_nowait` holds back, and wait until it is counted."""
 
 
 class MemoryStore:
@@ -113,6 +119,12 @@ class MemoryStore:
     def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
         self.incr(key, amount, ttl)
         return True
+
+    def pending(self, key: str, ttl: Optional[float] = None) -> float:
+        return 0.0  # incr_nowait is done at once
+
+    async def aflush(self) -> None:
+        return None
 
     async def aincr(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> float:
         return self.incr(key, amount, ttl)
@@ -206,13 +218,23 @@ class RedisStore:
         return float((await p.execute())[-1])
 
     def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
+        """Summed with this loop's other additions to ``key`` and sent within ``SUM_GAP`` s (redis_pipe.py)."""
         pipe = self.pipe()
         if pipe is None:
             return False
-        k = self.prefix + key
-        pipe.send_later(*([("SET", k, 0, "PX", max(1, int(ttl * 1000)), "NX")] if ttl else []),
-                        ("INCRBYFLOAT", k, repr(float(amount))))
+        pipe.add_later((_incr_later, self.prefix + key, max(1, int(ttl * 1000)) if ttl else 0), amount)
         return True
+
+    def pending(self, key: str, ttl: Optional[float] = None) -> float:
+        """What :meth:`incr_nowait` added to ``key`` (with that ``ttl``) on this loop that is not sent yet."""
+        pipe = self.pipe()
+        return pipe.pending((_incr_later, self.prefix + key, max(1, int(ttl * 1000)) if ttl else 0)) if pipe else 0.0
+
+    async def aflush(self) -> None:
+        """This loop's summed additions sent and answered (``mesh serve`` calls it on shutdown)."""
+        pipe = self._pipes.get(_running_loop())
+        if pipe:
+            await pipe.aflush()
 
     async def amget(self, keys: list[str]) -> list[Optional[str]]:
         pipe = self.pipe()
@@ -251,6 +273,11 @@ class RedisStore:
 
     def close(self) -> None:
         self._sync.close()
+
+
+def _incr_later(pipe: Any, key: str, px: int, total: float) -> None:
+    """An :meth:`RedisStore.incr_nowait` sum sent: created with its expiry (SET NX), then added to."""
+    pipe.send_later(*([("SET", key, 0, "PX", px, "NX")] if px else []), ("INCRBYFLOAT", key, repr(float(total))))
 
 
 def _running_loop() -> Any:
@@ -342,6 +369,20 @@ async def aguarded(config: Any, what: str, fn: Callable[[], Any], default: Any) 
             raise
         outage(config, e, what)
         return default
+
+
+async def aflush(mesh: Any) -> None:
+    """Before ``mesh`` closes in an event loop: the additions its store holds back sent and counted
+    (an outage loses them, as it loses any addition; said in the log)."""
+    store = getattr(mesh, "_state_store", None)
+    if store is None:
+        return
+    try:
+        await store.aflush()
+    except Exception as e:  # noqa: BLE001
+        if not is_outage(e):
+            raise
+        log.warning("token corrections and spend of the last calls were not written (%s)", type(e).__name__)
 
 
 def health(mesh: Any) -> dict[str, Any]:

@@ -168,6 +168,9 @@ class MeshApp:
                 gc.set_threshold(*GC_THRESHOLDS)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                from ..policies.state import aflush
+
+                await aflush(self.mesh)  # what the policies hold back for Redis (redis_pipe.SUM_GAP)
                 self.mesh.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
