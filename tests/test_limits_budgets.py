@@ -429,3 +429,22 @@ def test_gateway_health_and_answers_when_redis_dies(on_failure):
                 assert h.status_code == 503 and h.json()["status"] == "unavailable"
                 assert r.status_code == 503 and r.json()["error"]["code"] == "state_store_unavailable"
                 assert "state.on_failure" in r.json()["error"]["message"]
+
+
+def test_a_pass_through_calls_spend_is_priced_from_its_wire_usage_as_from_a_usage():
+    """The pass-through hands the budgets the OpenAI wire ``usage`` dict; it is priced as read, cached
+    input tokens at their own rate, exactly as the same usage made into a Usage."""
+    from langchain_mesh.policies.budgets import BudgetsLayer
+    from langchain_mesh.policies.usage_of import usage_of_raw
+    from langchain_mesh.usage.prices import Price
+
+    mesh = Mesh({"connections": FAKE, "budgets": {"keys": {"k": 1.0}}, "prices": {CHAT: {"input": 2.0, "output": 8.0}}})
+    layer = BudgetsLayer(mesh, mesh.get_llm(CHAT))
+    price = Price(2.0, 8.0, cached_input=0.5)
+    for wire in ({"prompt_tokens": 1000, "completion_tokens": 10},
+                 {"prompt_tokens": 1000, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 600}},
+                 {"prompt_tokens": 1000, "completion_tokens": None, "prompt_tokens_details": None}):
+        assert layer._cost(price, wire) == layer._cost(price, usage_of_raw(wire))
+    assert layer._cost(price, {"prompt_tokens": 1000, "completion_tokens": 10,
+                               "prompt_tokens_details": {"cached_tokens": 600}}) == (400 * 2.0 + 600 * 0.5 + 80) / 1e6
+    mesh.close()

@@ -34,6 +34,9 @@ PERIODS = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86
 _SKIP = frozenset({"count_tokens", "acount_tokens"})
 
 
+_UNPRICED = object()
+
+
 def _spend_key(kind: str, name: str, n: int) -> str:
     """The store key of one budget's spend in period number ``n`` (the store adds its prefix)."""
     return f"budget:{kind}:{name}:{n}"
@@ -68,6 +71,7 @@ class BudgetsLayer(Layer):
         # none, the layer would pass each on untouched, so the mesh leaves it out of them (Mesh._layers)
         self.route_targets = bool(self.fixed)
         self._by_scope: dict[tuple[Any, Any, Any], list[tuple[str, str, float]]] = {}  # budgets(), per caller
+        self._priced: Any = _UNPRICED  # _price()
 
     def budgets(self, call: Any) -> list[tuple[str, str, float]]:
         s = call.scope
@@ -92,9 +96,12 @@ class BudgetsLayer(Layer):
         return n, (n + 1) * self.period - now
 
     def _price(self, budgets: list[tuple[str, str, float]]) -> Any:
-        price = self.pricer.price(*self.price_args)
-        if price is None and self.targets:
-            price = self._dearest_target()
+        price = self._priced
+        if price is _UNPRICED:  # the pricer keeps what it found for good: so does this layer
+            price = self.pricer.price(*self.price_args)
+            if price is None and self.targets:
+                price = self._dearest_target()
+            self._priced = price
         if price is None and self.cfg.unknown_price == "refuse":
             kind, name, _cap = budgets[0]
             raise BudgetExceeded(
@@ -130,6 +137,10 @@ class BudgetsLayer(Layer):
     def _cost(self, price: Any, usage: Any) -> Optional[float]:
         if price is None or usage is None:
             return None
+        if type(usage) is dict:  # the pass-through's wire usage, read as it is (no Usage made per call)
+            d = usage.get("prompt_tokens_details")
+            return price.cost(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                              d.get("cached_tokens") if type(d) is dict else None)
         return price.cost(usage.input_tokens or 0, usage.output_tokens or 0, usage.cached_input_tokens)
 
     # ---- sync ---------------------------------------------------------------------------------------
@@ -258,7 +269,7 @@ class BudgetsLayer(Layer):
         result = await nxt()
         if call.op == "forward":  # the spend is added when the server has read the usage (usage_of.py)
             return on_forward_end(result, lambda u, ok: self._after_nowait(
-                budgets, n, self._spent(call, price, usage_of_raw(u))))
+                budgets, n, self._spent(call, price, u if type(u) is dict else usage_of_raw(u))))
         await self._aafter(budgets, n, self._spent(call, price, getattr(result, "usage", None)))
         return result
 
