@@ -48,7 +48,7 @@ LAZY = 0.001
 # budget) are summed per counter for SUM_GAP s and written as one command each (RedisPipe.add_later).
 # A worker's calls share a handful of counters, so under load some three commands a call become some
 # three a gap. Each had cost the gateway ~8-12 µs of CPU (packed, queued for its reply, the reply
-# parsed) besides Redis' own (bench/gateway_micro.py POLICIES=1: ~150 -> ~125 µs a request). The price:
+# parsed) besides Redis' own (bench/gateway_micro.py POLICIES=1 CONC=16: ~150 -> ~130 µs a request). The price:
 # other workers see these additions up to SUM_GAP s late, as if the calls had ended that much later;
 # this worker's budget checks add its own pending sums (RedisPipe.pending).
 SUM_GAP = 0.005
@@ -311,7 +311,6 @@ class RedisPipe:
             return
         conn.send_nowait(_pack(("EVALSHA", source.sha, len(keys), *keys, *args)), 1, asyncio.get_running_loop(),
                          _Later(on_error))
-
 
     def add_later(self, counter: tuple[Any, ...], amount: float) -> None:
         """Add ``amount`` to ``counter`` within :data:`SUM_GAP` s, summed with whatever else is added to it
