@@ -555,6 +555,9 @@ class StateConfig(_Strict):
     # Redis unreachable: "open" lets calls through unlimited (and logs it), "closed" refuses them (503)
     on_failure: Literal["open", "closed"] = "closed"
     timeout: float = Field(default=0.5, gt=0)  # seconds for one Redis command before it counts as down
+    # far from its limits, a worker takes a few dozen calls' worth of windows in one trip and counts them
+    # itself for 50 ms (policies/limits.py _Lease); false: every limited call asks Redis
+    lease: bool = True
 
 
 class RateConfig(_Strict):

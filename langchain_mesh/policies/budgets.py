@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from ..errors import BudgetExceeded
 from .chain import Layer
-from .state import aguarded, guarded, is_outage, log, store_for
+from .state import LEASE_TTL, aguarded, guarded, is_outage, leases_on, log, store_for
 from .usage_of import estimate_tokens, on_forward_end, usage_of_raw
 
 __all__ = ["BudgetsLayer", "make_layer", "period_seconds"]
@@ -72,6 +72,7 @@ class BudgetsLayer(Layer):
         self.route_targets = bool(self.fixed)
         self._by_scope: dict[tuple[Any, Any, Any], list[tuple[str, str, float]]] = {}  # budgets(), per caller
         self._priced: Any = _UNPRICED  # _price()
+        self.lease = leases_on(mesh.config)  # on Redis: spend read lately and far from every cap is not read again (_far)
 
     def budgets(self, call: Any) -> list[tuple[str, str, float]]:
         s = call.scope
@@ -218,21 +219,35 @@ class BudgetsLayer(Layer):
         estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
         read = call.notes.pop("budgets.spent", None)
         if read is not None and read[1] == n and read[0] == budgets:  # read for us (spend_reads) this period
-            self._check(budgets, self._with_own(budgets, n, read[2]), estimate, left)
+            self._check(budgets, self._noted(budgets, n, read[2]), estimate, left)
+            return price, n
+        if self.lease and self._far(budgets, n, estimate):
             return price, n
 
         async def check() -> bool:
             spent = await self.store.amget([_spend_key(k, m, n) for k, m, _c in budgets])
-            self._check(budgets, self._with_own(budgets, n, spent), estimate, left)
+            self._check(budgets, self._noted(budgets, n, spent), estimate, left)
             return True
         await aguarded(self.config, "budgets", check, False)
         return price, n
 
-    def _with_own(self, budgets: list[tuple[str, str, float]], n: int, spent: list[Any]) -> list[Any]:
-        """``spent`` as read from the store, plus what this process's calls added that the store has not
-        been sent yet (incr_nowait sums them for a few ms: redis_pipe.SUM_GAP)."""
-        pending, ttl = self.store.pending, self.period * 2
-        return [float(got or 0.0) + pending(_spend_key(k, m, n), ttl) for (k, m, _c), got in zip(budgets, spent)]
+    def _noted(self, budgets: list[tuple[str, str, float]], n: int, spent: list[Any]) -> list[float]:
+        """``spent`` as just read from the store, plus what this process's calls added that the store
+        has not been sent yet (incr_nowait sums them for a few ms: redis_pipe.SUM_GAP); kept for _far."""
+        note, ttl = self.store.note, self.period * 2
+        return [note(_spend_key(k, m, n), got, ttl) for (k, m, _c), got in zip(budgets, spent)]
+
+    def _far(self, budgets: list[tuple[str, str, float]], n: int, estimate: float) -> bool:
+        """Whether every budget of the call, as this process read it within LEASE_TTL (plus its own
+        spend since), stays at half its cap or less with this call: then it is not read again. Other
+        workers' spend in those few ms is not seen; it would have to be half a cap to matter, and from
+        half a cap on every call reads it (as the limits' leases: policies/limits.py _Lease)."""
+        seen = self.store.seen
+        for k, m, cap in budgets:
+            v = seen(_spend_key(k, m, n), LEASE_TTL)
+            if v is None or v + estimate > cap / 2:
+                return False
+        return True
 
     async def _aafter(self, budgets: list[tuple[str, str, float]], n: int, cost: Optional[float]) -> None:
         if not cost:

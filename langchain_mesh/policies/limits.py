@@ -30,6 +30,7 @@ limits: the caller was counted once, on the route.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from contextvars import ContextVar
@@ -39,13 +40,18 @@ from typing import Any, Optional
 from ..errors import RateLimitExceeded
 from .breaker import CLOSED
 from .chain import Layer, ahooked
-from .state import aguarded, guarded, is_outage, log, redis_url, store_for
+from .state import LEASE_TTL, aguarded, guarded, is_outage, leases_on, log, redis_url, store_for
 from .usage_of import estimate_tokens, on_forward_end, tokens_of
 
 __all__ = ["LimitsLayer", "make_layer", "limiter_for"]
 
 _SKIP = frozenset({"count_tokens", "acount_tokens"})
 _PREFIX = "LIMITS"  # limits' RedisStorage.PREFIX: its strategies (429 headers, library calls) read our windows
+
+# Leases (see _Lease; LEASE_TTL, how long one lasts, is in state.py): the most calls one covers, and how
+# much room every window must have left for it (LEASE_ROOM times what it takes): only far from a limit.
+LEASE_MAX = 64
+LEASE_ROOM = 64
 
 # Every window of one call tested, then taken, in one round trip and atomically (Redis runs a script
 # alone): a refusal counts nothing. The data are laid out as the limits library lays them out (a
@@ -58,14 +64,18 @@ _PREFIX = "LIMITS"  # limits' RedisStorage.PREFIX: its strategies (429 headers, 
 # will call first (KEYS[a+1..a+b]), each all or nothing: a target that is full does not refuse the
 # route's call (the route falls back to its next target, as when the target's own layer refuses it).
 # The keys after those are only read (GET): the budgets' spend counters, read in the same trip.
-# ARGV: now, a, b, then per window kind ("m" moving, "c" counter), limit, expiry, amount.
-# Returns {the 1-based index of the route window that refused, or 0; 1 if the target's were taken;
-# the values read...}.
+# A lease (see _Lease): asked for ``n`` calls, the script takes n calls' worth of every window when
+# each has room for LEASE_ROOM times that, else n/2's, n/4's... down to one call's worth, as without
+# a lease.
+# A lease's moving-window entries are stamped ``stamp`` (its deadline), so none expires before a
+# call it counted. ARGV: now, a, b, n, stamp, then per window kind ("m" moving, "c" counter), limit,
+# expiry, one call's amount. Returns {the 1-based index of the route window that refused, or 0; 1 if
+# the target's were taken; how many calls' worth was taken; the values read...}.
 _ACQUIRE_ALL = """
-local now, a, b = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local function refused(first, last)
+local now, a, b, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function refused(first, last, times)
   for i = first, last do
-    local kind, limit, expiry, amount = ARGV[4*i], tonumber(ARGV[4*i+1]), tonumber(ARGV[4*i+2]), tonumber(ARGV[4*i+3])
+    local kind, limit, expiry, amount = ARGV[4*i+2], tonumber(ARGV[4*i+3]), tonumber(ARGV[4*i+4]), tonumber(ARGV[4*i+5]) * times
     if kind == "m" then
       if amount > limit then return i end
       local entry = redis.call("lindex", KEYS[i], limit - amount)
@@ -76,11 +86,13 @@ local function refused(first, last)
   end
   return 0
 end
-local function take(first, last)
+local function take(first, last, times, stamp)
   for i = first, last do
-    local kind, limit, expiry, amount = ARGV[4*i], tonumber(ARGV[4*i+1]), tonumber(ARGV[4*i+2]), tonumber(ARGV[4*i+3])
+    local kind, limit, expiry, amount = ARGV[4*i+2], tonumber(ARGV[4*i+3]), tonumber(ARGV[4*i+4]), tonumber(ARGV[4*i+5]) * times
     if kind == "m" then
-      for _ = 1, amount do redis.call("lpush", KEYS[i], ARGV[1]) end
+      local entries = {}
+      for j = 1, amount do entries[j] = stamp end
+      redis.call("lpush", KEYS[i], unpack(entries))
       redis.call("ltrim", KEYS[i], 0, limit - 1)
       redis.call("expire", KEYS[i], expiry)
     elseif redis.call("incrby", KEYS[i], amount) == amount then
@@ -88,16 +100,18 @@ local function take(first, last)
     end
   end
 end
-local out = {refused(1, a), 0}
+while n > 1 and refused(1, a + b, n * LEASE_ROOM) ~= 0 do n = math.floor(n / 2) end
+local stamp = n > 1 and ARGV[5] or ARGV[1]
+local out = {refused(1, a, n), 0, n}
 if out[1] ~= 0 then return out end
-take(1, a)
-if b > 0 and refused(a + 1, a + b) == 0 then
-  take(a + 1, a + b)
+take(1, a, n, stamp)
+if b > 0 and refused(a + 1, a + b, n) == 0 then
+  take(a + 1, a + b, n, stamp)
   out[2] = 1
 end
 for i = a + b + 1, #KEYS do out[#out + 1] = redis.call("get", KEYS[i]) or false end
 return out
-"""
+""".replace("LEASE_ROOM", str(LEASE_ROOM))
 
 # Windows taken for a route's first target that the route then did not call (its breaker opened
 # meanwhile, its deadline passed): given back. A moving window's entry is removed by its timestamp
@@ -159,7 +173,7 @@ class _Checks(list):  # type: ignore[type-arg]
     ``(storage key, limit, mode)`` for :meth:`.windows.LocalWindows.hit_all` (0 moving window, 1 counter
     of requests, 2 counter of tokens), worked out once per plan rather than per call."""
 
-    __slots__ = ("entries", "token_keys")
+    __slots__ = ("entries", "token_keys", "rkeys")
 
 
 class Limiter:
@@ -212,6 +226,8 @@ class Limiter:
         # in memory (LocalWindows): every window of a call in one storage call (see _Checks)
         self._hit_all = getattr(self.storage, "hit_all", None)
         self._add_all = getattr(self.storage, "add_all", None)
+        # Redis: calls this worker makes far from their limits take leases (see _Lease)
+        self._leases: Optional[dict[tuple[Any, Any], _Lease]] = {} if leases_on(mesh.config) else None
 
     def item(self, dim: str, amount: int) -> Any:
         got = self._items.get((dim, amount))
@@ -233,6 +249,7 @@ class Limiter:
         ordered.entries = tuple((c.key, c.item.amount, 2 if c.dim == "tokens" else 0 if c in windows else 1)
                                 for c in ordered)
         ordered.token_keys = tuple(c.key for c in ordered if c.dim == "tokens")
+        ordered.rkeys = tuple(c.rkey for c in ordered)  # its windows' lease (_Lease), with a target's
         return ordered, len(windows) > 1
 
     def _undo(self, done: list[_Check], cost: int) -> None:
@@ -322,19 +339,63 @@ class Limiter:
             done.append(c)
 
     async def aacquire_with_target(self, pipe: Any, checks: list[_Check], cost: int, target: list[_Check],
-                                   tcost: int, reads: list[str]) -> tuple[str, bool, list[Any]]:
+                                   tcost: int, reads: list[str]) -> tuple[str, bool, Optional[list[Any]]]:
         """On the pipelined connection, one round trip: take ``checks`` (raising RateLimitExceeded having
         taken nothing when one refuses), then ``target`` (a route's first target: all, or none when
         one is full), and read the ``reads`` keys. (the timestamp the moving windows got, whether the
-        target's windows were taken, the values read)."""
-        now = repr(time.time())
-        args: list[Any] = [now, len(checks), len(target)]
+        target's windows were taken, the values read); no trip and no values (None) when a lease
+        of these windows covers the call."""
+        leases = self._leases
+        if leases is None:
+            return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
+        rkeys = getattr(checks, "rkeys", None)
+        if rkeys is None:  # not a plan's windows (Limiter.order): no lease to keep them under
+            return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
+        key = (rkeys, getattr(target, "rkeys", ()))
+        lease = leases.get(key)
+        if lease is None:
+            if len(leases) >= 10000:  # bounded: callers are few; a flood of names is not kept
+                leases.clear()
+            lease = leases[key] = _Lease()
+        for _ in range(4):
+            if lease.take(cost, tcost):
+                return lease.stamp, lease.target, None
+            busy = lease.busy
+            if busy is None:
+                break  # this call renews it
+            await asyncio.shield(busy)  # another call is renewing it: take from what that trip gets
+            if lease.size == 1:  # it got no lease (near a limit): each call asks Redis, side by side
+                return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
+        else:
+            return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
+        busy = lease.busy = asyncio.get_running_loop().create_future()
+        try:
+            return await self._atrip(pipe, checks, cost, target, tcost, reads, lease.next_size(), lease)
+        except BaseException:
+            lease.left, lease.size = 0, 1
+            raise
+        finally:
+            lease.busy = None
+            busy.set_result(None)
+
+    async def _atrip(self, pipe: Any, checks: list[_Check], cost: int, target: list[_Check], tcost: int,
+                     reads: list[str], n: int, lease: Optional["_Lease"] = None) -> tuple[str, bool, list[Any]]:
+        """:meth:`aacquire_with_target`'s round trip, asking for ``n`` calls' worth (a lease) when n > 1."""
+        t = time.time()
+        now = repr(t)
+        stamp = repr(t + LEASE_TTL)
+        args: list[Any] = [now, len(checks), len(target), n, stamp]
         self._window_args(args, checks, cost)
         self._window_args(args, target, tcost)
         got = await pipe.script(_scripts()[0], [c.rkey for c in checks] + [c.rkey for c in target] + reads, args)
         if got[0]:
             await self._arefuse(checks[got[0] - 1], checks)
-        return now, got[1] == 1, got[2:]
+        taken = got[1] == 1
+        if got[2] > 1:
+            now = stamp
+        if lease is not None:
+            lease.renewed(got[2], cost, tcost, now, taken)
+        return now, taken, got[3:]
 
     def _window_args(self, args: list[Any], checks: list[_Check], cost: int) -> None:
         moving = "m" if self.kind == "moving-window" else "c"
@@ -635,7 +696,7 @@ class LimitsLayer(Layer):
         if got is None:
             return await nxt()  # store down, failing open (the target's layer and the budgets ask again)
         now, target_taken, values = got
-        if budgets is not None:  # for BudgetsLayer._abefore, which checks them
+        if budgets is not None and values is not None:  # for BudgetsLayer._abefore, which checks them
             call.notes["budgets.spent"] = (budgets[0], budgets[1], values)
         taken = _Taken(route.ids[order[0]], target, tcost, now) if target_taken else None
         marks = (route.preset(order), _TAKEN.set(taken))
@@ -801,6 +862,52 @@ class _SettleLater:
 
     def __call__(self, usage: Any, ok: Optional[bool]) -> None:
         self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
+
+
+class _Lease:
+    """Calls one worker may make on a set of Redis windows without asking Redis again.
+
+    Far from its limits (each window has room for LEASE_ROOM times what the lease takes), a round trip
+    takes ``n`` calls' worth of every window at once, and the next n - 1 calls of this worker on those
+    windows within LEASE_TTL are counted here (the script's round trip and Redis' own work were most
+    of what a policy call cost the gateway: issue 24). ``n`` starts at 1 (exactly one call, as without
+    leases), doubles each time a lease is used up before its deadline, up to LEASE_MAX, and falls back
+    to what was used when one expires. Near a limit the script grants one call's worth: every call
+    asks Redis, exact across workers as before. What a lease takes counts in Redis at once (its
+    moving-window entries until its deadline), so leases never let more through than a limit; calls a
+    lease covered but never came are counted until their window ends, at most 1/LEASE_ROOM of what
+    was left. ``state.lease: false`` turns them off."""
+
+    __slots__ = ("left", "tokens", "ttokens", "until", "size", "stamp", "target", "busy")
+
+    def __init__(self) -> None:
+        self.left = 0  # calls left
+        self.tokens = self.ttokens = 0  # token estimates left for the windows and for the target's
+        self.until = 0.0  # its deadline (time.monotonic)
+        self.size = 1  # calls the last renewal took
+        self.stamp = ""  # what its moving-window entries were stamped (a give-back removes one by it)
+        self.target = False  # whether it took a route target's windows too
+        self.busy: Optional[asyncio.Future[None]] = None  # a renewal in flight: done when it ends
+
+    def take(self, cost: int, tcost: int) -> bool:
+        if self.left and self.tokens >= cost and self.ttokens >= tcost and time.monotonic() < self.until:
+            self.left -= 1
+            self.tokens -= cost
+            self.ttokens -= tcost
+            return True
+        return False
+
+    def next_size(self) -> int:
+        if time.monotonic() < self.until:  # used up before its deadline: ask for more
+            return min(self.size * 2, LEASE_MAX)
+        return max(1, self.size - self.left)  # expired: what was used
+
+    def renewed(self, n: int, cost: int, tcost: int, stamp: str, target: bool) -> None:
+        """A round trip took ``n`` calls' worth; this call is one of them."""
+        self.size, self.left = n, n - 1
+        self.tokens, self.ttokens = cost * (n - 1), tcost * (n - 1)
+        self.until = time.monotonic() + LEASE_TTL
+        self.stamp, self.target = stamp, target
 
 
 class _Reconcile:

@@ -69,6 +69,12 @@ class StateStore(Protocol):
     async def aflush(self) -> None:
         """Send what :meth:`incr_nowait` holds back, and wait until it is counted."""
 
+    def note(self, key: str, value: Optional[str], ttl: Optional[float] = None) -> float:
+        """A counter's value as just read, as a float, with this process's additions not yet sent."""
+
+    def seen(self, key: str, max_age: float) -> Optional[float]:
+        """A counter as :meth:`note` last had it (plus this process's additions since), if that is recent."""
+
 
 class MemoryStore:
     """The in-process store: a dict of (value, expiry) under a lock."""
@@ -123,6 +129,12 @@ class MemoryStore:
     def pending(self, key: str, ttl: Optional[float] = None) -> float:
         return 0.0  # incr_nowait is done at once
 
+    def note(self, key: str, value: Optional[str], ttl: Optional[float] = None) -> float:
+        return float(value or 0.0)
+
+    def seen(self, key: str, max_age: float) -> Optional[float]:
+        return None  # reading costs nothing here
+
     async def aflush(self) -> None:
         return None
 
@@ -156,6 +168,7 @@ class RedisStore:
         self._async_loop: Any = None
         self._pipes: Any = weakref.WeakKeyDictionary()  # event loop -> RedisPipe (False: none possible)
         self._last: tuple[Any, Any] = (None, None)  # pipe()'s last (loop, answer)
+        self._views: dict[str, list[float]] = {}  # key -> [value read + this process's since, when read]
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisStore(...)"
@@ -210,12 +223,16 @@ class RedisStore:
         pipe = self.pipe()
         if pipe is not None:  # no MULTI needed: SET NX only creates a missing counter, whoever runs between
             cmds = [("SET", k, 0, "PX", max(1, int(ttl * 1000)), "NX")] if ttl else []
-            return float((await pipe.calls(*cmds, ("INCRBYFLOAT", k, repr(float(amount)))))[-1])
-        p = self._aclient().pipeline(transaction=True)
-        if ttl:
-            p.set(k, 0, px=max(1, int(ttl * 1000)), nx=True)
-        p.incrbyfloat(k, amount)
-        return float((await p.execute())[-1])
+            got = float((await pipe.calls(*cmds, ("INCRBYFLOAT", k, repr(float(amount)))))[-1])
+        else:
+            p = self._aclient().pipeline(transaction=True)
+            if ttl:
+                p.set(k, 0, px=max(1, int(ttl * 1000)), nx=True)
+            p.incrbyfloat(k, amount)
+            got = float((await p.execute())[-1])
+        if key in self._views:  # what seen() answers: the total just read back
+            self.note(key, repr(got), ttl)
+        return got
 
     def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
         """Summed with this loop's other additions to ``key`` and sent within ``SUM_GAP`` s (redis_pipe.py)."""
@@ -223,7 +240,25 @@ class RedisStore:
         if pipe is None:
             return False
         pipe.add_later((_incr_later, self.prefix + key, max(1, int(ttl * 1000)) if ttl else 0), amount)
+        view = self._views.get(key)
+        if view is not None:
+            view[0] += amount
         return True
+
+    def note(self, key: str, value: Optional[str], ttl: Optional[float] = None) -> float:
+        """``key``'s value as just read, plus what this process added and has not sent yet; kept as
+        :meth:`seen` answers it, with what this process adds from now on."""
+        v = float(value or 0.0) + self.pending(key, ttl)
+        if len(self._views) >= 10000:  # bounded: a period's budgets are few
+            self._views.clear()
+        self._views[key] = [v, time.monotonic()]
+        return v
+
+    def seen(self, key: str, max_age: float) -> Optional[float]:
+        """What :meth:`note` kept of ``key``, if no older than ``max_age`` s (other processes' additions
+        since are not in it)."""
+        view = self._views.get(key)
+        return view[0] if view is not None and time.monotonic() - view[1] < max_age else None
 
     def pending(self, key: str, ttl: Optional[float] = None) -> float:
         """What :meth:`incr_nowait` added to ``key`` (with that ``ttl``) on this loop that is not sent yet."""
@@ -310,6 +345,16 @@ def redis_url(config: Any) -> Optional[str]:
     if cfg is None or cfg.redis_url is None:
         return None
     return cfg.redis_url.get("state.redis_url")
+
+
+# How long a worker counts calls on what it took or read from Redis before asking again: a rate-limit
+# lease (policies/limits.py _Lease) and a budget's spend read far from its cap (policies/budgets.py _far).
+LEASE_TTL = 0.05
+
+
+def leases_on(config: Any) -> bool:
+    """Whether the policies take leases: on Redis, unless ``state.lease: false``."""
+    return redis_url(config) is not None and config.state.lease
 
 
 def on_failure(config: Any) -> str:
