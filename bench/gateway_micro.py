@@ -13,6 +13,8 @@ sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a c
 ledger, an API key) on a ``redis-server`` started here on a free port; the requests still go one
 after another, so each waits for its Redis round trips (the CPU per request is what is measured);
 ``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
+``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
+over the timed rounds, which bench/gateway.py counts and this process's figure does not.
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
 """
@@ -189,6 +191,11 @@ async def main(n, rounds):
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)  # as mesh serve's start-up leaves it
+    if os.environ.get("CHILDREN"):
+        import psutil
+
+        await asyncio.sleep(1.5)  # the writer process started and warm (its imports are not counted)
+        before = {k.pid: sum(k.cpu_times()[:2]) for k in psutil.Process().children(recursive=True)}
     res = []
     for r in range(rounds):
         t0 = time.process_time()
@@ -206,6 +213,11 @@ async def main(n, rounds):
         pr.disable()
         pstats.Stats(pr).sort_stats(os.environ.get("PROFILE")).print_stats(int(os.environ.get("PROFN", 45)))
     res.sort()
+    if os.environ.get("CHILDREN"):  # the ledger's writer process (and redis-server): CPU per timed request
+        await asyncio.sleep(1.5)  # the writer's last rows written
+        print("children: %s us/req (each child's CPU over the timed rounds)" % " ".join(
+            "%s %.1f" % (k.name(), (sum(k.cpu_times()[:2]) - before.get(k.pid, 0.0)) / (rounds * n * CONC) * 1e6)
+            for k in psutil.Process().children(recursive=True)))
     print("us/req min %.1f med %.1f  all %s" % (res[0], res[len(res) // 2], " ".join("%.1f" % x for x in res)))
     print(out.decode()[:400])
 
