@@ -8,12 +8,13 @@ of a few µs; this measures the Python alone: process CPU µs per request, ``R``
 sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing (``PROFN`` rows, 45);
 ``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
 ``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
-(``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=key``: the key alone). ``POLICIES=1``: bench/gateway.py's
+(``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=key``: the key alone;
+``LIMITS=redis``: the limits in a ``redis-server`` started here). ``POLICIES=1``: bench/gateway.py's
 "every policy" gateway (a weighted route over two targets, rate limits and budgets in Redis, the
 ledger, an API key) on a ``redis-server`` started here on a free port; the requests still go one
 after another, so each waits for its Redis round trips (the CPU per request is what is measured);
 ``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
-``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
+``LEASE=0`` sets ``state.lease: false`` (with Redis: every limited call asks it). ``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
 over the timed rounds, which bench/gateway.py counts and this process's figure does not.
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
@@ -152,8 +153,14 @@ async def main(n, rounds):
             cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}}
         if os.environ.get("LIMITS") not in ("nolog", "key"):
             cfg["usage"] = {"path": os.path.join(tempfile.mkdtemp(), "usage.db")}
+        if os.environ.get("LIMITS") == "redis":  # bench/gateway.py's "limits+ledger redis"
+            cfg["state"] = {"redis_url": redis_server()}
+    if os.environ.get("LEASE") == "0":  # state.lease: false (every limited call asks Redis)
+        cfg["_lease_off"] = True
     if POLICIES:
         cfg.update(policies_config(cfg["connections"]["up"]))
+    if cfg.pop("_lease_off", False):
+        cfg["state"]["lease"] = False
     mesh = Mesh.from_config(cfg)
     app = MeshApp(mesh)
     await app._warm()
