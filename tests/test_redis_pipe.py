@@ -128,14 +128,9 @@ async def test_store_counters_and_nowait_increments_on_the_pipe(server):
 
 
 async def test_acquire_all_counts_nothing_when_one_window_refuses(server):
-    from langchain_mesh import Mesh
     from langchain_mesh.policies.limits import limiter_for
 
-    server.flush()
-    mesh = Mesh({"connections": {"fake": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
-                                          "models": [{"id": "m"}]}},
-                 "state": {"redis_url": server.url},
-                 "limits": {"period": 30, "keys": {"k": {"rpm": 5, "tpm": 100}}}})
+    mesh = _limited(server)
     lim = limiter_for(mesh)
     layer_checks = [c for c in _checks(mesh, lim)]
     await lim.aacquire(layer_checks, 60)
@@ -146,6 +141,17 @@ async def test_acquire_all_counts_nothing_when_one_window_refuses(server):
     sync = lim.requests.get_window_stats(layer_checks[-1].item, *layer_checks[-1].ids)
     assert sync.remaining == 4  # limits' own reader sees one request taken, not two
     assert lim.tokens.get_window_stats(layer_checks[0].item, *layer_checks[0].ids).remaining == 40
+
+
+def _limited(server):
+    """A mesh whose key "k" has 5 requests and 100 tokens per 30 s, on ``server`` (emptied first)."""
+    from langchain_mesh import Mesh
+
+    server.flush()
+    return Mesh({"connections": {"fake": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
+                                          "models": [{"id": "m"}]}},
+                 "state": {"redis_url": server.url},
+                 "limits": {"period": 30, "keys": {"k": {"rpm": 5, "tpm": 100}}}})
 
 
 def _checks(mesh, lim):
@@ -225,15 +231,10 @@ def test_mesh_serve_sends_what_it_holds_back_before_it_shuts_down(server, monkey
 
 
 async def test_token_corrections_of_many_calls_reach_the_window_as_one_script_call(server):
-    from langchain_mesh import Mesh
     from langchain_mesh.policies import redis_pipe
     from langchain_mesh.policies.limits import limiter_for
 
-    server.flush()
-    mesh = Mesh({"connections": {"fake": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
-                                          "models": [{"id": "m"}]}},
-                 "state": {"redis_url": server.url},
-                 "limits": {"period": 30, "keys": {"k": {"rpm": 5, "tpm": 100}}}})
+    mesh = _limited(server)
     lim = limiter_for(mesh)
     checks = _checks(mesh, lim)
     await lim.aacquire(checks, 60)  # the estimate: 60 tokens
