@@ -406,3 +406,26 @@ def test_a_writer_process_that_cannot_open_its_database_says_so_once_and_the_gat
     asyncio.run(main())
     err = capfd.readouterr().err
     assert err.count("the usage ledger cannot open its database") == 1 and "unrecorded" in err
+
+
+def test_rows_of_every_shape_are_written_as_recorded_and_in_order(tmp_path):
+    """The SQLite sink writes runs of rows of one shape together, with their NULLs in the statement
+    rather than bound: rows whose missing values differ, interleaved, come back as recorded, in order."""
+    from langchain_mesh.usage.ledger import COLUMNS, TABLE, _SQLite
+
+    sink = _SQLite(str(tmp_path / "u.db"))
+    base = (1796000000.5, "2026-12-01", "k", "u", "t", "llm", "target", "complete", 10, 5, 2, 1, 1.5, "ok", None,
+            0.25, "USD")
+    rows = []
+    for i in range(130):  # every few rows another column is missing; runs of 1 to 60 rows
+        row = list(base)
+        row[0] += i
+        for col in (3, 4, 10, 11, 15)[: (i // 7) % 6]:
+            row[col] = None
+        if i % 60 == 59:
+            row[14] = "ProviderError"
+        rows.append(tuple(row))
+    sink.write(rows)
+    got = sink.db.execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid").fetchall()
+    assert got == rows
+    sink.close()
