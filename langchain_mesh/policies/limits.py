@@ -17,7 +17,8 @@ The windows are kept by the maintained ``limits`` library, in the mesh's state s
 (``state.redis_url``: shared by every worker and process) or this process's memory. In an event loop
 on Redis (``mesh serve``), every window of a call is tested and taken by one script in one round trip,
 on the data layout limits uses (see ``_ACQUIRE_ALL``); a route's call takes its first target's windows
-and reads the budgets' spend in that same trip (``LimitsLayer._acall_route``). Requests use the configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
+and reads the budgets' spend in that same trip (``LimitsLayer._acall_route``). Far from its limits a
+worker takes several calls' worth in one trip and counts them itself for a moment (``_Lease``). Requests use the configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
 would store one entry per token). Tokens are estimated before the call (~4 characters a token, see
 :func:`.usage_of.estimate_tokens`) and the estimate replaced by the provider's usage (input + output)
 after it: a call is refused when the window's tokens plus its estimate would pass the limit.

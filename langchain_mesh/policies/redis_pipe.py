@@ -333,8 +333,9 @@ class RedisPipe:
 
     async def aflush(self) -> None:
         """The sums sent now, and every command sent so far answered (``mesh serve``'s shutdown)."""
+        held = bool(self.sums)
         self.write_sums()
-        if self.conn is not None and not self.conn.closed:
+        if held or (self.conn is not None and not self.conn.closed):  # PING answers after all of them
             await self.call("PING")
 
 

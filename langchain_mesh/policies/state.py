@@ -10,6 +10,8 @@ then gives each worker its own counters, so a limit of 120 rpm lets up to 4 x 12
       on_failure: closed               # Redis unreachable: refuse calls that need limits/budgets (503);
                                        # "open": let them through unchecked, logging a warning
       timeout: 0.5                     # seconds per Redis command before Redis counts as down
+      lease: true                      # far from a limit, a worker counts calls itself for 50 ms
+                                       # on what one trip took (policies/limits.py _Lease)
 
 :func:`store_for` is the one place a policy gets its mesh's store; :func:`health` is what
 ``mesh serve``'s ``/health`` reports about it.
