@@ -155,11 +155,9 @@ async def main(n, rounds):
             cfg["usage"] = {"path": os.path.join(tempfile.mkdtemp(), "usage.db")}
         if os.environ.get("LIMITS") == "redis":  # bench/gateway.py's "limits+ledger redis"
             cfg["state"] = {"redis_url": redis_server()}
-    if os.environ.get("LEASE") == "0":  # state.lease: false (every limited call asks Redis)
-        cfg["_lease_off"] = True
     if POLICIES:
         cfg.update(policies_config(cfg["connections"]["up"]))
-    if cfg.pop("_lease_off", False):
+    if os.environ.get("LEASE") == "0" and "state" in cfg:  # state.lease: false (every limited call asks Redis)
         cfg["state"]["lease"] = False
     mesh = Mesh.from_config(cfg)
     app = MeshApp(mesh)

@@ -346,29 +346,37 @@ class Limiter:
         one is full), and read the ``reads`` keys. (the timestamp the moving windows got, whether the
         target's windows were taken, the values read); no trip and no values (None) when a lease
         of these windows covers the call."""
+        lease = self._lease(checks, target)
+        if lease is not None:  # leases on, and these are a plan's windows
+            for _ in range(4):
+                if lease.take(cost, tcost):
+                    return lease.stamp, lease.target, None
+                busy = lease.busy
+                if busy is None:  # this call renews it
+                    return await self._arenew(lease, pipe, checks, cost, target, tcost, reads)
+                await asyncio.shield(busy)  # another call is renewing it: take from what that trip gets
+                if lease.size == 1:  # it got no lease (near a limit): each call asks Redis, side by side
+                    break
+        return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
+
+    def _lease(self, checks: list[_Check], target: list[_Check]) -> Optional["_Lease"]:
+        """The lease of these windows, made on first use; None with leases off, or for windows that are
+        not a plan's (Limiter.order keys them)."""
         leases = self._leases
-        if leases is None:
-            return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
         rkeys = getattr(checks, "rkeys", None)
-        if rkeys is None:  # not a plan's windows (Limiter.order): no lease to keep them under
-            return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
+        if leases is None or rkeys is None:
+            return None
         key = (rkeys, getattr(target, "rkeys", ()))
         lease = leases.get(key)
         if lease is None:
             if len(leases) >= 10000:  # bounded: callers are few; a flood of names is not kept
                 leases.clear()
             lease = leases[key] = _Lease()
-        for _ in range(4):
-            if lease.take(cost, tcost):
-                return lease.stamp, lease.target, None
-            busy = lease.busy
-            if busy is None:
-                break  # this call renews it
-            await asyncio.shield(busy)  # another call is renewing it: take from what that trip gets
-            if lease.size == 1:  # it got no lease (near a limit): each call asks Redis, side by side
-                return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
-        else:
-            return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
+        return lease
+
+    async def _arenew(self, lease: "_Lease", pipe: Any, checks: list[_Check], cost: int, target: list[_Check],
+                      tcost: int, reads: list[str]) -> tuple[str, bool, list[Any]]:
+        """A round trip asking for the lease's next size; the calls waiting on it meanwhile then take from it."""
         busy = lease.busy = asyncio.get_running_loop().create_future()
         try:
             return await self._atrip(pipe, checks, cost, target, tcost, reads, lease.next_size(), lease)

@@ -65,9 +65,6 @@ class StateStore(Protocol):
         """:meth:`incr` from an event loop without waiting for it (an after-call record nobody reads back);
         False when the store cannot (then await :meth:`aincr`)."""
 
-    def pending(self, key: str, ttl: Optional[float] = None) -> float:
-        """What :meth:`incr_nowait` added to ``key`` in this process that the store has not counted yet."""
-
     async def aflush(self) -> None:
         """Send what :meth:`incr_nowait` holds back, and wait until it is counted."""
 
@@ -127,9 +124,6 @@ class MemoryStore:
     def incr_nowait(self, key: str, amount: float = 1.0, ttl: Optional[float] = None) -> bool:
         self.incr(key, amount, ttl)
         return True
-
-    def pending(self, key: str, ttl: Optional[float] = None) -> float:
-        return 0.0  # incr_nowait is done at once
 
     def note(self, key: str, value: Optional[str], ttl: Optional[float] = None) -> float:
         return float(value or 0.0)
@@ -241,7 +235,7 @@ class RedisStore:
         pipe = self.pipe()
         if pipe is None:
             return False
-        pipe.add_later((_incr_later, self.prefix + key, max(1, int(ttl * 1000)) if ttl else 0), amount)
+        pipe.add_later(self._counter(key, ttl), amount)
         view = self._views.get(key)
         if view is not None:
             view[0] += amount
@@ -265,7 +259,11 @@ class RedisStore:
     def pending(self, key: str, ttl: Optional[float] = None) -> float:
         """What :meth:`incr_nowait` added to ``key`` (with that ``ttl``) on this loop that is not sent yet."""
         pipe = self.pipe()
-        return pipe.pending((_incr_later, self.prefix + key, max(1, int(ttl * 1000)) if ttl else 0)) if pipe else 0.0
+        return pipe.pending(self._counter(key, ttl)) if pipe else 0.0
+
+    def _counter(self, key: str, ttl: Optional[float]) -> tuple[Any, ...]:
+        """``key``'s counter as :meth:`RedisPipe.add_later` sums it (equal tuples are one counter)."""
+        return (_incr_later, self.prefix + key, max(1, int(ttl * 1000)) if ttl else 0)
 
     async def aflush(self) -> None:
         """This loop's summed additions sent and answered (``mesh serve`` calls it on shutdown)."""
