@@ -146,15 +146,28 @@ def test_memory_store_counts_and_expires(monkeypatch):
 
 
 class _Hooks(Layer):
-    """Forward hooks that log what runs: ``refuse`` raises in enter, ``bad_done`` raises in done."""
+    """Forward hooks that log what runs: ``refuse`` raises in enter, ``bad_done`` raises in done;
+    ``wait``: enter answers chain.Await (a round trip, as limits on Redis without a lease), which
+    refuses the call when ``refuse`` is set too."""
 
     forward_hooks = True
 
-    def __init__(self, name, log, refuse=False, bad_done=False):
-        self.name, self.log, self.refuse, self.bad_done = name, log, refuse, bad_done
+    def __init__(self, name, log, refuse=False, bad_done=False, wait=False):
+        self.name, self.log, self.refuse, self.bad_done, self.wait = name, log, refuse, bad_done, wait
 
     def forward_enter(self, call):
+        from langchain_mesh.policies.chain import Await
+
         self.log.append(("enter", self.name))
+        if self.wait:
+            return Await(self._trip())
+        if self.refuse:
+            raise PermissionError(self.name)
+        return self.name
+
+    async def _trip(self):
+        await asyncio.sleep(0)
+        self.log.append(("waited", self.name))
         if self.refuse:
             raise PermissionError(self.name)
         return self.name
@@ -169,14 +182,16 @@ class _Hooks(Layer):
         return result + (state,)
 
 
-@pytest.mark.parametrize("case", ["ok", "refused", "upstream fails", "done fails"])
+@pytest.mark.parametrize("case", ["ok", "refused", "upstream fails", "done fails", "waits", "refused after waiting"])
 def test_forward_hooks_run_as_the_nested_acalls_would(case):
     """arun_forward (the hooks run around the upstream call) and arun over ahooked layers (a coroutine
-    per layer) do the same things in the same order, and end the same way."""
+    per layer) do the same things in the same order, and end the same way; a hook that must wait
+    (chain.Await) too."""
     from langchain_mesh.policies.chain import Call, ahooked, arun, arun_forward
 
     def layers(log):
-        return (_Hooks("outer", log), _Hooks("middle", log, refuse=case == "refused", bad_done=case == "done fails"),
+        return (_Hooks("outer", log), _Hooks("middle", log, refuse=case.startswith("refused"),
+                                             bad_done=case == "done fails", wait="wait" in case),
                 _Hooks("inner", log))
 
     async def upstream():
@@ -202,7 +217,14 @@ def test_forward_hooks_run_as_the_nested_acalls_would(case):
     fused, nested = asyncio.run(both())
     assert fused == nested
     expected = {"ok": ("answer", "inner", "middle", "outer"), "refused": "PermissionError",
-                "upstream fails": "TimeoutError", "done fails": "KeyError"}[case]
+                "upstream fails": "TimeoutError", "done fails": "KeyError",
+                "waits": ("answer", "inner", "middle", "outer"), "refused after waiting": "PermissionError"}[case]
     assert fused[0] == expected
+    if "wait" in case:  # the layers inside the waiting one enter after its round trip, and only if it passed
+        log = fused[1]
+        assert log.index(("waited", "middle")) == log.index(("enter", "middle")) + 1
+        assert (("enter", "inner") in log) == (case == "waits")
+    if case == "refused after waiting":  # the layer outside it is told; the call was never sent
+        assert log[-1] == ("fail", "outer", "PermissionError")
     if case == "done fails":  # the layer outside the one that raised sees the failure; the one inside is done
         assert fused[1][-2:] == [("done", "middle"), ("fail", "outer", "KeyError")]

@@ -171,3 +171,56 @@ def test_a_route_call_when_redis_is_down_fails_as_configured(upstreams, on_failu
                 assert r.status_code == 200, r.text  # let through, unchecked
             else:
                 assert r.status_code == 503 and r.json()["error"]["code"] == "state_store_unavailable"
+
+
+def direct(srv, model: str = A):
+    body = {"model": model, "messages": [{"role": "user", "content": "hello there"}]}
+    return httpx.post(srv.url + "/v1/chat/completions", json=body, headers=HEAD, timeout=10)
+
+
+@pytest.mark.parametrize("lease", [True, False])
+def test_a_pass_through_llm_on_redis_is_counted_by_its_forward_hooks(redis_server, upstreams, lease):
+    """An LLM called directly (no route): its limits layer on Redis counts the call from its lease or in
+    a round trip (LimitsLayer.forward_enter, chain.Await), exactly at the limit; the tokens are
+    reconciled with the answer's usage; a failed call gives its estimate back."""
+    redis_server.flush()
+    a, b = upstreams
+    cfg = config(redis_server.url, a, b, a_rpm=3)
+    cfg["state"]["lease"] = lease
+    mesh = Mesh(cfg)
+    with RunningServer(mesh) as srv:
+        tokens = 0
+        for _ in range(2):
+            r = direct(srv)
+            assert r.status_code == 200, r.text
+            tokens += r.json()["usage"]["total_tokens"]
+        a.faults = FaultPlan(schedule=["503"])
+        try:
+            assert direct(srv).status_code == 503  # the third call, counted, used no tokens
+        finally:
+            a.faults = None
+        seen = len(a.requests)
+        r = direct(srv)
+        assert r.status_code == 429 and r.headers["x-ratelimit-limit-requests"] == "3", r.text
+        assert len(a.requests) == seen  # refused before it was sent
+        # (near A's limit a lease covers one call: the key's windows, taken with A's, are exact too)
+        assert used(mesh, "llm", A, amount=3) == 3 and used(mesh, "key", "k") == 3
+        assert settled(lambda: used(mesh, "llm", A, "tokens", TPM) == tokens)
+        assert settled(lambda: used(mesh, "key", "k", "tokens", TPM) == tokens)
+
+
+@pytest.mark.parametrize("on_failure", ["open", "closed"])
+def test_a_pass_through_llm_when_redis_is_down_fails_as_configured(upstreams, on_failure):
+    a, b = upstreams
+    with RedisServer() as redis:
+        cfg = config(redis.url, a, b)
+        cfg["state"]["on_failure"] = on_failure
+        mesh = Mesh(cfg)
+        with RunningServer(mesh) as srv:
+            assert direct(srv).status_code == 200
+            redis.kill()
+            r = direct(srv)
+            if on_failure == "open":
+                assert r.status_code == 200, r.text  # let through, unchecked
+            else:
+                assert r.status_code == 503 and r.json()["error"]["code"] == "state_store_unavailable"

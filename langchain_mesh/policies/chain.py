@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional
 from ..schema import CallMeta, StreamEvent, StreamFooter
 from .scope import CallScope, current_scope
 
-__all__ = ["Call", "Layer", "LAYERS", "build_chain", "run", "arun", "arun_forward", "ahooked", "run_stream",
+__all__ = ["Await", "Call", "Layer", "LAYERS", "build_chain", "run", "arun", "arun_forward", "ahooked", "run_stream",
            "arun_stream"]
 
 #: (order, the config section that turns the layer on, "module:factory"); the factory is
@@ -107,6 +107,9 @@ class Layer:
     # nesting a coroutine per layer around it: each suspension of the call (its upstream I/O) resumed
     # through every one of those frames, ~3 µs of a gateway request per layer (bench/gateway_micro.py).
     # Its acall for ``forward`` is then ahooked, the same three methods: one code path either way.
+    # A hook that must sometimes wait (a store's round trip, when what it kept in hand does not cover
+    # the call) returns :class:`Await` from forward_enter: the runner awaits it and the result is the
+    # state. Only those calls pay for a coroutine.
     forward_hooks = False
 
     def forward_enter(self, call: Call) -> Any:
@@ -120,6 +123,16 @@ class Layer:
 
     def close(self) -> None:
         """The mesh is closing (flush what is buffered)."""
+
+
+class Await:
+    """``forward_enter``'s answer when it must wait: ``work`` (a coroutine) is awaited by the runner
+    and what it returns is the layer's state (what it raises refuses the call, as from forward_enter)."""
+
+    __slots__ = ("work",)
+
+    def __init__(self, work: Awaitable[Any]):
+        self.work = work
 
 
 def build_chain(mesh: Any, llm: Any) -> tuple[Layer, ...]:
@@ -168,6 +181,8 @@ async def arun(layers: tuple[Layer, ...], call: Call, inner: Callable[[], Awaita
 async def ahooked(layer: Layer, call: Call, nxt: Callable[[], Awaitable[Any]]) -> Any:
     """``layer.acall`` of a pass-through call, made of its forward hooks (see :class:`Layer`)."""
     state = layer.forward_enter(call)
+    if type(state) is Await:
+        state = await state.work
     try:
         result = await nxt()
     except BaseException as e:
@@ -186,7 +201,10 @@ async def arun_forward(layers: tuple[Layer, ...], call: Call, work: Awaitable[An
     n = 0  # the layers entered whose exit has not run
     try:
         for layer in layers:
-            states.append(layer.forward_enter(call))
+            state = layer.forward_enter(call)
+            if type(state) is Await:
+                state = await state.work
+            states.append(state)
             n += 1
         result = await work
         if whole:

@@ -40,13 +40,14 @@ from typing import Any, Optional
 
 from ..errors import RateLimitExceeded
 from .breaker import CLOSED
-from .chain import Layer, ahooked
+from .chain import Await, Layer, ahooked
 from .state import LEASE_TTL, aguarded, guarded, is_outage, leases_on, log, redis_url, store_for
 from .usage_of import estimate_tokens, on_forward_end, tokens_of
 
 __all__ = ["LimitsLayer", "make_layer", "limiter_for"]
 
 _SKIP = frozenset({"count_tokens", "acount_tokens"})
+_NO_TARGET: list[Any] = []  # (never changed)
 _PREFIX = "LIMITS"  # limits' RedisStorage.PREFIX: its strategies (429 headers, library calls) read our windows
 
 # Leases (see _Lease; LEASE_TTL, how long one lasts, is in state.py): the most calls one covers, and how
@@ -322,7 +323,7 @@ class Limiter:
             return self.acquire(checks, cost, test_first)
         pipe = self.pipes.pipe() if self.pipes is not None else None
         if pipe is not None:
-            await self.aacquire_with_target(pipe, checks, cost, [], 0, [])
+            await self.aacquire_with_target(pipe, checks, cost, _NO_TARGET, 0, [])
             return None
         if test_first:
             for c in checks:
@@ -358,6 +359,12 @@ class Limiter:
                 if lease.size == 1:  # it got no lease (near a limit): each call asks Redis, side by side
                     break
         return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
+
+    def take_leased(self, checks: list[_Check], cost: int) -> bool:
+        """Whether this worker's lease of ``checks`` (on Redis) covers one more call, now taken from
+        it: :meth:`aacquire`'s first step, without a coroutine (LimitsLayer.forward_enter)."""
+        lease = self._lease(checks, _NO_TARGET) if self.pipes is not None else None
+        return lease is not None and lease.take(cost, 0)
 
     def _lease(self, checks: list[_Check], target: list[_Check]) -> Optional["_Lease"]:
         """The lease of these windows, made on first use; None with leases off, or for windows that are
@@ -542,9 +549,10 @@ class LimitsLayer(Layer):
         # found on the first route call (the chains are built after this layer): the limits layer of
         # each target, the budgets layer of this LLM's chain (see _acall_route)
         self._partners: Optional[tuple[list[Optional["LimitsLayer"]], Any]] = None
-        # in memory a pass-through call is counted and settled with nothing awaited (Layer.forward_hooks);
-        # on Redis acall awaits the store (and a route's call takes its targets' windows in the same trip)
-        self.forward_hooks = not self.limiter.remote
+        # a pass-through call is counted and settled by forward hooks (Layer.forward_hooks): in memory with
+        # nothing awaited, on Redis with nothing awaited while a lease covers it (else a round trip,
+        # chain.Await). A route's call on Redis takes its targets' windows in the same trip (_acall_route).
+        self.forward_hooks = self.route is None or not self.limiter.remote
 
     def _checks(self, kind: str, name: Optional[str], rate: Any) -> list[_Check]:
         if rate is None or name is None:
@@ -634,24 +642,45 @@ class LimitsLayer(Layer):
         self._settle(checks, cost, _tokens(getattr(result, "usage", None)))
         return result
 
-    # ---- a pass-through call in memory (Layer.forward_hooks) ------------------------------------------
+    # ---- a pass-through call (Layer.forward_hooks) ----------------------------------------------------
 
-    def forward_enter(self, call: Any) -> Optional["_Reconcile"]:
-        # forward hooks are on only in memory (see __init__): no outage to guard, nothing to await
+    def forward_enter(self, call: Any) -> Any:
+        """Count the call: in memory at once; on Redis from this worker's lease when it covers the call,
+        else in a round trip (chain.Await). The state: what settles the call's tokens (None: nothing)."""
+        taken = _TAKEN.get()
+        if taken is not None and taken.llm_id == self.llm_id:
+            taken.llm_id = None  # this target's windows were taken with its route's (see _acall_route)
+            return taken
         checks, test_first, tokens = self.plan(call)
         if not checks:
             return None
         cost = estimate_tokens(call) if tokens else 0
-        self.limiter.acquire(checks, cost, test_first)
-        return _Reconcile(self.limiter, checks, cost)
+        limiter = self.limiter
+        if not limiter.remote:  # no outage possible, nothing to await
+            limiter.acquire(checks, cost, test_first)
+            return _Reconcile(limiter, checks, cost)
+        if limiter.take_leased(checks, cost):
+            return _SettleLater(self, checks, cost)
+        call.notes["limits.test_first"] = test_first
+        return Await(self._aenter(call, checks, cost))
 
-    def forward_fail(self, call: Any, state: Optional["_Reconcile"], error: BaseException) -> None:
-        if state is not None:
-            self._settle(state.checks, state.cost, None)
+    async def _aenter(self, call: Any, checks: list[_Check], cost: int) -> Optional["_SettleLater"]:
+        if not await self._aacquire_guarded(call, checks, cost):
+            return None  # the store is down and the call goes on unchecked (state.on_failure: open)
+        return _SettleLater(self, checks, cost)
 
-    def forward_done(self, call: Any, state: Optional["_Reconcile"], result: Any) -> Any:
-        # the tokens are reconciled when the server has read the usage (usage_of.py)
-        return on_forward_end(result, state) if state is not None and state.cost else result
+    def forward_fail(self, call: Any, state: Any, error: BaseException) -> None:
+        if type(state) is _Taken:
+            state.failed = True  # the route's windows are settled by its layer (_route_over)
+        if state is not None:  # the attempt used no tokens: its estimate given back
+            self._settle_later(state.checks, state.cost, None)
+
+    def forward_done(self, call: Any, state: Any, result: Any) -> Any:
+        # the tokens are reconciled when the server has read the usage (usage_of.py); a route's target
+        # taken with it is reconciled by the route's layer (_route_over)
+        if state is None or not state.cost or type(state) is _Taken:
+            return result
+        return on_forward_end(result, state)
 
     async def acall(self, call: Any, nxt: Any) -> Any:
         if call.op in _SKIP:
