@@ -473,6 +473,8 @@ class Mesh:
                 out = await route.forward(path, body, stream, timeout, max_retries)
                 note_target(route.last_meta(), call)  # the pass-through's answer is bytes: the route says who
                 return out
+            if self._hooked(layers):  # no coroutine per layer around the route (see below)
+                return await arun_forward(layers, call, routed(), False)
             return await arun(layers, call, routed)
         send = p.send
         if not layers and not stream:  # the common case, one attempt bounded by the connection: no closures

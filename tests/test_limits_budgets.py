@@ -448,3 +448,41 @@ def test_a_pass_through_calls_spend_is_priced_from_its_wire_usage_as_from_a_usag
     assert layer._cost(price, {"prompt_tokens": 1000, "completion_tokens": 10,
                                "prompt_tokens_details": {"cached_tokens": 600}}) == (400 * 2.0 + 600 * 0.5 + 80) / 1e6
     mesh.close()
+
+
+def test_a_gateway_pass_through_is_refused_by_an_in_memory_budget_once_its_spend_arrives():
+    """mesh serve's pass-through with budgets in this process (no Redis): each answer's wire usage is
+    added to the key's spend (BudgetsLayer's forward hooks) and a call that would pass the cap is
+    refused before it is sent."""
+    pytest.importorskip("uvicorn")
+    import httpx
+    from test_server_harness import RunningServer
+
+    from langchain_mesh.testing.openai import OpenAIServer
+
+    up = OpenAIServer(flavor="openai").start()
+    try:
+        llm = "openai_compatible:up:m"
+        mesh = Mesh({"connections": {"up": {"type": "openai_compatible", "base_url": up.base_url, "api_key": "test-key",
+                                            "max_retries": 0, "models": [{"id": "m"}]}},
+                     "server": {"api_keys": [{"name": "k", "key": "sk-k-0123456789"}]},
+                     "prices": {llm: {"input": 1000.0, "output": 1000.0}},  # per million tokens
+                     "budgets": {"period": "day", "keys": {"k": 0.05}}})
+        head = {"authorization": "Bearer sk-k-0123456789"}
+        body = {"model": llm, "messages": [{"role": "user", "content": "hello there"}]}
+        with RunningServer(mesh) as srv:
+            spent, codes = 0.0, []
+            for _ in range(20):
+                r = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=head, timeout=10)
+                codes.append(r.status_code)
+                if r.status_code != 200:
+                    break
+                spent += r.json()["usage"]["total_tokens"] * 1000.0 / 1e6
+            seen = len(up.requests)
+            assert codes[-1] == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
+            assert len(up.requests) == seen  # refused before it was sent
+            assert 0.05 - 0.02 < spent <= 0.05 + 0.02 and codes.count(200) >= 2  # what each answer cost, added
+            day = int(time.time() // 86400)
+            assert float(mesh.state_store().get(f"budget:key:k:{day}")) == pytest.approx(spent)
+    finally:
+        up.stop()

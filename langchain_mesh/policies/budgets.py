@@ -24,8 +24,8 @@ import time
 from typing import Any, Optional
 
 from ..errors import BudgetExceeded
-from .chain import Layer
-from .state import LEASE_TTL, aguarded, guarded, is_outage, leases_on, log, store_for
+from .chain import Await, Layer, ahooked
+from .state import LEASE_TTL, aguarded, guarded, is_outage, leases_on, log, redis_url, store_for
 from .usage_of import estimate_tokens, on_forward_end, usage_of_raw
 
 __all__ = ["BudgetsLayer", "make_layer", "period_seconds"]
@@ -73,6 +73,7 @@ class BudgetsLayer(Layer):
         self._by_scope: dict[tuple[Any, Any, Any], list[tuple[str, str, float]]] = {}  # budgets(), per caller
         self._priced: Any = _UNPRICED  # _price()
         self.lease = leases_on(mesh.config)  # on Redis: spend read lately and far from every cap is not read again (_far)
+        self.remote = redis_url(mesh.config) is not None
 
     def budgets(self, call: Any) -> list[tuple[str, str, float]]:
         s = call.scope
@@ -213,23 +214,55 @@ class BudgetsLayer(Layer):
         prefix = self.store.prefix
         return budgets, n, [prefix + _spend_key(k, m, n) for k, m, _c in budgets]
 
-    async def _abefore(self, call: Any, budgets: list[tuple[str, str, float]]) -> tuple[Any, int]:
+    def _start(self, call: Any, budgets: list[tuple[str, str, float]]) -> tuple[Any, int, Optional[tuple[float, float]]]:
+        """The call's price and period number, checked against what is known without asking the store;
+        third, what :meth:`_aread` needs to check the rest (the estimate, the period's seconds left), or
+        None when nothing is left to read."""
         price = self._price(budgets)
         n, left = self._window()
         estimate = price.cost(estimate_tokens(call), 0) if price is not None else 0.0
         read = call.notes.pop("budgets.spent", None)
         if read is not None and read[1] == n and read[0] == budgets:  # read for us (spend_reads) this period
             self._check(budgets, self._noted(budgets, n, read[2]), estimate, left)
-            return price, n
+            return price, n, None
         if self.lease and self._far(budgets, n, estimate):
-            return price, n
+            return price, n, None
+        if not self.remote:  # in memory: read at once (no outage possible, nothing to await)
+            self._check(budgets, [self.store.get(_spend_key(k, m, n)) for k, m, _c in budgets], estimate, left)
+            return price, n, None
+        return price, n, (estimate, left)
 
+    async def _aread(self, budgets: list[tuple[str, str, float]], n: int, estimate: float, left: float) -> None:
         async def check() -> bool:
             spent = await self.store.amget([_spend_key(k, m, n) for k, m, _c in budgets])
             self._check(budgets, self._noted(budgets, n, spent), estimate, left)
             return True
         await aguarded(self.config, "budgets", check, False)
+
+    async def _abefore(self, call: Any, budgets: list[tuple[str, str, float]]) -> tuple[Any, int]:
+        price, n, rest = self._start(call, budgets)
+        if rest is not None:
+            await self._aread(budgets, n, *rest)
         return price, n
+
+    # ---- a pass-through call (Layer.forward_hooks): spend added when the server has read the usage --
+
+    forward_hooks = True
+
+    def forward_enter(self, call: Any) -> Any:
+        budgets = self.budgets(call) if call.op not in _SKIP else None
+        if not budgets:
+            return None
+        price, n, rest = self._start(call, budgets)
+        spend = _Spend(self, call, budgets, price, n)
+        return spend if rest is None else Await(self._aread_then(spend, *rest))
+
+    async def _aread_then(self, spend: "_Spend", estimate: float, left: float) -> "_Spend":
+        await self._aread(spend.budgets, spend.n, estimate, left)
+        return spend
+
+    def forward_done(self, call: Any, state: Optional["_Spend"], result: Any) -> Any:
+        return on_forward_end(result, state) if state is not None else result  # (policies/usage_of.py)
 
     def _noted(self, budgets: list[tuple[str, str, float]], n: int, spent: list[Any]) -> list[float]:
         """``spent`` as just read from the store, plus what this process's calls added that the store
@@ -277,14 +310,13 @@ class BudgetsLayer(Layer):
         _later(self._aafter(budgets, n, cost))
 
     async def acall(self, call: Any, nxt: Any) -> Any:
+        if call.op == "forward":
+            return await ahooked(self, call, nxt)
         budgets = self.budgets(call) if call.op not in _SKIP else []
         if not budgets:
             return await nxt()
         price, n = await self._abefore(call, budgets)
         result = await nxt()
-        if call.op == "forward":  # the spend is added when the server has read the usage (usage_of.py)
-            return on_forward_end(result, lambda u, ok: self._after_nowait(
-                budgets, n, self._spent(call, price, u if type(u) is dict else usage_of_raw(u))))
         await self._aafter(budgets, n, self._spent(call, price, getattr(result, "usage", None)))
         return result
 
@@ -307,6 +339,20 @@ class BudgetsLayer(Layer):
                 await aclose()
             if budgets:
                 await self._aafter(budgets, n, self._spent(call, price, usage))
+
+
+class _Spend:
+    """A pass-through call's spend, added when the server calls ``end(usage, ok)`` (usage_of.py)."""
+
+    __slots__ = ("layer", "call", "budgets", "price", "n")
+
+    def __init__(self, layer: BudgetsLayer, call: Any, budgets: list[tuple[str, str, float]], price: Any, n: int):
+        self.layer, self.call, self.budgets, self.price, self.n = layer, call, budgets, price, n
+
+    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
+        layer = self.layer
+        u = usage if type(usage) is dict else usage_of_raw(usage)
+        layer._after_nowait(self.budgets, self.n, layer._spent(self.call, self.price, u))
 
 
 _pending: set[Any] = set()

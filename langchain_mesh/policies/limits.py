@@ -360,11 +360,13 @@ class Limiter:
                     break
         return await self._atrip(pipe, checks, cost, target, tcost, reads, 1)
 
-    def take_leased(self, checks: list[_Check], cost: int) -> bool:
-        """Whether this worker's lease of ``checks`` (on Redis) covers one more call, now taken from
-        it: :meth:`aacquire`'s first step, without a coroutine (LimitsLayer.forward_enter)."""
-        lease = self._lease(checks, _NO_TARGET) if self.pipes is not None else None
-        return lease is not None and lease.take(cost, 0)
+    def take_leased(self, checks: list[_Check], cost: int, target: list[_Check] = _NO_TARGET,
+                    tcost: int = 0) -> Optional["_Lease"]:
+        """This worker's lease of ``checks`` (and a route's first ``target``) on Redis when it covers
+        one more call, now taken from it; else None: :meth:`aacquire_with_target`'s first step, without
+        a coroutine (LimitsLayer.forward_enter)."""
+        lease = self._lease(checks, target) if self.pipes is not None else None
+        return lease if lease is not None and lease.take(cost, tcost) else None
 
     def _lease(self, checks: list[_Check], target: list[_Check]) -> Optional["_Lease"]:
         """The lease of these windows, made on first use; None with leases off, or for windows that are
@@ -535,6 +537,10 @@ def limiter_for(mesh: Any) -> Limiter:
 
 class LimitsLayer(Layer):
     name = "limits"
+    # a pass-through call is counted and settled by forward hooks: in memory with nothing awaited, on
+    # Redis with nothing awaited while a lease covers it (else a round trip, chain.Await); a route's call
+    # on Redis takes its first target's windows in the same trip (_route_enter)
+    forward_hooks = True
 
     def __init__(self, mesh: Any, llm: Any):
         self.cfg = mesh.config.limits
@@ -549,10 +555,6 @@ class LimitsLayer(Layer):
         # found on the first route call (the chains are built after this layer): the limits layer of
         # each target, the budgets layer of this LLM's chain (see _acall_route)
         self._partners: Optional[tuple[list[Optional["LimitsLayer"]], Any]] = None
-        # a pass-through call is counted and settled by forward hooks (Layer.forward_hooks): in memory with
-        # nothing awaited, on Redis with nothing awaited while a lease covers it (else a round trip,
-        # chain.Await). A route's call on Redis takes its targets' windows in the same trip (_acall_route).
-        self.forward_hooks = self.route is None or not self.limiter.remote
 
     def _checks(self, kind: str, name: Optional[str], rate: Any) -> list[_Check]:
         if rate is None or name is None:
@@ -659,6 +661,10 @@ class LimitsLayer(Layer):
         if not limiter.remote:  # no outage possible, nothing to await
             limiter.acquire(checks, cost, test_first)
             return _Reconcile(limiter, checks, cost)
+        if self.route is not None and limiter.pipes is not None:
+            pipe = limiter.pipes.pipe()
+            if pipe is not None:  # a route on Redis: its windows and its first target's in one trip
+                return self._route_enter(call, pipe, checks, cost)
         if limiter.take_leased(checks, cost):
             return _SettleLater(self, checks, cost)
         call.notes["limits.test_first"] = test_first
@@ -670,14 +676,19 @@ class LimitsLayer(Layer):
         return _SettleLater(self, checks, cost)
 
     def forward_fail(self, call: Any, state: Any, error: BaseException) -> None:
+        if type(state) is _RouteTaken:
+            return state.over(None)
         if type(state) is _Taken:
-            state.failed = True  # the route's windows are settled by its layer (_route_over)
+            state.failed = True  # the route's windows are settled by its layer (_RouteTaken)
         if state is not None:  # the attempt used no tokens: its estimate given back
             self._settle_later(state.checks, state.cost, None)
 
     def forward_done(self, call: Any, state: Any, result: Any) -> Any:
         # the tokens are reconciled when the server has read the usage (usage_of.py); a route's target
-        # taken with it is reconciled by the route's layer (_route_over)
+        # taken with it is reconciled by the route's layer (_RouteTaken)
+        if type(state) is _RouteTaken:
+            state.end()
+            return on_forward_end(result, state) if state.cost or state.tcost else result
         if state is None or not state.cost or type(state) is _Taken:
             return result
         return on_forward_end(result, state)
@@ -685,7 +696,7 @@ class LimitsLayer(Layer):
     async def acall(self, call: Any, nxt: Any) -> Any:
         if call.op in _SKIP:
             return await nxt()
-        if call.op == "forward" and self.forward_hooks:
+        if call.op == "forward":
             return await ahooked(self, call, nxt)
         taken = _TAKEN.get()
         if taken is not None and taken.llm_id == self.llm_id:
@@ -707,60 +718,62 @@ class LimitsLayer(Layer):
         except BaseException:
             await self._asettle(checks, cost, None)
             raise
-        if call.op == "forward":
-            if cost:  # the tokens are reconciled when the server has read the usage (usage_of.py)
-                return on_forward_end(result, _SettleLater(self, checks, cost))
-            return result
         await self._asettle(checks, cost, _tokens(getattr(result, "usage", None)))
         return result
 
     # ---- a route's call on Redis: one round trip before it, none waited for after it ----------------
 
-    async def _acall_route(self, call: Any, nxt: Any, pipe: Any, checks: list[_Check], cost: int) -> Any:
+    def _route_enter(self, call: Any, pipe: Any, checks: list[_Check], cost: int) -> Any:
         """The route's windows, those of the target it will call first and the budgets' spend so far,
-        in one round trip (each layer asking for its own made three, one after another: issue 24).
-        The route is told to call that target first (Route.preset); the target's own layer, finding
-        its windows taken (_TAKEN), counts nothing again. Another target (a fallback) is counted by its
-        own layer, as before; a first target the route did not reach after all gets its windows back."""
+        in one round trip (each layer asking for its own made three, one after another: issue 24), or
+        none when this worker's lease covers them. The route is told to call that target first
+        (Route.preset); the target's own layer, finding its windows taken (_TAKEN), counts nothing
+        again. Another target (a fallback) is counted by its own layer, as before; a first target the
+        route did not reach after all gets its windows back. A :class:`_RouteTaken` (or chain.Await of
+        one; None when the store is down and the call goes on unchecked)."""
         route = self.route
         order = route.order(call.scope.sticky_key)
         target, tcost = self._first_target(call, order[0], cost)
         budgets = self._budget_reads(call)
+        lease = self.limiter.take_leased(checks, cost, target, tcost)
+        if lease is not None:  # no trip: the budgets read their spend themselves (or know it: _far)
+            return _RouteTaken(self, pipe, order, checks, cost, target, tcost, lease.stamp, lease.target)
+        return Await(self._aroute_enter(call, pipe, order, checks, cost, target, tcost, budgets))
 
+    async def _aroute_enter(self, call: Any, pipe: Any, order: list[int], checks: list[_Check], cost: int,
+                            target: list[_Check], tcost: int, budgets: Optional[tuple[Any, int, list[str]]]) -> Any:
         async def acquire() -> Any:
             return await self.limiter.aacquire_with_target(pipe, checks, cost, target, tcost,
                                                            budgets[2] if budgets is not None else [])
         got = await aguarded(self.cfg_all, "rate limits", acquire, None)
         if got is None:
-            return await nxt()  # store down, failing open (the target's layer and the budgets ask again)
+            return None  # store down, failing open (the target's layer and the budgets ask again)
         now, target_taken, values = got
-        if budgets is not None and values is not None:  # for BudgetsLayer._abefore, which checks them
+        if budgets is not None and values is not None:  # for BudgetsLayer, which checks them
             call.notes["budgets.spent"] = (budgets[0], budgets[1], values)
-        taken = _Taken(route.ids[order[0]], target, tcost, now) if target_taken else None
-        marks = (route.preset(order), _TAKEN.set(taken))
+        return _RouteTaken(self, pipe, order, checks, cost, target, tcost, now, target_taken)
+
+    async def _acall_route(self, call: Any, nxt: Any, pipe: Any, checks: list[_Check], cost: int) -> Any:
+        """A route's call other than a pass-through (those take the forward hooks), as :meth:`_route_enter`."""
+        state = self._route_enter(call, pipe, checks, cost)
+        if type(state) is Await:
+            state = await state.work
+        if state is None:
+            return await nxt()
         try:
             result = await nxt()
         except BaseException:
-            self._route_over(checks, cost, taken, None)
+            state.over(None)
             raise
-        finally:
-            _TAKEN.reset(marks[1])
-            route.unset(marks[0])
-            if taken is not None and taken.llm_id is not None:  # the route never called it: not counted
-                self.limiter.give_back_nowait(pipe, taken.checks, taken.cost, taken.now)
-                taken.failed = True
-        if call.op == "forward":
-            if cost or tcost:  # the tokens are reconciled when the server has read the usage (usage_of.py)
-                return on_forward_end(result, lambda u, ok: self._route_over(checks, cost, taken, tokens_of(u)))
-            return result
-        self._route_over(checks, cost, taken, _tokens(getattr(result, "usage", None)))
+        state.end()
+        state.over(_tokens(getattr(result, "usage", None)))
         return result
 
     def _route_over(self, checks: list[_Check], cost: int, taken: Optional[_Taken], actual: Optional[int]) -> None:
         """After a route's call: the token estimates replaced by ``actual``, sent without waiting."""
         self._settle_later(checks, cost, actual)
         # only a target called, and not failed (a failed attempt gave its tokens back itself; one never
-        # called gets all its windows back in _acall_route)
+        # called gets all its windows back in _RouteTaken.end)
         if taken is not None and taken.llm_id is None and not taken.failed:
             self._settle_later(taken.checks, taken.cost, actual)
 
@@ -900,6 +913,45 @@ class _SettleLater:
 
     def __call__(self, usage: Any, ok: Optional[bool]) -> None:
         self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
+
+
+class _RouteTaken:
+    """A route's call on Redis whose windows (and its first target's) are taken (LimitsLayer._route_enter):
+    :meth:`end` when the route's call is over, then :meth:`over` (or ``end(usage, ok)``, the pass-through's
+    callback) with what it used; on a failure, :meth:`over` alone, which ends it too."""
+
+    __slots__ = ("layer", "pipe", "checks", "cost", "tcost", "taken", "marks", "route", "ended")
+
+    def __init__(self, layer: LimitsLayer, pipe: Any, order: list[int], checks: list[_Check], cost: int,
+                 target: list[_Check], tcost: int, now: str, target_taken: bool):
+        route = layer.route
+        self.layer, self.pipe, self.route, self.checks, self.cost, self.tcost = layer, pipe, route, checks, cost, tcost
+        self.taken = _Taken(route.ids[order[0]], target, tcost, now) if target_taken else None
+        self.marks = (route.preset(order), _TAKEN.set(self.taken))
+        self.ended = False
+
+    def end(self) -> None:
+        """The route's call is over: its first pass and _TAKEN unset; a first target it never called
+        gets its windows back."""
+        if self.ended:
+            return
+        self.ended = True
+        _TAKEN.reset(self.marks[1])
+        self.route.unset(self.marks[0])
+        taken = self.taken
+        if taken is not None and taken.llm_id is not None:  # the route never called it: not counted
+            self.layer.limiter.give_back_nowait(self.pipe, taken.checks, taken.cost, taken.now)
+            taken.failed = True
+
+    def over(self, actual: Optional[int]) -> None:
+        """A failed call (None) or one that used ``actual`` tokens: the estimates replaced, sent without waiting."""
+        if not self.ended:  # a failure: what the call had taken is settled first, as it saw it
+            self.layer._route_over(self.checks, self.cost, self.taken, actual)
+            return self.end()
+        self.layer._route_over(self.checks, self.cost, self.taken, actual)
+
+    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
+        self.over(tokens_of(usage))
 
 
 class _Lease:
