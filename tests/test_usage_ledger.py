@@ -388,6 +388,36 @@ def test_the_writer_process_writes_to_a_sqlalchemy_url_too(tmp_path):
     assert not (tmp_path / "unused.db").exists()
 
 
+def test_values_marshal_refuses_reach_the_writer_process_as_their_base_types(tmp_path):
+    """Rows go to the writer process by marshal, which refuses instances of subclasses of str (an
+    enum's value, a library's own string type): WriterProcess.send hands those over as plain str."""
+    import marshal
+
+    class Name(str):
+        pass
+
+    with pytest.raises(ValueError):
+        marshal.dumps(Name("x"))  # (what the fallback is for)
+    db = tmp_path / "usage.db"
+    mesh = Mesh({"connections": FAKE, "usage": {"path": str(db)}})
+
+    async def main():
+        from langchain_mesh.usage.ledger import ledger_for
+
+        led = ledger_for(mesh)
+        assert led.run_on(asyncio.get_running_loop())
+        with call_scope(key=Name("subclassed-key"), team=Name("a-team")):
+            await mesh.acomplete(mesh.get_llm(CHAT), _req())
+        with call_scope(key="plain-key"):
+            await mesh.acomplete(mesh.get_llm(CHAT), _req())
+        led.flush()
+        mesh.close()
+
+    asyncio.run(main())
+    rows = sqlite3.connect(db).execute("SELECT api_key, team FROM mesh_usage ORDER BY rowid").fetchall()
+    assert rows == [("subclassed-key", "a-team"), ("plain-key", None)]
+
+
 def test_a_writer_process_that_cannot_open_its_database_says_so_once_and_the_gateway_goes_on(tmp_path, capfd):
     mesh = Mesh({"connections": FAKE, "usage": {"path": str(tmp_path / "no-such-dir" / "usage.db")}})
 

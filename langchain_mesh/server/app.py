@@ -668,7 +668,7 @@ async def _until_disconnect(receive: Receive, work: Awaitable[Any], watches: "_W
     watcher task starts waiting on the receive channel, and cancels the current task when the client
     goes (a disconnect that came earlier is already queued there, so it is seen at once).
     """
-    current = asyncio.current_task()
+    current = asyncio.current_task(watches.loop)  # (given the loop: no second lookup of it, a getpid() each)
     watch = _Watch(receive, current)
     watches.add(watch)
     try:
