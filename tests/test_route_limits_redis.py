@@ -1,6 +1,6 @@
 """A route's rate limits and budgets on Redis in ``mesh serve`` (the pass-through path): the route's
 windows, its first target's and the budgets' spend are read and taken in one round trip before the
-call (policies/limits.py ``_acall_route``). What each window holds is read back with the ``limits``
+call (policies/limits.py ``_route_enter``). What each window holds is read back with the ``limits``
 library's own strategies: the windows keep its layout, and count each target only for the calls it
 got (a fallback's target by its own layer, a skipped target not at all)."""
 
@@ -54,6 +54,11 @@ def config(redis_url: str, a: OpenAIServer, b: OpenAIServer, a_rpm: int = RPM, *
 
 def post(srv, text: str = "hello there"):
     body = {"model": "route:chat", "messages": [{"role": "user", "content": text}]}
+    return httpx.post(srv.url + "/v1/chat/completions", json=body, headers=HEAD, timeout=10)
+
+
+def direct(srv, model: str = A):
+    body = {"model": model, "messages": [{"role": "user", "content": "hello there"}]}
     return httpx.post(srv.url + "/v1/chat/completions", json=body, headers=HEAD, timeout=10)
 
 
@@ -156,26 +161,25 @@ def test_a_spent_budget_refuses_a_route_call_before_sending(redis_server, upstre
         assert len(a.requests) + len(b.requests) == seen
 
 
+@pytest.mark.parametrize("model", ["route:chat", A])
 @pytest.mark.parametrize("on_failure", ["open", "closed"])
-def test_a_route_call_when_redis_is_down_fails_as_configured(upstreams, on_failure):
+def test_a_call_when_redis_is_down_fails_as_configured(upstreams, on_failure, model):
+    """A route's call, and an LLM's called directly (no route)."""
     a, b = upstreams
     with RedisServer() as redis:
         cfg = config(redis.url, a, b)
         cfg["state"]["on_failure"] = on_failure
         mesh = Mesh(cfg)
+        send = post if model.startswith("route:") else direct
         with RunningServer(mesh) as srv:
-            assert post(srv).status_code == 200
+            assert send(srv).status_code == 200
             redis.kill()
-            r = post(srv)
+            r = send(srv)
             if on_failure == "open":
                 assert r.status_code == 200, r.text  # let through, unchecked
             else:
                 assert r.status_code == 503 and r.json()["error"]["code"] == "state_store_unavailable"
 
-
-def direct(srv, model: str = A):
-    body = {"model": model, "messages": [{"role": "user", "content": "hello there"}]}
-    return httpx.post(srv.url + "/v1/chat/completions", json=body, headers=HEAD, timeout=10)
 
 
 @pytest.mark.parametrize("lease", [True, False])
@@ -207,20 +211,3 @@ def test_a_pass_through_llm_on_redis_is_counted_by_its_forward_hooks(redis_serve
         assert used(mesh, "llm", A, amount=3) == 3 and used(mesh, "key", "k") == 3
         assert settled(lambda: used(mesh, "llm", A, "tokens", TPM) == tokens)
         assert settled(lambda: used(mesh, "key", "k", "tokens", TPM) == tokens)
-
-
-@pytest.mark.parametrize("on_failure", ["open", "closed"])
-def test_a_pass_through_llm_when_redis_is_down_fails_as_configured(upstreams, on_failure):
-    a, b = upstreams
-    with RedisServer() as redis:
-        cfg = config(redis.url, a, b)
-        cfg["state"]["on_failure"] = on_failure
-        mesh = Mesh(cfg)
-        with RunningServer(mesh) as srv:
-            assert direct(srv).status_code == 200
-            redis.kill()
-            r = direct(srv)
-            if on_failure == "open":
-                assert r.status_code == 200, r.text  # let through, unchecked
-            else:
-                assert r.status_code == 503 and r.json()["error"]["code"] == "state_store_unavailable"

@@ -17,8 +17,10 @@ The windows are kept by the maintained ``limits`` library, in the mesh's state s
 (``state.redis_url``: shared by every worker and process) or this process's memory. In an event loop
 on Redis (``mesh serve``), every window of a call is tested and taken by one script in one round trip,
 on the data layout limits uses (see ``_ACQUIRE_ALL``); a route's call takes its first target's windows
-and reads the budgets' spend in that same trip (``LimitsLayer._acall_route``). Far from its limits a
-worker takes several calls' worth in one trip and counts them itself for a moment (``_Lease``). Requests use the configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
+and reads the budgets' spend in that same trip (``LimitsLayer._route_enter``). Far from its limits a
+worker takes several calls' worth in one trip and counts them itself for a moment (``_Lease``); the
+gateway's pass-through calls are counted by forward hooks, so a call its lease covers awaits nothing
+(``LimitsLayer.forward_enter``). Requests use the configured strategy; tokens a fixed window (a counter the call's cost is added to: a moving window
 would store one entry per token). Tokens are estimated before the call (~4 characters a token, see
 :func:`.usage_of.estimate_tokens`) and the estimate replaced by the provider's usage (input + output)
 after it: a call is refused when the window's tokens plus its estimate would pass the limit.
@@ -132,7 +134,7 @@ return 0
 
 class _Taken:
     """A route's first target whose windows the route's limits layer took before the call (see
-    :meth:`LimitsLayer._acall_route`): the target's own layer, seeing it, counts nothing again."""
+    :meth:`LimitsLayer._route_enter`): the target's own layer, seeing it, counts nothing again."""
 
     __slots__ = ("llm_id", "checks", "cost", "now", "failed")
 
@@ -553,7 +555,7 @@ class LimitsLayer(Layer):
         self.mesh, self.llm, self.llm_id = mesh, llm, llm.id
         self.route = getattr(llm, "route", None)
         # found on the first route call (the chains are built after this layer): the limits layer of
-        # each target, the budgets layer of this LLM's chain (see _acall_route)
+        # each target, the budgets layer of this LLM's chain (see _route_enter)
         self._partners: Optional[tuple[list[Optional["LimitsLayer"]], Any]] = None
 
     def _checks(self, kind: str, name: Optional[str], rate: Any) -> list[_Check]:
@@ -651,7 +653,7 @@ class LimitsLayer(Layer):
         else in a round trip (chain.Await). The state: what settles the call's tokens (None: nothing)."""
         taken = _TAKEN.get()
         if taken is not None and taken.llm_id == self.llm_id:
-            taken.llm_id = None  # this target's windows were taken with its route's (see _acall_route)
+            taken.llm_id = None  # this target's windows were taken with its route's (see _route_enter)
             return taken
         checks, test_first, tokens = self.plan(call)
         if not checks:
@@ -778,13 +780,12 @@ class LimitsLayer(Layer):
             self._settle_later(taken.checks, taken.cost, actual)
 
     async def _acall_taken(self, taken: _Taken, nxt: Any) -> Any:
-        """This target's windows were taken with its route's (see _acall_route)."""
+        """This target's windows were taken with its route's (see _route_enter)."""
         taken.llm_id = None  # consumed: another attempt at this target (a later pass) counts again
         try:
             return await nxt()
-        except BaseException:
-            taken.failed = True  # the attempt used no tokens: its estimate given back now, as _asettle does
-            self._settle_later(taken.checks, taken.cost, None)
+        except BaseException as e:
+            self.forward_fail(None, taken, e)  # the attempt used no tokens: its estimate given back now
             raise
 
     def _first_target(self, call: Any, i: int, cost: int) -> tuple[list[_Check], int]:
