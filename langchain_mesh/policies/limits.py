@@ -945,11 +945,10 @@ class _RouteTaken:
             taken.failed = True
 
     def over(self, actual: Optional[int]) -> None:
-        """A failed call (None) or one that used ``actual`` tokens: the estimates replaced, sent without waiting."""
-        if not self.ended:  # a failure: what the call had taken is settled first, as it saw it
-            self.layer._route_over(self.checks, self.cost, self.taken, actual)
-            return self.end()
+        """A failed call (None) or one that used ``actual`` tokens: the estimates replaced, sent without
+        waiting; a failure ends the call here, after what it had taken is settled as it saw it."""
         self.layer._route_over(self.checks, self.cost, self.taken, actual)
+        self.end()
 
     def __call__(self, usage: Any, ok: Optional[bool]) -> None:
         self.over(tokens_of(usage))
