@@ -256,6 +256,46 @@ def test_under_mesh_serve_no_thread_writes_the_rows(tmp_path, openai_server):
         assert len(_rows(db)) == 4
 
 
+def test_the_writer_process_prices_the_gateways_llms_as_it_starts(tmp_path, monkeypatch, caplog):
+    """The first price lookup imports the price dataset (~0.1 s of CPU): the writer process does it as it
+    starts, for the LLMs mesh serve names (Ledger.run_on's warm), not on the first rows under load; a
+    lookup that fails is logged and the writer goes on."""
+    import os
+
+    from langchain_mesh.usage import writer_main
+    from langchain_mesh.usage.ledger import Rows
+    from langchain_mesh.usage.writer import _frame
+
+    priced = []
+
+    def price(self, target):
+        priced.append(target)
+        if target == "broken:x:y":
+            raise RuntimeError("no dataset")
+        return None
+    monkeypatch.setattr(Rows, "price", price)
+    r, w = os.pipe()
+    os.write(w, _frame("config", {"path": str(tmp_path / "u.db"), "url": None, "flush_interval": 1.0, "batch": 10,
+                                  "currency": "USD", "prices": {}, "warm": ["openai:a:gpt-4o", "broken:x:y"]}))
+    os.close(w)  # no rows: the writer prices the LLMs, reads EOF and ends
+    monkeypatch.setattr(writer_main.sys, "stdin", open(r, "rb"))
+    with caplog.at_level("WARNING", logger="langchain_mesh.usage"):
+        writer_main.main()
+    assert priced == ["openai:a:gpt-4o", "broken:x:y"]
+    assert "could not look up the price of broken:x:y" in caplog.text
+
+
+def test_mesh_serve_names_its_llms_but_not_its_routes_to_the_writer(tmp_path):
+    pytest.importorskip("uvicorn")
+    from test_server_harness import RunningServer
+
+    mesh = Mesh({"connections": FAKE, "routes": {"r": {"targets": [CHAT]}},
+                 "usage": {"path": str(tmp_path / "usage.db")}})
+    with RunningServer(mesh):
+        warm, ids = mesh._ledger._proc.settings["warm"], [i.id for i in mesh.list_llms()]
+        assert "route:r" in ids and sorted(warm) == sorted(i for i in ids if i != "route:r") and CHAT in warm
+
+
 def test_a_routes_target_calls_are_not_recorded_twice(tmp_path):
     """A route calls its target through the target's own chain under scope.extra["route"]: the
     route's own call is the one row (with the target that answered)."""

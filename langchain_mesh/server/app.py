@@ -182,7 +182,8 @@ class MeshApp:
         if self.mesh.config.usage is not None and self.mesh.config.usage.enabled:
             from ..usage.ledger import ledger_for
 
-            ledger_for(self.mesh).run_on(asyncio.get_running_loop())  # see langchain_mesh.usage.ledger
+            # (the writer process prices the LLMs as it starts: a route's rows carry the target that answered)
+            ledger_for(self.mesh).run_on(asyncio.get_running_loop(), warm=[i for i in self._llms if not i.startswith("route:")])
         if self.mesh.config.usage is not None or self.mesh.config.budgets is not None:
             from ..usage.prices import warm_prices
 

@@ -62,6 +62,7 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - said once, loudly; the frames are still read (no broken pipe, no restarts)
         log.error("the usage ledger cannot open its database: %s; calls go on unrecorded", e)
         sink = _Nowhere()
+    _warm(rows, s.get("warm", ()))
     pending: list[tuple[Any, ...]] = []
     due: Optional[float] = None
     try:
@@ -81,6 +82,15 @@ def main() -> None:
                 return
     finally:
         sink.close()
+
+
+def _warm(rows: Any, targets: Any) -> None:
+    """Price the gateway's LLMs now, before rows come (Ledger.run_on's ``warm``)."""
+    for target in targets:
+        try:
+            rows.price(target)
+        except Exception as e:  # noqa: BLE001 - its rows are priced (or said unpriceable) when they come
+            log.warning("could not look up the price of %s at start: %s", target, e)
 
 
 class _Nowhere:
