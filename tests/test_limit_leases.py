@@ -161,7 +161,7 @@ def test_a_routes_calls_through_mesh_serve_take_leases_of_the_route_and_its_targ
     from langchain_mesh.policies import limits
 
     monkeypatch.setattr(limits, "LEASE_TTL", 10.0)  # one request after another, however slow the machine
-    from test_route_limits_redis import A, B, RPM, TPM, config, post, settled, used
+    from test_route_limits_redis import A, B, RPM, TPM, answered_by_a, config, settled, used
     from test_server_harness import RunningServer
 
     from langchain_mesh.testing.openai import OpenAIServer
@@ -180,11 +180,7 @@ def test_a_routes_calls_through_mesh_serve_take_leases_of_the_route_and_its_targ
             return await real(*args, **kwargs)
         limiter_for(mesh)._atrip = counted
         with RunningServer(mesh) as srv:
-            tokens = 0
-            for _ in range(30):
-                r = post(srv)
-                assert r.status_code == 200 and r.headers["x-mesh-llm"] == A, r.text
-                tokens += r.json()["usage"]["total_tokens"]
+            tokens = answered_by_a(srv, 30)
             # (the first call, before the route's breaker of its target is known, takes the target's
             # windows by its own layer: two more trips of one call's worth)
             assert len(trips) <= 8 and max(trips) >= 8, trips  # (asked: 1000 rpm grants at most 8 a trip)

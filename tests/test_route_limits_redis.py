@@ -62,6 +62,16 @@ def direct(srv, model: str = A):
     return httpx.post(srv.url + "/v1/chat/completions", json=body, headers=HEAD, timeout=10)
 
 
+def answered_by_a(srv, n: int) -> int:
+    """``n`` route calls, each answered by target A: the tokens they used."""
+    tokens = 0
+    for _ in range(n):
+        r = post(srv)
+        assert r.status_code == 200 and r.headers["x-mesh-llm"] == A, r.text
+        tokens += r.json()["usage"]["total_tokens"]
+    return tokens
+
+
 def used(mesh: Mesh, kind: str, name: str, dim: str = "requests", amount: int = RPM) -> int:
     """What the window holds, as the limits library reads it."""
     lim = limiter_for(mesh)
@@ -84,11 +94,7 @@ def test_one_round_trip_counts_the_key_once_and_the_target_that_answered(redis_s
     a, b = upstreams
     mesh = Mesh(config(redis_server.url, a, b))
     with RunningServer(mesh) as srv:
-        tokens = 0
-        for _ in range(3):
-            r = post(srv)
-            assert r.status_code == 200 and r.headers["x-mesh-llm"] == A, r.text
-            tokens += r.json()["usage"]["total_tokens"]
+        tokens = answered_by_a(srv, 3)
         assert used(mesh, "key", "k") == 3
         assert used(mesh, "llm", A) == 3 and used(mesh, "llm", B) == 0
         # the estimates were replaced by the provider's counts, on the route's window and the target's

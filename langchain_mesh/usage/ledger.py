@@ -81,9 +81,8 @@ class Ledger:
 
     def cost(self, target: str, usage: Any) -> Optional[float]:
         """What ``usage`` (a :class:`Usage`) on the LLM ``target`` cost; None when its price is unknown."""
-        ctype, _, rest = target.partition(":")
-        return self.pricer.cost(target, rest.partition(":")[2] or rest, ctype, usage.input_tokens or 0,
-                                usage.output_tokens or 0, usage.cached_input_tokens)
+        return self.pricer.cost(*_price_args(target), usage.input_tokens or 0, usage.output_tokens or 0,
+                                usage.cached_input_tokens)
 
     def _start(self) -> None:
         with self._lock:
@@ -265,9 +264,7 @@ class Rows:
         if cost is _LATER:
             cost = None
             if i is not None:
-                price = self._prices.get(target, _LATER)
-                if price is _LATER:
-                    price = self.price(target)
+                price = self.price(target)
                 if price is not None:
                     cost = price.cost(i or 0, o or 0, c)
         d = int(ts // 86400)
@@ -277,14 +274,18 @@ class Rows:
         return (ts, day, key, user, team, llm_id, target, op, i, o, c, r, round(latency * 1000, 3), status, error,
                 cost, self.currency)
 
-
     def price(self, target: str) -> Any:
         """The price of the LLM ``target`` (None: unknown), looked up once: the writer prices every row."""
         price = self._prices.get(target, _LATER)
         if price is _LATER:
-            ctype, _, rest = target.partition(":")
-            price = self._prices[target] = self.pricer.price(target, rest.partition(":")[2] or rest, ctype)
+            price = self._prices[target] = self.pricer.price(*_price_args(target))
         return price
+
+
+def _price_args(target: str) -> tuple[str, str, str]:
+    """(LLM id, model, connection type) of an LLM id as a row names it, as :meth:`Pricer.price` takes them."""
+    ctype, _, rest = target.partition(":")
+    return target, rest.partition(":")[2] or rest, ctype
 
 
 def _wire_usage(item: tuple[Any, ...]) -> tuple[Any, ...]:
