@@ -5,7 +5,7 @@ canned bytes fed back to the client's connection on the next loop turn).
 
 bench/gateway.py measures the gateway under wrk, where syscalls and the machine's load blur differences
 of a few µs; this measures the Python alone: process CPU µs per request, ``R`` rounds of ``N``
-sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing (``PROFN`` rows, 45);
+sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing (``PROFN`` rows, 45; ``PROFOUT=file`` writes it for pstats instead);
 ``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
 ``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
 (``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=key``: the key alone;
@@ -15,7 +15,8 @@ ledger, an API key) on a ``redis-server`` started here on a free port; the reque
 after another, so each waits for its Redis round trips (the CPU per request is what is measured);
 ``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
 ``CALLGRIND=1`` counts instructions per request instead, under valgrind (see :func:`callgrind`:
-deterministic, for comparing two versions on a noisy machine). ``LEASE=0`` sets ``state.lease: false`` (with Redis: every limited call asks it). ``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
+deterministic, for comparing two versions on a noisy machine; ``CGKEEP=1`` keeps its output file
+for ``callgrind_annotate``, which lists the C functions by instructions). ``LEASE=0`` sets ``state.lease: false`` (with Redis: every limited call asks it). ``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
 over the timed rounds, which bench/gateway.py counts and this process's figure does not.
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
@@ -228,7 +229,10 @@ async def main(n, rounds):
         for _ in range(n):
             await one()
         pr.disable()
-        pstats.Stats(pr).sort_stats(os.environ.get("PROFILE")).print_stats(int(os.environ.get("PROFN", 45)))
+        if os.environ.get("PROFOUT"):  # a file for pstats (two configs' files can be compared call by call)
+            pr.dump_stats(os.environ["PROFOUT"])
+        else:
+            pstats.Stats(pr).sort_stats(os.environ.get("PROFILE")).print_stats(int(os.environ.get("PROFN", 45)))
     res.sort()
     if os.environ.get("CHILDREN"):  # the ledger's writer process (and redis-server): CPU per timed request
         await asyncio.sleep(1.5)  # the writer's last rows written
@@ -276,7 +280,10 @@ def callgrind() -> None:
         raise SystemExit("the run under callgrind failed:\n" + out.stdout[-2000:] + out.stderr[-2000:])
     print("instructions/req %.1fk  (callgrind, %s requests)" % (int(totals[0].group(1)) / int(requests.group(1)) / 1000,
                                                                requests.group(1)))
-    shutil.rmtree(tmp)
+    if os.environ.get("CGKEEP"):
+        print("kept", [d for d in dumps if "Client Request: timed" in open(d).read()][0])
+    else:
+        shutil.rmtree(tmp)
 
 
 if os.environ.get("CALLGRIND"):

@@ -19,6 +19,7 @@ from .ids import format_llm_id, parse_llm_id
 from .policies.chain import (
     LAYERS,
     Call,
+    Chain,
     anote_target_on_footer,
     arun,
     arun_forward,
@@ -79,9 +80,8 @@ class Mesh:
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._handles: dict[str, "LLM"] = {}
         self._passthrough: dict[str, Optional["Passthrough"]] = {}
-        self._chains: dict[str, tuple[Any, ...]] = {}
-        self._routed_chains: dict[str, tuple[Any, ...]] = {}  # the same, for the calls a route makes (_layers)
-        self._hooks: dict[tuple[Any, ...], bool] = {}  # whether a chain runs as forward hooks (_hooked)
+        self._chains: dict[str, Chain] = {}
+        self._routed_chains: dict[str, Chain] = {}  # the same, for the calls a route makes (_layers)
         self._retry_policies: dict[str, Any] = {}  # connection name -> its RetryPolicy (configured `retry:`)
         # no policy section in the config: every call takes the direct path, and no policy module loads
         self._policies = any(getattr(self.config, section, None) for _o, section, _t in LAYERS)
@@ -339,9 +339,9 @@ class Mesh:
         _typed(request, CompletionRequest, "stream")
         if request.settings.cache is not None:
             self._check_cache_setting(llm)
-        layers = self._layers(llm) if self._policies else ()
+        layers, scope = self._layers(llm) if self._policies else _NO_LAYERS
         if layers:
-            call = Call(self, llm, "stream", request, timeout, max_retries)
+            call = Call(self, llm, "stream", request, timeout, max_retries, scope)
 
             def inner() -> Iterator[StreamEvent]:
                 events = self._stream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
@@ -368,9 +368,9 @@ class Mesh:
         _typed(request, CompletionRequest, "astream")
         if request.settings.cache is not None:
             self._check_cache_setting(llm)
-        layers = self._layers(llm) if self._policies else ()
+        layers, scope = self._layers(llm) if self._policies else _NO_LAYERS
         if layers:
-            call = Call(self, llm, "astream", request, timeout, max_retries)
+            call = Call(self, llm, "astream", request, timeout, max_retries, scope)
 
             def ainner() -> AsyncIterator[StreamEvent]:
                 events = self._astream(llm, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
@@ -462,18 +462,18 @@ class Mesh:
         p = self.passthrough(llm)
         if p is None:
             raise CapabilityError(f"{llm.id} offers no pass-through; send it a translated request instead")
-        layers = self._layers(llm) if self._policies else ()
+        layers, scope = self._layers(llm) if self._policies else _NO_LAYERS
         route = llm.route
         if route is not None:  # the route picks a target and calls this for it
             if not layers:
                 return await route.forward(path, body, stream, timeout, max_retries)
-            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
+            call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries, scope)
 
             async def routed() -> tuple[Any, Optional[bytes]]:
                 out = await route.forward(path, body, stream, timeout, max_retries)
                 note_target(route.last_meta(), call)  # the pass-through's answer is bytes: the route says who
                 return out
-            if self._hooked(layers):  # no coroutine per layer around the route (see below)
+            if layers.hooked:  # no coroutine per layer around the route (see below)
                 return await arun_forward(layers, call, routed(), False)
             return await arun(layers, call, routed)
         send = p.send
@@ -491,8 +491,8 @@ class Mesh:
 
         if not layers:
             return await forward()
-        call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries)
-        if not self._hooked(layers):
+        call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries, scope)
+        if not layers.hooked:
             return await arun(layers, call, forward)
         # layers with forward hooks: run around the upstream call, no coroutine each (and for one whole
         # attempt, none for forward either)
@@ -500,13 +500,6 @@ class Mesh:
         if not n and own and ATTEMPTS.get() is None and not stream:
             return await arun_forward(layers, call, send(path, body, False), True)
         return await arun_forward(layers, call, forward(), False)
-
-    def _hooked(self, layers: tuple[Any, ...]) -> bool:
-        """Whether every layer of ``layers`` has forward hooks (Layer.forward_hooks): once per chain."""
-        got = self._hooks.get(layers)
-        if got is None:
-            got = self._hooks[layers] = all(x.forward_hooks for x in layers)
-        return got
 
     def state_store(self) -> Any:
         """Where policies keep shared state: Redis with ``state.redis_url``, else this process's memory."""
@@ -526,25 +519,27 @@ class Mesh:
                     chain = self._chains[llm.id] = build_chain(self, llm)
         return chain
 
-    def _layers(self, llm: "LLM") -> tuple[Any, ...]:
-        """The layers this call of ``llm`` passes: its chain, less the layers that leave alone the calls
-        a route makes to its targets (``route_targets = False``: the ledger, which records the route's
-        call) when a route makes this one (its scope says ``extra["route"]``). Not building a call for
-        a layer that would only pass it on is most of what a route's ledger used to cost per call."""
+    def _layers(self, llm: "LLM") -> tuple[tuple[Any, ...], Any]:
+        """The layers this call of ``llm`` passes, and the scope it is made in (for its Call): its
+        chain, less the layers that leave alone the calls a route makes to its targets
+        (``route_targets = False``: the ledger, which records the route's call) when a route makes this
+        one (its scope says ``extra["route"]``). Not building a call for a layer that would only pass it
+        on is most of what a route's ledger used to cost per call."""
         chain = self._chains.get(llm.id)
         if chain is None:
             chain = self._chain(llm)
-        if chain and current_scope().extra.get("route") is not None:
+        scope = current_scope()
+        if chain and scope.extra.get("route") is not None:
             routed = self._routed_chains.get(llm.id)
             if routed is None:
-                routed = self._routed_chains[llm.id] = tuple(x for x in chain if x.route_targets)
-            return routed
-        return chain
+                routed = self._routed_chains[llm.id] = Chain(x for x in chain if x.route_targets)
+            return routed, scope
+        return chain, scope
 
     def _call(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float], max_retries: Optional[int]) -> Any:
-        layers = self._layers(llm) if self._policies else ()
+        layers, scope = self._layers(llm) if self._policies else _NO_LAYERS
         if layers:
-            call = Call(self, llm, fn.__name__, request, timeout, max_retries)
+            call = Call(self, llm, fn.__name__, request, timeout, max_retries, scope)
 
             def inner() -> Any:
                 out = self._direct(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
@@ -554,9 +549,9 @@ class Mesh:
 
     async def _acall(self, llm: "LLM", fn: Any, request: Any, timeout: Optional[float],
                      max_retries: Optional[int]) -> Any:
-        layers = self._layers(llm) if self._policies else ()
+        layers, scope = self._layers(llm) if self._policies else _NO_LAYERS
         if layers:
-            call = Call(self, llm, fn.__name__, request, timeout, max_retries)
+            call = Call(self, llm, fn.__name__, request, timeout, max_retries, scope)
 
             async def inner() -> Any:
                 out = await self._adirect(llm, fn, call.request, timeout, max_retries, ATTEMPTS.get() is not None)
@@ -670,6 +665,9 @@ async def _attempt(send: Any, path: str, body: bytes, stream: bool) -> tuple[Any
     except BaseException:
         content.close()
         raise
+
+
+_NO_LAYERS: tuple[tuple[Any, ...], Any] = ((), None)  # Mesh._layers' answer for a mesh with no policies
 
 
 def _limits(conn: "Connection", timeout: Optional[float], max_retries: Optional[int]) -> tuple[int, float, bool]:

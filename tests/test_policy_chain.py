@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from langchain_mesh import Mesh
-from langchain_mesh.policies.chain import Layer
+from langchain_mesh.policies.chain import Chain, Layer
 from langchain_mesh.policies.scope import call_scope
 from langchain_mesh.schema import CompletionRequest, EmbeddingRequest, GuardrailHit, Message, StreamFooter
 
@@ -45,7 +45,7 @@ def mesh_with_layers():
     chat, emb = mesh.get_llm("scripted:fake:chat"), mesh.get_llm("scripted:fake:emb")
     mesh._policies = True
     for llm in (chat, emb):
-        mesh._chains[llm.id] = (Recorder("outer", log), Recorder("inner", log))
+        mesh._chains[llm.id] = Chain((Recorder("outer", log), Recorder("inner", log)))
     yield mesh, chat, emb, log
     mesh.close()
 
@@ -99,7 +99,7 @@ def test_a_layer_that_reads_content_turns_off_pass_through(mesh_with_layers):
     mesh, chat, _emb, _log = mesh_with_layers
     reader = Recorder("reader", [])
     reader.needs_content = True
-    mesh._chains[chat.id] = (reader,)
+    mesh._chains[chat.id] = Chain((reader,))
     assert mesh.passthrough(chat) is None
 
 
@@ -113,7 +113,7 @@ def test_a_layer_may_leave_a_routes_target_calls_alone():
     once.route_targets = False
     mesh._policies = True
     for llm in (route, chat):
-        mesh._chains[llm.id] = (every, once)
+        mesh._chains[llm.id] = Chain((every, once))
     with call_scope(key="k"):
         assert mesh.complete(route, _req("hi")).text == "hi"
     assert [x[0] for x in log] == ["every", "once", "every"]  # route: both layers; its target: `every` only

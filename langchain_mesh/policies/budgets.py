@@ -262,7 +262,7 @@ class BudgetsLayer(Layer):
         return spend
 
     def forward_done(self, call: Any, state: Optional["_Spend"], result: Any) -> Any:
-        return on_forward_end(result, state) if state is not None else result  # (policies/usage_of.py)
+        return on_forward_end(result, _Spend.on_end, state) if state is not None else result  # (policies/usage_of.py)
 
     def _noted(self, budgets: list[tuple[str, str, float]], n: int, spent: list[Any]) -> list[float]:
         """``spent`` as just read from the store, plus what this process's calls added that the store
@@ -342,14 +342,14 @@ class BudgetsLayer(Layer):
 
 
 class _Spend:
-    """A pass-through call's spend, added when the server calls ``end(usage, ok)`` (usage_of.py)."""
+    """A pass-through call's spend, added by :meth:`on_end` when the server has read the usage (usage_of.py)."""
 
     __slots__ = ("layer", "call", "budgets", "price", "n")
 
     def __init__(self, layer: BudgetsLayer, call: Any, budgets: list[tuple[str, str, float]], price: Any, n: int):
         self.layer, self.call, self.budgets, self.price, self.n = layer, call, budgets, price, n
 
-    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
+    def on_end(self, usage: Any, ok: Optional[bool]) -> None:
         layer = self.layer
         u = usage if type(usage) is dict else usage_of_raw(usage)
         layer._after_nowait(self.budgets, self.n, layer._spent(self.call, self.price, u))

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Optional
 
 from ..schema import CallMeta, StreamEvent, StreamFooter
 from .scope import CallScope, current_scope
 
-__all__ = ["Await", "Call", "Layer", "LAYERS", "build_chain", "run", "arun", "arun_forward", "ahooked", "run_stream",
+__all__ = ["Await", "Call", "Chain", "Layer", "LAYERS", "build_chain", "run", "arun", "arun_forward", "ahooked", "run_stream",
            "arun_stream"]
 
 #: (order, the config section that turns the layer on, "module:factory"); the factory is
@@ -42,7 +42,7 @@ LAYERS: list[tuple[int, str, str]] = [
 ]
 
 
-@dataclass(slots=True)  # one per call: no per-instance __dict__
+@dataclass(slots=True, init=False)  # one per call: no per-instance __dict__
 class Call:
     """One call as the layers see it. ``op`` is the connection method's name (``complete``,
     ``acomplete``, ``stream``, ``astream``, ``embed``, ``aembed``, ``generate_images``,
@@ -52,14 +52,35 @@ class Call:
     llm: Any
     op: str
     request: Any  # a layer may replace it (a redacting guardrail): the direct call sends call.request
-    timeout: Optional[float] = None
-    max_retries: Optional[int] = None
-    scope: CallScope = field(default_factory=current_scope)
+    timeout: Optional[float]
+    max_retries: Optional[int]
+    scope: CallScope  # who the call is for: the current scope unless given
     #: what the layers recorded (:attr:`meta`), made when a layer first writes or reads it: a pydantic
     #: model per call cost the gateway's pass-through ~1-2 µs a request, where no layer touches it
-    _meta: Optional[CallMeta] = field(default=None, repr=False)
-    #: free slots for layers to hand each other facts (e.g. the ledger reads the limits' estimate)
-    notes: dict[str, Any] = field(default_factory=dict)
+    _meta: Optional[CallMeta] = field(repr=False)
+    _notes: Optional[dict[str, Any]] = field(repr=False)  # :attr:`notes`, made when first used
+
+    # written out rather than generated: the generated __init__ calls a factory for each default
+    # (the scope, the notes), ~0.8k of the ~3.7k instructions a gateway call spent making its Call
+    def __init__(self, mesh: Any, llm: Any, op: str, request: Any, timeout: Optional[float] = None,
+                 max_retries: Optional[int] = None, scope: Optional[CallScope] = None):
+        self.mesh = mesh
+        self.llm = llm
+        self.op = op
+        self.request = request
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.scope = scope if scope is not None else current_scope()
+        self._meta = None
+        self._notes = None
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        """Free slots for layers to hand each other facts (e.g. the ledger reads the limits' estimate)."""
+        n = self._notes
+        if n is None:
+            n = self._notes = {}
+        return n
 
     @property
     def meta(self) -> CallMeta:
@@ -135,7 +156,19 @@ class Await:
         self.work = work
 
 
-def build_chain(mesh: Any, llm: Any) -> tuple[Layer, ...]:
+class Chain(tuple):  # type: ignore[type-arg]
+    """An LLM's layers, outermost first, and whether every one has forward hooks (:attr:`hooked`:
+    worked out once here rather than looked up per call, which hashed the tuple each time)."""
+
+    hooked: bool
+
+    def __new__(cls, layers: Iterable[Layer]) -> "Chain":
+        self = super().__new__(cls, layers)
+        self.hooked = all(x.forward_hooks for x in self)
+        return self
+
+
+def build_chain(mesh: Any, llm: Any) -> Chain:
     """The layers for ``llm``, outermost first: those whose config section ``mesh.config`` has."""
     out = []
     for _order, section, target in sorted(LAYERS):
@@ -145,7 +178,7 @@ def build_chain(mesh: Any, llm: Any) -> tuple[Layer, ...]:
         layer = getattr(importlib.import_module(module), name)(mesh, llm)
         if layer is not None:
             out.append(layer)
-    return tuple(out)
+    return Chain(out)
 
 
 def _configured(config: Any, section: str) -> bool:

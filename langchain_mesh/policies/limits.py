@@ -651,18 +651,21 @@ class LimitsLayer(Layer):
     def forward_enter(self, call: Any) -> Any:
         """Count the call: in memory at once; on Redis from this worker's lease when it covers the call,
         else in a round trip (chain.Await). The state: what settles the call's tokens (None: nothing)."""
-        taken = _TAKEN.get()
-        if taken is not None and taken.llm_id == self.llm_id:
-            taken.llm_id = None  # this target's windows were taken with its route's (see _route_enter)
-            return taken
+        limiter = self.limiter
+        if limiter.remote:  # (a route's windows are taken with its first target's on Redis only)
+            taken = _TAKEN.get()
+            if taken is not None and taken.llm_id == self.llm_id:
+                taken.llm_id = None  # this target's windows were taken with its route's (see _route_enter)
+                return taken
         checks, test_first, tokens = self.plan(call)
         if not checks:
             return None
         cost = estimate_tokens(call) if tokens else 0
-        limiter = self.limiter
-        if not limiter.remote:  # no outage possible, nothing to await
-            limiter.acquire(checks, cost, test_first)
-            return _Reconcile(limiter, checks, cost)
+        if not limiter.remote:  # no outage possible, nothing to await: (limiter, checks, the estimate)
+            hit_all = limiter._hit_all  # every window at once; a refusal goes on to acquire, which names it
+            if hit_all is None or not hit_all(checks.entries, limiter.expiry, cost):
+                limiter.acquire(checks, cost, test_first)
+            return (limiter, checks, cost) if cost else None
         if self.route is not None and limiter.pipes is not None:
             pipe = limiter.pipes.pipe()
             if pipe is not None:  # a route on Redis: its windows and its first target's in one trip
@@ -678,22 +681,26 @@ class LimitsLayer(Layer):
         return _SettleLater(self, checks, cost)
 
     def forward_fail(self, call: Any, state: Any, error: BaseException) -> None:
+        if type(state) is tuple:  # in memory: the attempt used no tokens, its estimate given back
+            return _reconciled(state, None, False)
         if type(state) is _RouteTaken:
             return state.over(None)
         if type(state) is _Taken:
             state.failed = True  # the route's windows are settled by its layer (_RouteTaken)
-        if state is not None:  # the attempt used no tokens: its estimate given back
+        if state is not None:
             self._settle_later(state.checks, state.cost, None)
 
     def forward_done(self, call: Any, state: Any, result: Any) -> Any:
         # the tokens are reconciled when the server has read the usage (usage_of.py); a route's target
         # taken with it is reconciled by the route's layer (_RouteTaken)
+        if type(state) is tuple:
+            return on_forward_end(result, _reconciled, state)
         if type(state) is _RouteTaken:
             state.end()
-            return on_forward_end(result, state) if state.cost or state.tcost else result
+            return on_forward_end(result, _RouteTaken.on_end, state) if state.cost or state.tcost else result
         if state is None or not state.cost or type(state) is _Taken:
             return result
-        return on_forward_end(result, state)
+        return on_forward_end(result, _SettleLater.on_end, state)
 
     async def acall(self, call: Any, nxt: Any) -> Any:
         if call.op in _SKIP:
@@ -912,7 +919,7 @@ class _SettleLater:
     def __init__(self, layer: LimitsLayer, checks: list[_Check], cost: int):
         self.layer, self.checks, self.cost = layer, checks, cost
 
-    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
+    def on_end(self, usage: Any, ok: Optional[bool]) -> None:
         self.layer._settle_later(self.checks, self.cost, tokens_of(usage))
 
 
@@ -950,7 +957,7 @@ class _RouteTaken:
         self.layer._route_over(self.checks, self.cost, self.taken, actual)
         self.end()
 
-    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
+    def on_end(self, usage: Any, ok: Optional[bool]) -> None:
         self.over(tokens_of(usage))
 
 
@@ -1000,18 +1007,16 @@ class _Lease:
         self.stamp, self.target = stamp, target
 
 
-class _Reconcile:
-    """:class:`_SettleLater` of a pass-through call in memory (the forward hooks): the limiter's
-    reconciliation called at once, without the layer's checks for a store that may be down or awaited."""
-
-    __slots__ = ("limiter", "checks", "cost")
-
-    def __init__(self, limiter: Limiter, checks: list[_Check], cost: int):
-        self.limiter, self.checks, self.cost = limiter, checks, cost
-
-    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
-        if self.cost:
-            self.limiter.reconcile(self.checks, self.cost, tokens_of(usage))
+def _reconciled(state: tuple[Limiter, list[_Check], int], usage: Any, ok: Optional[bool]) -> None:
+    """A pass-through call in memory is over (its forward hooks' state: the limiter, the windows, the
+    estimate): the estimate replaced with the tokens used, at once (no store to be down or awaited)."""
+    limiter, checks, cost = state
+    if type(usage) is dict and limiter._add_all is not None:  # the usual case: the wire usage, our windows
+        delta = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0) - cost
+        if delta:
+            limiter._add_all(checks.token_keys, limiter.expiry, delta)
+        return
+    limiter.reconcile(checks, cost, tokens_of(usage))
 
 
 def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:

@@ -55,9 +55,13 @@ class LocalWindows(Storage, MovingWindowSupport):
         """:meth:`add` of ``amount`` to every counter of ``keys``, under one lock and one clock reading
         (a call's token reconciliation: ``Limiter.reconcile`` in limits.py)."""
         now = time.time()
+        counters = self._counters
         with self._lock:
-            for key in keys:
-                self._counter(key, now, expiry)[0] += amount
+            for key in keys:  # (_counter, inline: this runs once per limited call)
+                c = counters.get(key)
+                if c is None or c[1] <= now:
+                    c = counters[key] = [0, now + expiry]
+                c[0] += amount
 
     def _counter(self, key: str, now: float, expiry: int) -> list[float]:
         """``key``'s live counter, a new one when it has none or it expired (the caller holds the lock)."""
@@ -118,11 +122,17 @@ class LocalWindows(Storage, MovingWindowSupport):
         lock and clock; one call of this is the in-memory limits layer's whole acquire (issue 19)."""
         now = time.time()
         edge = now - expiry
-        counters = self._counters
+        counters, windows = self._counters, self._windows
+        # (_window and _counter, inline: this runs once per limited call)
         with self._lock:
             for key, limit, mode in entries:
                 if mode == 0:
-                    if len(self._window(key, edge)) >= limit:
+                    w = windows.get(key)
+                    if w is None:
+                        w = windows[key] = deque()
+                    while w and w[0] <= edge:
+                        w.popleft()
+                    if len(w) >= limit:
                         return False
                 else:  # read, not made: a refused call must not start a new counter's period
                     c = counters.get(key)
@@ -130,9 +140,12 @@ class LocalWindows(Storage, MovingWindowSupport):
                         return False
             for key, _limit, mode in entries:
                 if mode == 0:
-                    self._windows[key].append(now)  # made by the test above
+                    windows[key].append(now)  # made by the test above
                 else:
-                    self._counter(key, now, expiry)[0] += cost if mode == 2 else 1
+                    c = counters.get(key)
+                    if c is None or c[1] <= now:
+                        c = counters[key] = [0, now + expiry]
+                    c[0] += cost if mode == 2 else 1
         return True
 
     # ---- housekeeping ---------------------------------------------------------------------------------

@@ -97,15 +97,16 @@ class LedgerLayer(Layer):
 
     forward_hooks = True
 
-    def forward_enter(self, call: Any) -> Optional["_AtEnd"]:
-        return None if self._skip(call) else _AtEnd(self, call, time.time(), time.perf_counter())
+    def forward_enter(self, call: Any) -> Optional[tuple[Any, ...]]:
+        # the state, a tuple (cheaper to make than an object): what _ended records the row from
+        return None if self._skip(call) else (self, call, time.time(), time.perf_counter())
 
-    def forward_fail(self, call: Any, state: Optional["_AtEnd"], error: BaseException) -> None:
+    def forward_fail(self, call: Any, state: Optional[tuple[Any, ...]], error: BaseException) -> None:
         if state is not None:
-            self._record(call, state.ts, state.t0, None, _status(error), error)
+            self._record(call, state[2], state[3], None, _status(error), error)
 
-    def forward_done(self, call: Any, state: Optional["_AtEnd"], result: Any) -> Any:
-        return on_forward_end(result, state) if state is not None else result  # (policies/usage_of.py)
+    def forward_done(self, call: Any, state: Optional[tuple[Any, ...]], result: Any) -> Any:
+        return on_forward_end(result, _ended, state) if state is not None else result  # (policies/usage_of.py)
 
     def stream(self, call: Any, nxt: Any) -> Any:
         return nxt() if self._skip(call) else self._watch(call, nxt)
@@ -155,17 +156,10 @@ class LedgerLayer(Layer):
         self.ledger.close()
 
 
-class _AtEnd:
-    """A pass-through call's row, recorded when the server calls ``end(usage, ok)``: one small object
-    per call rather than a closure and its cells."""
-
-    __slots__ = ("layer", "call", "ts", "t0")
-
-    def __init__(self, layer: LedgerLayer, call: Any, ts: float, t0: float):
-        self.layer, self.call, self.ts, self.t0 = layer, call, ts, t0
-
-    def __call__(self, usage: Any, ok: Optional[bool]) -> None:
-        self.layer._record(self.call, self.ts, self.t0, usage, "ok" if ok else ("cancelled" if ok is None else "error"))
+def _ended(state: tuple[LedgerLayer, Any, float, float], usage: Any, ok: Optional[bool]) -> None:
+    """A pass-through call's row, recorded when the server has read its usage (usage_of.py)."""
+    layer, call, ts, t0 = state
+    layer._record(call, ts, t0, usage, "ok" if ok else ("cancelled" if ok is None else "error"))
 
 
 def make_layer(mesh: Any, llm: Any) -> LedgerLayer:
