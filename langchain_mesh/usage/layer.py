@@ -19,7 +19,7 @@ from typing import Any, Optional
 from ..errors import BudgetExceeded, RateLimitExceeded, StateUnavailableError
 from ..policies.chain import Layer, ahooked
 from ..policies.usage_of import on_forward_end
-from .ledger import ledger_for
+from .ledger import _LATER, ledger_for
 
 __all__ = ["LedgerLayer", "make_layer"]
 
@@ -51,14 +51,13 @@ class LedgerLayer(Layer):
     def _record(self, call: Any, ts: float, t0: float, usage: Any, status: str,
                 error: Optional[BaseException] = None) -> None:
         s = call.scope
-        target = call.answered_by or self.llm_id
-        if usage is not None and type(usage) is not dict:
-            extra = (self._price(call, usage),)
-        else:
-            extra = ()  # the pass-through's: priced by the writer, off the request path
+        m = call._meta
+        target = (m.llm_id if m is not None else None) or self.llm_id  # (Call.answered_by, inline)
+        # the pass-through's usage (a dict) is priced by the writer, off the request path
+        cost = self._price(call, usage) if usage is not None and type(usage) is not dict else _LATER
         op = call.op
         self.ledger.record(ts, s.key, s.user, s.team, self.llm_id, target, _OP.get(op, op), usage,
-                           time.perf_counter() - t0, status, type(error).__name__ if error else None, *extra)
+                           time.perf_counter() - t0, status, type(error).__name__ if error else None, cost)
 
     def _price(self, call: Any, usage: Any) -> Optional[float]:
         """Put the call's cost on its answer (``CallMeta.cost``; None: unknown price), once."""
@@ -98,8 +97,10 @@ class LedgerLayer(Layer):
     forward_hooks = True
 
     def forward_enter(self, call: Any) -> Optional[tuple[Any, ...]]:
-        # the state, a tuple (cheaper to make than an object): what _ended records the row from
-        return None if self._skip(call) else (self, call, time.time(), time.perf_counter())
+        # the state, a tuple (cheaper to make than an object): what _ended records the row from. (A
+        # pass-through is never skipped: its op is not counting tokens, and the calls a route makes to
+        # its targets leave this layer out, Mesh._layers.)
+        return (self, call, time.time(), time.perf_counter())
 
     def forward_fail(self, call: Any, state: Optional[tuple[Any, ...]], error: BaseException) -> None:
         if state is not None:
