@@ -153,7 +153,7 @@ async def main(n, rounds):
         os.environ.setdefault("MESH_BENCH_KEY", "sk-bench-key")
         cfg["server"] = {"api_keys": [{"name": "bench", "key": "{{env:MESH_BENCH_KEY}}"}]}
         if os.environ.get("LIMITS") != "key":
-            cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}}
+            cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}, **({"strategy": os.environ["STRATEGY"]} if os.environ.get("STRATEGY") else {})}
         if os.environ.get("LIMITS") not in ("nolog", "key"):
             cfg["usage"] = {"path": os.path.join(tempfile.mkdtemp(), "usage.db")}
         if os.environ.get("LIMITS") == "redis":  # bench/gateway.py's "limits+ledger redis"

@@ -660,7 +660,7 @@ class LimitsLayer(Layer):
         checks, test_first, tokens = self.plan(call)
         if not checks:
             return None
-        cost = estimate_tokens(call) if tokens else 0
+        cost = max(1, len(call.request[1]) // 4) if tokens else 0  # (estimate_tokens of a pass-through)
         if not limiter.remote:  # no outage possible, nothing to await: (limiter, checks, the estimate)
             hit_all = limiter._hit_all  # every window at once; a refusal goes on to acquire, which names it
             if hit_all is None or not hit_all(checks.entries, limiter.expiry, cost):

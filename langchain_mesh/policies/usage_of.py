@@ -70,18 +70,18 @@ def tokens_of(usage: Any) -> Optional[int]:
     return (usage.input_tokens or 0) + (usage.output_tokens or 0)
 
 
-class ForwardEnd:
+class ForwardEnd(list):  # type: ignore[type-arg]
     """The callbacks of a whole pass-through answer, in the second place of its ``(bytes, None)``
     result (unused for a whole answer): ``end(usage, ok)``, ``usage`` the OpenAI wire ``usage`` dict
     (or None), called by the server once it has parsed the answer."""
 
-    __slots__ = ("_ends",)
-
-    def __init__(self) -> None:
-        self._ends: list[tuple[Ended, Any]] = []
+    # the list of its callbacks itself (a list subclass is made without a Python __init__: ~1k
+    # instructions less per call than an object holding a list)
+    __slots__ = ()
 
     def end(self, usage: Any, ok: bool = True) -> None:
-        ends, self._ends = self._ends, []
+        ends = self[:]
+        self.clear()
         for fn, state in ends:
             fn(state, usage, ok)
 
@@ -121,7 +121,7 @@ def on_forward_end(result: tuple[Any, Any], fn: Ended, state: Any) -> tuple[Any,
     if isinstance(body, (bytes, bytearray, memoryview)):
         if type(first) is not ForwardEnd:
             first = ForwardEnd()
-        first._ends.append((fn, state))
+        first.append((fn, state))
         return body, first
     if type(body) is not ForwardStream:
         body = ForwardStream(body)
