@@ -161,6 +161,10 @@ def test_a_routes_calls_through_mesh_serve_take_leases_of_the_route_and_its_targ
     from langchain_mesh.policies import limits
 
     monkeypatch.setattr(limits, "LEASE_TTL", 10.0)  # one request after another, however slow the machine
+    # and the route's breakers read once: each re-read (every SHARED_REFRESH) leaves one call whose
+    # first target is not known to be closed, whose target's windows then take two trips of their own
+    from langchain_mesh.policies import breaker
+    monkeypatch.setattr(breaker, "SHARED_REFRESH", 10.0)
     from test_route_limits_redis import A, B, RPM, TPM, answered_by_a, config, settled, used
     from test_server_harness import RunningServer
 
