@@ -254,15 +254,15 @@ class BudgetsLayer(Layer):
         if not budgets:
             return None
         price, n, rest = self._start(call, budgets)
-        spend = _Spend(self, call, budgets, price, n)
+        spend = (self, call, budgets, price, n)  # the state: what _spent_end adds the spend with
         return spend if rest is None else Await(self._aread_then(spend, *rest))
 
     async def _aread_then(self, spend: "_Spend", estimate: float, left: float) -> "_Spend":
-        await self._aread(spend.budgets, spend.n, estimate, left)
+        await self._aread(spend[2], spend[4], estimate, left)
         return spend
 
     def forward_done(self, call: Any, state: Optional["_Spend"], result: Any) -> Any:
-        return on_forward_end(result, _Spend.on_end, state) if state is not None else result  # (policies/usage_of.py)
+        return on_forward_end(result, _spent_end, state) if state is not None else result  # (policies/usage_of.py)
 
     def _noted(self, budgets: list[tuple[str, str, float]], n: int, spent: list[Any]) -> list[float]:
         """``spent`` as just read from the store, plus what this process's calls added that the store
@@ -341,18 +341,16 @@ class BudgetsLayer(Layer):
                 await self._aafter(budgets, n, self._spent(call, price, usage))
 
 
-class _Spend:
-    """A pass-through call's spend, added by :meth:`on_end` when the server has read the usage (usage_of.py)."""
+#: a pass-through call's forward-hook state: (layer, call, budgets, price, period number); a tuple, which
+#: costs less to make per call than an object (usage_of.py)
+_Spend = tuple[Any, ...]
 
-    __slots__ = ("layer", "call", "budgets", "price", "n")
 
-    def __init__(self, layer: BudgetsLayer, call: Any, budgets: list[tuple[str, str, float]], price: Any, n: int):
-        self.layer, self.call, self.budgets, self.price, self.n = layer, call, budgets, price, n
-
-    def on_end(self, usage: Any, ok: Optional[bool]) -> None:
-        layer = self.layer
-        u = usage if type(usage) is dict else usage_of_raw(usage)
-        layer._after_nowait(self.budgets, self.n, layer._spent(self.call, self.price, u))
+def _spent_end(spend: "_Spend", usage: Any, ok: Optional[bool]) -> None:
+    """A pass-through call's spend, added when the server has read the usage (usage_of.py)."""
+    layer, call, budgets, price, n = spend
+    u = usage if type(usage) is dict else usage_of_raw(usage)
+    layer._after_nowait(budgets, n, layer._spent(call, price, u))
 
 
 _pending: set[Any] = set()
