@@ -17,7 +17,8 @@ Starts, each in its own process (every address on the loopback, every loop bound
   Python with ``litellm[proxy]`` installed (a separate virtualenv: its dependencies are not ours).
 
 Non-streamed: wrk (``apt-get install -y wrk``; else a slower Python load generator, said so) loads
-each target with the same chat request at ``--connections`` for ``--seconds``: req/s, median and p99
+each target with the same chat request at ``--connections`` for ``--seconds``, after ``--warmup``
+seconds of the same load that are not measured: req/s, median and p99
 latency, the CPU time the serving processes spent per request (the upstream's for "direct", the
 gateway's, all its workers, for the others: the number that holds on a busy machine), the share of
 the direct throughput and the median latency added. "direct" is measured first and last; the ratios
@@ -535,6 +536,10 @@ class Run:
         a = self.args
         body = json.dumps({**REQUEST, "model": model})
         warm(url, body.encode(), key=key)
+        if a.warmup:  # a short load first, not measured: what a start leaves running (a gateway's ledger
+            # writer importing its price data...) is over, and every target is read in its steady state
+            (run_wrk(url, body, a.connections, a.warmup, a.threads, key) if self.use_wrk
+             else run_python(url, body, a.connections, a.warmup, key))
         cpu0 = tree_cpu_seconds(pid)
         row = (run_wrk(url, body, a.connections, a.seconds, a.threads, key) if self.use_wrk
                else run_python(url, body, a.connections, a.seconds, key))
@@ -580,6 +585,8 @@ def _ints(text: str) -> list[int]:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=4, help="load duration per target (default 4)")
+    ap.add_argument("--warmup", type=int, default=1, metavar="SECONDS",
+                    help="seconds of unmeasured load before each measured run (default 1; 0: none)")
     ap.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: the machine has 2 cores)")
     ap.add_argument("--upstream", choices=sorted(UPSTREAMS), default="aiohttp",
