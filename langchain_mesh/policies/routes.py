@@ -626,7 +626,7 @@ class Route:
                     if state == PROBE:
                         await breakers[i].asuccess(state)  # type: ignore[index]
                     self._succeeded(i, CLOSED, started, tried)
-                    if self.content_filter and not stream and b'"finish_reason":"content_filter"' in content:
+                    if self.content_filter and not stream and content.find(b'"finish_reason":"content_filter"') >= 0:
                         tried.items[-1].error = "content_filter"
                         tried.filtered = (i, content)
                         continue

@@ -416,7 +416,8 @@ class MeshApp:
         if llm.route is not None and user:
             _sticky_from_user(user)
         try:
-            out, strip_usage = plan.chat_body(data, param_of, stream, b'"annotations"' in body)
+            # (find, not `in`: see forward.swap_model)
+            out, strip_usage = plan.chat_body(data, param_of, stream, body.find(b'"annotations"') >= 0)
             content, first = await plan.send("/chat/completions", out, stream)
         except MeshError as e:
             raise api_error(e, param_of) from None
