@@ -9,7 +9,8 @@ sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a c
 ``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
 ``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
 (``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=key``: the key alone;
-``LIMITS=redis``: the limits in a ``redis-server`` started here). ``POLICIES=1``: bench/gateway.py's
+``LIMITS=redis``: the limits in a ``redis-server`` started here; ``STRATEGY=fixed-window`` sets
+``limits.strategy``). ``POLICIES=1``: bench/gateway.py's
 "every policy" gateway (a weighted route over two targets, rate limits and budgets in Redis, the
 ledger, an API key) on a ``redis-server`` started here on a free port; the requests still go one
 after another, so each waits for its Redis round trips (the CPU per request is what is measured);
@@ -153,7 +154,9 @@ async def main(n, rounds):
         os.environ.setdefault("MESH_BENCH_KEY", "sk-bench-key")
         cfg["server"] = {"api_keys": [{"name": "bench", "key": "{{env:MESH_BENCH_KEY}}"}]}
         if os.environ.get("LIMITS") != "key":
-            cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}, **({"strategy": os.environ["STRATEGY"]} if os.environ.get("STRATEGY") else {})}
+            cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}}
+            if os.environ.get("STRATEGY"):  # limits.strategy (default moving-window)
+                cfg["limits"]["strategy"] = os.environ["STRATEGY"]
         if os.environ.get("LIMITS") not in ("nolog", "key"):
             cfg["usage"] = {"path": os.path.join(tempfile.mkdtemp(), "usage.db")}
         if os.environ.get("LIMITS") == "redis":  # bench/gateway.py's "limits+ledger redis"
