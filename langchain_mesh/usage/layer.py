@@ -51,8 +51,7 @@ class LedgerLayer(Layer):
     def _record(self, call: Any, ts: float, t0: float, usage: Any, status: str,
                 error: Optional[BaseException] = None) -> None:
         s = call.scope
-        m = call._meta
-        target = (m.llm_id if m is not None else None) or self.llm_id  # (Call.answered_by, inline)
+        target = call.answered_by or self.llm_id
         # the pass-through's usage (a dict) is priced by the writer, off the request path
         cost = self._price(call, usage) if usage is not None and type(usage) is not dict else _LATER
         op = call.op
