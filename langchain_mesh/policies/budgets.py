@@ -258,7 +258,8 @@ class BudgetsLayer(Layer):
         return spend if rest is None else Await(self._aread_then(spend, *rest))
 
     async def _aread_then(self, spend: "_Spend", estimate: float, left: float) -> "_Spend":
-        await self._aread(spend[2], spend[4], estimate, left)
+        _layer, _call, budgets, _price, n = spend
+        await self._aread(budgets, n, estimate, left)
         return spend
 
     def forward_done(self, call: Any, state: Optional["_Spend"], result: Any) -> Any:

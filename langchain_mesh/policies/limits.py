@@ -660,11 +660,9 @@ class LimitsLayer(Layer):
         checks, test_first, tokens = self.plan(call)
         if not checks:
             return None
-        cost = max(1, len(call.request[1]) // 4) if tokens else 0  # (estimate_tokens of a pass-through)
+        cost = estimate_tokens(call) if tokens else 0
         if not limiter.remote:  # no outage possible, nothing to await: (limiter, checks, the estimate)
-            hit_all = limiter._hit_all  # every window at once; a refusal goes on to acquire, which names it
-            if hit_all is None or not hit_all(checks.entries, limiter.expiry, cost):
-                limiter.acquire(checks, cost, test_first)
+            limiter.acquire(checks, cost, test_first)
             return (limiter, checks, cost) if cost else None
         if self.route is not None and limiter.pipes is not None:
             pipe = limiter.pipes.pipe()
@@ -925,7 +923,7 @@ class _SettleLater:
 
 class _RouteTaken:
     """A route's call on Redis whose windows (and its first target's) are taken (LimitsLayer._route_enter):
-    :meth:`end` when the route's call is over, then :meth:`over` (or ``end(usage, ok)``, the pass-through's
+    :meth:`end` when the route's call is over, then :meth:`over` (or :meth:`on_end`, the pass-through's
     callback) with what it used; on a failure, :meth:`over` alone, which ends it too."""
 
     __slots__ = ("layer", "pipe", "checks", "cost", "tcost", "taken", "marks", "route", "ended")
@@ -1011,11 +1009,6 @@ def _reconciled(state: tuple[Limiter, list[_Check], int], usage: Any, ok: Option
     """A pass-through call in memory is over (its forward hooks' state: the limiter, the windows, the
     estimate): the estimate replaced with the tokens used, at once (no store to be down or awaited)."""
     limiter, checks, cost = state
-    if type(usage) is dict and limiter._add_all is not None:  # the usual case: the wire usage, our windows
-        delta = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0) - cost
-        if delta:
-            limiter._add_all(checks.token_keys, limiter.expiry, delta)
-        return
     limiter.reconcile(checks, cost, tokens_of(usage))
 
 

@@ -55,15 +55,11 @@ class LocalWindows(Storage, MovingWindowSupport):
         """:meth:`add` of ``amount`` to every counter of ``keys``, under one lock and one clock reading
         (a call's token reconciliation: ``Limiter.reconcile`` in limits.py)."""
         now = time.time()
-        counters = self._counters
         lock = self._lock
         lock.acquire()  # (not `with`: see hit_all)
         try:
-            for key in keys:  # (_counter, inline: this runs once per limited call)
-                c = counters.get(key)
-                if c is None or c[1] <= now:
-                    c = counters[key] = [0, now + expiry]
-                c[0] += amount
+            for key in keys:
+                self._counter(key, now, expiry)[0] += amount
         finally:
             lock.release()
 
@@ -126,21 +122,16 @@ class LocalWindows(Storage, MovingWindowSupport):
         lock and clock; one call of this is the in-memory limits layer's whole acquire (issue 19)."""
         now = time.time()
         edge = now - expiry
-        counters, windows = self._counters, self._windows
-        # (_window and _counter, inline: this runs once per limited call). The lock's acquire and
-        # release called rather than `with`: its __enter__/__exit__ cost ~2k instructions, the two
-        # calls ~1k (callgrind, Python 3.11); this and add_all run once each per limited call
+        counters = self._counters
+        # the lock's acquire and release called rather than `with`: its __enter__/__exit__ cost ~2k
+        # instructions, the two calls ~1k (callgrind, Python 3.11); this and add_all run once each per
+        # limited call
         lock = self._lock
         lock.acquire()
         try:
             for key, limit, mode in entries:
                 if mode == 0:
-                    w = windows.get(key)
-                    if w is None:
-                        w = windows[key] = deque()
-                    while w and w[0] <= edge:
-                        w.popleft()
-                    if len(w) >= limit:
+                    if len(self._window(key, edge)) >= limit:
                         return False
                 else:  # read, not made: a refused call must not start a new counter's period
                     c = counters.get(key)
@@ -148,12 +139,9 @@ class LocalWindows(Storage, MovingWindowSupport):
                         return False
             for key, _limit, mode in entries:
                 if mode == 0:
-                    windows[key].append(now)  # made by the test above
+                    self._windows[key].append(now)  # made by the test above
                 else:
-                    c = counters.get(key)
-                    if c is None or c[1] <= now:
-                        c = counters[key] = [0, now + expiry]
-                    c[0] += cost if mode == 2 else 1
+                    self._counter(key, now, expiry)[0] += cost if mode == 2 else 1
         finally:
             lock.release()
         return True

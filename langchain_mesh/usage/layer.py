@@ -95,18 +95,17 @@ class LedgerLayer(Layer):
 
     forward_hooks = True
 
-    def forward_enter(self, call: Any) -> Optional[tuple[Any, ...]]:
+    def forward_enter(self, call: Any) -> tuple[Any, ...]:
         # the state, a tuple (cheaper to make than an object): what _ended records the row from. (A
         # pass-through is never skipped: its op is not counting tokens, and the calls a route makes to
         # its targets leave this layer out, Mesh._layers.)
         return (self, call, time.time(), time.perf_counter())
 
-    def forward_fail(self, call: Any, state: Optional[tuple[Any, ...]], error: BaseException) -> None:
-        if state is not None:
-            self._record(call, state[2], state[3], None, _status(error), error)
+    def forward_fail(self, call: Any, state: tuple[Any, ...], error: BaseException) -> None:
+        self._record(call, state[2], state[3], None, _status(error), error)
 
-    def forward_done(self, call: Any, state: Optional[tuple[Any, ...]], result: Any) -> Any:
-        return on_forward_end(result, _ended, state) if state is not None else result  # (policies/usage_of.py)
+    def forward_done(self, call: Any, state: tuple[Any, ...], result: Any) -> Any:
+        return on_forward_end(result, _ended, state)  # (policies/usage_of.py)
 
     def stream(self, call: Any, nxt: Any) -> Any:
         return nxt() if self._skip(call) else self._watch(call, nxt)

@@ -264,9 +264,7 @@ class Rows:
         if cost is _LATER:
             cost = None
             if i is not None:
-                price = self._prices.get(target, _LATER)  # (self.price, inline: once per row)
-                if price is _LATER:
-                    price = self.price(target)
+                price = self.price(target)
                 if price is not None:
                     cost = price.cost(i or 0, o or 0, c)
         d = int(ts // 86400)
