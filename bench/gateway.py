@@ -235,6 +235,81 @@ uvloop.install()
 asyncio.run(main())
 """
 
+# The second floor: an HTTP relay in Python (uvloop), the least any HTTP gateway does: each request
+# parsed (httptools) and its JSON read (orjson), sent upstream on the client's own upstream connection,
+# the answer parsed and its JSON read, a fresh head written back. No ASGI, no validation, no policy: what
+# mesh serve spends above this is its own structure (the ASGI server and app, the upstream client).
+HTTP_RELAY = r"""
+import asyncio, socket, sys
+import httptools, orjson, uvloop
+port, up_port = int(sys.argv[1]), int(sys.argv[2])
+
+def nodelay(t):
+    s = t.get_extra_info("socket")
+    if s is not None:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+class Up(asyncio.Protocol):
+    # the upstream side: each answer parsed (head and body) and handed to the client's side
+    def __init__(self, client):
+        self.client, self.parser, self.body = client, httptools.HttpResponseParser(self), []
+    def connection_made(self, t):
+        nodelay(t)
+    def data_received(self, data):
+        self.parser.feed_data(data)
+    def on_message_begin(self):
+        self.body = []
+    def on_body(self, b):
+        self.body.append(b)
+    def on_message_complete(self):
+        self.client.answer(self.parser.get_status_code(), b"".join(self.body))
+    def connection_lost(self, exc):
+        self.client.t.close()
+
+class Client(asyncio.Protocol):
+    # the client side: each request parsed, its JSON read, sent upstream on this client's connection
+    def connection_made(self, t):
+        nodelay(t)
+        self.t, self.up, self.early = t, None, []
+        self.parser = httptools.HttpRequestParser(self)
+        asyncio.ensure_future(self.connect())
+    async def connect(self):
+        self.up, _ = await asyncio.get_running_loop().create_connection(lambda: Up(self), "127.0.0.1", up_port)
+        self.up.write(b"".join(self.early))
+    def data_received(self, data):
+        self.parser.feed_data(data)
+    def on_message_begin(self):
+        self.headers, self.body = [], []
+    def on_header(self, name, value):
+        self.headers.append((name.lower(), value))
+    def on_body(self, b):
+        self.body.append(b)
+    def on_message_complete(self):
+        body = b"".join(self.body)
+        if not isinstance(orjson.loads(body).get("model"), str):
+            self.t.close()
+            return
+        out = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+               b"content-length: %d\r\n\r\n" % len(body)) + body
+        if self.up is None:
+            self.early.append(out)
+        else:
+            self.up.write(out)
+    def answer(self, status, body):
+        orjson.loads(body)  # as a gateway reads the answer's usage
+        self.t.write(b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                     % (status, len(body)) + body)
+    def connection_lost(self, exc):
+        if self.up is not None:
+            self.up.close()
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
+    await server.serve_forever()
+
+uvloop.run(main())
+"""
+
 LITELLM_KEY = "sk-bench-gateway-0123456789abcdef"  # its proxy refuses to start without a master key
 
 
@@ -598,7 +673,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--stream-connections", type=_ints, default=[16, 64],
                     help="connections of the streaming runs (default 16,64)")
     ap.add_argument("--no-stream", action="store_true", help="skip the streaming runs")
-    ap.add_argument("--no-floor", action="store_true", help="skip the TCP relay row (the floor of any Python proxy)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the TCP and HTTP relay rows (the floors of a Python proxy)")
     ap.add_argument("--pairs", type=int, default=0, metavar="N",
                     help="with --policies: N more rounds of the plain and the limits + ledger gateways, loaded "
                          "one after the other (the order alternating), for issue 19's ratio as a median")
@@ -645,6 +720,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 _wait_port(r_port)
                 rows.append(("tcp relay (floor)", 1, run.load(f"http://127.0.0.1:{r_port}/v1/chat/completions",
                                                                UPSTREAM_MODEL, relay.pid, None)))
+                run.stop(relay)
+                h_port = free_port()
+                relay = run.start([sys.executable, "-c", HTTP_RELAY, str(h_port), str(up_port)], "http relay")
+                _wait_port(h_port)
+                rows.append(("http relay (floor)", 1, run.load(f"http://127.0.0.1:{h_port}/v1/chat/completions",
+                                                                UPSTREAM_MODEL, relay.pid, None)))
                 run.stop(relay)
 
             gateways: list[tuple[str, dict, str, Optional[str]]] = [
@@ -772,6 +853,11 @@ def report(args: argparse.Namespace, use_wrk: bool, rows: list, srows: list, on:
     if f:
         print(f"\ntcp relay (floor): {f['rps'] / d_rps:.2f} of direct at {f.get('cpu_us', 0):.0f} us of CPU per request: "
               "what a Python proxy keeps here with no HTTP, JSON or policy work at all")
+    h = next((r for name, w, r in rows if name == "http relay (floor)"), None)
+    if h:
+        print(f"http relay (floor): {h['rps'] / d_rps:.2f} of direct at {h.get('cpu_us', 0):.0f} us of CPU per request: "
+              "a Python proxy that parses both sides' HTTP (httptools) and JSON (orjson) on uvloop, no ASGI, "
+              "no validation or policy")
     p = next((r for name, w, r in rows if name == "policies" and w == 1), None)
     if g:
         print(f"\nplain gateway: {g['rps'] / d_rps:.2f} of direct (goal >= 0.85), added median "

@@ -1,5 +1,5 @@
 """The plain gateway's Python per pass-through request, without sockets: ``mesh serve``'s HTTP protocol
-(:class:`~langchain_mesh.server.protocol.GuardedHttpToolsProtocol`), :class:`MeshApp` and the http1
+(:class:`~langchain_mesh.server.protocol.MeshHttpProtocol`), :class:`MeshApp` and the http1
 client, driven in one uvloop loop with in-memory transports on both sides (the upstream's answer is
 canned bytes fed back to the client's connection on the next loop turn).
 
@@ -35,7 +35,7 @@ import uvloop
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from langchain_mesh import Mesh
 from langchain_mesh.server.app import GC_THRESHOLDS, MeshApp
-from langchain_mesh.server.protocol import GuardedHttpToolsProtocol
+from langchain_mesh.server.protocol import MeshHttpProtocol
 from langchain_mesh.connections.transport import http1
 import uvicorn
 from uvicorn.server import ServerState
@@ -174,13 +174,13 @@ async def main(n, rounds):
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_b))]})
             await send({"type": "http.response.body", "body": _b})
         app.limits = mesh.config.server.limits
-    config = uvicorn.Config(app, http=GuardedHttpToolsProtocol, loop="uvloop", lifespan="off", access_log=False, proxy_headers=False)
+    config = uvicorn.Config(app, http=MeshHttpProtocol, loop="uvloop", lifespan="off", access_log=False, proxy_headers=False)
     config.load()
     state = ServerState()
     loop = asyncio.get_running_loop()
     conns = []
     for _ in range(CONC):
-        proto = GuardedHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+        proto = MeshHttpProtocol(config=config, server_state=state, app_state={}, _loop=loop)
         tr = SrvTransport()
         proto.connection_made(tr)
         conns.append((proto, tr))

@@ -125,7 +125,7 @@ class MeshApp:
     def __init__(self, mesh: Any, on_usage: Optional[Callable[[UsageRecord], None]] = None):
         self.mesh = mesh
         self.keys = KeyRing(mesh.config.server)
-        self.limits = mesh.config.server.limits  # read by protocol.GuardedHttpToolsProtocol too
+        self.limits = mesh.config.server.limits  # read by protocol.MeshHttpProtocol too
         # with no API keys, browsers on this machine are kept out (guard.py); programs are not affected
         self._guard = BrowserGuard(mesh.config.server) if self.keys.open else None
         self.on_usage = on_usage

@@ -45,7 +45,7 @@ def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, por
         import uvicorn
 
         from .app import MeshApp  # orjson, httptools (through the connections)
-        from .protocol import GuardedHttpToolsProtocol  # uvicorn's, with header size and time limits
+        from .protocol import MeshHttpProtocol  # httptools, ASGI to the app, header size and time limits
     except ImportError as e:
         from ..errors import CapabilityError
 
@@ -58,9 +58,9 @@ def serve(mesh: Any, config_path: Optional[str], host: Optional[str] = None, por
     check_bind(host, KeyRing(mesh.config.server))
     if usage_log and workers == 1:
         _log_usage()
-    # httptools + uvloop: the fastest uvicorn stack; no access log by default (a line per request costs
-    # more than the rest of a cached request's handling)
-    options: dict[str, Any] = dict(host=host, port=port, loop="uvloop", http=GuardedHttpToolsProtocol,
+    # httptools + uvloop: the fastest stack (protocol.py says why the protocol is ours); no access log by
+    # default (a line per request costs more than the rest of a cached request's handling)
+    options: dict[str, Any] = dict(host=host, port=port, loop="uvloop", http=MeshHttpProtocol,
                                    log_level=log_level,
                                    access_log=access_log, lifespan="on", proxy_headers=False)
     if workers > 1:
