@@ -208,3 +208,42 @@ def test_a_disconnect_reaches_the_app_and_graceful_shutdown_waits_for_answers():
         assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"ok") and b"connection: close" in got
     finally:
         server.stop()
+
+
+def test_a_slow_reader_gets_a_large_stream_whole():
+    """Writes wait for the client (the transport's pause_writing, then drain in send): 16 MiB streamed
+    to a client that reads only after a pause arrives whole and in order."""
+    piece = bytes(range(256)) * 1024  # 256 KiB
+
+    async def big(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+        for i in range(64):
+            await send({"type": "http.response.body", "body": bytes([i]) + piece[1:], "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    server = _Server(MeshHttpProtocol, big)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.settimeout(10)
+            s.sendall(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            time.sleep(0.5)  # the server's buffers fill meanwhile
+            got = bytearray()
+            while not got.endswith(b"\r\n0\r\n\r\n"):
+                chunk = s.recv(1 << 20)
+                assert chunk, "closed before the end of the stream"
+                got += chunk
+        head, _, body = bytes(got).partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head
+        data, rest = bytearray(), body
+        while True:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if not n:
+                break
+            data += rest[:n]
+            rest = rest[n + 2:]
+        assert len(data) == 64 * len(piece)
+        assert [data[i * len(piece)] for i in range(64)] == list(range(64))
+    finally:
+        server.stop()
