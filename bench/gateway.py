@@ -189,15 +189,24 @@ wrk.headers["Content-Type"] = "application/json"
 # The floor: a TCP relay in Python (uvloop), each client connection spliced to its own upstream
 # connection, bytes forwarded as they arrive: no HTTP parsing, no JSON, no policy. Whatever a Python
 # gateway does costs at least this on the machine; the rows above it are read against it.
-RELAY = r"""
+_RELAY_START = r"""
 import asyncio, socket, sys
+import httptools, orjson, uvloop
 port, up_port = int(sys.argv[1]), int(sys.argv[2])
 
 def nodelay(t):
     s = t.get_extra_info("socket")
     if s is not None:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+"""
+_RELAY_END = r"""
+async def main():
+    server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
+    await server.serve_forever()
 
+uvloop.run(main())
+"""
+RELAY = _RELAY_START + r"""
 class Up(asyncio.Protocol):
     def __init__(self, client):
         self.client = client
@@ -225,30 +234,13 @@ class Client(asyncio.Protocol):
     def connection_lost(self, exc):
         if self.up is not None:
             self.up.close()
-
-async def main():
-    server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
-    await server.serve_forever()
-
-import uvloop
-uvloop.install()
-asyncio.run(main())
-"""
+""" + _RELAY_END
 
 # The second floor: an HTTP relay in Python (uvloop), the least any HTTP gateway does: each request
 # parsed (httptools) and its JSON read (orjson), sent upstream on the client's own upstream connection,
 # the answer parsed and its JSON read, a fresh head written back. No ASGI, no validation, no policy: what
 # mesh serve spends above this is its own structure (the ASGI server and app, the upstream client).
-HTTP_RELAY = r"""
-import asyncio, socket, sys
-import httptools, orjson, uvloop
-port, up_port = int(sys.argv[1]), int(sys.argv[2])
-
-def nodelay(t):
-    s = t.get_extra_info("socket")
-    if s is not None:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+HTTP_RELAY = _RELAY_START + r"""
 class Up(asyncio.Protocol):
     # the upstream side: each answer parsed (head and body) and handed to the client's side
     def __init__(self, client):
@@ -302,13 +294,7 @@ class Client(asyncio.Protocol):
     def connection_lost(self, exc):
         if self.up is not None:
             self.up.close()
-
-async def main():
-    server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
-    await server.serve_forever()
-
-uvloop.run(main())
-"""
+""" + _RELAY_END
 
 LITELLM_KEY = "sk-bench-gateway-0123456789abcdef"  # its proxy refuses to start without a master key
 

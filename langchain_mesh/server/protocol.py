@@ -94,16 +94,19 @@ _SERVER_ERROR = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-len
 _BUSY = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"19"), (b"connection", b"close")]
 
 
-def _checked(name: bytes, value: bytes) -> None:
-    pair = (name, value)
-    if pair in _CHECKED:
-        return
+def _check(name: bytes, value: bytes) -> None:
     if _BAD_NAME.search(name):
         raise RuntimeError("Invalid HTTP header name.")
     if _BAD_VALUE.search(value):
         raise RuntimeError("Invalid HTTP header value.")
-    if len(_CHECKED) < 4096:
-        _CHECKED.add(pair)
+
+
+def _checked(name: bytes, value: bytes) -> None:
+    pair = (name, value)
+    if pair not in _CHECKED:
+        _check(name, value)
+        if len(_CHECKED) < 4096:
+            _CHECKED.add(pair)
 
 
 class _Cycle:
@@ -332,7 +335,7 @@ class MeshHttpProtocol(asyncio.Protocol):
         headers = self.server_state.default_headers
         if headers is not _head_of[0]:
             for name, value in headers:  # (uvicorn's date and server lines, and any --header of its config)
-                _checked(name, value)
+                _check(name, value)  # (not remembered: the date changes every second)
             _head_of[:] = [headers, b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in headers)]
         return _head_of[1]  # type: ignore[no-any-return]
 
