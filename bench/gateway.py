@@ -12,6 +12,8 @@ Starts, each in its own process (every address on the loopback, every loop bound
   PII redaction on, then with tracing on: see :func:`policy_configs`, which turns a section on only
   when ``MeshConfig`` has that field, and prints which were on); with ``--workers 1,2,4``, each at
   those worker counts (with policies, the workers share one Redis);
+* the *floors* (``--no-floor`` skips them): a TCP relay and an HTTP relay in Python on uvloop, the
+  least a Python proxy, and a Python HTTP gateway, can cost here (see :data:`RELAY`, :data:`HTTP_RELAY`);
 * ``redis-server`` on a free port, with ``--policies`` when the config has ``state.redis_url``;
 * with ``--litellm PYTHON``, LiteLLM's proxy (1 worker) routed to the same upstream: PYTHON is a
   Python with ``litellm[proxy]`` installed (a separate virtualenv: its dependencies are not ours).
