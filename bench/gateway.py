@@ -702,18 +702,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             if not args.no_stream:
                 srows += [("direct", c, r) for c, r in run.streams(direct_url, UPSTREAM_MODEL, None).items()]
 
-            if not args.no_floor:
+            for label, script in () if args.no_floor else (("tcp relay (floor)", RELAY),
+                                                            ("http relay (floor)", HTTP_RELAY)):
                 r_port = free_port()
-                relay = run.start([sys.executable, "-c", RELAY, str(r_port), str(up_port)], "relay")
+                relay = run.start([sys.executable, "-c", script, str(r_port), str(up_port)], label)
                 _wait_port(r_port)
-                rows.append(("tcp relay (floor)", 1, run.load(f"http://127.0.0.1:{r_port}/v1/chat/completions",
-                                                               UPSTREAM_MODEL, relay.pid, None)))
-                run.stop(relay)
-                h_port = free_port()
-                relay = run.start([sys.executable, "-c", HTTP_RELAY, str(h_port), str(up_port)], "http relay")
-                _wait_port(h_port)
-                rows.append(("http relay (floor)", 1, run.load(f"http://127.0.0.1:{h_port}/v1/chat/completions",
-                                                                UPSTREAM_MODEL, relay.pid, None)))
+                rows.append((label, 1, run.load(f"http://127.0.0.1:{r_port}/v1/chat/completions",
+                                                UPSTREAM_MODEL, relay.pid, None)))
                 run.stop(relay)
 
             gateways: list[tuple[str, dict, str, Optional[str]]] = [
