@@ -163,6 +163,12 @@ async def main(n, rounds):
             cfg["state"] = {"redis_url": redis_server()}
     if POLICIES:
         cfg.update(policies_config(cfg["connections"]["up"]))
+        if os.environ.get("PII"):  # bench/gateway.py's "policies+pii"
+            cfg["guardrails"] = [{"name": "pii", "type": "pii", "action": "redact"}]
+        if os.environ.get("TRACING"):  # bench/gateway.py's "policies+tracing"
+            cfg["tracing"] = {"enabled": True}
+    if os.environ.get("PROFILE") and "state" in cfg:  # the profiler's slowness is not Redis's
+        cfg["state"]["timeout"] = 30
     if os.environ.get("LEASE") == "0" and "state" in cfg:  # state.lease: false (every limited call asks Redis)
         cfg["state"]["lease"] = False
     mesh = Mesh.from_config(cfg)

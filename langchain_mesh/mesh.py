@@ -80,6 +80,7 @@ class Mesh:
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._handles: dict[str, "LLM"] = {}
         self._passthrough: dict[str, Optional["Passthrough"]] = {}
+        self._forward_streams: dict[str, bool] = {}  # forward_streams, per LLM id
         self._chains: dict[str, Chain] = {}
         self._routed_chains: dict[str, Chain] = {}  # the same, for the calls a route makes (_layers)
         self._retry_policies: dict[str, Any] = {}  # connection name -> its RetryPolicy (configured `retry:`)
@@ -444,11 +445,24 @@ class Mesh:
             # a connection on each caller's own credential ({{user}}) is never passed through: the
             # pass-through would send one shared request head, with one user's key
             own = None if self.uses_user_credentials(llm) else llm.connection.passthrough(llm.model)
-            # a policy that reads the request (guardrail, cache key) needs the translated path
-            if own is not None and self._policies and any(layer.needs_content for layer in self._chain(llm)):
+            # a policy that reads the request (cache key, judge) needs the translated path; one that
+            # reads the pass-through's bytes (a guardrail), a wire format it knows
+            if own is not None and self._policies and any(
+                    x.needs_content or x.reads_wire not in (None, own.wire) for x in self._chain(llm)):
                 own = None
             p = self._passthrough[llm.id] = own
             return p
+
+    def forward_streams(self, llm: "LLM") -> bool:
+        """Whether a stream of ``llm`` may take its pass-through: no layer of its chain, or of a route's
+        targets, reads a stream's content (an output guardrail; those streams are translated)."""
+        try:
+            return self._forward_streams[llm.id]
+        except KeyError:
+            ok = not self._policies or not any(x.reads_streams for x in self._chain(llm))
+            ok = ok and (llm.route is None or all(self.forward_streams(t) for t in llm.route.targets))
+            self._forward_streams[llm.id] = ok
+            return ok
 
     async def aforward(self, llm: "LLM", path: str, body: bytes, stream: bool = False, *,
                        timeout: Optional[float] = None, max_retries: Optional[int] = None) -> tuple[Any, Optional[bytes]]:
@@ -469,8 +483,8 @@ class Mesh:
                 return await route.forward(path, body, stream, timeout, max_retries)
             call = Call(self, llm, "forward", (path, body, stream), timeout, max_retries, scope)
 
-            async def routed() -> tuple[Any, Optional[bytes]]:
-                out = await route.forward(path, body, stream, timeout, max_retries)
+            async def routed() -> tuple[Any, Optional[bytes]]:  # (the body as the layers left it)
+                out = await route.forward(path, call.request[1], stream, timeout, max_retries)
                 note_target(route.last_meta(), call)  # the pass-through's answer is bytes: the route says who
                 return out
             if layers.hooked:  # no coroutine per layer around the route (see below)
@@ -482,11 +496,14 @@ class Mesh:
             if not n and own and ATTEMPTS.get() is None:
                 return await send(path, body, False), None
 
+        call: Optional[Call] = None
+
         async def forward() -> tuple[Any, Optional[bytes]]:
+            b = body if call is None else call.request[1]  # as the layers left it (a guardrail redacts)
             n, t, own = _limits(llm.connection, timeout, max_retries)
             if not n and own and ATTEMPTS.get() is None:  # one attempt: awaited here, not in a coroutine more
-                return (await send(path, body, False), None) if not stream else await _attempt(send, path, body, True)
-            return await acall_with_retries(lambda: _attempt(send, path, body, stream), n, t, own,
+                return (await send(path, b, False), None) if not stream else await _attempt(send, path, b, True)
+            return await acall_with_retries(lambda: _attempt(send, path, b, stream), n, t, own,
                                             self._retry_policy(llm.connection))
 
         if not layers:
@@ -495,9 +512,9 @@ class Mesh:
         if not layers.hooked:
             return await arun(layers, call, forward)
         # layers with forward hooks: run around the upstream call, no coroutine each (and for one whole
-        # attempt, none for forward either)
+        # attempt, none for forward either, unless a layer may rewrite the body: it is read after them)
         n, t, own = _limits(llm.connection, timeout, max_retries)
-        if not n and own and ATTEMPTS.get() is None and not stream:
+        if not n and own and ATTEMPTS.get() is None and not stream and not layers.rewrites:
             return await arun_forward(layers, call, send(path, body, False), True)
         return await arun_forward(layers, call, forward(), False)
 

@@ -281,3 +281,115 @@ def test_gateway_stream_stopped_by_an_output_guardrail_finishes_with_content_fil
     openai_server.script(text="It is classified.")
     r = client.chat.completions.create(model="openai:oa:gpt-4o", messages=[{"role": "user", "content": "plan?"}])
     assert r.choices[0].finish_reason == "content_filter" and not r.choices[0].message.content
+
+
+# ---- the gateway's pass-through: guardrails read the OpenAI-wire bytes ----------------------------------
+
+def test_gateway_whole_answers_keep_the_pass_through_and_streams_with_output_rules_are_translated(gateway, openai_server):
+    import httpx
+
+    mesh = gateway.app.mesh
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    assert mesh.passthrough(llm) is not None and not mesh.forward_streams(llm)
+    openai_server.script(text=f"card {CARD} kept")
+    # min_p is a server extension only the pass-through forwards (the translated path has no name for it)
+    r = httpx.post(gateway.base_url + "/chat/completions", timeout=30, json={
+        "model": "openai:oa:gpt-4o", "min_p": 0.05, "messages": [
+            {"role": "system", "content": "mail ops@example.org"},
+            {"role": "user", "content": [{"type": "text", "text": f"pay {CARD}"},
+                                         {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "card [CREDIT_CARD] kept"
+    assert r.json()["model"] == "openai:oa:gpt-4o"
+    sent = openai_server.last_request.json
+    assert sent["min_p"] == 0.05  # the pass-through carried it
+    assert sent["messages"][0]["content"] == "mail [EMAIL]"
+    assert sent["messages"][1]["content"][0] == {"type": "text", "text": "pay [CREDIT_CARD]"}
+    assert sent["messages"][1]["content"][1]["image_url"]["url"] == "https://x.test/a.png"
+    r = httpx.post(gateway.base_url + "/chat/completions", timeout=30, json={
+        "model": "openai:oa:gpt-4o", "stream": True, "min_p": 0.05, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and "min_p" in r.text  # a stream took the translated path, which names it
+
+
+def _oa_mesh(base_url, guardrails, **extra):
+    return Mesh.from_config({"connections": {"oa": {
+        "type": "openai", "api_key": "test-key", "base_url": base_url, "max_retries": 0, "timeout": 5,
+        "models": [{"id": "gpt-4o"}, {"id": "emb", "purposes": ["TEXT_EMBEDDING_EXTRACTION"]}]}},
+        "guardrails": guardrails, **extra})
+
+
+def _body(content, **extra):
+    return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **extra}).encode()
+
+
+def test_mesh_aforward_redacts_the_bytes_both_ways_and_refuses_what_it_cannot_read(openai_server):
+    from langchain_mesh.errors import CapabilityError
+
+    mesh = _oa_mesh(openai_server.base_url, [{"name": "pii", "type": "pii"}])
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    openai_server.script(text=f"stored {CARD}", usage={"prompt_tokens": 5, "completion_tokens": 3})
+    content, _ = asyncio.run(mesh.aforward(llm, "/chat/completions", _body(f"keep {CARD}")))
+    answer = json.loads(content)
+    assert answer["choices"][0]["message"]["content"] == "stored [CREDIT_CARD]"
+    assert answer["usage"]["completion_tokens"] == 3  # the rest of the answer as the upstream sent it
+    assert openai_server.last_request.json["messages"][0]["content"] == "keep [CREDIT_CARD]"
+    with pytest.raises(CapabilityError, match="stream openai:oa:gpt-4o translated"):
+        asyncio.run(mesh.aforward(llm, "/chat/completions", _body("hi", stream=True), True))
+    with pytest.raises(CapabilityError, match="/moderations"):
+        asyncio.run(mesh.aforward(llm, "/moderations", b'{"input": "hi"}'))
+    emb = mesh.get_llm("openai:oa:emb")
+    openai_server.script(embeddings=[[0.1], [0.2]])
+    asyncio.run(mesh.aforward(emb, "/embeddings", json.dumps({"model": "emb", "input": [f"c {CARD}", "x"]}).encode()))
+    assert openai_server.last_request.json["input"] == ["c [CREDIT_CARD]", "x"]
+    assert len(openai_server.requests) == 2  # the refusals sent nothing
+
+
+def test_input_rules_alone_let_streams_pass_through_and_judges_keep_the_translated_path(openai_server):
+    mesh = _oa_mesh(openai_server.base_url, [{"name": "pii", "type": "pii", "stage": "input"}])
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    assert mesh.passthrough(llm) is not None and mesh.forward_streams(llm)
+    openai_server.script(text=f"said {CARD}")
+
+    async def stream():
+        body, first = await mesh.aforward(llm, "/chat/completions", _body(f"a {CARD}", stream=True), True)
+        out = first
+        while piece := await body.read():
+            out += piece
+        body.close()
+        return out
+    events = [json.loads(line[6:]) for line in asyncio.run(stream()).decode().splitlines()
+              if line.startswith("data: {")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == f"said {CARD}"  # output not guarded: the upstream's stream as it was
+    assert openai_server.last_request.json["messages"][0]["content"] == "a [CREDIT_CARD]"
+    judged = _oa_mesh(openai_server.base_url, [{"name": "j", "type": "judge", "llm": "openai:oa:gpt-4o", "policy": "p"}])
+    assert judged.passthrough(judged.get_llm("openai:oa:gpt-4o")) is None
+
+
+def test_a_json_refusal_on_the_pass_through_raises_and_the_answer_never_leaves(openai_server):
+    mesh = _oa_mesh(openai_server.base_url, [{"name": "json-out", "type": "json", "on_invalid": "refuse"}])
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    openai_server.script(text="not json at all")
+    with pytest.raises(GuardrailError, match="json-out"):
+        asyncio.run(mesh.aforward(llm, "/chat/completions", _body("give json")))
+    mesh = _oa_mesh(openai_server.base_url, [{"name": "json-out", "type": "json", "on_invalid": "repair"}])
+    openai_server.script(text='```json\n{"a": 1}\n```')
+    content, _ = asyncio.run(mesh.aforward(mesh.get_llm("openai:oa:gpt-4o"), "/chat/completions", _body("give json")))
+    assert json.loads(json.loads(content)["choices"][0]["message"]["content"]) == {"a": 1}
+
+
+def test_a_route_applies_each_rule_once_and_a_blocked_target_still_falls_back():
+    mesh = Mesh.from_config({
+        "connections": {n: {"type": "scripted", "models": [{"id": "chat"}]} for n in "ab"},
+        "routes": {"r": {"targets": ["scripted:a:chat", "scripted:b:chat"], "strategy": "fallback",
+                         "fallback_on": ["retryable", "content_filter"]}},
+        "guardrails": [{"name": "mails", "type": "pii", "action": "flag", "entities": ["EMAIL"]},
+                       {"name": "secret", "type": "terms", "terms": ["secret"], "stage": "output", "action": "block"}]})
+    mesh.connection("a").script(text="the secret is out")
+    mesh.connection("b").script(text="write to b@c.io")
+    resp = mesh.get_llm("route:r").new_completion().with_message("mail a@b.io").execute()
+    assert resp.text == "write to b@c.io" and resp.meta.llm_id == "scripted:b:chat"
+    assert resp.meta.attempts[0].error == "content_filter"  # target a's answer, blocked where it was made
+    assert sorted((h.name, h.stage, h.action) for h in resp.meta.guardrails) == [
+        ("mails", "input", "flag"), ("mails", "output", "flag")]
+    assert mesh.connection("b").requests[-1].messages[0].content == "mail a@b.io"  # flagged, not changed

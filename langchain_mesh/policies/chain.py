@@ -12,9 +12,11 @@ of these modules and its calls take the direct path of before (one dict lookup m
     guardrails: [...]
     cache: {ttl: 600}
 
-A layer that must read the request's content (a guardrail, a cache key) sets ``needs_content``: an
+A layer that must read the request's content (a cache key, a guardrail's judge) sets ``needs_content``: an
 LLM with such a layer is not passed through as bytes by ``mesh serve`` (``Mesh.passthrough`` is None)
-but served on the translated path, so every layer sees a parsed request.
+but served on the translated path, so every layer sees a parsed request. A layer that reads the
+pass-through's bytes itself sets ``reads_wire`` (the wire format it reads) instead; a pass-through
+call's layers may replace ``call.request``'s body, and the upstream gets the replacement.
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ class Layer:
 
     name = "layer"
     needs_content = False  # True: reads the request, so no byte pass-through for its LLMs
+    #: a layer that reads the request's content in one pass-through wire format (a guardrail:
+    #: ``"openai"``): an LLM whose pass-through speaks another is not passed through
+    reads_wire: Optional[str] = None
+    #: True: reads a stream's content (an output guardrail), so streams of its LLMs are translated
+    #: (``Mesh.forward_streams``) while their whole answers still pass through
+    reads_streams = False
     #: False: passes on the calls a route makes to its targets (their scope says ``extra["route"]``)
     #: untouched, so the mesh leaves the layer out of them (``Mesh._layers``)
     route_targets = True
@@ -157,14 +165,17 @@ class Await:
 
 
 class Chain(tuple):  # type: ignore[type-arg]
-    """An LLM's layers, outermost first, and whether every one has forward hooks (:attr:`hooked`:
-    worked out once here rather than looked up per call, which hashed the tuple each time)."""
+    """An LLM's layers, outermost first, whether every one has forward hooks (:attr:`hooked`: worked
+    out once here rather than looked up per call, which hashed the tuple each time) and whether one
+    may rewrite a pass-through body (:attr:`rewrites`)."""
 
     hooked: bool
+    rewrites: bool  # a layer may replace a pass-through call's body (reads_wire)
 
     def __new__(cls, layers: Iterable[Layer]) -> "Chain":
         self = super().__new__(cls, layers)
         self.hooked = all(x.forward_hooks for x in self)
+        self.rewrites = any(x.reads_wire is not None for x in self)
         return self
 
 

@@ -342,7 +342,7 @@ class MeshApp:
 
     async def _chat(self, principal: Principal, body: bytes, send: Send, served: _Served) -> None:
         plan, data = self._plan_of(body)
-        if plan is not None:
+        if plan is not None and (plan.streams or not data.get("stream")):
             return await self._chat_forward(plan, data, principal, body, send, served)
         req = _parse(ChatCompletionRequest, body)
         llm = self._llm(req.model, principal, Purpose.GENERIC_COMPLETION)

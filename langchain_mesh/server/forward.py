@@ -58,6 +58,7 @@ class Forward:
     drop_unsupported: bool
     embedding_batch: int
     embedding_base64: bool          # the upstream is trusted to answer encoding_format=base64 itself
+    streams: bool = True            # streams pass through too (not when a policy reads a stream: Mesh.forward_streams)
 
     @property
     def provider(self) -> str:
@@ -143,7 +144,8 @@ def forward_plan(llm: Any) -> Optional[Forward]:
     unsupported = tuple((s, tuple(k for k, v in _SETTING_OF.items() if v == s)) for s in sorted(p.unsupported))
     return Forward(mesh=llm.mesh, llm=llm, passthrough=p, wire_model=p.wire_model, rename=rename,
                    unsupported=unsupported, drop_unsupported=p.drop_unsupported,
-                   embedding_batch=p.embedding_batch, embedding_base64=p.embedding_base64)
+                   embedding_batch=p.embedding_batch, embedding_base64=p.embedding_base64,
+                   streams=llm.mesh.forward_streams(llm))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ before any provider call; ``flag`` only records. Output: ``redact`` rewrites the
 withholds it (empty text, ``finish_reason="content_filter"``), JSON checks repair or refuse. Streams
 are redacted as they flow, holding back only text a match may still reach (see ``rules.py``); a
 blocked stream stops with a ``content_filter`` footer. Whatever fired is in ``meta.guardrails``
-(names and kinds, never the matched text).
+(names and kinds, never the matched text). On the gateway's pass-through the rules read the OpenAI-wire
+JSON themselves (``wire.py``); a judge, and a stream under output rules, take the translated path.
+A route and its targets apply each rule once (``GuardrailLayer._unrun``).
 """
 
 from __future__ import annotations

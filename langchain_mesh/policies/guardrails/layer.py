@@ -6,7 +6,9 @@ from __future__ import annotations
 import fnmatch
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional
 
-from ...errors import GuardrailError
+import orjson
+
+from ...errors import CapabilityError, GuardrailError
 from ...schema import (
     CompletionRequest,
     CompletionResponse,
@@ -17,11 +19,12 @@ from ...schema import (
     StreamFooter,
     TextPart,
 )
-from ..chain import Call, Layer
+from ..chain import Call, Layer, ahooked
 from ..scope import call_scope
 from ..tracing import span
 from .checks import JUDGE_SCOPE_KEY, JSONCheck, JudgeCheck, SizeCheck, request_size
 from .rules import TextRule, safe_end
+from .wire import GUARDED_PATHS, answer_texts, map_request_texts, wire_size, withhold_choice
 
 __all__ = ["GuardrailLayer"]
 
@@ -33,25 +36,61 @@ def _hit(call: Call, rule: Any, action: str, stage: str, detail: Optional[str] =
     call.meta.guardrails.append(GuardrailHit(name=rule.name, action=action, stage=stage, detail=detail))  # type: ignore[arg-type]
 
 
+def _names(mesh: Any, llm: Any, stage: str) -> set[str]:
+    """The names of the rules ``llm``'s guardrail layer applies at ``stage``."""
+    layer = next((x for x in mesh._chain(llm) if isinstance(x, GuardrailLayer)), None)  # noqa: SLF001 - the mesh's chain cache
+    return {r.name for r in layer.rules if stage in r.stages} if layer is not None else set()
+
+
 def _labels(found: list[Any]) -> str:
     return ",".join(sorted({f.label for f in found}))
 
 
 class GuardrailLayer(Layer):
+    """The rules of one LLM. On the pass-through (op ``forward``) they read and rewrite the OpenAI-wire
+    bodies themselves (:mod:`.wire`), so a guarded LLM keeps the gateway's byte path, with two
+    exceptions that take the translated one: a judge (a model call, awaited) anywhere, and a stream
+    when a rule reads the output (the stream guard holds back text between the mesh's events)."""
+
     name = "guardrails"
-    needs_content = True
+    reads_wire = "openai"
+    forward_hooks = True
 
     def __init__(self, rules: list[Any]):
         self.rules = rules
+        self.needs_content = any(isinstance(r, JudgeCheck) for r in rules)
+        self.reads_streams = any("output" in r.stages for r in rules)
+        self._memo: dict[tuple[str, Any], list[Any]] = {}  # _unrun
 
     # ---- which rules apply to this call --------------------------------------------------------------
 
     def _active(self, call: Call, stage: str) -> list[Any]:
         key = call.scope.key
-        judged = call.scope.extra.get(JUDGE_SCOPE_KEY)  # the judge's own call: no judge, no JSON check
-        return [r for r in self.rules if stage in r.stages
+        extra = call.scope.extra
+        judged = extra.get(JUDGE_SCOPE_KEY)  # the judge's own call: no judge, no JSON check
+        rules = self.rules
+        if stage == "input" and extra.get("route") is not None:
+            rules = self._unrun(call.mesh, "input", extra["route"])
+        elif stage == "output" and call.llm.route is not None:
+            rules = self._unrun(call.mesh, "output", call.llm.route)
+        return [r for r in rules if stage in r.stages
                 and (not r.keys or (key is not None and any(fnmatch.fnmatchcase(key, p) for p in r.keys)))
                 and not (judged and isinstance(r, (JudgeCheck, JSONCheck)))]
+
+    def _unrun(self, mesh: Any, stage: str, route: Any) -> list[Any]:
+        """This layer's rules less those a route's layers apply anyway (by name: a config entry), each
+        applied once per call, not by the route and again by its target. ``input`` (this is a target
+        called by the route named ``route``): the route's own rules ran on the request before it picked
+        a target. ``output`` (this is the route): the rules every target applies to its answer, there
+        (where a blocked answer may still send the route on to its next target, ``content_filter``)."""
+        memo = self._memo.get((stage, route))
+        if memo is None:
+            if stage == "input":
+                done = _names(mesh, mesh.get_llm(f"route:{route}"), "input")
+            else:
+                done = set.intersection(*(_names(mesh, t, "output") for t in route.targets))
+            memo = self._memo[(stage, route)] = [r for r in self.rules if r.name not in done]
+        return memo
 
     # ---- input -----------------------------------------------------------------------------------------
 
@@ -141,6 +180,8 @@ class GuardrailLayer(Layer):
         return resp
 
     async def acall(self, call: Call, nxt: Callable[[], Awaitable[Any]]) -> Any:
+        if call.op == "forward":  # under a layer without forward hooks (tracing): the same hooks
+            return await ahooked(self, call, nxt)
         judges = self._input(call)
         for rule in judges:
             self._judged(call, rule, "input", await self._ajudge(call, rule, _request_text(call.request)))
@@ -153,6 +194,70 @@ class GuardrailLayer(Layer):
             if self._judged(call, rule, "output", await self._ajudge(call, rule, resp.text)):
                 return _withheld(resp)
         return resp
+
+    # ---- the pass-through: OpenAI-wire bytes -----------------------------------------------------------
+
+    def forward_enter(self, call: Call) -> list[Any]:
+        """The input rules applied to the body (``call.request`` rewritten when one redacts); the
+        output rules that the answer will pass."""
+        path, body, stream = call.request
+        outputs = self._active(call, "output")
+        if stream and outputs:  # Mesh.forward_streams says so: the gateway translates these streams
+            raise CapabilityError(f"guardrails {', '.join(r.name for r in outputs)} read the output, which a "
+                                  f"pass-through stream does not show them; stream {call.llm.id} translated instead")
+        inputs = self._active(call, "input")
+        if not inputs:
+            return outputs
+        if path not in GUARDED_PATHS:
+            raise CapabilityError(f"guardrails cannot read a pass-through request to {path}; send it translated")
+        data = orjson.loads(body)
+        changed = False
+        for rule in inputs:
+            with span(call, f"guardrail {rule.name}", {"mesh.guardrail.stage": "input"}):
+                if isinstance(rule, SizeCheck):
+                    try:
+                        rule.check(*wire_size(path, data))
+                    except GuardrailError as e:
+                        _hit(call, rule, "block", "input", e.detail)
+                        raise
+                else:
+                    changed = map_request_texts(path, data, lambda text, r=rule: self._text_in(call, r, text)) or changed
+        if changed:
+            call.request = (path, orjson.dumps(data), stream)
+        return outputs
+
+    def forward_done(self, call: Call, outputs: list[Any], result: Any) -> Any:
+        """A whole chat answer's texts through the output rules (re-encoded only when one changed)."""
+        content, rest = result
+        if not outputs:
+            return result
+        try:
+            answer = orjson.loads(content)  # (a stream never gets here with outputs: forward_enter)
+        except orjson.JSONDecodeError:
+            return result  # not an answer: the gateway says what the upstream sent
+        try:
+            changed = self._answer_out(call, outputs, answer)
+        except GuardrailError:  # a JSON check refused it: the inner layers' usage is still the call's
+            end = getattr(rest, "end", None)
+            if end is not None:
+                end(answer.get("usage") if type(answer) is dict else None, True)
+            raise
+        return (orjson.dumps(answer), rest) if changed else result
+
+    def _answer_out(self, call: Call, outputs: list[Any], answer: Any) -> bool:
+        changed = False
+        for message, text in answer_texts(answer):
+            for rule in outputs:
+                with span(call, f"guardrail {rule.name}", {"mesh.guardrail.stage": "output"}):
+                    new, blocked = _text_out(call, rule, text)
+                if blocked:
+                    withhold_choice(answer, message)
+                    changed = True
+                    break
+                if new != text:
+                    message["content"] = text = new
+                    changed = True
+        return changed
 
     # ---- streams -------------------------------------------------------------------------------------
 
