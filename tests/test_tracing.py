@@ -191,3 +191,89 @@ def test_the_mesh_can_set_up_its_own_sdk_exporter():
     tracer = tracing._tracer(TracingConfig(exporter="console", service_name="mesh-test"))
     with tracer.start_as_current_span("probe") as sp:
         assert sp.is_recording() and sp.resource.attributes["service.name"] == "mesh-test"
+
+
+def test_the_gateways_pass_through_is_traced_with_usage_through_a_route_and_to_a_streams_end(spans, openai_server):
+    pytest.importorskip("uvicorn")
+    import httpx
+    import time
+
+    from test_server_harness import RunningServer
+
+    oa = {"type": "openai", "api_key": "test-key", "base_url": openai_server.base_url, "max_retries": 0,
+          "models": [{"id": "gpt-4o"}]}
+    mesh = Mesh.from_config({"connections": {"oa": oa}, "routes": {"r": {"targets": ["openai:oa:gpt-4o"]}},
+                             "tracing": {"capture_content": True}, "guardrails": [{"name": "pii", "type": "pii"}]})
+    assert mesh.passthrough(mesh.get_llm("route:r")) is not None  # traced and guarded, still the byte path
+    with RunningServer(mesh) as srv:
+        openai_server.script(text=f"card {CARD}", usage={"prompt_tokens": 11, "completion_tokens": 7})
+        r = httpx.post(srv.base_url + "/chat/completions", timeout=30, json={
+            "model": "route:r", "temperature": 0.5, "max_tokens": 9, "min_p": 0.1,  # min_p: only the pass-through takes it
+            "messages": [{"role": "user", "content": SECRET_PROMPT}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "card [CREDIT_CARD]"
+        tree, done = _tree(spans)
+        # (the route redacts the input; the target, where a blocked answer could still fall back, the output)
+        assert tree == [("chat r", [("guardrail pii", []), ("chat gpt-4o", [("attempt", []), ("guardrail pii", [])])])]
+        outer = next(s for s in done if s.name == "chat r").attributes
+        inner = next(s for s in done if s.name == "chat gpt-4o").attributes
+        for a in (outer, inner):
+            assert a["gen_ai.usage.input_tokens"] == 11 and a["gen_ai.usage.output_tokens"] == 7
+            assert tuple(a["gen_ai.response.finish_reasons"]) == ("stop",)
+            assert a["gen_ai.request.temperature"] == 0.5 and a["gen_ai.request.max_tokens"] == 9
+        assert outer["mesh.answered_by"] == "openai:oa:gpt-4o" and "pii:input:redact" in outer["mesh.guardrails"]
+        assert "[CREDIT_CARD], the launch code" in outer["gen_ai.input.messages"]
+        assert '"card [CREDIT_CARD]"' in outer["gen_ai.output.messages"]
+        spans.clear()
+        # capture_content (and the output guardrail) read a stream's text: it is served translated, one span
+        openai_server.script(text="streamed words", usage={"prompt_tokens": 3, "completion_tokens": 2})
+        with httpx.stream("POST", srv.base_url + "/chat/completions", timeout=30, json={
+                "model": "route:r", "stream": True, "messages": [{"role": "user", "content": "go"}]}) as s:
+            assert s.status_code == 200 and "streamed" in s.read().decode()
+        deadline = time.monotonic() + 5
+        while not any(x.name == "chat r" for x in spans.get_finished_spans()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        root = next(x for x in spans.get_finished_spans() if x.name == "chat r")
+        assert root.attributes["gen_ai.usage.output_tokens"] == 2
+    _no_secrets([s for s in done if "gen_ai.input.messages" not in s.attributes])
+
+
+def test_a_pass_through_stream_span_ends_with_the_stream_and_its_usage(spans, openai_server):
+    oa = {"type": "openai", "api_key": "test-key", "base_url": openai_server.base_url, "max_retries": 0,
+          "models": [{"id": "gpt-4o"}]}
+    mesh = Mesh.from_config({"connections": {"oa": oa}, "tracing": {}})
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    assert mesh.forward_streams(llm)
+    openai_server.script(text="a b c", usage={"prompt_tokens": 4, "completion_tokens": 3})
+    body = b'{"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}'
+
+    async def go():
+        content, first = await mesh.aforward(llm, "/chat/completions", body, True)
+        assert [x.name for x in spans.get_finished_spans()] == ["attempt"]  # the call's span: open while the stream is
+        while await content.read():
+            pass
+        content.close()
+        content.end({"prompt_tokens": 4, "completion_tokens": 3}, True)
+    asyncio.run(go())
+    tree, done = _tree(spans)
+    assert tree == [("chat gpt-4o", [("attempt", [])])]
+    assert done[-1].attributes["gen_ai.usage.output_tokens"] == 3 and done[-1].status.status_code.name != "ERROR"
+
+
+def test_no_provider_means_no_span_work_until_an_application_sets_one(monkeypatch):
+    from opentelemetry import trace
+
+    clock = [100.0]
+    monkeypatch.setattr(tracing.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(tracing, "_tracer", lambda cfg: trace.ProxyTracer("langchain_mesh", None))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: trace.ProxyTracerProvider())  # nobody set one
+    mesh = Mesh.from_config({"connections": {"fake": {"type": "scripted", "models": [{"id": "chat"}]}},
+                             "tracing": {}})
+    layer = mesh._chain(mesh.get_llm("scripted:fake:chat"))[0]
+    assert not layer._live()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: TracerProvider())  # the application sets its own
+    assert not layer._live()  # asked again only after a second
+    clock[0] += 1.5
+    assert layer._live() and layer._live()
+    monkeypatch.setattr(tracing, "_tracer", lambda cfg: trace.NoOpTracer())
+    assert not tracing.TracingLayer(layer.llm, layer.cfg)._live()

@@ -61,21 +61,32 @@ class GuardrailLayer(Layer):
         self.needs_content = any(isinstance(r, JudgeCheck) for r in rules)
         self.reads_streams = any("output" in r.stages for r in rules)
         self._memo: dict[tuple[str, Any], list[Any]] = {}  # _unrun
+        self._asked: dict[tuple[Any, ...], list[Any]] = {}  # _active
 
     # ---- which rules apply to this call --------------------------------------------------------------
 
     def _active(self, call: Call, stage: str) -> list[Any]:
-        key = call.scope.key
-        extra = call.scope.extra
-        judged = extra.get(JUDGE_SCOPE_KEY)  # the judge's own call: no judge, no JSON check
+        scope = call.scope
+        extra = scope.extra
+        # what decides it, remembered (a gateway asks four times a request, for a few keys)
+        ask = (stage, scope.key, extra.get("route"), bool(extra.get(JUDGE_SCOPE_KEY)))
+        try:
+            return self._asked[ask]
+        except KeyError:
+            pass
+        stage, key, route, judged = ask  # judged: the judge's own call, no judge, no JSON check
         rules = self.rules
-        if stage == "input" and extra.get("route") is not None:
-            rules = self._unrun(call.mesh, "input", extra["route"])
+        if stage == "input" and route is not None:
+            rules = self._unrun(call.mesh, "input", route)
         elif stage == "output" and call.llm.route is not None:
             rules = self._unrun(call.mesh, "output", call.llm.route)
-        return [r for r in rules if stage in r.stages
-                and (not r.keys or (key is not None and any(fnmatch.fnmatchcase(key, p) for p in r.keys)))
-                and not (judged and isinstance(r, (JudgeCheck, JSONCheck)))]
+        out = [r for r in rules if stage in r.stages
+               and (not r.keys or (key is not None and any(fnmatch.fnmatchcase(key, p) for p in r.keys)))
+               and not (judged and isinstance(r, (JudgeCheck, JSONCheck)))]
+        if len(self._asked) >= 4096:  # library callers may make up keys: bounded
+            self._asked.clear()
+        self._asked[ask] = out
+        return out
 
     def _unrun(self, mesh: Any, stage: str, route: Any) -> list[Any]:
         """This layer's rules less those a route's layers apply anyway (by name: a config entry), each

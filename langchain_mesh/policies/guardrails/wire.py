@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["GUARDED_PATHS", "map_request_texts", "wire_size", "answer_texts", "withhold_choice"]
+__all__ = ["GUARDED_PATHS", "map_request_texts", "wire_size", "answer_texts", "message_text", "withhold_choice"]
 
 #: the pass-through paths whose bodies the guardrails read; any other is refused (never sent unread)
 GUARDED_PATHS = frozenset({"/chat/completions", "/embeddings"})
 
 
-def _message_text(m: Any) -> str:
+def message_text(m: Any) -> str:
+    """A wire message's text: its string content, or its text parts joined."""
     content = m.get("content") if type(m) is dict else None
     if type(content) is str:
         return content
@@ -69,7 +70,7 @@ def wire_size(path: str, data: dict[str, Any]) -> tuple[list[str], int, int]:
     messages = data.get("messages") or []
     images = sum(1 for m in messages if type(m) is dict and type(m.get("content")) is list
                  for p in m["content"] if type(p) is dict and p.get("type") == "image_url")
-    return [_message_text(m) for m in messages], len(messages), images
+    return [message_text(m) for m in messages], len(messages), images
 
 
 def answer_texts(answer: Any) -> list[tuple[dict[str, Any], str]]:
