@@ -277,3 +277,23 @@ def test_no_provider_means_no_span_work_until_an_application_sets_one(monkeypatc
     assert layer._live() and layer._live()
     monkeypatch.setattr(tracing, "_tracer", lambda cfg: trace.NoOpTracer())
     assert not tracing.TracingLayer(layer.llm, layer.cfg)._live()
+
+
+@pytest.mark.parametrize("ok, error", [(False, True), (None, False)])
+def test_a_pass_through_stream_that_breaks_is_an_error_and_one_the_client_leaves_is_not(spans, openai_server, ok, error):
+    oa = {"type": "openai", "api_key": "test-key", "base_url": openai_server.base_url, "max_retries": 0,
+          "models": [{"id": "gpt-4o"}]}
+    mesh = Mesh.from_config({"connections": {"oa": oa}, "tracing": {}})
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    openai_server.script(text="a b c")
+    body = b'{"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+
+    async def go():
+        content, _first = await mesh.aforward(llm, "/chat/completions", body, True)
+        content.close()  # (the server's side: the upstream broke, or the client hung up, mid-stream)
+        content.end(None, ok)
+    asyncio.run(go())
+    root = spans.get_finished_spans()[-1]
+    assert root.name == "chat gpt-4o" and "gen_ai.usage.output_tokens" not in root.attributes
+    assert (root.status.status_code.name == "ERROR") is error
+    assert (root.attributes.get("error.type") == "_OTHER") is error
