@@ -14,6 +14,7 @@ sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a c
 "every policy" gateway (a weighted route over two targets, rate limits and budgets in Redis, the
 ledger, an API key) on a ``redis-server`` started here on a free port; the requests still go one
 after another, so each waits for its Redis round trips (the CPU per request is what is measured);
+``DROP=budgets,routes`` leaves those sections out of it (where its microseconds go).
 ``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
 ``CALLGRIND=1`` counts instructions per request instead, under valgrind (see :func:`callgrind`:
 deterministic, for comparing two versions on a noisy machine; ``CGKEEP=1`` keeps its output file
@@ -50,7 +51,8 @@ UP_RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\
            b"Date: Sat, 05 Dec 2026 08:00:00 GMT\r\nServer: Python/3.11 aiohttp/3.9\r\n\r\n" % len(ANSWER)) + ANSWER
 POLICIES = bool(os.environ.get("POLICIES"))
 CONC = int(os.environ.get("CONC", 1))  # requests in flight at once (one connection each), as wrk's 16
-MODEL = "route:bench" if POLICIES else "openai_compatible:up:canned"
+DROP = set(filter(None, os.environ.get("DROP", "").split(",")))  # POLICIES less these sections (attribution)
+MODEL = "route:bench" if POLICIES and "routes" not in DROP else "openai_compatible:up:canned"
 BODY = json.dumps({"model": MODEL, "messages": [{"role": "system", "content": "You are a helpful assistant."},
                   {"role": "user", "content": "Write a haiku about a gateway."}], "max_tokens": 64,
                    "temperature": 0.2}).encode()
@@ -167,6 +169,8 @@ async def main(n, rounds):
             cfg["guardrails"] = [{"name": "pii", "type": "pii", "action": "redact"}]
         if os.environ.get("TRACING"):  # bench/gateway.py's "policies+tracing"
             cfg["tracing"] = {"enabled": True}
+        for section in DROP:
+            cfg.pop(section)
     if os.environ.get("PROFILE") and "state" in cfg:  # the profiler's slowness is not Redis's
         cfg["state"]["timeout"] = 30
     if os.environ.get("LEASE") == "0" and "state" in cfg:  # state.lease: false (every limited call asks Redis)
