@@ -28,7 +28,7 @@ __all__ = [
     "WeightedPrompt", "ImageMode", "MaskType", "IMAGE_MODES", "MASK_TYPES", "merge_prompts",
     "normalize_aspect_ratio", "ratio_value",
     "ModelCapabilities", "ModelInfo", "validate_settings",
-    "AttemptInfo", "GuardrailHit", "CallMeta",
+    "AttemptInfo", "GuardrailHit", "CallMeta", "built",
 ]
 
 
@@ -43,6 +43,19 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def built(cls: Any, values: dict[str, Any], fields_set: Optional[set[str]] = None) -> Any:
+    """A model of ``cls`` from ``values`` that are valid already, every field given: what pydantic's
+    ``model_construct`` sets, set directly, without its walk over the fields (~5 µs; this ~0.5). For
+    the objects the policies make on every call (a route's attempts and meta), never for input.
+    ``fields_set``: the fields counted as given (``exclude_unset``); default, all of them."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values) if fields_set is None else fields_set)
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Optional
 
-from ..schema import CallMeta, StreamEvent, StreamFooter
+from ..schema import CallMeta, StreamEvent, StreamFooter, built
 from .scope import CallScope, current_scope
 
 __all__ = ["Await", "Call", "Chain", "Layer", "LAYERS", "build_chain", "run", "arun", "arun_forward", "ahooked", "run_stream",
@@ -290,8 +290,14 @@ def note_target(result: Any, call: Call) -> Any:
     the target that answered goes into ``call.meta`` at once, so the layers around the route (the
     ledger, budgets) record and price that target, not the route."""
     meta = result if isinstance(result, CallMeta) else getattr(result, "meta", None)
-    if meta is not None and meta.llm_id is not None and call.meta.llm_id is None:
-        call.meta.llm_id = meta.llm_id
+    if meta is None or meta.llm_id is None:
+        return result
+    mine = call._meta
+    if mine is None:  # (the gateway's route: every request) made as CallMeta() would be, unvalidated
+        call._meta = built(CallMeta, {"llm_id": meta.llm_id, "attempts": [], "guardrails": [], "cache": None,
+                                      "cost": None, "currency": None}, {"llm_id"})
+    elif mine.llm_id is None:
+        mine.llm_id = meta.llm_id
     return result
 
 
