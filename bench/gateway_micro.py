@@ -14,6 +14,8 @@ sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a c
 "every policy" gateway (a weighted route over two targets, rate limits and budgets in Redis, the
 ledger, an API key) on a ``redis-server`` started here on a free port; the requests still go one
 after another, so each waits for its Redis round trips (the CPU per request is what is measured);
+``TRACING=sdk``: tracing with an SDK provider that records every span (a batch processor, an exporter
+that drops them; ``TRACING=sdk:0.1`` samples a tenth of the requests; ``TRACING=1``, as bench/gateway.py, has no provider: the spans cannot record).
 ``DROP=budgets,routes`` leaves those sections out of it (where its microseconds go).
 ``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
 ``CALLGRIND=1`` counts instructions per request instead, under valgrind (see :func:`callgrind`:
@@ -169,6 +171,20 @@ async def main(n, rounds):
             cfg["guardrails"] = [{"name": "pii", "type": "pii", "action": "redact"}]
         if os.environ.get("TRACING"):  # bench/gateway.py's "policies+tracing"
             cfg["tracing"] = {"enabled": True}
+            if os.environ["TRACING"].startswith("sdk"):  # spans recorded: the SDK's batch processor, an exporter that drops them
+                from opentelemetry import trace
+                from opentelemetry.sdk.trace import TracerProvider
+                from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+                class Drop(SpanExporter):
+                    def export(self, spans):
+                        return SpanExportResult.SUCCESS
+                from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+                ratio = float(os.environ["TRACING"][4:] or 1)  # sdk:0.1 samples a tenth of the requests
+                provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+                provider.add_span_processor(BatchSpanProcessor(Drop()))
+                trace.set_tracer_provider(provider)
         for section in DROP:
             cfg.pop(section)
     if os.environ.get("PROFILE") and "state" in cfg:  # the profiler's slowness is not Redis's

@@ -297,3 +297,42 @@ def test_a_pass_through_stream_that_breaks_is_an_error_and_one_the_client_leaves
     assert root.name == "chat gpt-4o" and "gen_ai.usage.output_tokens" not in root.attributes
     assert (root.status.status_code.name == "ERROR") is error
     assert (root.attributes.get("error.type") == "_OTHER") is error
+
+
+def test_a_route_call_the_sampler_leaves_out_leaves_out_its_targets_calls_too(monkeypatch, openai_server):
+    """A dropped span stays current while its call runs: the route's target (translated and pass-through)
+    follows the parent-based sampler instead of starting a trace of its own."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
+
+    class DropTheRoute(Sampler):  # a root named after the route is dropped; any other root kept
+        def should_sample(self, parent_context, trace_id, name, *args, **kwargs):
+            return SamplingResult(Decision.DROP if name.startswith("chat r") else Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self):
+            return "drop the route"
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(DropTheRoute(), remote_parent_sampled=ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_tracer", lambda cfg: provider.get_tracer("langchain_mesh"))
+    oa = {"type": "openai", "api_key": "test-key", "base_url": openai_server.base_url, "max_retries": 0,
+          "models": [{"id": "gpt-4o"}]}
+    mesh = Mesh.from_config({"connections": {"oa": oa}, "routes": {"r": {"targets": ["openai:oa:gpt-4o"]}},
+                             "tracing": {}})
+    route = mesh.get_llm("route:r")
+    openai_server.script(text="one")
+    assert mesh.complete(route, _req("hi")).text == "one"  # translated
+    openai_server.script(text="two")
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+
+    async def forward():
+        content, end = await mesh.aforward(route, "/chat/completions", body, False)
+        if end is not None:
+            end.end(None, True)
+        return content
+    assert b"two" in asyncio.run(forward())  # the pass-through
+    assert exporter.get_finished_spans() == ()
+    openai_server.script(text="three")  # the target called alone is its own root: kept
+    assert mesh.complete(mesh.get_llm("openai:oa:gpt-4o"), _req("hi")).text == "three"
+    assert [s.name for s in exporter.get_finished_spans()] == ["attempt", "chat gpt-4o"]
+    provider.shutdown()

@@ -152,8 +152,6 @@ class TracingLayer(Layer):
                                 ("presence_penalty", s.presencePenalty), ("frequency_penalty", s.frequencyPenalty)):
                 if value is not None:
                     attrs[f"gen_ai.request.{name}"] = value
-        elif call.op == "forward":
-            _wire_request_attributes(attrs, call.request)
         sp = self.tracer.start_span(f"{operation or call.op} {self.llm.model}", kind=SpanKind.CLIENT,
                                     attributes=attrs, record_exception=False, set_status_on_exception=False)
         call.notes["tracer"] = self.tracer
@@ -188,35 +186,41 @@ class TracingLayer(Layer):
         from opentelemetry import context, trace
 
         sp = self._start(call)
-        if not sp.is_recording():  # sampled out
-            sp.end()
+        token = context.attach(trace.set_span_in_context(sp))
+        if not sp.is_recording():  # sampled out: current all the same (see _unsampled), nothing recorded
             del call.notes["tracer"]
-            return None
-        return sp, context.attach(trace.set_span_in_context(sp)), ATTEMPTS.set(_Attempts(self, sp))
+            return None, token, None
+        # the wire body's settings, read once the span is known to record (samplers get the rest at start)
+        settings = _wire_request_attributes(call.request)
+        if settings:
+            sp.set_attributes(settings)
+        return sp, token, ATTEMPTS.set(_Attempts(self, sp))
 
     def forward_fail(self, call: Call, state: Any, error: BaseException) -> None:
         if state is not None:
             _leave(state)
-            self._finish(state[0], call, error=error)
+            if state[0] is not None:
+                self._finish(state[0], call, error=error)
 
     def forward_done(self, call: Call, state: Any, result: Any) -> Any:
         if state is None:
             return result
         _leave(state)
+        if state[0] is None:
+            return result
         if isinstance(result[0], (bytes, bytearray, memoryview)):  # a whole answer: its finish reasons, model
             _wire_answer_attributes(state[0], call, result[0], self.cfg.capture_content)
         return on_forward_end(result, _forward_ended, (self, state[0], call))
 
     def call(self, call: Call, nxt: Callable[[], Any]) -> Any:
-        if call.op in ("count_tokens", "acount_tokens"):
+        if call.op in ("count_tokens", "acount_tokens") or not self._live():
             return nxt()
         from opentelemetry import trace
 
         sp = self._start(call)
-        if not sp.is_recording():  # no SDK provider (the API's no-op): nothing to record below
-            sp.end()
-            del call.notes["tracer"]
-            return nxt()
+        if not sp.is_recording():
+            with _unsampled(sp, call):
+                return nxt()
         token = ATTEMPTS.set(_Attempts(self, sp))
         try:
             with trace.use_span(sp, end_on_exit=False, record_exception=False, set_status_on_exception=False):
@@ -230,7 +234,7 @@ class TracingLayer(Layer):
         return result
 
     async def acall(self, call: Call, nxt: Callable[[], Awaitable[Any]]) -> Any:
-        if call.op in ("count_tokens", "acount_tokens"):
+        if call.op in ("count_tokens", "acount_tokens") or not self._live():
             return await nxt()
         if call.op == "forward":  # in a chain with a layer that has no forward hooks: the same hooks
             return await ahooked(self, call, nxt)
@@ -238,9 +242,8 @@ class TracingLayer(Layer):
 
         sp = self._start(call)
         if not sp.is_recording():
-            sp.end()
-            del call.notes["tracer"]
-            return await nxt()
+            with _unsampled(sp, call):
+                return await nxt()
         token = ATTEMPTS.set(_Attempts(self, sp))
         try:
             with trace.use_span(sp, end_on_exit=False, record_exception=False, set_status_on_exception=False):
@@ -398,8 +401,21 @@ def _leave(state: tuple[Any, Any, Any]) -> None:
     """A pass-through span's context and attempt hook, set by forward_enter, taken down."""
     from opentelemetry import context
 
-    ATTEMPTS.reset(state[2])
+    if state[2] is not None:
+        ATTEMPTS.reset(state[2])
     context.detach(state[1])
+
+
+@contextlib.contextmanager
+def _unsampled(sp: Any, call: Call) -> Iterator[None]:
+    """A span the sampler left out, current while the call runs: the calls inside it (a route's
+    targets, a judge's) then follow its decision (the SDK's default sampler is parent-based) instead
+    of each starting a trace of its own, fragments of one whose root was dropped."""
+    from opentelemetry import trace
+
+    del call.notes["tracer"]
+    with trace.use_span(sp, end_on_exit=True, record_exception=False, set_status_on_exception=False):
+        yield
 
 
 def _forward_ended(state: tuple[TracingLayer, Any, Call], usage: Any, ok: Optional[bool]) -> None:
@@ -407,8 +423,8 @@ def _forward_ended(state: tuple[TracingLayer, Any, Call], usage: Any, ok: Option
     cut the stream): the span gets the usage and ends."""
     layer, sp, call = state
     if type(usage) is dict:
-        sp.set_attribute("gen_ai.usage.input_tokens", usage.get("prompt_tokens") or 0)
-        sp.set_attribute("gen_ai.usage.output_tokens", usage.get("completion_tokens") or 0)
+        sp.set_attributes({"gen_ai.usage.input_tokens": usage.get("prompt_tokens") or 0,
+                           "gen_ai.usage.output_tokens": usage.get("completion_tokens") or 0})
     if ok is False:
         from opentelemetry.trace import Status, StatusCode
 
@@ -422,20 +438,17 @@ _WIRE_SETTINGS = (("temperature", "temperature"), ("top_p", "top_p"), ("max_toke
                   ("presence_penalty", "presence_penalty"), ("frequency_penalty", "frequency_penalty"))
 
 
-def _wire_request_attributes(attrs: dict[str, Any], request: Any) -> None:
-    """The GenAI request attributes of a pass-through body (OpenAI wire), read only for a live span."""
+def _wire_request_attributes(request: Any) -> dict[str, Any]:
+    """The GenAI request attributes of a pass-through body (OpenAI wire), read only for a recording span."""
     import orjson
 
     try:
         data = orjson.loads(request[1])
     except orjson.JSONDecodeError:
-        return
+        return {}
     if type(data) is not dict:
-        return
-    for key, name in _WIRE_SETTINGS:
-        value = data.get(key)
-        if type(value) in (int, float):
-            attrs[f"gen_ai.request.{name}"] = value
+        return {}
+    return {f"gen_ai.request.{name}": data[key] for key, name in _WIRE_SETTINGS if type(data.get(key)) in (int, float)}
 
 
 def _wire_answer_attributes(sp: Any, call: Call, content: Any, capture: bool) -> None:
@@ -448,12 +461,12 @@ def _wire_answer_attributes(sp: Any, call: Call, content: Any, capture: bool) ->
     if type(answer) is not dict:
         return
     reasons = [c.get("finish_reason") for c in answer.get("choices") or () if type(c) is dict and c.get("finish_reason")]
-    if reasons:
-        sp.set_attribute("gen_ai.response.finish_reasons", reasons)
+    attrs: dict[str, Any] = {"gen_ai.response.finish_reasons": reasons} if reasons else {}
     if type(answer.get("model")) is str:
-        sp.set_attribute("gen_ai.response.model", answer["model"])
+        attrs["gen_ai.response.model"] = answer["model"]
     if type(answer.get("id")) is str:
-        sp.set_attribute("gen_ai.response.id", answer["id"])
+        attrs["gen_ai.response.id"] = answer["id"]
+    sp.set_attributes(attrs)  # (one call: the SDK takes its lock and makes a dict per set_attribute)
     if capture:  # as _content: the messages as sent (after the guardrails inside this layer), the answer
         from .guardrails.wire import answer_texts, message_text
 
