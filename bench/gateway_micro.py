@@ -175,11 +175,11 @@ async def main(n, rounds):
                 from opentelemetry import trace
                 from opentelemetry.sdk.trace import TracerProvider
                 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+                from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
                 class Drop(SpanExporter):
                     def export(self, spans):
                         return SpanExportResult.SUCCESS
-                from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
                 ratio = float(os.environ["TRACING"][4:] or 1)  # sdk:0.1 samples a tenth of the requests
                 provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))

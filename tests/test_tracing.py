@@ -336,3 +336,20 @@ def test_a_route_call_the_sampler_leaves_out_leaves_out_its_targets_calls_too(mo
     assert mesh.complete(mesh.get_llm("openai:oa:gpt-4o"), _req("hi")).text == "three"
     assert [s.name for s in exporter.get_finished_spans()] == ["attempt", "chat gpt-4o"]
     provider.shutdown()
+
+
+def test_a_pass_through_embedding_span_has_input_tokens_and_no_output_tokens(spans, openai_server):
+    oa = {"type": "openai", "api_key": "test-key", "base_url": openai_server.base_url, "max_retries": 0,
+          "models": [{"id": "text-embedding-3-small"}]}
+    mesh = Mesh.from_config({"connections": {"oa": oa}, "tracing": {}})
+    llm = mesh.get_llm("openai:oa:text-embedding-3-small")
+    body = b'{"model": "text-embedding-3-small", "input": ["a b c"]}'
+
+    async def go():
+        content, end = await mesh.aforward(llm, "/embeddings", body, False)
+        import orjson
+        end.end(orjson.loads(content)["usage"], True)
+    asyncio.run(go())
+    root = spans.get_finished_spans()[-1]
+    assert root.name == "embeddings text-embedding-3-small"
+    assert root.attributes["gen_ai.usage.input_tokens"] > 0 and "gen_ai.usage.output_tokens" not in root.attributes

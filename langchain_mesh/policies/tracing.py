@@ -37,7 +37,9 @@ __all__ = ["tracing_layer", "TracingLayer", "span"]
 _NULL = contextlib.nullcontext()
 _OPERATION = {"complete": "chat", "acomplete": "chat", "stream": "chat", "astream": "chat",
               "embed": "embeddings", "aembed": "embeddings", "generate_images": "image_generation",
-              "agenerate_images": "image_generation", "forward": "chat"}
+              "agenerate_images": "image_generation"}
+#: a pass-through call's operation, by its path (GUARDED_PATHS: the two the gateway forwards)
+_FORWARD_OPERATION = {"/chat/completions": "chat", "/embeddings": "embeddings"}
 
 
 def span(call: Call, name: str, attributes: Optional[dict[str, Any]] = None) -> Any:
@@ -139,7 +141,7 @@ class TracingLayer(Layer):
     def _start(self, call: Call) -> Any:
         from opentelemetry.trace import SpanKind
 
-        operation = _OPERATION.get(call.op)
+        operation = _FORWARD_OPERATION.get(call.request[0]) if call.op == "forward" else _OPERATION.get(call.op)
         attrs: dict[str, Any] = {"gen_ai.operation.name": operation or call.op,
                                  "gen_ai.provider.name": self.provider,
                                  "gen_ai.request.model": self.llm.model, "mesh.llm.id": self.llm.id}
@@ -423,8 +425,10 @@ def _forward_ended(state: tuple[TracingLayer, Any, Call], usage: Any, ok: Option
     cut the stream): the span gets the usage and ends."""
     layer, sp, call = state
     if type(usage) is dict:
-        sp.set_attributes({"gen_ai.usage.input_tokens": usage.get("prompt_tokens") or 0,
-                           "gen_ai.usage.output_tokens": usage.get("completion_tokens") or 0})
+        attrs = {"gen_ai.usage.input_tokens": usage.get("prompt_tokens") or 0}
+        if call.request[0] != "/embeddings":  # an embedding has no output tokens (as _result_attributes)
+            attrs["gen_ai.usage.output_tokens"] = usage.get("completion_tokens") or 0
+        sp.set_attributes(attrs)
     if ok is False:
         from opentelemetry.trace import Status, StatusCode
 
