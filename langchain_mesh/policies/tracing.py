@@ -426,7 +426,7 @@ def _forward_ended(state: tuple[TracingLayer, Any, Call], usage: Any, ok: Option
     layer, sp, call = state
     if type(usage) is dict:
         attrs = {"gen_ai.usage.input_tokens": usage.get("prompt_tokens") or 0}
-        if call.request[0] != "/embeddings":  # an embedding has no output tokens (as _result_attributes)
+        if _FORWARD_OPERATION.get(call.request[0]) != "embeddings":  # no output tokens (as _result_attributes)
             attrs["gen_ai.usage.output_tokens"] = usage.get("completion_tokens") or 0
         sp.set_attributes(attrs)
     if ok is False:
