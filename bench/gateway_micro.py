@@ -20,7 +20,10 @@ that drops them; ``TRACING=sdk:0.1`` samples a tenth of the requests; ``TRACING=
 ``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
 ``CALLGRIND=1`` counts instructions per request instead, under valgrind (see :func:`callgrind`:
 deterministic, for comparing two versions on a noisy machine; ``CGKEEP=1`` keeps its output file
-for ``callgrind_annotate``, which lists the C functions by instructions). ``LEASE=0`` sets ``state.lease: false`` (with Redis: every limited call asks it). ``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
+for ``callgrind_annotate``, which lists the C functions by instructions; with Redis, ``POLICIES=1`` or
+``LIMITS=redis``, valgrind's ~50x slowdown makes the leases, which last a fixed time, renew far more
+often per request than at full speed, so the count is inflated several-fold (every policy: ~706k
+against ~493k with ``DROP=state``): compare Redis configurations by their times). ``LEASE=0`` sets ``state.lease: false`` (with Redis: every limited call asks it). ``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
 over the timed rounds, which bench/gateway.py counts and this process's figure does not.
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
