@@ -64,12 +64,19 @@ def direct(srv, model: str = A):
 
 def answered_by_a(srv, n: int) -> int:
     """``n`` route calls, each answered by target A: the tokens they used."""
-    tokens = 0
+    return spent_at_a(srv, n)[0]
+
+
+def spent_at_a(srv, n: int) -> tuple[int, float]:
+    """``n`` route calls, each answered by target A: the tokens they used, and what they cost at its prices."""
+    tokens, cost = 0, 0.0
     for _ in range(n):
         r = post(srv)
         assert r.status_code == 200 and r.headers["x-mesh-llm"] == A, r.text
-        tokens += r.json()["usage"]["total_tokens"]
-    return tokens
+        u = r.json()["usage"]
+        tokens += u["total_tokens"]
+        cost += (u["prompt_tokens"] * 1.0 + u["completion_tokens"] * 2.0) / 1e6  # config's prices
+    return tokens, cost
 
 
 def used(mesh: Mesh, kind: str, name: str, dim: str = "requests", amount: int = RPM) -> int:
@@ -94,14 +101,15 @@ def test_one_round_trip_counts_the_key_once_and_the_target_that_answered(redis_s
     a, b = upstreams
     mesh = Mesh(config(redis_server.url, a, b))
     with RunningServer(mesh) as srv:
-        tokens = answered_by_a(srv, 3)
+        tokens, cost = spent_at_a(srv, 3)
         assert used(mesh, "key", "k") == 3
         assert used(mesh, "llm", A) == 3 and used(mesh, "llm", B) == 0
         # the estimates were replaced by the provider's counts, on the route's window and the target's
         assert settled(lambda: used(mesh, "key", "k", "tokens", TPM) == tokens)
         assert settled(lambda: used(mesh, "llm", A, "tokens", TPM) == tokens)
+        # (approx, not ==: the spend is summed in batches, whose float rounding varies)
         assert settled(lambda: float(mesh.state_store().get("budget:key:k:%d" % int(time.time() // 86400)) or 0)
-                       == pytest.approx(tokens * 1.0 / 1e6, rel=0.5))
+                       == pytest.approx(cost, rel=1e-9))
 
 
 def test_a_fallback_target_is_counted_by_its_own_layer(redis_server, upstreams):
