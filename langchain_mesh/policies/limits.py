@@ -40,6 +40,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .._loop import running_loop
 from ..errors import RateLimitExceeded
 from .breaker import CLOSED
 from .chain import Await, Layer, ahooked
@@ -388,7 +389,7 @@ class Limiter:
     async def _arenew(self, lease: "_Lease", pipe: Any, checks: list[_Check], cost: int, target: list[_Check],
                       tcost: int, reads: list[str]) -> tuple[str, bool, list[Any]]:
         """A round trip asking for the lease's next size; the calls waiting on it meanwhile then take from it."""
-        busy = lease.busy = asyncio.get_running_loop().create_future()
+        busy = lease.busy = running_loop().create_future()
         try:
             return await self._atrip(pipe, checks, cost, target, tcost, reads, lease.next_size(), lease)
         except BaseException:

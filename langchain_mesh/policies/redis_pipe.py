@@ -28,6 +28,8 @@ import socket
 import time
 from typing import Any, Optional
 
+from .._loop import running_loop
+
 __all__ = ["RedisPipe", "available"]
 
 
@@ -193,7 +195,7 @@ class _Conn(asyncio.Protocol):
         if age >= self.timeout:
             self.fail(f"Redis did not answer within {self.timeout} s (state.timeout)", timeout=True)
             return
-        self.timer = asyncio.get_running_loop().call_later(self.timeout - age, self._check)
+        self.timer = running_loop().call_later(self.timeout - age, self._check)
 
 
 def _response_error(message: str) -> Exception:
@@ -225,7 +227,7 @@ class RedisPipe:
             return conn
         if self._connecting is not None:  # another coroutine is connecting: wait for the same one
             return await asyncio.shield(self._connecting)
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         self._connecting = loop.create_future()
         try:
             conn = await asyncio.wait_for(self._open(loop), self.timeout)
@@ -270,7 +272,7 @@ class RedisPipe:
     async def calls(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Several commands written at once; their replies in order (the first error raised)."""
         conn = await self._connection()
-        futs = conn.send(b"".join(_pack(c) for c in commands), len(commands), asyncio.get_running_loop())
+        futs = conn.send(b"".join(_pack(c) for c in commands), len(commands), running_loop())
         for f in futs:  # every reply read, even after one raised (no "exception never retrieved")
             f.add_done_callback(_drop)
         return [await f for f in futs]
@@ -279,17 +281,17 @@ class RedisPipe:
         conn = self.conn
         if conn is None or conn.closed:
             conn = await self._connection()
-        return await conn.send(_pack(command), 1, asyncio.get_running_loop())[0]
+        return await conn.send(_pack(command), 1, running_loop())[0]
 
     def send_later(self, *commands: tuple[Any, ...]) -> None:
         """Write commands whose replies nobody waits for (a counter's after-call correction): errors are
         read and dropped here (an outage loses that correction, as it would on any client)."""
         conn = self.conn
         if conn is None or conn.closed:
-            task = asyncio.get_running_loop().create_task(self.calls(*commands))
+            task = running_loop().create_task(self.calls(*commands))
             task.add_done_callback(_drop)
             return
-        conn.send_nowait(b"".join(_pack(c) for c in commands), len(commands), asyncio.get_running_loop(), _DROP)
+        conn.send_nowait(b"".join(_pack(c) for c in commands), len(commands), running_loop(), _DROP)
 
     async def script(self, source: "Script", keys: list[str], args: list[Any]) -> Any:
         import redis.exceptions
@@ -309,7 +311,7 @@ class RedisPipe:
         if conn is None or conn.closed:
             self.send_later(("EVAL", source.text, len(keys), *keys, *args))
             return
-        conn.send_nowait(_pack(("EVALSHA", source.sha, len(keys), *keys, *args)), 1, asyncio.get_running_loop(),
+        conn.send_nowait(_pack(("EVALSHA", source.sha, len(keys), *keys, *args)), 1, running_loop(),
                          _Later(on_error))
 
     def add_later(self, counter: tuple[Any, ...], amount: float) -> None:
@@ -318,7 +320,7 @@ class RedisPipe:
         total)`` sends the sum without waiting (:meth:`send_later`, :meth:`script_later`)."""
         sums = self.sums
         if not sums:
-            asyncio.get_running_loop().call_later(SUM_GAP, self.write_sums)
+            running_loop().call_later(SUM_GAP, self.write_sums)
         sums[counter] = sums.get(counter, 0) + amount
 
     def pending(self, counter: tuple[Any, ...]) -> float:

@@ -28,6 +28,7 @@ import time
 import weakref
 from typing import Any, Callable, Optional, Protocol, TypeVar
 
+from .._loop import running_loop as _running_loop
 from ..errors import StateUnavailableError
 
 __all__ = ["StateStore", "MemoryStore", "RedisStore", "store_for", "health", "guarded", "aguarded", "ahealth", "aflush"]
@@ -321,12 +322,6 @@ class RedisStore:
 def _incr_later(pipe: Any, key: str, px: int, total: float) -> None:
     """An :meth:`RedisStore.incr_nowait` sum sent: created with its expiry (SET NX), then added to."""
     pipe.send_later(*([("SET", key, 0, "PX", px, "NX")] if px else []), ("INCRBYFLOAT", key, repr(float(total))))
-
-
-def _running_loop() -> Any:
-    import asyncio
-
-    return asyncio.get_running_loop()
 
 
 def store_for(mesh: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Optional
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from .._loop import running_loop
 from ..errors import MeshError, ProviderError
 from ..schema import Purpose, StreamChunk, Usage
 from . import sse
@@ -281,7 +282,7 @@ class MeshApp:
 
     def _watches_of(self) -> "_Watches":
         """The client watches of the running loop (a new one for a new loop: tests run several)."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         watches = self._watches
         if watches is None or watches.loop is not loop:
             watches = self._watches = _Watches(loop)

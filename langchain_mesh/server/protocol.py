@@ -43,6 +43,7 @@ from typing import Any, Optional
 import httptools
 from uvicorn.protocols.utils import get_client_addr, get_local_addr, get_path_with_query_string, get_remote_addr, is_ssl
 
+from .._loop import serving
 from .limits import limits_of
 
 __all__ = ["MeshHttpProtocol"]
@@ -344,6 +345,7 @@ class MeshHttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         self.connections.add(self)
         self.transport = transport
+        serving(self.loop)  # the policies and clients ask for the running loop without a getpid (_loop.py)
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "https" if is_ssl(transport) else "http"

@@ -14,6 +14,8 @@ import threading
 import weakref
 from typing import Any, Awaitable, Callable, Optional
 
+from ..._loop import running_loop as _running_loop
+
 __all__ = ["PerLoopClients", "close_on_its_loop"]
 
 
@@ -55,7 +57,7 @@ class PerLoopClients:
 
     def running_loop(self) -> Any:
         """The async client of the running event loop."""
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         last = self._last
         if last is not None and last[0]() is loop:
             client = last[1]()
