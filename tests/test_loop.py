@@ -49,7 +49,7 @@ def test_a_declared_loop_is_answered_only_while_it_runs_in_its_thread():
     declared, got, other = asyncio.run(serve())
     assert got is declared
     assert other["got"] is other["running"] and other["got"] is not declared
-    assert _loop._served[0] is declared  # still declared, but it no longer runs:
+    assert _loop._served[0]() is declared  # still declared, but it no longer runs:
     with pytest.raises(RuntimeError, match="no running event loop"):
         _loop.running_loop()
 
@@ -66,7 +66,7 @@ def test_a_forked_child_forgets_the_declared_loop():
         _loop.serving(asyncio.get_running_loop())
         pid = os.fork()
         if pid == 0:  # the child: its copy of the running loop is not running here
-            os._exit(0 if _loop._served == (None, 0) else 1)
+            os._exit(0 if _loop._served[0]() is None else 1)
         return os.waitpid(pid, 0)[1]
 
     assert os.waitstatus_to_exitcode(asyncio.run(serve())) == 0
@@ -86,7 +86,7 @@ def test_mesh_serve_declares_its_loop_and_requests_get_it():
     async def app(scope, receive, send):
         await receive()
         running = asyncio.get_running_loop()
-        body = b"%d%d" % (_loop._served[0] is running, _loop.running_loop() is running)
+        body = b"%d%d" % (_loop._served[0]() is running, _loop.running_loop() is running)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": body})
 
