@@ -75,11 +75,11 @@ def test_a_forked_child_forgets_the_declared_loop():
 def test_mesh_serve_declares_its_loop_and_requests_get_it():
     """A real uvicorn server on MeshHttpProtocol, in a thread of its own: its requests run in the loop it
     declared, and are told that loop."""
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     pytest.importorskip("httptools")
-    import socket
-    import time
     import urllib.request
+
+    from test_server_protocol import _Server
 
     from langchain_mesh.server.protocol import MeshHttpProtocol
 
@@ -90,25 +90,14 @@ def test_mesh_serve_declares_its_loop_and_requests_get_it():
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": body})
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=MeshHttpProtocol, loop="uvloop",
-                                           lifespan="off", log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    server = _Server(MeshHttpProtocol, app)
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/") as r:
             assert r.read() == b"11"
         with pytest.raises(RuntimeError, match="no running event loop"):  # this thread runs no loop
             _loop.running_loop()
     finally:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11 keeps the declared-loop path")

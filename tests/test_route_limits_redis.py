@@ -26,6 +26,7 @@ A, B = "openai_compatible:a:m", "openai_compatible:b:m"
 KEY = "sk-route-0123456789"
 HEAD = {"authorization": f"Bearer {KEY}"}
 RPM, TPM = 1000, 10 ** 6
+PRICE_IN, PRICE_OUT = 1.0, 2.0  # both targets' prices, a million tokens
 
 
 
@@ -47,7 +48,7 @@ def config(redis_url: str, a: OpenAIServer, b: OpenAIServer, a_rpm: int = RPM, *
             "server": {"api_keys": [{"name": "k", "key": KEY}]},
             "limits": {"period": 60, "default": {"rpm": RPM, "tpm": TPM},
                        "llms": {A: {"rpm": a_rpm, "tpm": TPM}, B: {"rpm": RPM}}},
-            "prices": {t: {"input": 1.0, "output": 2.0} for t in (A, B)},
+            "prices": {t: {"input": PRICE_IN, "output": PRICE_OUT} for t in (A, B)},
             "budgets": {"period": "day", "keys": {"k": 10.0 ** 6}},
             **extra}
 
@@ -75,7 +76,7 @@ def spent_at_a(srv, n: int) -> tuple[int, float]:
         assert r.status_code == 200 and r.headers["x-mesh-llm"] == A, r.text
         u = r.json()["usage"]
         tokens += u["total_tokens"]
-        cost += (u["prompt_tokens"] * 1.0 + u["completion_tokens"] * 2.0) / 1e6  # config's prices
+        cost += (u["prompt_tokens"] * PRICE_IN + u["completion_tokens"] * PRICE_OUT) / 1e6
     return tokens, cost
 
 
