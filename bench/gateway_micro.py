@@ -8,7 +8,8 @@ of a few µs; this measures the Python alone: process CPU µs per request, ``R``
 sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing (``PROFN`` rows, 45; ``PROFOUT=file`` writes it for pstats instead);
 ``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
 ``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
-(``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=key``: the key alone;
+(``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=ledger``: the key and the
+ledger without the limits; ``LIMITS=key``: the key alone;
 ``LIMITS=redis``: the limits in a ``redis-server`` started here; ``STRATEGY=fixed-window`` sets
 ``limits.strategy``). ``POLICIES=1``: bench/gateway.py's
 "every policy" gateway (a weighted route over two targets, rate limits and budgets in Redis, the
@@ -160,7 +161,7 @@ async def main(n, rounds):
         import tempfile
         os.environ.setdefault("MESH_BENCH_KEY", "sk-bench-key")
         cfg["server"] = {"api_keys": [{"name": "bench", "key": "{{env:MESH_BENCH_KEY}}"}]}
-        if os.environ.get("LIMITS") != "key":
+        if os.environ.get("LIMITS") not in ("key", "ledger"):
             cfg["limits"] = {"default": {"rpm": 10 ** 9, "tpm": 10 ** 12}}
             if os.environ.get("STRATEGY"):  # limits.strategy (default moving-window)
                 cfg["limits"]["strategy"] = os.environ["STRATEGY"]

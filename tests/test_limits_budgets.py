@@ -148,6 +148,32 @@ async def test_async_and_stream_paths_are_limited():
     mesh.close()
 
 
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window", "sliding-window"])
+async def test_the_pass_through_in_memory_is_limited_with_every_strategy(strategy, openai_server):
+    """The gateway's byte pass-through (Mesh.aforward) counts requests and reconciles tokens in memory
+    with each strategy: moving and fixed windows take every window in one storage call, a sliding
+    window (limits' own MemoryStorage) takes limits' path; a refusal names its window and sends nothing."""
+    mesh = Mesh({"connections": {"up": {"type": "openai_compatible", "base_url": openai_server.base_url,
+                                        "api_key": "test-key", "max_retries": 0, "models": [{"id": "m"}]}},
+                 "limits": {"period": 30, "strategy": strategy, "keys": {"k": {"rpm": 2, "tpm": 10 ** 6}}}})
+    llm = mesh.get_llm("openai_compatible:up:m")
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]}).encode()
+    used = 0
+    with call_scope(key="k"):
+        for _ in range(2):
+            content, end = await mesh.aforward(llm, "/chat/completions", body)
+            usage = json.loads(content)["usage"]
+            end.end(usage, True)
+            used += usage["prompt_tokens"] + usage["completion_tokens"]
+        with pytest.raises(RateLimitExceeded, match="key 'k'") as e:
+            await mesh.aforward(llm, "/chat/completions", body)
+    assert len(openai_server.requests) == 2  # the refused call was never sent
+    headers = dict(e.value.headers)
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert int(headers["x-ratelimit-remaining-tokens"]) == 10 ** 6 - used  # the estimates reconciled
+    mesh.close()
+
+
 def test_budget_refuses_before_sending_once_spent():
     mesh = Mesh({"connections": FAKE, "budgets": {"period": "day", "keys": {"k": 0.0005}},
                  "prices": {CHAT: {"input": 2.0, "output": 8.0}}})
