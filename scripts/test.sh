@@ -8,6 +8,11 @@ source scripts/_env.sh
 # One pytest worker per core (pytest-xdist; at most 4), each test file kept on one worker (its module
 # fixtures, a local model or a server, are built once): much of the suite waits on servers, subprocesses
 # and models, so two workers on CI's two cores took the suite from 22 to 14 minutes on a 2-core VM.
-# MESH_TEST_WORKERS=0 runs it in this process (or pass -n 0: later arguments win).
-exec "$MESH_PY" -m pytest -q -p no:cacheprovider -n "${MESH_TEST_WORKERS:-auto}" --maxprocesses 4 \
-    --dist loadfile "$@"
+# MESH_TEST_WORKERS=N runs exactly N workers (0: the suite in this process); the cap of 4 is only the
+# default's, since xdist's --maxprocesses would also cut an -n given here.
+if [[ -n "${MESH_TEST_WORKERS:-}" ]]; then
+    workers=(-n "$MESH_TEST_WORKERS")
+else
+    workers=(-n auto --maxprocesses 4)
+fi
+exec "$MESH_PY" -m pytest -q -p no:cacheprovider "${workers[@]}" --dist loadfile "$@"
