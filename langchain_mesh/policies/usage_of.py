@@ -118,7 +118,7 @@ def on_forward_end(result: tuple[Any, Any], fn: Ended, state: Any) -> tuple[Any,
     ``(bytes, ForwardEnd)``, a stream's ``(ForwardStream, first piece)``; the server calls ``end`` on
     the one that has it."""
     body, first = result
-    if isinstance(body, (bytes, bytearray, memoryview)):
+    if type(body) is bytes or isinstance(body, (bytearray, memoryview)):  # (bytes: every whole answer)
         if type(first) is not ForwardEnd:
             first = ForwardEnd()
         first.append((fn, state))
