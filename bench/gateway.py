@@ -28,6 +28,10 @@ use the mean of the two (the machine's load drifts). For the same reason, with `
 gateway is measured again after the limits + ledger gateways, and those are read against the mean of
 its two runs (issue 19's ratio); ``--pairs N`` adds N rounds of the two, loaded back to back, and
 prints the median ratio and each round's (a 4 s run moves by ±20% on a shared 2-core machine).
+``--rounds N`` does the same for every target at once: direct and each 1-worker gateway, all up, each
+loaded once a round in an order that rotates; each goal is then read as the median of its per-round
+ratios (on a noisy VM, direct alone was seen to move between 4,800 and 12,000 req/s from one 3 s run
+to the next).
 
 Streamed: a small asyncio client in its own process keeps N connections streaming back to back (at
 each of ``--stream-connections``) and measures the time to the first event (TTFB) and the gaps between
@@ -35,6 +39,7 @@ events as they arrive, direct and through each gateway: the gateway's added TTFB
 
     python bench/gateway.py --seconds 4 --policies --workers 1,2,4
     python bench/gateway.py --seconds 4 --policies --no-stream --pairs 8     # issue 19's ratio, as a median
+    python bench/gateway.py --seconds 4 --policies --pairs 8 --rounds 5      # every goal, as medians too
     python bench/gateway.py --install-wrk     # apt-get install -y wrk (Debian/Ubuntu, as root), then run
     python bench/gateway.py --litellm /path/to/venv/bin/python
 
@@ -614,20 +619,34 @@ class Run:
     def pairs(self, plain: dict, lim: dict) -> list[tuple[dict[str, float], dict[str, float]]]:
         """``--pairs`` rounds: both gateways up at once (the idle one costs nothing), loaded one after the
         other, plain first in even rounds and last in odd ones (a drift within a round then cancels)."""
-        gates = [self.gateway("pair-plain", plain, 1), self.gateway("pair-limits", lim, 1)]
-        out = []
+        gates = [("plain", plain, None), ("limits+ledger", lim, BENCH_KEY)]
+        got = self.rounds(gates, self.args.pairs)
+        return list(zip(got["plain"], got["limits+ledger"]))
+
+    def rounds(self, gates: list[tuple[str, dict, Optional[str]]], n: int,
+               direct: Optional[tuple[str, int]] = None) -> dict[str, list[dict[str, float]]]:
+        """``n`` rounds over ``gates`` ((label, config, key), each a 1-worker gateway, all up at once: an
+        idle one costs nothing) and ``direct`` ((url, pid) of the upstream, first): every target loaded
+        once a round, the order rotated from round to round (the machine's drift within a round falls
+        on each target in turn). Each target's runs, in round order."""
+        targets: list[tuple[str, str, int, Optional[str], str]] = []
+        if direct is not None:
+            targets.append(("direct", direct[0], direct[1], None, UPSTREAM_MODEL))
+        procs = []
         try:
-            for i in range(self.args.pairs):
-                got = {}
-                for j in ((0, 1) if i % 2 == 0 else (1, 0)):
-                    proc, port = gates[j]
-                    got[j] = self.load(f"http://127.0.0.1:{port}/v1/chat/completions", GATEWAY_MODEL, proc.pid,
-                                       BENCH_KEY if j else None)
-                out.append((got[0], got[1]))
+            for label, cfg, key in gates:
+                proc, port = self.gateway(f"round-{label}", cfg, 1)
+                procs.append(proc)
+                targets.append((label, f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid, key, GATEWAY_MODEL))
+            out: dict[str, list[dict[str, float]]] = {t[0]: [] for t in targets}
+            for i in range(n):
+                k = i % len(targets)
+                for label, url, pid, key, model in targets[k:] + targets[:k]:
+                    out[label].append(self.load(url, model, pid, key))
+            return out
         finally:
-            for proc, _ in gates:
+            for proc in procs:
                 self.stop(proc)
-        return out
 
     def streams(self, url: str, model: str, key: Optional[str]) -> dict[int, dict[str, float]]:
         body = json.dumps({**REQUEST, "model": model, "stream": True})
@@ -665,6 +684,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--pairs", type=int, default=0, metavar="N",
                     help="with --policies: N more rounds of the plain and the limits + ledger gateways, loaded "
                          "one after the other (the order alternating), for issue 19's ratio as a median")
+    ap.add_argument("--rounds", type=int, default=0, metavar="N",
+                    help="N more rounds of direct and every 1-worker gateway, all up at once, each loaded once a "
+                         "round in a rotating order: the goals read as medians of per-round ratios (a noisy "
+                         "machine's drift moves single runs by tens of percent)")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (default 20)")
     ap.add_argument("--chunk-ms", type=float, default=2.0, help="the upstream's gap between chunks (default 2 ms)")
     ap.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk first (root, Debian/Ubuntu)")
@@ -686,6 +709,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     rows: list[tuple[str, int, dict[str, float]]] = []      # (target, workers, wrk numbers)
     pairs: list[tuple[dict[str, float], dict[str, float]]] = []  # --pairs: (plain, limits + ledger) per round
+    rounds: dict[str, list[dict[str, float]]] = {}          # --rounds: each target's runs, in round order
     srows: list[tuple[str, int, dict[str, float]]] = []     # (target, connections, stream numbers)
     failed: list[str] = []
     on: list[str] = []
@@ -749,6 +773,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 lim = next((cfg for label, cfg, _, _ in gateways if label == "limits+ledger"), None)
                 if lim is not None:
                     pairs = run.pairs(plain_config(up_port), lim)
+            if args.rounds:
+                gates = [(label, cfg, key) for label, cfg, _, key in gateways if label != "mesh serve (again)"]
+                rounds = run.rounds(gates, args.rounds, (direct_url, up.pid))
             if args.litellm:
                 ll_port = free_port()
                 ll = start_litellm(args.litellm, up_port, ll_port, tmp, env)
@@ -766,6 +793,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     report(args, use_wrk, rows, srows, on, off, failed)
     report_pairs(pairs)
+    report_rounds(rounds)
     return 1 if failed else 0
 
 
@@ -778,6 +806,39 @@ def report_pairs(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> None
           f"{statistics.median(ratios):.2f} of the plain gateway, median (issue 19's goal >= 0.85); each round: "
           f"{', '.join(f'{r:.2f}' for r in ratios)}; added CPU per request, median +{statistics.median(cpu):.0f} us "
           f"(each: {', '.join(f'{c:+.0f}' for c in cpu)})")
+
+
+def report_rounds(rounds: dict[str, list[dict[str, float]]]) -> None:
+    """Each target's medians over the rounds: its req/s, CPU per request, and its ratio to direct (and to
+    the plain gateway) and added p50, each taken within a round, then the median of those."""
+    if not rounds:
+        return
+    direct, plain = rounds["direct"], rounds.get("mesh serve")
+    n = len(direct)
+    print(f"\nover {n} more rounds (direct and each gateway loaded once a round, the order rotated; medians of "
+          "the per-round figures)\n")
+    print(f"| {'target':<19} | {'req/s':>7} | {'CPU us/req':>10} | {'of direct':>9} | {'of plain':>8} | "
+          f"{'added p50 ms':>12} | of direct, each round")
+    print(f"|{'-' * 21}|{'-' * 9}|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 14}|{'-' * 22}")
+    med = statistics.median
+    for label, runs in rounds.items():
+        share = [r["rps"] / d["rps"] for r, d in zip(runs, direct)]
+        of_plain = f"{med(r['rps'] / p['rps'] for r, p in zip(runs, plain)):.2f}" if plain and label != "direct" else ""
+        added = f"{med(r['p50'] - d['p50'] for r, d in zip(runs, direct)):+.2f}" if label != "direct" else ""
+        each = "" if label == "direct" else ", ".join(f"{x:.2f}" for x in sorted(share))
+        print(f"| {label:<19} | {med(r['rps'] for r in runs):>7.0f} | {med(r.get('cpu_us', 0) for r in runs):>10.0f} | "
+              f"{'' if label == 'direct' else f'{med(share):.2f}':>9} | {of_plain:>8} | {added:>12} | {each}")
+    goals = [("mesh serve", "plain gateway", "of direct", 0.85), ("policies", "every policy on", "of direct", 0.75),
+             ("limits+ledger", "limits+ledger", "of the plain gateway", 0.85),
+             ("limits+ledger redis", "limits+ledger redis", "of the plain gateway", 0.85)]
+    for label, name, of, goal in goals:
+        runs = rounds.get(label)
+        base = direct if of == "of direct" else plain
+        if runs and base:
+            ratio = med(r["rps"] / b["rps"] for r, b in zip(runs, base))
+            added = med(r["p50"] - d["p50"] for r, d in zip(runs, direct))
+            print(f"{name}, median of {n} rounds: {ratio:.2f} {of} (goal >= {goal}), added median {added:.2f} ms"
+                  + (" (goal <= 0.5 ms)" if of == "of direct" else ""))
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
