@@ -24,7 +24,7 @@ deterministic, for comparing two versions on a noisy machine; ``CGKEEP=1`` keeps
 for ``callgrind_annotate``, which lists the C functions by instructions; with Redis, ``POLICIES=1`` or
 ``LIMITS=redis``, valgrind's ~50x slowdown makes the leases, which last a fixed time, renew far more
 often per request than at full speed, so the count is inflated several-fold (every policy: ~706k
-against ~493k with ``DROP=state``): compare Redis configurations by their times). ``LEASE=0`` sets ``state.lease: false`` (with Redis: every limited call asks it). ``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
+against ~493k with ``DROP=state``): compare Redis configurations by their times). ``LEASE=0`` sets ``state.lease: false`` (with Redis: every limited call asks it). ``OPS=file`` writes the Python bytecodes each function runs per request instead (see :func:`count_ops`). ``CHILDREN=1`` also prints the CPU per request of the child processes (the ledger's writer, redis-server)
 over the timed rounds, which bench/gateway.py counts and this process's figure does not.
 
     PYTHONPATH=. python bench/gateway_micro.py            # N=5000 R=7
@@ -237,6 +237,8 @@ async def main(n, rounds):
 
         await asyncio.sleep(1.5)  # the writer process started and warm (its imports are not counted)
         before = {k.pid: sum(k.cpu_times()[:2]) for k in psutil.Process().children(recursive=True)}
+    if os.environ.get("OPS"):
+        return await count_ops(one, os.environ["OPS"])
     cg = None
     if os.environ.get("CALLGRIND_LIB"):  # under valgrind --tool=callgrind --instr-atstart=no: count the timed rounds
         import ctypes
@@ -274,6 +276,36 @@ async def main(n, rounds):
             for k in psutil.Process().children(recursive=True)))
     print("us/req min %.1f med %.1f  all %s" % (res[0], res[len(res) // 2], " ".join("%.1f" % x for x in res)))
     print(out.decode()[:400])
+
+
+async def count_ops(one, path, n=200):
+    """OPS=file: the bytecodes each Python function runs per request, over ``n`` rounds, written to
+    ``file`` (bytecodes a request, then file:function; most first). A count, like CALLGRIND=1, but one
+    that names the Python functions where callgrind sees only the interpreter's loop: two configs'
+    files, subtracted, say which functions a section adds and how much each runs (the tracer slows the
+    run ~50x; the counts do not depend on the machine)."""
+    import collections
+
+    counts = collections.Counter()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+    def trace(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            counts[frame.f_code] += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        for _ in range(n):
+            await one()
+    finally:
+        sys.settrace(None)
+    per = n * CONC
+    with open(path, "w") as f:
+        for code, k in counts.most_common():
+            f.write(f"{k / per:.1f}\t{code.co_filename.replace(root, '')}:{code.co_name}\n")
+    print("bytecodes/req %.0f (written to %s)" % (sum(counts.values()) / per, path))
 
 
 _CG_HELPER = r"""
