@@ -260,10 +260,8 @@ class Rows:
             pd, cd = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
             c = pd.get("cached_tokens") if type(pd) is dict else None
             r = cd.get("reasoning_tokens") if type(cd) is dict else None
-        elif type(usage) is tuple:  # a Usage as the writer process receives it (_wire_usage)
+        elif usage is not None:  # a Usage, as Ledger.record queues it: (input, output, cached, reasoning)
             i, o, c, r = usage
-        elif usage is not None:
-            i, o, c, r = usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens
         if cost is _LATER:
             cost = None
             if i is not None:
