@@ -1010,10 +1010,7 @@ def _reconciled(state: tuple[Limiter, list[_Check], int], usage: Any, ok: Option
     """A pass-through call in memory is over (its forward hooks' state: the limiter, the windows, the
     estimate): the estimate replaced with the tokens used, at once (no store to be down or awaited)."""
     limiter, checks, cost = state
-    if type(usage) is dict:  # (the wire usage: tokens_of's first case, without its call)
-        limiter.reconcile(checks, cost, (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0))
-    else:
-        limiter.reconcile(checks, cost, tokens_of(usage))
+    limiter.reconcile(checks, cost, tokens_of(usage))
 
 
 def make_layer(mesh: Any, llm: Any) -> Optional[LimitsLayer]:

@@ -55,15 +55,11 @@ class LocalWindows(Storage, MovingWindowSupport):
         """:meth:`add` of ``amount`` to every counter of ``keys``, under one lock and one clock reading
         (a call's token reconciliation: ``Limiter.reconcile`` in limits.py)."""
         now = time.time()
-        counters = self._counters
         lock = self._lock
         lock.acquire()  # (not `with`: see hit_all)
         try:
-            for key in keys:  # _counter inlined: one call less per window of every pass-through
-                c = counters.get(key)
-                if c is None or c[1] <= now:
-                    c = counters[key] = [0, now + expiry]
-                c[0] += amount
+            for key in keys:
+                self._counter(key, now, expiry)[0] += amount
         finally:
             lock.release()
 

@@ -160,9 +160,9 @@ def _ended(state: tuple[LedgerLayer, Any, float, float], usage: Any, ok: Optiona
     :meth:`LedgerLayer._record` does, for the one case of every gateway request: the usage is the wire
     dict (or None), priced by the writer; the target, a route's (``call.meta``) or this LLM."""
     layer, call, ts, t0 = state
-    s, m = call.scope, call._meta  # noqa: SLF001 - read, not made (Call.answered_by without its call)
-    layer.ledger.record(ts, s.key, s.user, s.team, layer.llm_id, m.llm_id if m is not None else None, "forward",
-                        usage, time.perf_counter() - t0, "ok" if ok else ("cancelled" if ok is None else "error"), None)
+    s = call.scope
+    layer.ledger.record(ts, s.key, s.user, s.team, layer.llm_id, call.answered_by, "forward", usage,
+                        time.perf_counter() - t0, "ok" if ok else ("cancelled" if ok is None else "error"), None)
 
 
 def make_layer(mesh: Any, llm: Any) -> LedgerLayer:
