@@ -31,7 +31,11 @@ prints the median ratio and each round's (a 4 s run moves by ±20% on a shared 2
 ``--rounds N`` does the same for every target at once: direct and each 1-worker gateway, all up, each
 loaded once a round in an order that rotates; each goal is then read as the median of its per-round
 ratios (on a noisy VM, direct alone was seen to move between 4,800 and 12,000 req/s from one 3 s run
-to the next).
+to the next). The rounds also print each target's *all CPU*, the µs a request of every process the
+run needs (wrk, the upstream, Redis and the target's own tree), and its *ceiling*: the most req/s that
+CPU allows on this machine's cores (shared perfectly, no process past one core), as a share of
+direct's req/s in the same round. A goal above a target's ceiling cannot be met here at that CPU a
+request, however the processes are scheduled; it says how much CPU must go first.
 
 Streamed: a small asyncio client in its own process keeps N connections streaming back to back (at
 each of ``--stream-connections``) and measures the time to the first event (TTFB) and the gaps between
@@ -53,6 +57,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -316,6 +321,13 @@ def cpu_seconds(pid: int) -> Optional[float]:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpus(pids: list[int]) -> list[Optional[float]]:
+    """CPU seconds of ``pids[0]``'s tree, of ``pids[0]`` alone, of each other pid, and of this process's
+    waited-for children (the load generator: each run is one, waited for)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return [tree_cpu_seconds(pids[0])] + [cpu_seconds(p) or 0.0 for p in pids] + [kids.ru_utime + kids.ru_stime]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -563,6 +575,7 @@ class Run:
     def __init__(self, args: argparse.Namespace, tmp: str, env: dict[str, str], use_wrk: bool):
         self.args, self.tmp, self.env, self.use_wrk = args, tmp, env, use_wrk
         self.procs: list[subprocess.Popen] = []
+        self.shared: list[int] = []  # the upstream's and Redis's pids: their CPU is every target's (load)
 
     def start(self, cmd: list[str], what: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
         log = open(Path(self.tmp) / f"{what.replace(' ', '_')}.log", "wb")
@@ -608,12 +621,22 @@ class Run:
             # writer importing its price data...) is over, and every target is read in its steady state
             (run_wrk(url, body, a.connections, a.warmup, a.threads, key) if self.use_wrk
              else run_python(url, body, a.connections, a.warmup, key))
-        cpu0 = tree_cpu_seconds(pid)
+        procs = [pid] + [p for p in self.shared if p != pid]
+        before = _cpus(procs)
         row = (run_wrk(url, body, a.connections, a.seconds, a.threads, key) if self.use_wrk
                else run_python(url, body, a.connections, a.seconds, key))
-        cpu1 = tree_cpu_seconds(pid)
-        if cpu0 is not None and cpu1 is not None and row["rps"]:
-            row["cpu_us"] = (cpu1 - cpu0) / (row["rps"] * a.seconds) * 1e6
+        after = _cpus(procs)
+        if before[0] is not None and after[0] is not None and row["rps"]:
+            n = row["rps"] * a.seconds
+            row["cpu_us"] = (after[0] - before[0]) / n * 1e6
+            # µs a request of the target's own process and of each shared one; then the load generator's
+            each = [(y - x) / n * 1e6 for x, y in zip(before[1:], after[1:])]
+            load = each.pop()
+            row["all_us"] = row["cpu_us"] + sum(each[1:]) + load
+            # the most req/s this CPU a request allows here: the cores shared perfectly, and no process
+            # past one core (the upstream, Redis, a 1-worker gateway's serving process, a wrk thread)
+            lanes = a.threads if self.use_wrk else 1
+            row["ceiling"] = min((os.cpu_count() or 1) / row["all_us"], 1 / max(*each, load / lanes)) * 1e6
         return row
 
     def pairs(self, plain: dict, lim: dict) -> list[tuple[dict[str, float], dict[str, float]]]:
@@ -722,6 +745,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                             str(args.chunk_ms)], "upstream")
             direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
             wait_up(direct_url, up, "the upstream")
+            run.shared.append(up.pid)
             rows.append(("direct", 0, run.load(direct_url, UPSTREAM_MODEL, up.pid, None)))
             if not args.no_stream:
                 srows += [("direct", c, r) for c, r in run.streams(direct_url, UPSTREAM_MODEL, None).items()]
@@ -741,8 +765,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 redis_url = None
                 if shutil.which("redis-server"):
                     rport = free_port()
-                    run.start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], "redis")
+                    run.shared.append(run.start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                                                 "--save", "", "--appendonly", "no"], "redis").pid)
                     redis_url = f"redis://127.0.0.1:{rport}/0"
                     _wait_port(rport)
                 configs, on, off = policy_configs(up_port, redis_url, tmp)
@@ -817,9 +841,9 @@ def report_rounds(rounds: dict[str, list[dict[str, float]]]) -> None:
     n = len(direct)
     print(f"\nover {n} more rounds (direct and each gateway loaded once a round, the order rotated; medians of "
           "the per-round figures)\n")
-    print(f"| {'target':<19} | {'req/s':>7} | {'CPU us/req':>10} | {'of direct':>9} | {'of plain':>8} | "
-          f"{'added p50 ms':>12} | of direct, each round")
-    print(f"|{'-' * 21}|{'-' * 9}|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 14}|{'-' * 22}")
+    print(f"| {'target':<19} | {'req/s':>7} | {'CPU us/req':>10} | {'all CPU':>7} | {'ceiling':>7} | {'of direct':>9} | "
+          f"{'of plain':>8} | {'added p50 ms':>12} | of direct, each round")
+    print(f"|{'-' * 21}|{'-' * 9}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 14}|{'-' * 22}")
     med = statistics.median
     for label, runs in rounds.items():
         share = [r["rps"] / d["rps"] for r, d in zip(runs, direct)]
@@ -827,7 +851,11 @@ def report_rounds(rounds: dict[str, list[dict[str, float]]]) -> None:
         added = f"{med(r['p50'] - d['p50'] for r, d in zip(runs, direct)):+.2f}" if label != "direct" else ""
         each = "" if label == "direct" else ", ".join(f"{x:.2f}" for x in sorted(share))
         print(f"| {label:<19} | {med(r['rps'] for r in runs):>7.0f} | {med(r.get('cpu_us', 0) for r in runs):>10.0f} | "
+              f"{med(r.get('all_us', 0) for r in runs):>7.0f} | {_ceiling(runs, direct):>7} | "
               f"{'' if label == 'direct' else f'{med(share):.2f}':>9} | {of_plain:>8} | {added:>12} | {each}")
+    print(f"\n(all CPU: µs a request of every process, the load generator, the upstream and Redis included; "
+          f"ceiling: the most req/s that allows on {os.cpu_count()} cores, no process past one core, as a "
+          "share of direct's measured req/s in the same round: a goal above it is past this machine's CPU)")
     goals = [("mesh serve", "plain gateway", "of direct", 0.85), ("policies", "every policy on", "of direct", 0.75),
              ("limits+ledger", "limits+ledger", "of the plain gateway", 0.85),
              ("limits+ledger redis", "limits+ledger redis", "of the plain gateway", 0.85)]
@@ -837,8 +865,18 @@ def report_rounds(rounds: dict[str, list[dict[str, float]]]) -> None:
         if runs and base:
             ratio = med(r["rps"] / b["rps"] for r, b in zip(runs, base))
             added = med(r["p50"] - d["p50"] for r, d in zip(runs, direct))
-            print(f"{name}, median of {n} rounds: {ratio:.2f} {of} (goal >= {goal}), added median {added:.2f} ms"
-                  + (" (goal <= 0.5 ms)" if of == "of direct" else ""))
+            # of direct: against what direct did (the upstream alone, at its one core); of plain: the two
+            # ceilings, what the CPU each used would allow
+            allows = _ceiling(runs, base, "rps" if of == "of direct" else "ceiling")
+            print(f"{name}, median of {n} rounds: {ratio:.2f} {of} (goal >= {goal}; the CPU it used allows at most "
+                  f"{allows}), added median {added:.2f} ms" + (" (goal <= 0.5 ms)" if of == "of direct" else ""))
+
+
+def _ceiling(runs: list[dict[str, float]], base: list[dict[str, float]], of: str = "rps") -> str:
+    """The median over the rounds of a target's ceiling (Run.load) as a share of ``base``'s ``of``
+    (its measured req/s, or its own ceiling), each within its round."""
+    got = [r["ceiling"] / b[of] for r, b in zip(runs, base) if "ceiling" in r and of in b]
+    return f"{statistics.median(got):.2f}" if got else "-"
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
