@@ -632,7 +632,8 @@ class Run:
             # µs a request of the target's own process and of each shared one; then the load generator's
             each = [(y - x) / n * 1e6 for x, y in zip(before[1:], after[1:])]
             load = each.pop()
-            row["all_us"] = row["cpu_us"] + sum(each[1:]) + load
+            row["load_us"], row["shared_us"] = load, sum(each[1:])
+            row["all_us"] = row["cpu_us"] + row["shared_us"] + load
             # the most req/s this CPU a request allows here: the cores shared perfectly, and no process
             # past one core (the upstream, Redis, a 1-worker gateway's serving process, a wrk thread)
             lanes = a.threads if self.use_wrk else 1
