@@ -56,7 +56,7 @@ def compile_copy(dest: Path, directives: list[str]) -> None:
 def micro(tree: Path, config: str, n: int) -> float:
     """gateway_micro.py's median µs a request, run from ``tree``."""
     env = {**os.environ, "PYTHONPATH": str(tree), "CONC": "16", "N": str(n)}
-    if config:
+    if config != "plain":
         key, _, value = config.partition("=")
         env[key] = value
     out = subprocess.run([sys.executable, str(tree / "bench" / "gateway_micro.py")], env=env, cwd=tree,
@@ -69,7 +69,7 @@ def micro(tree: Path, config: str, n: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", action="append", help="gateway_micro.py's setting (X=1 plain, LIMITS=1, POLICIES=1); "
+    ap.add_argument("--config", action="append", help="plain, or a gateway_micro.py setting (LIMITS=1, POLICIES=1); "
                                                        "repeatable (default: all three)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each tree, alternating (default 3)")
     ap.add_argument("--n", type=int, default=2000, help="gateway_micro.py's N (default 2000)")
@@ -79,7 +79,7 @@ def main() -> int:
         import Cython
     except ImportError:
         raise SystemExit('this needs Cython: pip install "cython>=3"') from None
-    configs = args.config or ["X=1", "LIMITS=1", "POLICIES=1"]
+    configs = args.config or ["plain", "LIMITS=1", "POLICIES=1"]
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp)
         print(f"compiling {len(MODULES)} modules with Cython {Cython.__version__} "

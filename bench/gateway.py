@@ -35,7 +35,9 @@ to the next). The rounds also print each target's *all CPU*, the µs a request o
 run needs (wrk, the upstream, Redis and the target's own tree), and its *ceiling*: the most req/s that
 CPU allows on this machine's cores (shared perfectly, no process past one core), as a share of
 direct's req/s in the same round. A goal above a target's ceiling cannot be met here at that CPU a
-request, however the processes are scheduled; it says how much CPU must go first.
+request, however the processes are scheduled; it says how much CPU must go first. (The ceiling moves
+with the gateway: the slower it is, the fewer requests wrk and the upstream handle per wake-up, and
+the more CPU a request they spend.)
 
 Streamed: a small asyncio client in its own process keeps N connections streaming back to back (at
 each of ``--stream-connections``) and measures the time to the first event (TTFB) and the gaps between
