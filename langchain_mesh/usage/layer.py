@@ -156,13 +156,9 @@ class LedgerLayer(Layer):
 
 
 def _ended(state: tuple[LedgerLayer, Any, float, float], usage: Any, ok: Optional[bool]) -> None:
-    """A pass-through call's row, recorded when the server has read its usage (usage_of.py). What
-    :meth:`LedgerLayer._record` does, for the one case of every gateway request: the usage is the wire
-    dict (or None), priced by the writer; the target, a route's (``call.meta``) or this LLM."""
+    """A pass-through call's row, recorded when the server has read its usage (usage_of.py)."""
     layer, call, ts, t0 = state
-    s = call.scope
-    layer.ledger.record(ts, s.key, s.user, s.team, layer.llm_id, call.answered_by, "forward", usage,
-                        time.perf_counter() - t0, "ok" if ok else ("cancelled" if ok is None else "error"), None)
+    layer._record(call, ts, t0, usage, "ok" if ok else ("cancelled" if ok is None else "error"))
 
 
 def make_layer(mesh: Any, llm: Any) -> LedgerLayer:
