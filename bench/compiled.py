@@ -80,6 +80,11 @@ def main() -> int:
     except ImportError:
         raise SystemExit('this needs Cython: pip install "cython>=3"') from None
     configs = args.config or ["plain", "LIMITS=1", "POLICIES=1"]
+    bad = [c for c in configs if c != "plain" and not re.fullmatch(r"[A-Z_]+=\S+", c)]
+    if args.rounds < 1 or args.n < 1:
+        ap.error("--rounds and --n must be at least 1")
+    if bad:  # (a bare name would reach gateway_micro.py as an empty setting: the plain gateway, unsaid)
+        ap.error(f"--config takes plain or NAME=VALUE (LIMITS=1, POLICIES=1...), not {', '.join(bad)}")
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp)
         print(f"compiling {len(MODULES)} modules with Cython {Cython.__version__} "
