@@ -721,6 +721,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--litellm", metavar="PYTHON", help="a Python with litellm[proxy] installed: adds LiteLLM's "
                                                          "proxy (1 worker) as a target")
     args = ap.parse_args(argv)
+    if args.rounds < 0 or args.pairs < 0:  # (a negative count ran no round, then failed reporting them)
+        ap.error("--rounds and --pairs take 0 or more")
 
     if args.install_wrk and not shutil.which("wrk"):
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=False)
