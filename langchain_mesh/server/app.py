@@ -207,22 +207,23 @@ class MeshApp:
         try:
             if path == "/health":
                 return await self._health(send)
+            headers = _headers(scope)
             if path.startswith("/usage") and path in _USAGE_PATHS:
-                return await self._usage_page().handle(method, path, scope, receive, send, _header,
+                return await self._usage_page().handle(method, path, scope, receive, send, headers,
                                                        lambda: read_body(receive, self.limits))
             if self._guard is not None:
-                self._guard.check(scope, method, multipart=path in self._forms)
+                self._guard.check(headers, scope.get("server"), method, multipart=path in self._forms)
             if path == "/openapi.json":
                 return await _json(send, 200, self._openapi)
-            principal = self.keys.authenticate(_header(scope, b"authorization"))
+            principal = self.keys.authenticate(headers.get(b"authorization"))
             who = principal.name
             user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
-            scope_token = set_scope(_cache_wish(principal.scope, scope))  # who the policies count it for
+            call_scope = _cache_wish(principal.scope, headers.get(b"cache-control"))
             if self._routes:
-                sticky = _header(scope, b"x-mesh-sticky-key")
+                sticky = headers.get(b"x-mesh-sticky-key")
                 if sticky:
-                    reset_scope(scope_token)
-                    scope_token = set_scope(_with_sticky(_cache_wish(principal.scope, scope), sticky.decode("latin-1")))
+                    call_scope = _with_sticky(call_scope, sticky.decode("latin-1"))
+            scope_token = set_scope(call_scope)  # who the policies count it for
             handler = self._posts.get(path)
             form = self._forms.get(path)
             if path.startswith("/v1/credentials"):
@@ -232,7 +233,7 @@ class MeshApp:
                 await _until_disconnect(receive, handler(principal, body, send, served), self._watches_of())
             elif form is not None and method == "POST":
                 body = await read_body(receive, self.limits)
-                ctype = (_header(scope, b"content-type") or b"").decode("latin-1")
+                ctype = (headers.get(b"content-type") or b"").decode("latin-1")
                 await _until_disconnect(receive, form(principal, body, ctype, send, served), self._watches_of())
             elif method == "GET" and path == "/v1/models":
                 await _json(send, 200, orjson.dumps({"object": "list", "data": [
@@ -629,10 +630,9 @@ def _sticky_from_user(user: str) -> None:
         set_scope(_with_sticky(scope, user))
 
 
-def _cache_wish(call_scope: Any, scope: dict[str, Any]) -> Any:
+def _cache_wish(call_scope: Any, value: Optional[bytes]) -> Any:
     """The caller's scope, bypassing the response cache when the request says ``Cache-Control: no-cache``
     (or ``no-store``), as an HTTP cache would."""
-    value = _header(scope, b"cache-control")
     if value and (b"no-cache" in value.lower() or b"no-store" in value.lower()):
         from dataclasses import replace
 
@@ -640,11 +640,26 @@ def _cache_wish(call_scope: Any, scope: dict[str, Any]) -> Any:
     return call_scope
 
 
-def _header(scope: dict[str, Any], name: bytes) -> Optional[bytes]:
-    for k, v in scope["headers"]:
-        if k == name:
-            return v
-    return None
+# headers whose value is one thing (a host, a credential, a media type, an origin...): a request that
+# repeats one is ambiguous (which copy a proxy in front checked, which one a browser guard judged), so it
+# is refused, as RFC 9112 (3.2) asks of a repeated Host
+_SINGLE = (b"host", b"authorization", b"content-type", b"origin", b"sec-fetch-site", b"x-mesh-sticky-key")
+
+
+def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name, read once for every check of the request: a repeated
+    header's first value, except for the single-valued ones above, which may not be repeated (400)."""
+    raw = scope["headers"]
+    if type(raw) is not list:  # (ASGI allows any iterable)
+        raw = list(raw)
+    found = dict(reversed(raw))  # (reversed: the first value wins, as a scan would find it)
+    if len(found) != len(raw):
+        names = [k for k, _ in raw]
+        for name in _SINGLE:
+            if names.count(name) > 1:
+                raise APIError(400, f"the request has more than one {name.decode()} header; send it once",
+                               code="duplicate_header")
+    return found
 
 
 async def _json(send: Send, status: int, body: bytes, headers: Any = ()) -> None:

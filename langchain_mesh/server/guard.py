@@ -54,10 +54,10 @@ class BrowserGuard:
         self.origins = frozenset(o.rstrip("/").lower() for o in server_config.allowed_origins)
         self._seen: dict[tuple[Any, ...], Optional[tuple[int, str, str]]] = {}
 
-    def check(self, scope: dict[str, Any], method: str, multipart: bool = False) -> None:
-        headers = dict(scope["headers"])  # names are lower case in ASGI
+    def check(self, headers: dict[bytes, bytes], server: Any, method: str, multipart: bool = False) -> None:
+        """``headers``: the request's, by lower-case name (app._headers: none of these is repeated);
+        ``server``: the ASGI scope's (the address the request came in on)."""
         post = method == "POST"
-        server = scope.get("server")
         # the verdict depends on these values only, and a client sends the same ones on every request:
         # judged once (host parsing and lower-casing cost a pass-through request ~5% of its CPU)
         key = (headers.get(b"host"), headers.get(b"origin"), headers.get(b"sec-fetch-site"),

@@ -80,8 +80,7 @@ class UsagePage:
     # ---- the endpoints --------------------------------------------------------------------------------
 
     async def handle(self, method: str, path: str, scope: dict[str, Any], receive: Any, send: Any,
-                     header: Callable[[dict[str, Any], bytes], Optional[bytes]],
-                     read_body: Callable[[], Awaitable[bytes]]) -> None:
+                     headers: dict[bytes, bytes], read_body: Callable[[], Awaitable[bytes]]) -> None:
         if self.mesh.config.usage is None:
             raise APIError(404, "the usage ledger is off: add a usage: section to the mesh config", code="unknown_url")
         if path == "/usage/login":
@@ -90,7 +89,7 @@ class UsagePage:
             return await self._login(await read_body(), send)
         if method != "GET":
             raise APIError(405, f"Method {method} not allowed on {path}", code="method_not_allowed")
-        admin = self._admin(header(scope, b"authorization"), header(scope, b"cookie"))
+        admin = self._admin(headers.get(b"authorization"), headers.get(b"cookie"))
         if path == "/usage/api":
             if not admin:
                 raise APIError(401, "The usage API needs an admin key (server.api_keys[] with admin: true), sent as "

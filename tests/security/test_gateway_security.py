@@ -343,3 +343,34 @@ def test_without_keys_a_rebinding_host_is_refused(open_gw):
 def test_the_keyless_startup_warning_does_not_claim_browsers_cannot_reach_it(open_gw):
     log = open_gw.log()
     assert "UNAUTHENTICATED" in log and "only reachable from this machine" not in log
+
+
+def _get_models(port: int, *headers: bytes) -> tuple[int, dict]:
+    """``GET /v1/models`` with these header lines, on a connection closed after: (status, JSON body)."""
+    head = b"GET /v1/models HTTP/1.1\r\n" + b"".join(h + b"\r\n" for h in headers) + b"Connection: close\r\n\r\n"
+    out = _raw(port, head)
+    status = int(out.split(b" ", 2)[1])
+    return status, json.loads(out.split(b"\r\n\r\n", 1)[1])
+
+
+def test_without_keys_a_repeated_host_or_origin_is_refused_not_judged_by_one_copy(open_gw):
+    local, evil = b"Host: 127.0.0.1:%d" % open_gw.port, b"Host: evil.example"
+    for lines in ((local, evil), (evil, local), (local, b"Origin: http://evil.example", b"Origin: null"),
+                  (local, b"Sec-Fetch-Site: same-origin", b"Sec-Fetch-Site: cross-site")):
+        status, body = _get_models(open_gw.port, *lines)
+        assert status == 400 and body["error"]["code"] == "duplicate_header", lines
+        assert body["error"]["type"] == "invalid_request_error"
+    # other repeated headers are allowed, as before (their first value is the one read)
+    status, body = _get_models(open_gw.port, local, b"Accept: application/json", b"Accept: */*")
+    assert status == 200 and body["object"] == "list"
+
+
+def test_a_repeated_authorization_is_refused_even_when_one_copy_is_a_valid_key(gw):
+    good, bad = b"Authorization: Bearer " + KEY.encode(), b"Authorization: Bearer sk-not-a-key"
+    host = b"Host: 127.0.0.1:%d" % gw.port
+    for lines in ((host, good, bad), (host, bad, good), (host, good, good)):
+        status, body = _get_models(gw.port, *lines)
+        assert status == 400 and body["error"]["code"] == "duplicate_header"
+        assert "authorization" in body["error"]["message"]
+    status, body = _get_models(gw.port, host, good)
+    assert status == 200 and body["object"] == "list"
