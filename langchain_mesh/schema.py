@@ -45,16 +45,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# BaseModel's slots, set through their descriptors (object.__setattr__ looks each name up first: a
+# built() took ~0.8 µs that way, ~0.6 this way)
+_SET_DICT = object.__setattr__
+_SET_FIELDS = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
 def built(cls: Any, values: dict[str, Any], fields_set: Optional[set[str]] = None) -> Any:
     """A model of ``cls`` from ``values`` that are valid already, every field given: what pydantic's
-    ``model_construct`` sets, set directly, without its walk over the fields (~5 µs; this ~0.5). For
+    ``model_construct`` sets, set directly, without its walk over the fields (~5 µs; this ~0.6). For
     the objects the policies make on every call (a route's attempts and meta), never for input.
     ``fields_set``: the fields counted as given (``exclude_unset``); default, all of them."""
     obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values) if fields_set is None else fields_set)
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    _SET_DICT(obj, "__dict__", values)
+    _SET_FIELDS(obj, set(values) if fields_set is None else fields_set)
+    _SET_EXTRA(obj, None)
+    _SET_PRIVATE(obj, None)
     return obj
 
 

@@ -6,6 +6,7 @@ connection once Redis is back; and the acquire-all script's windows as the limit
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 
@@ -125,6 +126,35 @@ async def test_store_counters_and_nowait_increments_on_the_pipe(server):
     assert await store.amget(["pipe:s", "pipe:none", "pipe:c"]) == ["x", None, "4"]
     await store.adelete("pipe:s")
     assert await store.aget("pipe:s") is None
+
+
+def test_the_store_gives_each_loop_its_own_pipe_and_a_forked_child_none_of_its_parents(server):
+    store = RedisStore(server.url, timeout=2)
+
+    async def mine():
+        return store.pipe(), store.pipe()
+
+    a1, a2 = asyncio.run(mine())
+    b1, b2 = asyncio.run(mine())  # a second loop in the same thread, the first one closed
+    assert a1 is a2 and b1 is b2 and a1 is not b1
+    box = []
+    t = threading.Thread(target=lambda: box.append(asyncio.run(mine())))
+    t.start()
+    t.join()
+    assert box[0][0] is box[0][1] and box[0][0] not in (a1, b1)
+
+    async def fork_inside_the_loop() -> int:
+        parent = store.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the loop's copy says it runs, yet it is not the child's to use
+            try:
+                code = 1 if store.pipe() is parent else 0
+            except RuntimeError:  # "no running event loop", as asyncio says in a forked child
+                code = 0
+            os._exit(code)
+        return os.waitpid(pid, 0)[1]
+
+    assert asyncio.run(fork_inside_the_loop()) == 0
 
 
 async def test_acquire_all_counts_nothing_when_one_window_refuses(server):
