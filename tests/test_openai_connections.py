@@ -475,6 +475,22 @@ def test_openai_organization_and_project_headers(openai_server):
     assert h["openai-organization"] == "org-1" and h["openai-project"] == "proj-9"
 
 
+def test_the_lean_transport_leaves_out_the_sdks_telemetry_headers_but_not_configured_ones(openai_server):
+    mesh = Mesh.from_config({"connections": {"oa": {
+        "type": "openai", "api_key": "test-key", "organization": "org-1", "base_url": openai_server.base_url,
+        "default_headers": {"X-Stainless-Helper": "kept", "X-Tenant": "t1"}}}})
+    llm = mesh.get_llm("openai:oa:gpt-4o")
+    assert on_transport(llm, True) is llm
+    asyncio.run(llm.new_completion().with_message("hi").aexecute())
+    h = openai_server.last_request.headers
+    assert h["authorization"] == "Bearer test-key" and h["openai-organization"] == "org-1"
+    assert h["x-tenant"] == "t1" and h["x-stainless-helper"] == "kept" and h["user-agent"].startswith("AsyncOpenAI/")
+    assert [k for k in h if k.lower().startswith("x-stainless-") and k.lower() != "x-stainless-helper"] == []
+    # the SDK's own transport (sync calls) sends what the SDK sends
+    llm.new_completion().with_message("hi").execute()
+    assert openai_server.last_request.headers["x-stainless-lang"] == "python"
+
+
 def test_azure_deployment_underlying_model_and_apim_headers(azure_openai_server, monkeypatch):
     monkeypatch.setenv("APIM_KEY", "apim-secret")
     c = CASES[1]
