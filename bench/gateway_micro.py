@@ -6,7 +6,10 @@ canned bytes fed back to the client's connection on the next loop turn).
 bench/gateway.py measures the gateway under wrk, where syscalls and the machine's load blur differences
 of a few µs; this measures the Python alone: process CPU µs per request, ``R`` rounds of ``N``
 sequential requests (median and min of the rounds). ``PROFILE=tottime`` adds a cProfile listing (``PROFN`` rows, 45; ``PROFOUT=file`` writes it for pstats instead);
-``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer);
+``TRIVIAL=1`` serves a fixed answer from a bare ASGI app instead (the floor of the protocol layer;
+``TRIVIAL=raw``: the same bytes written by the protocol itself, in a task per request but with no ASGI
+scope, ``receive`` or ``send``: what going below ASGI could save at most; ``TRIVIAL=sync``: written at
+once, no task either);
 ``LIMITS=1`` adds issue 19's pair: an API key, rate limits in memory and the SQLite ledger
 (``LIMITS=nolog``: the key and the limits without the ledger; ``LIMITS=ledger``: the key and the
 ledger without the limits; ``LIMITS=key``: the key alone;
@@ -115,6 +118,30 @@ class SrvTransport:
     def get_write_buffer_size(self): return 0
 
 
+def raw_answer(at_once: bool) -> None:
+    """TRIVIAL=raw|sync: the protocol answers each request with the canned bytes itself (no ASGI)."""
+    body = UP_RESP[UP_RESP.index(b"\r\n\r\n") + 4:]
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+
+    def answered(cycle):
+        cycle.conn.transport.write(answer)
+        cycle.complete = True
+        cycle.conn.response_complete()
+
+    async def task(cycle):
+        answered(cycle)
+
+    def start(self, cycle):
+        self.running = cycle
+        if at_once:
+            return answered(cycle)
+        t = self.loop.create_task(task(cycle))
+        t.add_done_callback(self.tasks.discard)
+        self.tasks.add(t)
+
+    MeshHttpProtocol._start = start
+
+
 def redis_server() -> str:
     """A throwaway redis-server on a free port (stopped when this process exits): its URL."""
     import atexit
@@ -204,6 +231,8 @@ async def main(n, rounds):
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_b))]})
             await send({"type": "http.response.body", "body": _b})
         app.limits = mesh.config.server.limits
+    if os.environ.get("TRIVIAL") in ("raw", "sync"):
+        raw_answer(os.environ["TRIVIAL"] == "sync")
     config = uvicorn.Config(app, http=MeshHttpProtocol, loop="uvloop", lifespan="off", access_log=False, proxy_headers=False)
     config.load()
     state = ServerState()
