@@ -217,12 +217,12 @@ class MeshApp:
                 return await _json(send, 200, self._openapi)
             principal = self.keys.authenticate(headers.get(b"authorization"))
             who = principal.name
-            user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
             call_scope = _cache_wish(principal.scope, headers.get(b"cache-control"))
             if self._routes:
                 sticky = headers.get(b"x-mesh-sticky-key")
                 if sticky:
                     call_scope = _with_sticky(call_scope, sticky.decode("latin-1"))
+            user_token = set_user(principal.name)  # the caller's own credentials, for per-user connections
             scope_token = set_scope(call_scope)  # who the policies count it for
             handler = self._posts.get(path)
             form = self._forms.get(path)

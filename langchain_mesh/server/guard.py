@@ -15,9 +15,9 @@ needs no CORS preflight, and a page whose domain re-resolves to 127.0.0.1 (DNS r
   does; a page can send that type cross-origin, but a browser always sends ``Origin`` with such a
   POST, so the origin check above is what keeps pages out there.
 
-None of these headers may be repeated (the app refuses that with a 400 before the guard: one copy judged
-and another read is how a check is slipped). Programs (the openai SDK, curl with ``-H 'content-type: application/json'``) send none of the
-browser headers and are not affected. Example config for a tool served from another local port::
+None of these headers may be repeated (the app refuses that with a 400 before the guard: one copy
+judged and another read is how a check is slipped). Programs (the openai SDK, curl with
+``-H 'content-type: application/json'``) send none of the browser headers and are not affected. Example config for a tool served from another local port::
 
     server:
       allowed_origins: ["http://localhost:3000"]
