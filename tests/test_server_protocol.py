@@ -50,6 +50,11 @@ async def app(scope, receive, send):
     if path == "/bad-header":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"v\r\nset-cookie: x")]})
         return
+    if path in ("/bad-length", "/word-length"):
+        length = b"5\r\nset-cookie: x" if path == "/bad-length" else b"five"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]})
+        await send({"type": "http.response.body", "body": b"12345"})
+        return
     if path == "/no-content":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -146,6 +151,8 @@ SCENARIOS = {
     "the app answers short": [b"GET /half HTTP/1.1\r\nhost: x\r\n\r\n"],
     "the app streams": [b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n"],
     "a header the app must not write": [b"GET /bad-header HTTP/1.1\r\nhost: x\r\n\r\n"],
+    "a length the app must not write": [b"GET /bad-length HTTP/1.1\r\nhost: x\r\n\r\n"],
+    "a length that is no number": [b"GET /word-length HTTP/1.1\r\nhost: x\r\n\r\n"],
     "no content": [b"GET /no-content HTTP/1.1\r\nhost: x\r\n\r\n" + GET],
     "a websocket upgrade": [b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
                             b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"],
@@ -247,3 +254,11 @@ def test_a_slow_reader_gets_a_large_stream_whole():
         assert [data[i * len(piece)] for i in range(64)] == list(range(64))
     finally:
         server.stop()
+
+
+def test_answer_lengths_are_not_kept_as_checked_headers(servers):
+    from langchain_mesh.server import protocol
+
+    for n in range(40):  # answers of as many lengths
+        _exchange(servers[0].port, [_post(b"/p", b"x" * n)], quiet=0.05)
+    assert protocol._CHECKED and not [v for k, v in protocol._CHECKED if k.lower() == b"content-length" and v.isdigit()]

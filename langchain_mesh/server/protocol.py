@@ -227,8 +227,16 @@ class _Cycle:
         out = [_STATUS[status], conn.default_head]
         closes = False
         for name, value in message.get("headers", ()):
-            _checked(name, value)
             name = name.lower()
+            if name == b"content-length" and value.isdigit():
+                # digits are a valid value: not searched, nor kept in _CHECKED (lengths vary: once it was
+                # full of them, every answer's length would be searched again)
+                if self.chunked is None:
+                    self.left = int(value)
+                    self.chunked = False
+                out += (name, b": ", value, b"\r\n")
+                continue
+            _checked(name, value)
             if name == b"content-length" and self.chunked is None:
                 self.left = int(value.decode())
                 self.chunked = False
