@@ -400,3 +400,62 @@ def test_without_httptools_the_async_path_is_the_sdks(monkeypatch):
     monkeypatch.delenv("HTTPS_PROXY")
     monkeypatch.setattr(http1, "httptools", None)
     assert not lean_transport()
+
+
+async def test_headers_are_read_from_a_head_that_came_in_pieces():
+    head = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After:  7 \r\n"
+            b"X-Seen: a\r\nx-seen: b\r\nContent-Length: 2\r\n\r\n")
+
+    async def handler(r, w):
+        await srv.read_request(r)
+        for i in range(len(head)):  # a byte at a time: the head spans many reads
+            w.write(head[i:i + 1])
+            await w.drain()
+            await asyncio.sleep(0)
+        w.write(b"{}")
+        await w.drain()
+
+    async with Server(handler) as srv:
+        client = HTTPClient()
+        resp = await client.request(srv.target(), b"{}")
+        try:
+            assert resp.status == 429 and await resp.read() == b"{}"
+            assert resp.headers == {"content-type": "application/json", "retry-after": "7", "x-seen": "a, b",
+                                    "content-length": "2"}
+        finally:
+            resp.release()
+        await client.close()
+
+
+async def test_a_length_delimited_body_cut_by_the_close_is_an_error_even_with_connection_close():
+    async def handler(r, w):
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-LENGTH: 100\r\n\r\nonly part")
+        await w.drain()
+        w.close()
+
+    async with Server(handler) as srv:
+        client = HTTPClient()
+        resp = await client.request(srv.target(), b"{}")
+        with pytest.raises(ConnectionClosed):
+            await resp.read()
+        resp.release()
+        await client.close()
+
+
+async def test_an_endless_head_is_refused(monkeypatch):
+    monkeypatch.setattr(http1, "_MAX_HEAD", 4096)
+
+    async def handler(r, w):
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(1000):
+            w.write(b"x-filler-%d: %s\r\n" % (i, b"y" * 64))
+            await w.drain()
+            await asyncio.sleep(0)
+
+    async with Server(handler) as srv:
+        client = HTTPClient()
+        with pytest.raises(ProtocolError, match="larger than 4096 bytes"):
+            await client.request(srv.target(), b"{}")
+        await client.close()
