@@ -21,6 +21,8 @@ after another, so each waits for its Redis round trips (the CPU per request is w
 ``TRACING=sdk``: tracing with an SDK provider that records every span (a batch processor, an exporter
 that drops them; ``TRACING=sdk:0.1`` samples a tenth of the requests; ``TRACING=1``, as bench/gateway.py, has no provider: the spans cannot record).
 ``DROP=budgets,routes`` leaves those sections out of it (where its microseconds go).
+``OPENAI_HEADERS=1``: the upstream answers with the eighteen more header lines api.openai.com sends
+(rate-limit counters, request id, Cloudflare's), where the bench's aiohttp upstream sends four.
 ``CONC=16`` sends 16 at a time on 16 connections (their Redis commands then share writes, as under wrk).
 ``CALLGRIND=1`` counts instructions per request instead, under valgrind (see :func:`callgrind`:
 deterministic, for comparing two versions on a noisy machine; ``CGKEEP=1`` keeps its output file
@@ -58,6 +60,17 @@ ANSWER = json.dumps({
     "usage": {"prompt_tokens": 24, "completion_tokens": 18, "total_tokens": 42}}).encode()
 UP_RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
            b"Date: Sat, 05 Dec 2026 08:00:00 GMT\r\nServer: Python/3.11 aiohttp/3.9\r\n\r\n" % len(ANSWER)) + ANSWER
+if os.environ.get("OPENAI_HEADERS"):  # the upstream's answer with the header lines api.openai.com sends
+    UP_RESP = UP_RESP.replace(b"\r\n\r\n", b"\r\n" + (
+        b"openai-organization: org-abc\r\nopenai-processing-ms: 412\r\nopenai-project: proj_abc\r\n"
+        b"openai-version: 2020-10-01\r\nx-ratelimit-limit-requests: 10000\r\nx-ratelimit-limit-tokens: 30000000\r\n"
+        b"x-ratelimit-remaining-requests: 9999\r\nx-ratelimit-remaining-tokens: 29999950\r\n"
+        b"x-ratelimit-reset-requests: 6ms\r\nx-ratelimit-reset-tokens: 0s\r\n"
+        b"x-request-id: req_0123456789abcdef0123456789abcdef\r\n"
+        b"strict-transport-security: max-age=31536000; includeSubDomains; preload\r\ncf-cache-status: DYNAMIC\r\n"
+        b"set-cookie: __cf_bm=abcdefabcdef; path=/; expires=Sat, 05-Dec-26 08:30:00 GMT; domain=.api.openai.com; "
+        b"HttpOnly; Secure; SameSite=None\r\nx-content-type-options: nosniff\r\nserver: cloudflare\r\n"
+        b"cf-ray: 8f0123456789abcd-AMS\r\nalt-svc: h3=\":443\"; ma=86400\r\n") + b"\r\n", 1)
 POLICIES = bool(os.environ.get("POLICIES"))
 CONC = int(os.environ.get("CONC", 1))  # requests in flight at once (one connection each), as wrk's 16
 DROP = set(filter(None, os.environ.get("DROP", "").split(",")))  # POLICIES less these sections (attribution)
