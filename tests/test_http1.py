@@ -409,8 +409,9 @@ def test_without_httptools_the_async_path_is_the_sdks(monkeypatch):
     assert not lean_transport()
 
 
-async def test_headers_are_read_from_a_head_that_came_in_pieces():
-    head = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After:  7 \r\n"
+async def test_headers_are_read_from_a_head_that_came_in_pieces_after_an_interim_answer():
+    head = (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"  # not the answer: its headers are not
+            b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After:  7 \r\n"
             b"X-Seen: a\r\nx-seen: b\r\nContent-Length: 2\r\n\r\n")
 
     async def handler(r, w):

@@ -100,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self.read_timer: Any = None  # the read timeout's timer, armed lazily (see Response._wait)
+        self.interim = False  # parsing an interim answer (100 Continue, 103 Early Hints): the answer follows
 
     # asyncio.Protocol
 
@@ -146,7 +147,11 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         resp = self.response
         p = self.parser
-        resp.status = p.get_status_code()  # type: ignore[union-attr]
+        status = p.get_status_code()
+        if status < 200:  # an interim answer, parsed by llhttp as a message of its own: the answer follows
+            self.interim = True
+            return
+        resp.status = status  # type: ignore[union-attr]
         resp.keep_alive = p.should_keep_alive()  # type: ignore[union-attr]
         resp._wake()  # type: ignore[union-attr]
 
@@ -160,6 +165,9 @@ class _Connection(asyncio.Protocol):
         resp._wake()  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.response._complete()  # type: ignore[union-attr]
 
     def _read_due(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -218,8 +226,10 @@ class Response:
         """The header lines, as (name, value): read from the head, which llhttp has parsed (so its lines
         end with CRLF, with no folded lines)."""
         raw = b"".join(self.head)
-        end = raw.find(b"\r\n\r\n")
-        lines = raw[:end].split(b"\r\n")[1:] if end >= 0 else []
+        start, end = 0, raw.find(b"\r\n\r\n")
+        while end >= 0 and raw[start + 9:start + 10] == b"1":  # an interim answer's (103 Early Hints): skipped
+            start, end = end + 4, raw.find(b"\r\n\r\n", end + 4)
+        lines = raw[start:end].split(b"\r\n")[1:] if end >= 0 else []
         return [(name.strip(b" \t"), value.strip(b" \t")) for name, _, value in (ln.partition(b":") for ln in lines)]
 
     def length_known(self) -> bool:
