@@ -228,17 +228,13 @@ class _Cycle:
         closes = False
         for name, value in message.get("headers", ()):
             name = name.lower()
-            if name == b"content-length" and value.isdigit():
-                # digits are a valid value: not searched, nor kept in _CHECKED (lengths vary: once it was
-                # full of them, every answer's length would be searched again)
-                if self.chunked is None:
-                    self.left = int(value)
-                    self.chunked = False
-                out += (name, b": ", value, b"\r\n")
-                continue
-            _checked(name, value)
-            if name == b"content-length" and self.chunked is None:
-                self.left = int(value.decode())
+            length = name == b"content-length"
+            # a length of digits is a valid value: not searched, nor kept in _CHECKED (lengths vary: once it
+            # was full of them, every answer's length would be searched again)
+            if not (length and value.isdigit()):
+                _checked(name, value)
+            if length and self.chunked is None:
+                self.left = int(value)  # (bytes: a value that is no number raises ValueError, as its str did)
                 self.chunked = False
             elif name == b"transfer-encoding" and value.lower() == b"chunked":
                 self.left = 0
