@@ -17,7 +17,8 @@ needs no CORS preflight, and a page whose domain re-resolves to 127.0.0.1 (DNS r
 
 None of these headers may be repeated (the app refuses that with a 400 before the guard: one copy
 judged and another read is how a check is slipped). Programs (the openai SDK, curl with
-``-H 'content-type: application/json'``) send none of the browser headers and are not affected. Example config for a tool served from another local port::
+``-H 'content-type: application/json'``) send none of the browser headers and are not affected.
+Example config for a tool served from another local port::
 
     server:
       allowed_origins: ["http://localhost:3000"]
